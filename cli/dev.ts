@@ -1,0 +1,230 @@
+/**
+ * `floodgate dev`: the whole platform on one machine. Runs the edge under `wrangler dev`
+ * (workerd, state persisted under `--state`), creates on first start the secrets, a demo
+ * account and an agent token, writes `<state>/local.json`, prints the keys, and stops
+ * everything it started on SIGINT/SIGTERM. A second start reuses the state and keys.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { generateKeyPairSync, randomBytes } from "node:crypto";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { z } from "zod";
+import { DEMO_MODEL, DEMO_MODEL_CONFIG } from "../shared/models.ts";
+
+export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
+
+export const LocalConfig = z.object({
+  url: z.string(),
+  admin_key: z.string(),
+  api_key: z.string(),
+  agent_token: z.string(),
+});
+export type LocalConfig = z.infer<typeof LocalConfig>;
+
+export interface DevOptions {
+  port: number;
+  agents: number;
+  state: string;
+  /** Print nothing but errors (tests). */
+  quiet?: boolean;
+}
+
+interface Secrets {
+  ADMIN_KEY: string;
+  AGENT_SIGNING_KEYS: string;
+}
+
+/** Reads the state's secrets, generating them on first start. */
+export function ensureSecrets(stateDir: string): { file: string; secrets: Secrets } {
+  const file = join(stateDir, "secrets.env");
+  if (existsSync(file)) {
+    const text = readFileSync(file, "utf8");
+    const get = (k: string): string | undefined => {
+      const line = text.split("\n").find((l) => l.startsWith(`${k}=`));
+      return line === undefined ? undefined : line.slice(k.length + 1).replace(/^'(.*)'$/, "$1");
+    };
+    const admin = get("ADMIN_KEY");
+    const keys = get("AGENT_SIGNING_KEYS");
+    if (admin && keys) return { file, secrets: { ADMIN_KEY: admin, AGENT_SIGNING_KEYS: keys } };
+  }
+  const kid = `k${randomBytes(6).toString("hex")}`;
+  const { privateKey } = generateKeyPairSync("ed25519");
+  const jwk = { ...privateKey.export({ format: "jwk" }), kid, alg: "EdDSA" };
+  const secrets: Secrets = {
+    ADMIN_KEY: `fga_${randomBytes(24).toString("base64url")}`,
+    AGENT_SIGNING_KEYS: JSON.stringify({ active: kid, keys: [jwk] }),
+  };
+  // Single-quoted: dotenv takes such values literally, and neither value contains a quote.
+  writeFileSync(
+    file,
+    Object.entries(secrets)
+      .map(([k, v]) => `${k}='${v}'`)
+      .join("\n") + "\n",
+    { mode: 0o600 },
+  );
+  return { file, secrets };
+}
+
+async function waitHealthy(url: string, child: ChildProcess, deadlineMs: number): Promise<void> {
+  const until = Date.now() + deadlineMs;
+  while (Date.now() < until) {
+    if (child.exitCode !== null)
+      throw new Error(`wrangler dev exited with code ${child.exitCode} before the edge answered`);
+    try {
+      const r = await fetch(`${url}/healthz`);
+      if (r.ok) return;
+    } catch {
+      // not listening yet
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`the edge did not answer on ${url} within ${deadlineMs / 1000} s`);
+}
+
+async function api(
+  url: string,
+  key: string,
+  method: string,
+  path: string,
+  body?: unknown,
+): Promise<{ status: number; json: unknown }> {
+  const r = await fetch(url + path, {
+    method,
+    headers: { authorization: `Bearer ${key}`, ...(body === undefined ? {} : { "content-type": "application/json" }) },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await r.text();
+  return { status: r.status, json: text ? (JSON.parse(text) as unknown) : null };
+}
+
+/** Registers the built-in models and makes sure the demo account and agent token exist. */
+export async function bootstrap(url: string, adminKey: string, stateDir: string): Promise<LocalConfig> {
+  const put = await api(url, adminKey, "PUT", `/v1/admin/models/${DEMO_MODEL}`, DEMO_MODEL_CONFIG);
+  if (put.status >= 300) throw new Error(`registering the demo model failed: ${JSON.stringify(put.json)}`);
+  const file = join(stateDir, "local.json");
+  const held = existsSync(file) ? LocalConfig.safeParse(JSON.parse(readFileSync(file, "utf8"))) : undefined;
+  let apiKey = held?.success ? held.data.api_key : undefined;
+  let agentToken = held?.success ? held.data.agent_token : undefined;
+  if (apiKey !== undefined && (await api(url, apiKey, "GET", "/v1/jobs?limit=1")).status === 401) apiKey = undefined;
+  if (apiKey === undefined) {
+    const made = await api(url, adminKey, "POST", "/v1/admin/accounts", { name: "demo", tier: "plus" });
+    if (made.status !== 201) throw new Error(`creating the demo account failed: ${JSON.stringify(made.json)}`);
+    apiKey = (made.json as { api_key: string }).api_key;
+  }
+  if (agentToken === undefined) {
+    const tok = await api(url, adminKey, "POST", "/v1/admin/agent-tokens", {
+      pool: "local",
+      models: [DEMO_MODEL],
+      ttl_s: 365 * 86400,
+    });
+    if (tok.status !== 201) throw new Error(`minting the agent token failed: ${JSON.stringify(tok.json)}`);
+    agentToken = (tok.json as { token: string }).token;
+  }
+  const config: LocalConfig = { url, admin_key: adminKey, api_key: apiKey, agent_token: agentToken };
+  writeFileSync(file, JSON.stringify(config, null, 2) + "\n", { mode: 0o600 });
+  return config;
+}
+
+/**
+ * Environment for local workerd: no metrics, and no fetch of the `Request.cf` sample, which
+ * needs the internet (the placeholder is used instead).
+ */
+export const LOCAL_ENV = { WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false" };
+
+/** Starts the edge under wrangler dev and answers once it is healthy. */
+export async function startEdge(opts: {
+  port: number;
+  state: string;
+  envFile: string;
+  quiet?: boolean;
+}): Promise<{ url: string; child: ChildProcess }> {
+  const url = `http://127.0.0.1:${opts.port}`;
+  const wrangler = join(ROOT, "node_modules", ".bin", "wrangler");
+  const child = spawn(
+    wrangler,
+    [
+      "dev",
+      "--config",
+      join(ROOT, "wrangler.toml"),
+      "--ip",
+      "127.0.0.1",
+      "--port",
+      String(opts.port),
+      "--persist-to",
+      join(opts.state, "wrangler"),
+      "--env-file",
+      opts.envFile,
+      "--log-level",
+      "warn",
+      "--show-interactive-dev-session=false",
+      "--inspector-port",
+      "0",
+    ],
+    {
+      cwd: ROOT,
+      stdio: ["ignore", opts.quiet ? "ignore" : "inherit", "inherit"],
+      detached: true,
+      env: { ...process.env, ...LOCAL_ENV },
+    },
+  );
+  try {
+    await waitHealthy(url, child, 60_000);
+  } catch (err) {
+    stopProcess(child);
+    throw err;
+  }
+  return { url, child };
+}
+
+/** Stops a process we started and everything it started (it leads its own process group). */
+export function stopProcess(child: ChildProcess, signal: NodeJS.Signals = "SIGTERM"): void {
+  if (child.pid === undefined || child.exitCode !== null) return;
+  try {
+    process.kill(-child.pid, signal);
+  } catch {
+    child.kill(signal);
+  }
+}
+
+export async function dev(opts: DevOptions): Promise<number> {
+  const state = resolve(opts.state);
+  mkdirSync(state, { recursive: true });
+  const { file: envFile, secrets } = ensureSecrets(state);
+  const { url, child } = await startEdge({ port: opts.port, state, envFile, quiet: opts.quiet });
+  const stop = (): void => stopProcess(child);
+  let config: LocalConfig;
+  try {
+    config = await bootstrap(url, secrets.ADMIN_KEY, state);
+  } catch (err) {
+    stop();
+    throw err;
+  }
+  const log = opts.quiet ? () => {} : (s: string) => process.stdout.write(s + "\n");
+  log(`Floodgate is running at ${config.url}`);
+  log(`  user key    ${config.api_key}`);
+  log(`  admin key   ${config.admin_key}`);
+  log(`  agent token ${config.agent_token}`);
+  log(`  written to  ${join(state, "local.json")}`);
+  if (opts.agents > 0)
+    log(`  agents      none started: this build has no agent runtime yet, so jobs wait with reason no_agent`);
+  log(
+    `Try: curl -s -X POST ${config.url}/v1/models/demo/jobs -H "authorization: Bearer ${config.api_key}" -H "content-type: application/json" -d '{"input":{"prompt":"a red fox"}}'`,
+  );
+  log("Ctrl-C stops everything.");
+  return await new Promise<number>((resolveExit) => {
+    let stopping = false;
+    const onSignal = (): void => {
+      if (stopping) return;
+      stopping = true;
+      stop();
+    };
+    process.once("SIGINT", onSignal);
+    process.once("SIGTERM", onSignal);
+    child.once("exit", (code) => {
+      process.off("SIGINT", onSignal);
+      process.off("SIGTERM", onSignal);
+      resolveExit(stopping ? 0 : (code ?? 1));
+    });
+  });
+}

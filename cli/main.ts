@@ -1,0 +1,94 @@
+/**
+ * The one `floodgate` command: a thin dispatcher over the local launcher (and, as they land,
+ * the agent and the client). Flags are parsed strictly: an unknown flag or a bad value is a
+ * clear error and exit code 2.
+ */
+import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
+import { z } from "zod";
+import { dev } from "./dev.ts";
+
+const HELP = `floodgate — generative-media jobs at launch-day scale
+
+Usage:
+  floodgate dev [--port 8787] [--agents 1] [--state .floodgate]
+      Run the whole platform locally: the edge under wrangler dev (state kept in --state),
+      local agents, and print the keys (also written to <state>/local.json).
+  floodgate help
+      This text.
+
+Run it as \`npx floodgate …\` inside the repository (\`npm start\` is \`floodgate dev\`).
+`;
+
+const DEV_HELP = `floodgate dev — run the whole platform locally
+
+Options:
+  --port N      port of the edge on 127.0.0.1 (default 8787)
+  --agents N    local agents with the demo model (default 1)
+  --state DIR   where state, secrets and local.json live (default .floodgate)
+  -h, --help    this text
+`;
+
+const DevFlags = z.strictObject({
+  port: z.coerce.number().int().min(1).max(65535).default(8787),
+  agents: z.coerce.number().int().min(0).max(64).default(1),
+  state: z.string().min(1).default(".floodgate"),
+  help: z.boolean().optional(),
+});
+
+/** A usage error: printed with a hint, exit code 2. */
+export class UsageError extends Error {}
+
+function parse<S extends z.ZodType>(argv: string[], options: ParseArgsOptionsConfig, schema: S): z.infer<S> {
+  let values: Record<string, unknown>;
+  try {
+    values = parseArgs({ args: argv, options, strict: true, allowPositionals: false }).values;
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  const parsed = schema.safeParse(values);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new UsageError(`--${issue?.path.join(".")}: ${issue?.message}`);
+  }
+  return parsed.data;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  try {
+    switch (command) {
+      case undefined:
+      case "help":
+      case "--help":
+      case "-h":
+        process.stdout.write(HELP);
+        return command === undefined ? 2 : 0;
+      case "dev": {
+        const flags = parse(
+          rest,
+          {
+            port: { type: "string" },
+            agents: { type: "string" },
+            state: { type: "string" },
+            help: { type: "boolean", short: "h" },
+          },
+          DevFlags,
+        );
+        if (flags.help) {
+          process.stdout.write(DEV_HELP);
+          return 0;
+        }
+        return await dev({ port: flags.port, agents: flags.agents, state: flags.state });
+      }
+      default:
+        throw new UsageError(`unknown command ${JSON.stringify(command)}`);
+    }
+  } catch (err) {
+    if (err instanceof UsageError) {
+      process.stderr.write(`floodgate: ${err.message}\nRun \`floodgate help\` for usage.\n`);
+      return 2;
+    }
+    process.stderr.write(`floodgate: ${(err as Error).message}\n`);
+    return 1;
+  }
+}

@@ -1,0 +1,21 @@
+/**
+ * Secrets of the Worker, which `wrangler types` cannot see in wrangler.toml. Set them with
+ * `wrangler secret put`, or let `floodgate dev` write them to its env file.
+ */
+import type { Principal } from "../mesh/index.ts";
+
+interface Secrets {
+  /** The admin API key. */
+  ADMIN_KEY: string;
+  /** JSON `{"active": kid, "keys": [private JWKs, each with its kid]}` signing agent tokens. */
+  AGENT_SIGNING_KEYS: string;
+}
+
+declare global {
+  namespace Cloudflare {
+    interface Env extends Secrets {}
+  }
+  interface Env extends Secrets {}
+}
+
+export type AppEnv = { Bindings: Env; Variables: { principal: Principal } };

@@ -1,0 +1,12 @@
+/**
+ * The Floodgate edge Worker: the HTTP API, and the actor classes it must export for workerd.
+ */
+import { buildApp } from "./app.ts";
+
+export { AccountActor, RegistryActor, SchedulerActor } from "../mesh/index.ts";
+
+const app = buildApp();
+
+export default {
+  fetch: app.fetch,
+} satisfies ExportedHandler<Env>;

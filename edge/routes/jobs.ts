@@ -1,0 +1,245 @@
+/**
+ * The public jobs API: submit (one or a batch), read, list, cancel, delete. A submit touches
+ * one scheduler shard (one durable commit) and, only when it carries an Idempotency-Key, the
+ * account's actor first.
+ */
+import { Hono } from "hono";
+import {
+  BatchAnswer,
+  BatchBody,
+  IdempotencyKey,
+  JobList,
+  JobListQuery,
+  JobView,
+  ModelName,
+  SubmitAnswer,
+  SubmitBody,
+  type ModelConfig,
+} from "../../shared/api.ts";
+import { canonicalJson } from "../../shared/canonical.ts";
+import { FloodgateError, type Failure } from "../../shared/errors.ts";
+import { newJobId, parseJobId, schedulerName, type JobRoute } from "../../shared/ids.ts";
+import { sha256Hex } from "../../shared/keys.ts";
+import { actor, type AccountActor, type EnqueueItem, type Remote, type SchedulerActor } from "../../mesh/index.ts";
+import type { AppEnv } from "../env.ts";
+import { raise } from "../errors.ts";
+import type { RouteDoc } from "../openapi.ts";
+import { modelByName, registry, validateInput } from "../registry-cache.ts";
+import { readJson, readParam, readQuery } from "../validate.ts";
+
+export function scheduler(env: Env, route: JobRoute): Remote<SchedulerActor> {
+  return actor<SchedulerActor>(env.SCHEDULER, schedulerName(route));
+}
+
+function pickShard(model: ModelConfig): JobRoute {
+  return { modelNumber: model.number, shard: Math.floor(Math.random() * model.shards) };
+}
+
+function routeOf(id: string): JobRoute {
+  const route = parseJobId(id);
+  if (!route) throw new FloodgateError("job_not_found", `no job ${id}`);
+  return route;
+}
+
+type Prepared = { item: EnqueueItem; idemKey: string | undefined; bodyHash: string } | Failure;
+
+async function prepare(
+  model: ModelConfig,
+  account: { account_id: string; tier: string },
+  route: JobRoute,
+  body: SubmitBody,
+  idemKey: string | undefined,
+  at: string,
+): Promise<Prepared> {
+  try {
+    validateInput(model, body.input, `${at}input`);
+  } catch (err) {
+    if (err instanceof FloodgateError) return { ok: false, code: err.code, message: err.message };
+    throw err;
+  }
+  const bodyHash = idemKey === undefined ? "" : await sha256Hex(canonicalJson({ model: model.name, ...body }));
+  return {
+    item: {
+      id: newJobId(route),
+      account_id: account.account_id,
+      tier: account.tier,
+      body: { model: model.name, ...body },
+    },
+    idemKey,
+    bodyHash,
+  };
+}
+
+/**
+ * Submits prepared jobs: claims their idempotency keys (one account call for all), then
+ * enqueues them grouped by shard (one scheduler call, one commit, per shard).
+ */
+async function submit(env: Env, accountId: string, model: ModelConfig, prepared: Prepared[]) {
+  const { tiers } = await registry(env);
+  const claims = prepared.flatMap((p, i) =>
+    "item" in p && p.idemKey !== undefined ? [{ i, key: p.idemKey, body_hash: p.bodyHash, job_id: p.item.id }] : [],
+  );
+  const results: (SubmitAnswer | Failure | undefined)[] = prepared.map((p) => ("item" in p ? undefined : p));
+  if (claims.length > 0) {
+    const outcomes = await actor<AccountActor>(env.ACCOUNT, accountId).claim(
+      claims.map(({ key, body_hash, job_id }) => ({ key, body_hash, job_id })),
+    );
+    claims.forEach((c, k) => {
+      const o = outcomes[k];
+      const p = prepared[c.i];
+      if (!o || !p || !("item" in p)) return;
+      if (!o.ok) results[c.i] = o;
+      else p.item.id = o.job_id;
+    });
+  }
+  const byShard = new Map<string, { route: JobRoute; idx: number[]; items: EnqueueItem[] }>();
+  prepared.forEach((p, i) => {
+    if (!("item" in p) || results[i] !== undefined) return;
+    const route = parseJobId(p.item.id) as JobRoute;
+    const key = schedulerName(route);
+    const group = byShard.get(key) ?? { route, idx: [], items: [] };
+    group.idx.push(i);
+    group.items.push(p.item);
+    byShard.set(key, group);
+  });
+  await Promise.all(
+    [...byShard.values()].map(async (g) => {
+      const out = await scheduler(env, g.route).enqueue({ model, tiers }, g.items);
+      out.forEach((o, k) => {
+        const i = g.idx[k] as number;
+        results[i] = o.ok
+          ? {
+              id: o.id,
+              status: o.status,
+              model: model.name,
+              tier: o.tier,
+              created_at: new Date(o.created_at).toISOString(),
+            }
+          : o;
+      });
+    }),
+  );
+  return results.map(
+    (r) => r ?? { ok: false as const, code: "internal" as const, message: "the job was not answered" },
+  );
+}
+
+export const jobRoutes = new Hono<AppEnv>()
+  .post("/v1/models/:model/jobs", async (c) => {
+    const p = c.get("principal");
+    const model = await modelByName(c.env, readParam(c, "model", ModelName, "model_not_found"));
+    const body = await readJson(c, SubmitBody);
+    const rawKey = c.req.header("idempotency-key");
+    const idem = rawKey === undefined ? undefined : IdempotencyKey.safeParse(rawKey);
+    if (idem && !idem.success)
+      throw new FloodgateError("bad_request", "Idempotency-Key must be 1–255 printable ASCII characters");
+    const prepared = await prepare(model, p, pickShard(model), body, idem?.data, "");
+    const [result] = await submit(c.env, p.account_id, model, [prepared]);
+    if (!result) throw new Error("submit answered nothing");
+    if ("ok" in result && result.ok === false) raise(result);
+    return c.json(result as SubmitAnswer, 202);
+  })
+  .post("/v1/models/:model/jobs/batch", async (c) => {
+    const p = c.get("principal");
+    const model = await modelByName(c.env, readParam(c, "model", ModelName, "model_not_found"));
+    const body = await readJson(c, BatchBody);
+    // One shard for the whole batch, so the batch is one commit.
+    const route = pickShard(model);
+    const prepared = await Promise.all(
+      body.jobs.map(({ idempotency_key, ...job }, i) => prepare(model, p, route, job, idempotency_key, `jobs.${i}.`)),
+    );
+    const results = await submit(c.env, p.account_id, model, prepared);
+    const answer: BatchAnswer = {
+      jobs: results.map((r) =>
+        "ok" in r && r.ok === false
+          ? { ok: false, error: { code: r.code, message: r.message } }
+          : { ok: true, ...(r as SubmitAnswer) },
+      ),
+    };
+    return c.json(answer, 202);
+  })
+  .get("/v1/jobs/:id", async (c) => {
+    const id = c.req.param("id");
+    const out = await scheduler(c.env, routeOf(id)).view(id, c.get("principal").account_id);
+    if (!out.ok) raise(out);
+    return c.json(out.job);
+  })
+  .get("/v1/jobs", async (c) => {
+    const q = readQuery(c, JobListQuery);
+    const accountId = c.get("principal").account_id;
+    const { byName } = await registry(c.env);
+    const routes = [...byName.values()].flatMap((m) =>
+      Array.from({ length: m.shards }, (_, shard) => ({ modelNumber: m.number, shard })),
+    );
+    const pages = await Promise.all(
+      routes.map((r) => scheduler(c.env, r).list(accountId, q.status, q.limit + 1, q.cursor)),
+    );
+    const merged = pages.flat().sort((a, b) => (a.id < b.id ? 1 : a.id > b.id ? -1 : 0));
+    const jobs = merged.slice(0, q.limit);
+    const answer: JobList = { jobs, next_cursor: merged.length > q.limit ? (jobs.at(-1)?.id ?? null) : null };
+    return c.json(answer);
+  })
+  .post("/v1/jobs/:id/cancel", async (c) => {
+    const id = c.req.param("id");
+    const out = await scheduler(c.env, routeOf(id)).cancel(id, c.get("principal").account_id);
+    if (!out.ok) raise(out);
+    return c.json(out.job);
+  })
+  .delete("/v1/jobs/:id", async (c) => {
+    const id = c.req.param("id");
+    const out = await scheduler(c.env, routeOf(id)).remove(id, c.get("principal").account_id);
+    if (!out.ok) raise(out);
+    return c.body(null, 204);
+  });
+
+export const jobDocs: RouteDoc[] = [
+  {
+    method: "post",
+    path: "/v1/models/{model}/jobs",
+    summary: "Submit a job; answers at once with its id",
+    auth: "user",
+    body: SubmitBody,
+    headers: { "Idempotency-Key": "The same key and body within 24 h return the same job" },
+    responses: {
+      202: { description: "Accepted and durable", schema: SubmitAnswer },
+      409: { description: "Idempotency-Key reused with another body" },
+    },
+  },
+  {
+    method: "post",
+    path: "/v1/models/{model}/jobs/batch",
+    summary: "Submit up to 100 jobs; each is validated and answered on its own",
+    auth: "user",
+    body: BatchBody,
+    responses: { 202: { description: "One answer per job, in order", schema: BatchAnswer } },
+  },
+  {
+    method: "get",
+    path: "/v1/jobs/{id}",
+    summary: "A job: status, phase, attempts, queue position and ETA, outputs",
+    auth: "user",
+    responses: { 200: { description: "The job", schema: JobView } },
+  },
+  {
+    method: "get",
+    path: "/v1/jobs",
+    summary: "The caller's jobs, newest first",
+    auth: "user",
+    query: JobListQuery,
+    responses: { 200: { description: "A page of jobs", schema: JobList } },
+  },
+  {
+    method: "post",
+    path: "/v1/jobs/{id}/cancel",
+    summary: "Cancel a queued or running job (idempotent)",
+    auth: "user",
+    responses: { 200: { description: "The job after cancelling", schema: JobView } },
+  },
+  {
+    method: "delete",
+    path: "/v1/jobs/{id}",
+    summary: "Delete a finished job and its outputs",
+    auth: "user",
+    responses: { 204: { description: "Deleted" }, 409: { description: "The job has not finished" } },
+  },
+];

@@ -1,0 +1,103 @@
+/**
+ * Agent tokens: minted by admins, checked when an agent connects. Signed with EdDSA (Ed25519)
+ * under the active `kid` of the AGENT_SIGNING_KEYS secret; every key in the set still verifies,
+ * so rotating the active key leaves old tokens valid until they expire. Revocation is a row in
+ * the registry, checked on connect.
+ */
+import { importJWK, jwtVerify, SignJWT, type JWK } from "jose";
+import { FloodgateError } from "../shared/errors.ts";
+import {
+  AGENT_TOKEN_AUDIENCE,
+  AGENT_TOKEN_ISSUER,
+  AGENT_TOKEN_TYPE,
+  AgentClaims,
+  SigningKeySet,
+} from "../shared/tokens.ts";
+
+const ALG = "EdDSA";
+let parsedFor: string | undefined;
+let keySet: SigningKeySet | undefined;
+const imported = new Map<string, CryptoKey>();
+
+function keys(env: Env): SigningKeySet {
+  if (parsedFor !== env.AGENT_SIGNING_KEYS) {
+    let raw: unknown;
+    try {
+      raw = JSON.parse(env.AGENT_SIGNING_KEYS ?? "");
+    } catch {
+      raw = undefined;
+    }
+    const parsed = SigningKeySet.safeParse(raw);
+    if (!parsed.success) throw new FloodgateError("unavailable", "the edge has no valid AGENT_SIGNING_KEYS secret");
+    keySet = parsed.data;
+    parsedFor = env.AGENT_SIGNING_KEYS;
+    imported.clear();
+  }
+  return keySet as SigningKeySet;
+}
+
+async function key(env: Env, kid: string, priv: boolean): Promise<CryptoKey | undefined> {
+  const set = keys(env);
+  const cacheKey = `${kid}:${priv ? "private" : "public"}`;
+  const hit = imported.get(cacheKey);
+  if (hit) return hit;
+  const jwk = set.keys.find((k) => k.kid === kid);
+  if (!jwk) return undefined;
+  const { d, ...pub } = jwk;
+  const material = (priv ? { ...pub, d } : pub) as JWK;
+  const k = (await importJWK(material, ALG)) as CryptoKey;
+  imported.set(cacheKey, k);
+  return k;
+}
+
+export async function mintAgentToken(
+  env: Env,
+  claims: { id: string; pool: string; models: string[]; ttlS: number },
+): Promise<{ token: string; expiresAt: number }> {
+  const set = keys(env);
+  const signing = await key(env, set.active, true);
+  if (!signing) throw new FloodgateError("unavailable", "the active signing key is missing from AGENT_SIGNING_KEYS");
+  const now = Math.floor(Date.now() / 1000);
+  const exp = now + claims.ttlS;
+  const token = await new SignJWT({ pool: claims.pool, models: claims.models })
+    .setProtectedHeader({ alg: ALG, kid: set.active, typ: AGENT_TOKEN_TYPE })
+    .setIssuer(AGENT_TOKEN_ISSUER)
+    .setAudience(AGENT_TOKEN_AUDIENCE)
+    .setSubject(`pool:${claims.pool}`)
+    .setJti(claims.id)
+    .setIssuedAt(now)
+    .setNotBefore(now)
+    .setExpirationTime(exp)
+    .sign(signing);
+  return { token, expiresAt: exp * 1000 };
+}
+
+/**
+ * Verifies an agent token's signature, algorithm, `kid`, `typ`, issuer, audience and times,
+ * then its claims' shape. Answers `undefined` for every bad token alike (the caller says 401).
+ */
+export async function verifyAgentToken(env: Env, token: string): Promise<AgentClaims | undefined> {
+  if (token.length > 4096) return undefined;
+  try {
+    const { payload } = await jwtVerify(
+      token,
+      async (header) => {
+        if (header.alg !== ALG || typeof header.kid !== "string") throw new Error("bad header");
+        const k = await key(env, header.kid, false);
+        if (!k) throw new Error("unknown kid");
+        return k;
+      },
+      {
+        algorithms: [ALG],
+        issuer: AGENT_TOKEN_ISSUER,
+        audience: AGENT_TOKEN_AUDIENCE,
+        typ: AGENT_TOKEN_TYPE,
+        requiredClaims: ["exp", "nbf", "iat", "jti"],
+      },
+    );
+    const parsed = AgentClaims.safeParse(payload);
+    return parsed.success ? parsed.data : undefined;
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,109 @@
+/**
+ * All SQL of the account actor: the account, its keys (SHA-256 hashes only) and the
+ * idempotency records of its submits (24 h).
+ */
+import { one, type Sql, type SqlValue } from "../sql/sql.ts";
+
+export const MIGRATIONS: readonly string[] = [
+  `CREATE TABLE account (
+     id TEXT PRIMARY KEY, name TEXT NOT NULL, tier TEXT NOT NULL, rate_limit INTEGER, created_at INTEGER NOT NULL
+   );
+   CREATE TABLE keys (
+     key_id TEXT PRIMARY KEY, hash TEXT NOT NULL, created_at INTEGER NOT NULL, revoked_at INTEGER
+   );
+   CREATE TABLE idempotency (
+     key TEXT PRIMARY KEY, body_hash TEXT NOT NULL, job_id TEXT NOT NULL, created_at INTEGER NOT NULL
+   );
+   CREATE INDEX idempotency_created ON idempotency (created_at)`,
+];
+
+export interface AccountRow {
+  [k: string]: SqlValue;
+  id: string;
+  name: string;
+  tier: string;
+  rate_limit: number | null;
+  created_at: number;
+}
+
+export interface KeyRow {
+  [k: string]: SqlValue;
+  key_id: string;
+  hash: string;
+  created_at: number;
+  revoked_at: number | null;
+}
+
+export interface IdempotencyRow {
+  [k: string]: SqlValue;
+  key: string;
+  body_hash: string;
+  job_id: string;
+  created_at: number;
+}
+
+export class AccountStore {
+  readonly sql: Sql;
+
+  constructor(sql: Sql) {
+    this.sql = sql;
+  }
+
+  account(): AccountRow | undefined {
+    return one<AccountRow>(this.sql, "SELECT * FROM account LIMIT 1");
+  }
+
+  createAccount(a: AccountRow): void {
+    this.sql.run(
+      "INSERT INTO account (id, name, tier, rate_limit, created_at) VALUES (?, ?, ?, ?, ?)",
+      a.id,
+      a.name,
+      a.tier,
+      a.rate_limit,
+      a.created_at,
+    );
+  }
+
+  setTier(tier: string, rateLimit: number | null): void {
+    this.sql.run("UPDATE account SET tier = ?, rate_limit = ?", tier, rateLimit);
+  }
+
+  key(keyId: string): KeyRow | undefined {
+    return one<KeyRow>(this.sql, "SELECT * FROM keys WHERE key_id = ?", keyId);
+  }
+
+  keys(): KeyRow[] {
+    return this.sql.all<KeyRow>("SELECT * FROM keys ORDER BY created_at");
+  }
+
+  addKey(keyId: string, hash: string, now: number): void {
+    this.sql.run("INSERT INTO keys (key_id, hash, created_at) VALUES (?, ?, ?)", keyId, hash, now);
+  }
+
+  revokeKey(keyId: string, now: number): number {
+    return this.sql.run("UPDATE keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL", now, keyId);
+  }
+
+  idempotency(key: string): IdempotencyRow | undefined {
+    return one<IdempotencyRow>(this.sql, "SELECT * FROM idempotency WHERE key = ?", key);
+  }
+
+  putIdempotency(r: IdempotencyRow): void {
+    this.sql.run(
+      `INSERT INTO idempotency (key, body_hash, job_id, created_at) VALUES (?, ?, ?, ?)
+       ON CONFLICT (key) DO UPDATE SET body_hash = excluded.body_hash, job_id = excluded.job_id, created_at = excluded.created_at`,
+      r.key,
+      r.body_hash,
+      r.job_id,
+      r.created_at,
+    );
+  }
+
+  deleteIdempotencyBefore(before: number): number {
+    return this.sql.run("DELETE FROM idempotency WHERE created_at <= ?", before);
+  }
+
+  oldestIdempotency(): number | undefined {
+    return one<{ t: number | null }>(this.sql, "SELECT min(created_at) AS t FROM idempotency")?.t ?? undefined;
+  }
+}

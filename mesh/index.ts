@@ -1,0 +1,12 @@
+/**
+ * The actors of Floodgate, for the edge Worker to re-export (Durable Object classes must be
+ * exported by the Worker's main module).
+ */
+export { AccountActor } from "./account-actor.ts";
+export { RegistryActor, type RegistrySnapshot } from "./registry-actor.ts";
+export { SchedulerActor } from "./scheduler-actor.ts";
+export type { AgentRef, Completion, EnqueueItem, JobBody, Lease, LeaseRef, SchedulerConfig } from "./scheduler/core.ts";
+
+export { actor, type Remote } from "./remote.ts";
+export type { Principal } from "./account/logic.ts";
+export type { ClaimOutcome } from "./account/logic.ts";

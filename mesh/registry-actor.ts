@@ -1,0 +1,117 @@
+/**
+ * RegistryActor: the one global actor (named `global`). Holds models, tiers and agent tokens.
+ * It is read on configuration changes and cache misses only — the edge caches its snapshot
+ * for `CONFIG_CACHE_S` — and pushes changes to the schedulers that need them.
+ */
+import { DurableObject } from "cloudflare:workers";
+import type { ModelConfig, ModelConfigBody } from "../shared/api.ts";
+import { fail } from "../shared/errors.ts";
+import { MAX_MODEL_NUMBER, schedulerName } from "../shared/ids.ts";
+import { DEFAULT_TIERS, type TierConfig } from "../shared/slo.ts";
+import { actor } from "./remote.ts";
+import type { SchedulerActor } from "./scheduler-actor.ts";
+import { durableSql } from "./sql/durable.ts";
+import { migrate } from "./sql/sql.ts";
+import { MIGRATIONS, RegistryStore } from "./registry/store.ts";
+
+/** What the edge caches: every model and the tier table. */
+export interface RegistrySnapshot {
+  models: ModelConfig[];
+  tiers: TierConfig[];
+}
+
+export class RegistryActor extends DurableObject<Env> {
+  private store!: RegistryStore;
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    void ctx.blockConcurrencyWhile(async () => {
+      const sql = durableSql(ctx.storage.sql);
+      migrate(sql, MIGRATIONS);
+      this.store = new RegistryStore(sql);
+    });
+  }
+
+  private tiers(): TierConfig[] {
+    const t = this.store.getMeta("tiers");
+    return t === undefined ? [...DEFAULT_TIERS] : (JSON.parse(t) as TierConfig[]);
+  }
+
+  private models(): ModelConfig[] {
+    return this.store.models().map((m) => JSON.parse(m.config) as ModelConfig);
+  }
+
+  async snapshot(): Promise<RegistrySnapshot> {
+    return { models: this.models(), tiers: this.tiers() };
+  }
+
+  /** Registers or updates a model; its number is kept for life so job ids stay routable. */
+  async putModel(name: string, body: ModelConfigBody) {
+    const held = this.store.model(name);
+    const number = held?.number ?? this.store.nextModelNumber();
+    if (number > MAX_MODEL_NUMBER) return fail("conflict", "the registry holds the most models a job id can name");
+    if (held) {
+      const prev = JSON.parse(held.config) as ModelConfig;
+      if (body.shards < prev.shards) {
+        return fail("conflict", `shards can only grow (from ${prev.shards}): jobs already live on every shard`);
+      }
+    }
+    const config: ModelConfig = { ...body, name, number, updated_at: new Date().toISOString() };
+    this.store.putModel({ name, number, config: JSON.stringify(config), updated_at: config.updated_at });
+    await this.push([config]);
+    return { ok: true as const, model: config, created: held === undefined };
+  }
+
+  async putTiers(tiers: TierConfig[]) {
+    this.store.setMeta("tiers", JSON.stringify(tiers));
+    await this.push(this.models());
+    return { ok: true as const, tiers };
+  }
+
+  /** Tells every shard of these models the current configuration. */
+  private async push(models: ModelConfig[]): Promise<void> {
+    const tiers = this.tiers();
+    await Promise.all(
+      models.flatMap((model) =>
+        Array.from({ length: model.shards }, (_, shard) =>
+          actor<SchedulerActor>(this.env.SCHEDULER, schedulerName({ modelNumber: model.number, shard })).configure({
+            model,
+            tiers,
+          }),
+        ),
+      ),
+    );
+  }
+
+  async putToken(t: { id: string; pool: string; models: string; created_at: number; expires_at: number }) {
+    this.store.putToken({
+      id: t.id,
+      pool: t.pool,
+      models: t.models,
+      created_at: t.created_at,
+      expires_at: t.expires_at,
+      revoked_at: null,
+    });
+    return { ok: true as const };
+  }
+
+  async revokeToken(id: string) {
+    if (!this.store.token(id)) return fail("not_found", `no agent token ${id}`);
+    this.store.revokeToken(id, Date.now());
+    return { ok: true as const };
+  }
+
+  /** Whether a token id is known and not revoked. */
+  async tokenLive(id: string): Promise<boolean> {
+    const t = this.store.token(id);
+    return t !== undefined && t.revoked_at === null;
+  }
+
+  async putAccount(id: string, name: string, tier: string) {
+    this.store.putAccount(id, name, tier, Date.now());
+  }
+
+  async accounts() {
+    return this.store.accounts();
+  }
+}

@@ -1,0 +1,114 @@
+/**
+ * SchedulerActor: one per model shard (named `m<model number>.s<shard>`, see shared/ids.ts).
+ * A thin shell over {@link SchedulerCore}: it feeds the clock, keeps the alarm armed for the
+ * next lease deadline, queue TTL or retention, and answers RPC from the edge Worker (submits,
+ * reads, cancels) and from agents' actors (lease, renew, complete, release).
+ */
+import { DurableObject } from "cloudflare:workers";
+import type { FailureReason, JobStatus } from "../shared/job.ts";
+import {
+  SchedulerCore,
+  type AgentRef,
+  type Completion,
+  type EnqueueItem,
+  type LeaseRef,
+  type SchedulerConfig,
+} from "./scheduler/core.ts";
+import { durableSql } from "./sql/durable.ts";
+
+export class SchedulerActor extends DurableObject<Env> {
+  protected core!: SchedulerCore;
+  /** The alarm time last set (ms), so we only write a new one when it moves earlier. */
+  private armedAt: number | undefined;
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    // Initialise inside blockConcurrencyWhile so no RPC sees a half-built core; an alarm can be
+    // lost across a restart, so it is re-armed on every wake.
+    void ctx.blockConcurrencyWhile(async () => {
+      this.core = new SchedulerCore(durableSql(ctx.storage.sql));
+      this.armedAt = (await ctx.storage.getAlarm()) ?? undefined;
+      await this.arm(true);
+    });
+  }
+
+  private async arm(force = false): Promise<void> {
+    const next = this.core.nextDeadline();
+    if (next === undefined) return;
+    if (!force && this.armedAt !== undefined && this.armedAt <= next) return;
+    this.armedAt = next;
+    await this.ctx.storage.setAlarm(Math.max(next, Date.now() + 1));
+  }
+
+  override async alarm(): Promise<void> {
+    this.armedAt = undefined;
+    if (this.core.configured) this.core.sweep(Date.now());
+    await this.arm(true);
+  }
+
+  async enqueue(config: SchedulerConfig, items: EnqueueItem[]) {
+    this.core.configure(config);
+    const out = this.core.enqueue(items, Date.now());
+    await this.arm();
+    return out;
+  }
+
+  async configure(config: SchedulerConfig): Promise<boolean> {
+    const changed = this.core.configure(config);
+    await this.arm();
+    return changed;
+  }
+
+  async lease(agent: AgentRef, capacity: number) {
+    if (!this.core.configured) return [];
+    const leases = this.core.lease(agent, capacity, Date.now());
+    await this.arm();
+    return leases;
+  }
+
+  async renew(agentId: string, refs: LeaseRef[]) {
+    return this.core.renew(agentId, refs, Date.now());
+  }
+
+  async progress(ref: LeaseRef, phase: string, progress: Record<string, unknown> | null) {
+    return this.core.progress(ref, phase, progress);
+  }
+
+  async complete(ref: LeaseRef, result: Completion) {
+    if (!this.core.configured) return { ok: false as const, code: "conflict" as const, message: "unknown job" };
+    const out = this.core.complete(ref, result, Date.now());
+    await this.arm();
+    return out;
+  }
+
+  async release(agentId: string, reason: FailureReason) {
+    if (!this.core.configured) return 0;
+    return this.core.release(agentId, reason, Date.now());
+  }
+
+  async view(id: string, accountId: string) {
+    return this.core.view(id, accountId, Date.now());
+  }
+
+  async list(accountId: string, status: JobStatus | undefined, limit: number, cursor: string | undefined) {
+    return this.core.list(accountId, status, limit, cursor, Date.now());
+  }
+
+  async cancel(id: string, accountId: string) {
+    const out = this.core.cancel(id, accountId, Date.now());
+    if (!out.ok) return out;
+    return { ok: true as const, job: this.core.render(out.job, Date.now(), false) };
+  }
+
+  async remove(id: string, accountId: string) {
+    return this.core.remove(id, accountId);
+  }
+
+  async stats() {
+    return {
+      tiers: this.core.stats(Date.now()),
+      counters: { ...this.core.counters },
+      configured: this.core.configured !== undefined,
+    };
+  }
+}

@@ -1,0 +1,676 @@
+/**
+ * The scheduler's decisions, free of any runtime: per-tier SLO-fair queues, leases with epochs,
+ * expiry and requeue, admission control, and the snapshot that answers queue position and ETA.
+ * The SchedulerActor is a thin shell that feeds it the clock and persists through
+ * {@link SchedulerStore}; plain-Node tests and benchmarks drive the very same code on
+ * `node:sqlite`.
+ *
+ * Ownership (DESIGN.md, "Who owns what"): only this module grants leases and bumps epochs.
+ * Every result names the epoch of its lease; a result from another epoch is `stale`.
+ */
+import type { Attempt, JobView, ModelConfig, QueueStats } from "../../shared/api.ts";
+import { fail, type Failure } from "../../shared/errors.ts";
+import { canTransition, isTerminal, type FailureReason, type JobStatus, type WaitReason } from "../../shared/job.ts";
+import { fairTag, pickHead, projectedWaitS, urgency, type TierConfig } from "../../shared/slo.ts";
+import { migrate, type Sql } from "../sql/sql.ts";
+import { MIGRATIONS, SchedulerStore, type JobRow } from "./store.ts";
+
+/** Lease lifetime unless renewed (ms). */
+export const DEFAULT_LEASE_TTL_MS = 30_000;
+/** Time constant of the drain-rate and run-time averages (s). */
+const EWMA_TAU_S = 60;
+/** Queues up to this depth answer positions by exact count; deeper ones interpolate. */
+const EXACT_POSITION_DEPTH = 20_000;
+/** An agent not seen for this long no longer counts as serving the model (ms). */
+const AGENT_SEEN_MS = 2 * DEFAULT_LEASE_TTL_MS;
+/** This many failed attempts in a row marks the model's agents unhealthy. */
+const UNHEALTHY_AFTER = 5;
+/** Rows one sweep handles per kind, so an alarm stays short; the next alarm takes the rest. */
+const SWEEP_BATCH = 500;
+
+/** What the scheduler needs to know of its model and the tiers. */
+export interface SchedulerConfig {
+  model: ModelConfig;
+  tiers: TierConfig[];
+}
+
+/** The stored body of a job: what the client sent, kept as sent. */
+export interface JobBody {
+  model: string;
+  input: Record<string, unknown>;
+  metadata?: Record<string, unknown> | undefined;
+  deadline?: string | undefined;
+  version?: string | undefined;
+  webhook?: string | undefined;
+}
+
+export interface EnqueueItem {
+  id: string;
+  account_id: string;
+  tier: string;
+  body: JobBody;
+}
+
+export type EnqueueOutcome =
+  | { ok: true; id: string; status: JobStatus; tier: string; created_at: number; existed: boolean }
+  | Failure;
+
+/** Who asks for work. */
+export interface AgentRef {
+  id: string;
+  pool: string;
+  /** Model versions the agent has loaded; the lease names the one to run. */
+  versions?: string[];
+}
+
+/** A job handed to an agent. */
+export interface Lease {
+  job_id: string;
+  epoch: number;
+  deadline: number;
+  attempt: number;
+  model: string;
+  version: string | null;
+  input: Record<string, unknown>;
+}
+
+export interface LeaseRef {
+  job_id: string;
+  epoch: number;
+}
+
+/** How an attempt ended, as its agent reports it. */
+export type Completion =
+  | { status: "succeeded"; outputs: Record<string, unknown>[] }
+  | { status: "failed"; code: FailureReason | string; message: string; retryable: boolean };
+
+export type CompleteOutcome = { ok: true; status: JobStatus } | Failure;
+
+/** Counters the benchmarks read. */
+export interface SchedulerCounters {
+  /** Calls that wrote storage: each is one durable commit in the actor. */
+  commits: number;
+  enqueued: number;
+  leased: number;
+  completed: number;
+}
+
+interface Ewma {
+  value: number;
+  at: number;
+}
+
+/**
+ * The scheduler of one model shard. Not thread-safe by design: the actor runs one event at a
+ * time, and each public method is one event.
+ */
+export class SchedulerCore {
+  readonly store: SchedulerStore;
+  readonly counters: SchedulerCounters = { commits: 0, enqueued: 0, leased: 0, completed: 0 };
+  private config: SchedulerConfig | undefined;
+  private readonly depth = new Map<string, number>();
+  private readonly running = new Map<string, number>();
+  private readonly drain = new Map<string, Ewma>();
+  private runtime: Ewma | undefined;
+  private lastAgentSeen = 0;
+  private failuresInRow = 0;
+  leaseTtlMs = DEFAULT_LEASE_TTL_MS;
+
+  constructor(sql: Sql) {
+    this.store = new SchedulerStore(sql);
+    migrate(sql, MIGRATIONS);
+    const stored = this.store.getMeta("config");
+    if (stored !== undefined) this.config = JSON.parse(stored) as SchedulerConfig;
+    for (const r of this.store.countsByStatus()) {
+      (r.status === "queued" ? this.depth : this.running).set(r.tier, r.n);
+    }
+  }
+
+  get configured(): SchedulerConfig | undefined {
+    return this.config;
+  }
+
+  /** Stores the model's and tiers' configuration when it is newer than what is held. */
+  configure(config: SchedulerConfig): boolean {
+    const held = this.config;
+    const same =
+      held !== undefined &&
+      held.model.updated_at === config.model.updated_at &&
+      JSON.stringify(held.tiers) === JSON.stringify(config.tiers);
+    if (same) return false;
+    if (held !== undefined && held.model.updated_at > config.model.updated_at) {
+      // An older snapshot (a Worker's stale cache) never overwrites a newer model config,
+      // but tiers travel with it and are taken as given.
+      config = { model: held.model, tiers: config.tiers };
+    }
+    this.config = config;
+    this.store.setMeta("config", JSON.stringify(config));
+    return true;
+  }
+
+  private tier(name: string): TierConfig | undefined {
+    return this.config?.tiers.find((t) => t.name === name);
+  }
+
+  private need(): SchedulerConfig {
+    if (!this.config) throw new Error("scheduler used before it was configured");
+    return this.config;
+  }
+
+  private bump(map: Map<string, number>, tier: string, by: number): void {
+    map.set(tier, (map.get(tier) ?? 0) + by);
+  }
+
+  private drainRate(tier: string, now: number): number {
+    const e = this.drain.get(tier);
+    if (!e) return 0;
+    return e.value * Math.exp(-Math.max(0, now - e.at) / 1000 / EWMA_TAU_S);
+  }
+
+  private noteGrant(tier: string, now: number): void {
+    // Decayed counter: a rate in jobs/s with a time constant of EWMA_TAU_S.
+    this.drain.set(tier, { value: this.drainRate(tier, now) + 1 / EWMA_TAU_S, at: now });
+  }
+
+  /** Expected service seconds of one job: measured run times, else the configured estimate. */
+  costS(): number {
+    return this.runtime?.value ?? this.need().model.expected_runtime_s;
+  }
+
+  private noteRuntime(seconds: number): void {
+    const prev = this.runtime?.value ?? this.need().model.expected_runtime_s;
+    this.runtime = { value: prev + (seconds - prev) * 0.1, at: 0 };
+  }
+
+  /** The projected wait of a tier (s) and whether new submits to it are refused. */
+  admission(tierName: string, now: number): { waitS: number; refused: boolean; retryAfterS: number } {
+    const tier = this.tier(tierName);
+    if (!tier) return { waitS: 0, refused: false, retryAfterS: 0 };
+    const depth = this.depth.get(tierName) ?? 0;
+    const oldest = depth > 0 ? this.store.oldestQueued(tierName) : undefined;
+    const waitS = projectedWaitS(
+      depth,
+      this.drainRate(tierName, now),
+      oldest === undefined ? 0 : (now - oldest) / 1000,
+    );
+    const limit = tier.admission_k * tier.slo_s;
+    const refused = waitS > limit;
+    return { waitS, refused, retryAfterS: refused ? Math.max(1, Math.ceil(Math.min(waitS - limit, tier.slo_s))) : 0 };
+  }
+
+  /**
+   * Makes jobs durable in their tier's queue. Idempotent by job id: an id already held answers
+   * with the job as it is. One call is one commit however many jobs it carries.
+   */
+  enqueue(items: readonly EnqueueItem[], now: number, admit = true): EnqueueOutcome[] {
+    const config = this.need();
+    const nowS = now / 1000;
+    const cost = this.costS();
+    const verdicts = new Map<string, ReturnType<SchedulerCore["admission"]>>();
+    let wrote = false;
+    const out = items.map((item): EnqueueOutcome => {
+      const held = this.store.job(item.id);
+      if (held) {
+        return {
+          ok: true,
+          id: held.id,
+          status: held.status as JobStatus,
+          tier: held.tier,
+          created_at: held.created_at,
+          existed: true,
+        };
+      }
+      const tier = this.tier(item.tier);
+      if (!tier) return fail("bad_request", `unknown tier ${item.tier}`);
+      if (admit) {
+        let v = verdicts.get(item.tier);
+        if (!v) {
+          v = this.admission(item.tier, now);
+          verdicts.set(item.tier, v);
+        }
+        if (v.refused) {
+          return fail(
+            "overloaded",
+            `tier ${item.tier} is over capacity: projected wait ${Math.round(v.waitS)} s passes ${tier.admission_k} × its ${tier.slo_s} s SLO; retry later`,
+            v.retryAfterS,
+          );
+        }
+      }
+      const tag = fairTag(nowS, this.store.lastTag(item.account_id, item.tier), cost);
+      this.store.setLastTag(item.account_id, item.tier, tag);
+      this.store.insertJob({
+        id: item.id,
+        account_id: item.account_id,
+        tier: item.tier,
+        tag,
+        enqueued_at: now,
+        body: JSON.stringify({ ...item.body, model: config.model.name }),
+      });
+      this.bump(this.depth, item.tier, 1);
+      this.counters.enqueued++;
+      wrote = true;
+      return { ok: true, id: item.id, status: "queued", tier: item.tier, created_at: now, existed: false };
+    });
+    if (wrote) this.counters.commits++;
+    return out;
+  }
+
+  /**
+   * Grants up to `capacity − held` leases to an agent (its free slots plus prefetch), each the
+   * tier head with the largest wait/SLO. Every grant bumps the job's epoch. O(tiers) queries
+   * for the first pick and one for each further pick.
+   */
+  lease(agent: AgentRef, capacity: number, now: number): Lease[] {
+    const config = this.need();
+    this.lastAgentSeen = now;
+    const want = Math.max(0, Math.floor(capacity) - this.store.countHeldBy(agent.id));
+    if (want === 0) return [];
+    const heads = new Map<string, { tier: string; sloS: number; enqueuedAtMs: number; id: string }>();
+    const load = (t: TierConfig): void => {
+      if ((this.depth.get(t.name) ?? 0) === 0) {
+        heads.delete(t.name);
+        return;
+      }
+      const h = this.store.headOf(t.name);
+      if (h) heads.set(t.name, { tier: t.name, sloS: t.slo_s, enqueuedAtMs: h.enqueued_at, id: h.id });
+      else heads.delete(t.name);
+    };
+    for (const t of config.tiers) load(t);
+    const leases: Lease[] = [];
+    while (leases.length < want) {
+      const best = pickHead([...heads.values()], now);
+      if (!best) break;
+      const job = this.store.job(best.id);
+      if (!job) break;
+      leases.push(this.grant(job, agent, now));
+      const tier = this.tier(best.tier);
+      if (tier) load(tier);
+    }
+    if (leases.length > 0) this.counters.commits++;
+    return leases;
+  }
+
+  private grant(job: JobRow, agent: AgentRef, now: number): Lease {
+    const body = JSON.parse(job.body) as JobBody;
+    const version = body.version ?? agent.versions?.[0] ?? null;
+    this.transition(job, "running");
+    job.phase = "assigned";
+    job.epoch += 1;
+    job.agent_id = agent.id;
+    job.lease_deadline = now + this.leaseTtlMs;
+    job.started_at ??= now;
+    const attempts = JSON.parse(job.attempts) as StoredAttempt[];
+    attempts.push({
+      n: attempts.length + 1,
+      agent: agent.id,
+      pool: agent.pool,
+      version,
+      epoch: job.epoch,
+      started_at: now,
+      ended_at: null,
+      outcome: "running",
+      reason: null,
+    });
+    job.attempts = JSON.stringify(attempts);
+    this.store.saveJob(job);
+    this.bump(this.depth, job.tier, -1);
+    this.bump(this.running, job.tier, 1);
+    this.noteGrant(job.tier, now);
+    this.counters.leased++;
+    return {
+      job_id: job.id,
+      epoch: job.epoch,
+      deadline: job.lease_deadline,
+      attempt: attempts.length,
+      model: body.model,
+      version,
+      input: body.input,
+    };
+  }
+
+  private transition(job: JobRow, to: JobStatus): void {
+    const from = job.status as JobStatus;
+    if (!canTransition(from, to)) throw new Error(`job ${job.id}: illegal transition ${from} → ${to}`);
+    job.status = to;
+  }
+
+  /**
+   * Extends the leases an agent still holds at the epoch it names; the rest come back as
+   * `stale` (requeued, cancelled or leased to another) and the agent abandons them.
+   */
+  renew(
+    agentId: string,
+    refs: readonly LeaseRef[],
+    now: number,
+  ): { renewed: LeaseRef[]; stale: LeaseRef[]; deadline: number } {
+    this.lastAgentSeen = now;
+    const renewed: LeaseRef[] = [];
+    const stale: LeaseRef[] = [];
+    const deadline = now + this.leaseTtlMs;
+    for (const ref of refs) {
+      const job = this.store.job(ref.job_id);
+      if (job && job.status === "running" && job.agent_id === agentId && job.epoch === ref.epoch) {
+        job.lease_deadline = deadline;
+        this.store.saveJob(job);
+        renewed.push(ref);
+      } else {
+        stale.push(ref);
+      }
+    }
+    if (renewed.length > 0) this.counters.commits++;
+    return { renewed, stale, deadline };
+  }
+
+  /** Records the phase and progress of a running attempt, fenced by epoch. */
+  progress(ref: LeaseRef, phase: JobRow["phase"], progress: Record<string, unknown> | null): { ok: true } | Failure {
+    const job = this.store.job(ref.job_id);
+    if (!job || job.status !== "running" || job.epoch !== ref.epoch) return fail("conflict", "stale lease");
+    job.phase = phase;
+    if (progress) job.progress = JSON.stringify(progress);
+    this.store.saveJob(job);
+    this.counters.commits++;
+    return { ok: true };
+  }
+
+  /**
+   * Ends an attempt. Refused as stale unless the job is running under exactly that epoch, so a
+   * zombie agent can never overwrite its successor's work.
+   */
+  complete(ref: LeaseRef, result: Completion, now: number): CompleteOutcome {
+    const job = this.store.job(ref.job_id);
+    if (!job || job.status !== "running" || job.epoch !== ref.epoch) {
+      return fail("conflict", `stale result for ${ref.job_id} at epoch ${ref.epoch}`);
+    }
+    this.lastAgentSeen = now;
+    this.counters.completed++;
+    this.counters.commits++;
+    if (result.status === "succeeded") {
+      this.failuresInRow = 0;
+      this.endAttempt(job, now, "succeeded", null);
+      this.finish(job, "succeeded", now);
+      job.outputs = JSON.stringify(result.outputs);
+      this.store.saveJob(job);
+      return { ok: true, status: "succeeded" };
+    }
+    this.failuresInRow++;
+    if (result.retryable) {
+      return { ok: true, status: this.requeue(job, now, result.code, true, result.message) };
+    }
+    this.endAttempt(job, now, "failed", result.code);
+    this.finish(job, "failed", now, result.code, result.message);
+    this.store.saveJob(job);
+    return { ok: true, status: "failed" };
+  }
+
+  private endAttempt(job: JobRow, now: number, outcome: StoredAttempt["outcome"], reason: string | null): void {
+    const attempts = JSON.parse(job.attempts) as StoredAttempt[];
+    const last = attempts.at(-1);
+    if (last && last.ended_at === null) {
+      last.ended_at = now;
+      last.outcome = outcome;
+      last.reason = reason;
+      if (outcome === "succeeded") this.noteRuntime((now - last.started_at) / 1000);
+    }
+    job.attempts = JSON.stringify(attempts);
+  }
+
+  private finish(job: JobRow, to: JobStatus, now: number, code?: string, message?: string): void {
+    const wasRunning = job.status === "running";
+    const wasQueued = job.status === "queued";
+    this.transition(job, to);
+    job.phase = "done";
+    job.finished_at = now;
+    job.agent_id = null;
+    job.lease_deadline = null;
+    if (code !== undefined) {
+      job.error_code = code;
+      job.error_message = message ?? code;
+    }
+    if (wasRunning) this.bump(this.running, job.tier, -1);
+    if (wasQueued) this.bump(this.depth, job.tier, -1);
+  }
+
+  /**
+   * Sends a running job back to its queue with its original enqueue time and tag, so its
+   * urgency keeps growing. `spend` counts the attempt against `max_attempts`; preemption and
+   * drain do not. Past `max_attempts` the job fails with the reason.
+   */
+  private requeue(job: JobRow, now: number, reason: string, spend: boolean, message?: string): JobStatus {
+    const config = this.need();
+    this.endAttempt(job, now, spend ? (reason === "worker_lost" ? "lease_expired" : "failed") : "requeued", reason);
+    if (spend) job.spent += 1;
+    if (job.spent >= config.model.max_attempts) {
+      this.finish(
+        job,
+        "failed",
+        now,
+        reason,
+        `${message ?? reason}; gave up after ${job.spent} attempts (max_attempts ${config.model.max_attempts})`,
+      );
+      this.store.saveJob(job);
+      return "failed";
+    }
+    this.transition(job, "queued");
+    job.phase = "waiting";
+    job.agent_id = null;
+    job.lease_deadline = null;
+    job.progress = null;
+    this.store.saveJob(job);
+    this.bump(this.running, job.tier, -1);
+    this.bump(this.depth, job.tier, 1);
+    return "queued";
+  }
+
+  /**
+   * Requeues every lease an agent holds: its socket closed (`worker_lost`, spends an attempt)
+   * or it drained or was preempted (does not).
+   */
+  release(agentId: string, reason: FailureReason, now: number): number {
+    const held = this.store.heldBy(agentId);
+    const spend = reason !== "drained" && reason !== "preempted";
+    for (const job of held) this.requeue(job, now, reason, spend);
+    if (held.length > 0) {
+      this.counters.commits++;
+      if (spend) this.failuresInRow += held.length;
+    }
+    return held.length;
+  }
+
+  /**
+   * The alarm's work: expired leases go back to their queues (`worker_lost`), queued jobs past
+   * the model's queue TTL expire, finished jobs past retention are deleted. Bounded per call.
+   */
+  sweep(now: number): { requeued: number; expired: number; deleted: number } {
+    const config = this.need();
+    let requeued = 0;
+    let expired = 0;
+    for (const job of this.store.expiredLeases(now, SWEEP_BATCH)) {
+      this.requeue(job, now, "worker_lost", true, "lease expired: the agent stopped renewing it");
+      this.failuresInRow++;
+      requeued++;
+    }
+    for (const t of config.tiers) {
+      if ((this.depth.get(t.name) ?? 0) === 0) continue;
+      for (const job of this.store.expiredQueued(t.name, now - config.model.queue_ttl_s * 1000, SWEEP_BATCH)) {
+        this.finish(
+          job,
+          "expired",
+          now,
+          "queue_ttl",
+          `waited longer than the model's queue TTL of ${config.model.queue_ttl_s} s`,
+        );
+        this.store.saveJob(job);
+        expired++;
+      }
+    }
+    const deleted = this.store.deleteFinishedBefore(now - config.model.retention_s * 1000, SWEEP_BATCH);
+    if (requeued + expired + deleted > 0) this.counters.commits++;
+    return { requeued, expired, deleted };
+  }
+
+  /** When the next sweep is due (ms), or `undefined` when nothing waits on time. */
+  nextDeadline(): number | undefined {
+    const config = this.config;
+    if (!config) return undefined;
+    const times: number[] = [];
+    const lease = this.store.nextLeaseDeadline();
+    if (lease !== undefined) times.push(lease);
+    for (const t of config.tiers) {
+      if ((this.depth.get(t.name) ?? 0) === 0) continue;
+      const oldest = this.store.oldestQueued(t.name);
+      if (oldest !== undefined) times.push(oldest + config.model.queue_ttl_s * 1000);
+    }
+    const fin = this.store.oldestFinished();
+    if (fin !== undefined) times.push(fin + config.model.retention_s * 1000);
+    return times.length === 0 ? undefined : Math.min(...times);
+  }
+
+  /**
+   * Cancels a job the account owns. A queued job ends at once; a running one ends too and its
+   * epoch is bumped, so whatever its agent sends next is stale and the agent abandons it.
+   * Idempotent: a finished job answers as it is.
+   */
+  cancel(id: string, accountId: string, now: number): { ok: true; job: JobRow } | Failure {
+    const job = this.store.job(id);
+    if (!job || job.account_id !== accountId) return fail("job_not_found", `no job ${id}`);
+    if (isTerminal(job.status as JobStatus)) return { ok: true, job };
+    if (job.status === "running") {
+      this.endAttempt(job, now, "cancelled", "cancelled");
+      job.epoch += 1;
+    }
+    this.finish(job, "cancelled", now, "cancelled", "cancelled by the client");
+    this.store.saveJob(job);
+    this.counters.commits++;
+    return { ok: true, job };
+  }
+
+  /** Deletes a finished job the account owns. */
+  remove(id: string, accountId: string): { ok: true } | Failure {
+    const job = this.store.job(id);
+    if (!job || job.account_id !== accountId) return fail("job_not_found", `no job ${id}`);
+    if (!isTerminal(job.status as JobStatus)) {
+      return fail("job_not_finished", `job ${id} is ${job.status}; cancel it first, or wait for it to finish`);
+    }
+    this.store.deleteJob(id);
+    this.counters.commits++;
+    return { ok: true };
+  }
+
+  /** A job as its owner sees it, or not found (also when another account owns it). */
+  view(id: string, accountId: string, now: number): { ok: true; job: JobView } | Failure {
+    const job = this.store.job(id);
+    if (!job || job.account_id !== accountId) return fail("job_not_found", `no job ${id}`);
+    return { ok: true, job: this.render(job, now) };
+  }
+
+  list(
+    accountId: string,
+    status: JobStatus | undefined,
+    limit: number,
+    cursor: string | undefined,
+    now: number,
+  ): JobView[] {
+    return this.store.listFor(accountId, status, limit, cursor).map((j) => this.render(j, now, false));
+  }
+
+  /** Why queued jobs of this model wait. */
+  waitReason(now: number): WaitReason {
+    if (now - this.lastAgentSeen > AGENT_SEEN_MS && [...this.running.values()].every((n) => n === 0)) return "no_agent";
+    if (this.failuresInRow >= UNHEALTHY_AFTER) return "agents_unhealthy";
+    return "capacity";
+  }
+
+  /** Queued jobs ahead of this one in its tier: exact for small queues, interpolated by tag beyond. */
+  position(job: JobRow): number {
+    const depth = this.depth.get(job.tier) ?? 0;
+    if (depth <= EXACT_POSITION_DEPTH) return this.store.countAhead(job.tier, job.tag, job.id);
+    const head = this.store.headOf(job.tier)?.tag ?? job.tag;
+    const tail = this.store.lastQueuedTag(job.tier) ?? job.tag;
+    if (tail <= head) return 0;
+    return Math.round(((job.tag - head) / (tail - head)) * (depth - 1));
+  }
+
+  render(job: JobRow, now: number, withPosition = true): JobView {
+    const body = JSON.parse(job.body) as JobBody;
+    const attempts = (JSON.parse(job.attempts) as StoredAttempt[]).map((a): Attempt => ({
+      ...a,
+      started_at: new Date(a.started_at).toISOString(),
+      ended_at: iso(a.ended_at),
+      executing_s: a.ended_at === null ? null : (a.ended_at - a.started_at) / 1000,
+    }));
+    let queue: JobView["queue"] = null;
+    if (job.status === "queued" && withPosition) {
+      const position = this.position(job);
+      const rate = this.drainRate(job.tier, now);
+      queue = {
+        position,
+        eta_s: rate > 0 ? Math.round(((position + 1) / rate) * 10) / 10 : null,
+        reason: this.waitReason(now),
+      };
+    }
+    const finished = job.finished_at;
+    return {
+      id: job.id,
+      model: body.model,
+      tier: job.tier,
+      status: job.status as JobStatus,
+      phase: job.phase as JobView["phase"],
+      created_at: new Date(job.created_at).toISOString(),
+      metadata: body.metadata ?? null,
+      deadline: body.deadline ?? null,
+      version: body.version ?? null,
+      attempts,
+      queue,
+      progress: job.progress === null ? null : (JSON.parse(job.progress) as Record<string, unknown>),
+      outputs: job.outputs === null ? null : (JSON.parse(job.outputs) as Record<string, unknown>[]),
+      error: job.error_code === null ? null : { code: job.error_code, message: job.error_message ?? job.error_code },
+      timings: {
+        created_at: new Date(job.created_at).toISOString(),
+        started_at: iso(job.started_at),
+        finished_at: iso(finished),
+        queued_s:
+          job.started_at === null
+            ? finished === null
+              ? (now - job.created_at) / 1000
+              : null
+            : (job.started_at - job.created_at) / 1000,
+        running_s: job.started_at === null ? null : ((finished ?? now) - job.started_at) / 1000,
+      },
+    };
+  }
+
+  /** Per-tier depth, running, oldest wait, largest wait/SLO and drain rate. */
+  stats(now: number): Omit<QueueStats, "model" | "shard">[] {
+    const config = this.config;
+    if (!config) return [];
+    return config.tiers.map((t) => {
+      const oldest = (this.depth.get(t.name) ?? 0) > 0 ? this.store.oldestQueued(t.name) : undefined;
+      const waitedMs = oldest === undefined ? 0 : now - oldest;
+      return {
+        tier: t.name,
+        depth: this.depth.get(t.name) ?? 0,
+        running: this.running.get(t.name) ?? 0,
+        oldest_wait_s: waitedMs / 1000,
+        max_wait_over_slo: oldest === undefined ? 0 : urgency(now, oldest, t.slo_s),
+        drain_per_s: Math.round(this.drainRate(t.name, now) * 1000) / 1000,
+      };
+    });
+  }
+}
+
+function iso(t: number | null): string | null {
+  return t === null ? null : new Date(t).toISOString();
+}
+
+/** An attempt as stored inside its job row (times in ms). */
+interface StoredAttempt {
+  n: number;
+  agent: string;
+  pool: string;
+  version: string | null;
+  epoch: number;
+  started_at: number;
+  ended_at: number | null;
+  outcome: Attempt["outcome"];
+  reason: string | null;
+}

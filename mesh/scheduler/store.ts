@@ -1,0 +1,275 @@
+/**
+ * All SQL of the scheduler actor: its migrations and every query, behind typed methods. The
+ * hot query is the pick (`headOf`), served by the partial index `jobs_pick (tier, tag, id) WHERE
+ * status = 'queued'`, so one pick costs O(tiers · log depth) however deep the queues are
+ * (proved by `EXPLAIN QUERY PLAN` in store.test.ts).
+ */
+import { one, type Sql, type SqlValue } from "../sql/sql.ts";
+
+export const MIGRATIONS: readonly string[] = [
+  `CREATE TABLE meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+   CREATE TABLE jobs (
+     id TEXT PRIMARY KEY,
+     account_id TEXT NOT NULL,
+     tier TEXT NOT NULL,
+     status TEXT NOT NULL,
+     phase TEXT NOT NULL,
+     tag REAL NOT NULL,
+     enqueued_at INTEGER NOT NULL,
+     created_at INTEGER NOT NULL,
+     started_at INTEGER,
+     finished_at INTEGER,
+     epoch INTEGER NOT NULL DEFAULT 0,
+     agent_id TEXT,
+     lease_deadline INTEGER,
+     spent INTEGER NOT NULL DEFAULT 0,
+     body TEXT NOT NULL,
+     progress TEXT,
+     outputs TEXT,
+     error_code TEXT,
+     error_message TEXT,
+     attempts TEXT NOT NULL DEFAULT '[]'
+   );
+   CREATE INDEX jobs_pick ON jobs (tier, tag, id) WHERE status = 'queued';
+   CREATE INDEX jobs_wait ON jobs (tier, enqueued_at) WHERE status = 'queued';
+   CREATE INDEX jobs_lease ON jobs (lease_deadline) WHERE status = 'running';
+   CREATE INDEX jobs_agent ON jobs (agent_id) WHERE status = 'running';
+   CREATE INDEX jobs_account ON jobs (account_id, id);
+   CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
+   CREATE TABLE account_tags (
+     account_id TEXT NOT NULL,
+     tier TEXT NOT NULL,
+     last_tag REAL NOT NULL,
+     PRIMARY KEY (account_id, tier)
+   ) WITHOUT ROWID`,
+];
+
+/** A job row as stored. */
+export interface JobRow {
+  [k: string]: SqlValue;
+  id: string;
+  account_id: string;
+  tier: string;
+  status: string;
+  phase: string;
+  tag: number;
+  enqueued_at: number;
+  created_at: number;
+  started_at: number | null;
+  finished_at: number | null;
+  epoch: number;
+  agent_id: string | null;
+  lease_deadline: number | null;
+  spent: number;
+  body: string;
+  progress: string | null;
+  outputs: string | null;
+  error_code: string | null;
+  error_message: string | null;
+  attempts: string;
+}
+
+/** A tier's head as the pick reads it. */
+export interface HeadRow {
+  [k: string]: SqlValue;
+  id: string;
+  tag: number;
+  enqueued_at: number;
+}
+
+/** The query the pick runs once per tier; exported for the query-plan test. */
+export const HEAD_QUERY =
+  "SELECT id, tag, enqueued_at FROM jobs WHERE status = 'queued' AND tier = ? ORDER BY tag, id LIMIT 1";
+
+/** Typed access to the scheduler's tables. */
+export class SchedulerStore {
+  readonly sql: Sql;
+
+  constructor(sql: Sql) {
+    this.sql = sql;
+  }
+
+  getMeta(k: string): string | undefined {
+    return one<{ v: string }>(this.sql, "SELECT v FROM meta WHERE k = ?", k)?.v;
+  }
+
+  setMeta(k: string, v: string): void {
+    this.sql.run("INSERT INTO meta (k, v) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v", k, v);
+  }
+
+  job(id: string): JobRow | undefined {
+    return one<JobRow>(this.sql, "SELECT * FROM jobs WHERE id = ?", id);
+  }
+
+  insertJob(j: Pick<JobRow, "id" | "account_id" | "tier" | "tag" | "enqueued_at" | "body">): void {
+    this.sql.run(
+      `INSERT INTO jobs (id, account_id, tier, status, phase, tag, enqueued_at, created_at, body)
+       VALUES (?, ?, ?, 'queued', 'waiting', ?, ?, ?, ?)`,
+      j.id,
+      j.account_id,
+      j.tier,
+      j.tag,
+      j.enqueued_at,
+      j.enqueued_at,
+      j.body,
+    );
+  }
+
+  lastTag(accountId: string, tier: string): number | undefined {
+    return one<{ last_tag: number }>(
+      this.sql,
+      "SELECT last_tag FROM account_tags WHERE account_id = ? AND tier = ?",
+      accountId,
+      tier,
+    )?.last_tag;
+  }
+
+  setLastTag(accountId: string, tier: string, tag: number): void {
+    this.sql.run(
+      `INSERT INTO account_tags (account_id, tier, last_tag) VALUES (?, ?, ?)
+       ON CONFLICT (account_id, tier) DO UPDATE SET last_tag = excluded.last_tag`,
+      accountId,
+      tier,
+      tag,
+    );
+  }
+
+  headOf(tier: string): HeadRow | undefined {
+    return one<HeadRow>(this.sql, HEAD_QUERY, tier);
+  }
+
+  oldestQueued(tier: string): number | undefined {
+    return (
+      one<{ t: number | null }>(
+        this.sql,
+        "SELECT min(enqueued_at) AS t FROM jobs WHERE status = 'queued' AND tier = ?",
+        tier,
+      )?.t ?? undefined
+    );
+  }
+
+  /** Queued jobs ahead of `tag` in a tier: walks the index range, so callers bound its use. */
+  countAhead(tier: string, tag: number, id: string): number {
+    return (
+      one<{ n: number }>(
+        this.sql,
+        "SELECT count(*) AS n FROM jobs WHERE status = 'queued' AND tier = ? AND (tag < ? OR (tag = ? AND id < ?))",
+        tier,
+        tag,
+        tag,
+        id,
+      )?.n ?? 0
+    );
+  }
+
+  lastQueuedTag(tier: string): number | undefined {
+    return one<{ tag: number }>(
+      this.sql,
+      "SELECT tag FROM jobs WHERE status = 'queued' AND tier = ? ORDER BY tag DESC, id DESC LIMIT 1",
+      tier,
+    )?.tag;
+  }
+
+  countsByStatus(): { tier: string; status: string; n: number }[] {
+    return this.sql.all<{ tier: string; status: string; n: number }>(
+      "SELECT tier, status, count(*) AS n FROM jobs WHERE status IN ('queued', 'running') GROUP BY tier, status",
+    );
+  }
+
+  heldBy(agentId: string): JobRow[] {
+    return this.sql.all<JobRow>("SELECT * FROM jobs WHERE status = 'running' AND agent_id = ?", agentId);
+  }
+
+  countHeldBy(agentId: string): number {
+    return (
+      one<{ n: number }>(this.sql, "SELECT count(*) AS n FROM jobs WHERE status = 'running' AND agent_id = ?", agentId)
+        ?.n ?? 0
+    );
+  }
+
+  expiredLeases(now: number, limit: number): JobRow[] {
+    return this.sql.all<JobRow>(
+      "SELECT * FROM jobs WHERE status = 'running' AND lease_deadline <= ? ORDER BY lease_deadline LIMIT ?",
+      now,
+      limit,
+    );
+  }
+
+  expiredQueued(tier: string, before: number, limit: number): JobRow[] {
+    return this.sql.all<JobRow>(
+      "SELECT * FROM jobs WHERE status = 'queued' AND tier = ? AND enqueued_at <= ? ORDER BY enqueued_at LIMIT ?",
+      tier,
+      before,
+      limit,
+    );
+  }
+
+  nextLeaseDeadline(): number | undefined {
+    return (
+      one<{ t: number | null }>(this.sql, "SELECT min(lease_deadline) AS t FROM jobs WHERE status = 'running'")?.t ??
+      undefined
+    );
+  }
+
+  oldestFinished(): number | undefined {
+    return (
+      one<{ t: number | null }>(this.sql, "SELECT min(finished_at) AS t FROM jobs WHERE finished_at IS NOT NULL")?.t ??
+      undefined
+    );
+  }
+
+  deleteFinishedBefore(before: number, limit: number): number {
+    return this.sql.run(
+      "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at <= ? LIMIT ?)",
+      before,
+      limit,
+    );
+  }
+
+  deleteJob(id: string): void {
+    this.sql.run("DELETE FROM jobs WHERE id = ?", id);
+  }
+
+  /** The account's jobs, newest first (ids sort by creation time), after `cursor`. */
+  listFor(accountId: string, status: string | undefined, limit: number, cursor: string | undefined): JobRow[] {
+    const before = cursor ?? "\u{10ffff}";
+    return status === undefined
+      ? this.sql.all<JobRow>(
+          "SELECT * FROM jobs WHERE account_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
+          accountId,
+          before,
+          limit,
+        )
+      : this.sql.all<JobRow>(
+          "SELECT * FROM jobs WHERE account_id = ? AND id < ? AND status = ? ORDER BY id DESC LIMIT ?",
+          accountId,
+          before,
+          status,
+          limit,
+        );
+  }
+
+  /** Writes the mutable columns of a job row back. */
+  saveJob(j: JobRow): void {
+    this.sql.run(
+      `UPDATE jobs SET status = ?, phase = ?, tag = ?, started_at = ?, finished_at = ?, epoch = ?, agent_id = ?,
+         lease_deadline = ?, spent = ?, progress = ?, outputs = ?, error_code = ?, error_message = ?, attempts = ?
+       WHERE id = ?`,
+      j.status,
+      j.phase,
+      j.tag,
+      j.started_at,
+      j.finished_at,
+      j.epoch,
+      j.agent_id,
+      j.lease_deadline,
+      j.spent,
+      j.progress,
+      j.outputs,
+      j.error_code,
+      j.error_message,
+      j.attempts,
+      j.id,
+    );
+  }
+}

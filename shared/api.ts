@@ -1,0 +1,181 @@
+/**
+ * The public HTTP API's bodies: one zod schema per body, imported by the edge (which validates
+ * with them and generates `/openapi.json` from them) and by the client SDK.
+ */
+import { z } from "zod";
+import { AttemptOutcome, JobPhase, JobStatus, WaitReason } from "./job.ts";
+import { TierName } from "./slo.ts";
+
+/** Model names appear in paths: lowercase, digits, `-`, `_`, `.`; at most 64 characters. */
+export const ModelName = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, "a model name is 1–64 of a-z, 0-9, '.', '_', '-'");
+
+/** Request bodies are refused above this size (bytes). */
+export const MAX_BODY_BYTES = 1024 * 1024;
+/** Jobs in one batch submit. */
+export const MAX_BATCH = 100;
+
+export const IdempotencyKey = z
+  .string()
+  .min(1)
+  .max(255)
+  .regex(/^[\x21-\x7e]+$/, "printable ASCII without spaces");
+
+export const SubmitBody = z.strictObject({
+  input: z.record(z.string(), z.unknown()),
+  metadata: z.record(z.string(), z.union([z.string().max(1024), z.number(), z.boolean()])).optional(),
+  /** ISO 8601 time after which the result is no longer wanted. Stored; enforced later. */
+  deadline: z.iso.datetime({ offset: true }).optional(),
+  /** A model version to pin. Stored; served once the model repository exists. */
+  version: z.string().min(1).max(128).optional(),
+  /** An https URL told of the job's end. Stored; called once webhooks exist. */
+  webhook: z
+    .url({ protocol: /^https?$/ })
+    .max(2048)
+    .optional(),
+});
+export type SubmitBody = z.infer<typeof SubmitBody>;
+
+export const BatchItem = SubmitBody.extend({ idempotency_key: IdempotencyKey.optional() });
+export const BatchBody = z.strictObject({ jobs: z.array(BatchItem).min(1).max(MAX_BATCH) });
+export type BatchBody = z.infer<typeof BatchBody>;
+
+export const SubmitAnswer = z.object({
+  id: z.string(),
+  status: JobStatus,
+  model: z.string(),
+  tier: z.string(),
+  created_at: z.string(),
+});
+export type SubmitAnswer = z.infer<typeof SubmitAnswer>;
+
+export const ErrorAnswer = z.object({ error: z.object({ code: z.string(), message: z.string() }) });
+
+export const BatchAnswer = z.object({
+  jobs: z.array(
+    z.union([
+      SubmitAnswer.extend({ ok: z.literal(true) }),
+      z.object({ ok: z.literal(false), error: ErrorAnswer.shape.error }),
+    ]),
+  ),
+});
+export type BatchAnswer = z.infer<typeof BatchAnswer>;
+
+export const Attempt = z.object({
+  n: z.number().int(),
+  agent: z.string(),
+  pool: z.string(),
+  version: z.string().nullable(),
+  epoch: z.number().int(),
+  started_at: z.string(),
+  ended_at: z.string().nullable(),
+  executing_s: z.number().nullable(),
+  outcome: AttemptOutcome,
+  reason: z.string().nullable(),
+});
+export type Attempt = z.infer<typeof Attempt>;
+
+export const JobView = z.object({
+  id: z.string(),
+  model: z.string(),
+  tier: z.string(),
+  status: JobStatus,
+  phase: JobPhase,
+  created_at: z.string(),
+  metadata: z.record(z.string(), z.unknown()).nullable(),
+  deadline: z.string().nullable(),
+  version: z.string().nullable(),
+  attempts: z.array(Attempt),
+  queue: z.object({ position: z.number().int(), eta_s: z.number().nullable(), reason: WaitReason }).nullable(),
+  progress: z.record(z.string(), z.unknown()).nullable(),
+  outputs: z.array(z.record(z.string(), z.unknown())).nullable(),
+  error: z.object({ code: z.string(), message: z.string() }).nullable(),
+  timings: z.object({
+    created_at: z.string(),
+    started_at: z.string().nullable(),
+    finished_at: z.string().nullable(),
+    queued_s: z.number().nullable(),
+    running_s: z.number().nullable(),
+  }),
+});
+export type JobView = z.infer<typeof JobView>;
+
+export const JobListQuery = z.strictObject({
+  status: JobStatus.optional(),
+  limit: z.coerce.number().int().min(1).max(100).default(20),
+  cursor: z.string().max(64).optional(),
+});
+export const JobList = z.object({ jobs: z.array(JobView), next_cursor: z.string().nullable() });
+export type JobList = z.infer<typeof JobList>;
+
+export const ModelConfigBody = z.strictObject({
+  /** JSON Schema (draft 2020-12) of the job input. */
+  input_schema: z.record(z.string(), z.unknown()),
+  max_attempts: z.number().int().min(1).max(20).default(3),
+  /** Seconds a single attempt may run. */
+  run_timeout_s: z.number().int().min(1).max(86400).default(600),
+  /** Seconds a job may wait in the queue before it expires. */
+  queue_ttl_s: z
+    .number()
+    .int()
+    .min(1)
+    .max(30 * 86400)
+    .default(86400),
+  /** Seconds a finished job and its outputs are kept. */
+  retention_s: z
+    .number()
+    .int()
+    .min(60)
+    .max(365 * 86400)
+    .default(7 * 86400),
+  /** Expected service time of one job (seconds): the fair-queuing cost until measured. */
+  expected_runtime_s: z.number().positive().max(86400).default(10),
+  /** Scheduler shards; job ids say which shard holds them. */
+  shards: z.number().int().min(1).max(32).default(1),
+});
+export type ModelConfigBody = z.infer<typeof ModelConfigBody>;
+
+export const ModelConfig = ModelConfigBody.extend({
+  name: ModelName,
+  /** Stable number written into job ids; never reused. */
+  number: z.number().int().min(0),
+  updated_at: z.string(),
+});
+export type ModelConfig = z.infer<typeof ModelConfig>;
+
+export const AccountCreateBody = z.strictObject({
+  name: z.string().min(1).max(200),
+  tier: TierName,
+  /** Requests per minute; the tier's default when absent. */
+  rate_limit: z.number().int().positive().max(1_000_000).optional(),
+});
+export type AccountCreateBody = z.infer<typeof AccountCreateBody>;
+
+export const AccountCreated = z.object({ id: z.string(), key_id: z.string(), api_key: z.string() });
+export const KeyCreated = z.object({ key_id: z.string(), api_key: z.string() });
+
+export const AgentTokenBody = z.strictObject({
+  pool: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,63}$/),
+  models: z.array(ModelName).min(1).max(64),
+  ttl_s: z
+    .number()
+    .int()
+    .min(60)
+    .max(365 * 86400)
+    .default(30 * 86400),
+});
+export type AgentTokenBody = z.infer<typeof AgentTokenBody>;
+export const AgentTokenCreated = z.object({ id: z.string(), token: z.string(), expires_at: z.string() });
+
+export const QueueStats = z.object({
+  model: z.string(),
+  shard: z.number().int(),
+  tier: z.string(),
+  depth: z.number().int(),
+  running: z.number().int(),
+  oldest_wait_s: z.number(),
+  max_wait_over_slo: z.number(),
+  drain_per_s: z.number(),
+});
+export type QueueStats = z.infer<typeof QueueStats>;

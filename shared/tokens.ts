@@ -1,0 +1,33 @@
+/**
+ * Agent token claims: what the edge signs and checks. A token is a JWT (EdDSA, `kid` from the
+ * edge's key set) scoped to one provider pool and its models.
+ */
+import { z } from "zod";
+
+export const AGENT_TOKEN_ISSUER = "floodgate";
+export const AGENT_TOKEN_AUDIENCE = "floodgate.agent";
+export const AGENT_TOKEN_TYPE = "floodgate-agent+jwt";
+
+export const AgentClaims = z.object({
+  iss: z.literal(AGENT_TOKEN_ISSUER),
+  aud: z.union([z.literal(AGENT_TOKEN_AUDIENCE), z.array(z.string()).refine((a) => a.includes(AGENT_TOKEN_AUDIENCE))]),
+  jti: z.string().regex(/^tok_[0-9a-z]{16}$/),
+  sub: z.string(),
+  pool: z.string().min(1).max(64),
+  models: z.array(z.string()).min(1).max(64),
+  exp: z.number().int(),
+  nbf: z.number().int(),
+  iat: z.number().int(),
+});
+export type AgentClaims = z.infer<typeof AgentClaims>;
+
+/** The key set kept as the Worker secret AGENT_SIGNING_KEYS. */
+export const SigningKeySet = z.object({
+  active: z.string().min(1),
+  keys: z
+    .array(
+      z.looseObject({ kid: z.string().min(1), kty: z.string(), crv: z.string().optional(), d: z.string().optional() }),
+    )
+    .min(1),
+});
+export type SigningKeySet = z.infer<typeof SigningKeySet>;

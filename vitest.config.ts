@@ -1,0 +1,57 @@
+/**
+ * Three test layers, each a vitest project: `unit` (pure logic in plain Node, beside the code),
+ * `workers` (actors and routes inside workerd through the Workers vitest integration) and
+ * `e2e` (the real local stack: `floodgate dev` as a child process).
+ */
+import { generateKeyPairSync } from "node:crypto";
+import { cloudflareTest } from "@cloudflare/vitest-plugin";
+import { defineConfig } from "vitest/config";
+
+/** Test-only secrets, made fresh for each run. */
+function testSecrets(): Record<string, string> {
+  const { privateKey } = generateKeyPairSync("ed25519");
+  const older = generateKeyPairSync("ed25519").privateKey;
+  return {
+    ADMIN_KEY: "fga_test-admin-key",
+    AGENT_SIGNING_KEYS: JSON.stringify({
+      active: "k-test-2",
+      keys: [
+        { ...privateKey.export({ format: "jwk" }), kid: "k-test-2" },
+        { ...older.export({ format: "jwk" }), kid: "k-test-1" },
+      ],
+    }),
+  };
+}
+
+export default defineConfig({
+  test: {
+    projects: [
+      {
+        test: {
+          name: "unit",
+          include: ["{shared,mesh,cli,gpu-agent,client,bench}/**/*.test.ts"],
+          environment: "node",
+        },
+      },
+      {
+        plugins: [
+          cloudflareTest({
+            wrangler: { configPath: "./wrangler.toml" },
+            miniflare: { bindings: testSecrets() },
+          }),
+        ],
+        test: { name: "workers", include: ["test/workers/**/*.test.ts"] },
+      },
+      {
+        test: {
+          name: "e2e",
+          include: ["test/e2e/**/*.test.ts"],
+          environment: "node",
+          testTimeout: 120_000,
+          hookTimeout: 120_000,
+          fileParallelism: false,
+        },
+      },
+    ],
+  },
+});
