@@ -109,9 +109,56 @@ export const JobListQuery = z.strictObject({
 export const JobList = z.object({ jobs: z.array(JobView), next_cursor: z.string().nullable() });
 export type JobList = z.infer<typeof JobList>;
 
+const JSON_TYPES = ["object", "array", "string", "number", "integer", "boolean", "null"] as const;
+const JsonType = z.enum(JSON_TYPES);
+const Count = z.number().int().nonnegative();
+
+/**
+ * The shape of a JSON Schema (draft 2020-12) as far as a model's input needs it: the keywords a
+ * validator acts on must have their right types, at every depth, so a typo such as
+ * `"type": 12` is refused when the model is registered rather than ignored on every submit.
+ * Other keywords pass through.
+ */
+export const JsonSchemaShape: z.ZodType<unknown> = z.lazy(() =>
+  z.union([
+    z.boolean(),
+    z.looseObject({
+      type: z.union([JsonType, z.array(JsonType).min(1)]).optional(),
+      properties: z.record(z.string(), JsonSchemaShape).optional(),
+      additionalProperties: JsonSchemaShape.optional(),
+      items: JsonSchemaShape.optional(),
+      prefixItems: z.array(JsonSchemaShape).optional(),
+      required: z.array(z.string()).optional(),
+      enum: z.array(z.unknown()).min(1).optional(),
+      anyOf: z.array(JsonSchemaShape).min(1).optional(),
+      oneOf: z.array(JsonSchemaShape).min(1).optional(),
+      allOf: z.array(JsonSchemaShape).min(1).optional(),
+      not: JsonSchemaShape.optional(),
+      minimum: z.number().optional(),
+      maximum: z.number().optional(),
+      exclusiveMinimum: z.number().optional(),
+      exclusiveMaximum: z.number().optional(),
+      multipleOf: z.number().positive().optional(),
+      minLength: Count.optional(),
+      maxLength: Count.optional(),
+      minItems: Count.optional(),
+      maxItems: Count.optional(),
+      pattern: z.string().optional(),
+    }),
+  ]),
+);
+
+/** A model's input schema: a JSON Schema whose instances are objects. */
+export const InputSchema = z
+  .looseObject({ type: z.literal("object", "a model's input_schema must have \"type\": \"object\"") })
+  .and(z.record(z.string(), z.unknown()))
+  .refine((s) => JsonSchemaShape.safeParse(s).success, {
+    message: "not a valid JSON Schema: a keyword has the wrong type (type, properties, required, minimum, …)",
+  });
+
 export const ModelConfigBody = z.strictObject({
-  /** JSON Schema (draft 2020-12) of the job input. */
-  input_schema: z.record(z.string(), z.unknown()),
+  /** JSON Schema (draft 2020-12) of the job input; its `type` is "object". */
+  input_schema: InputSchema,
   max_attempts: z.number().int().min(1).max(20).default(3),
   /** Seconds a single attempt may run. */
   run_timeout_s: z.number().int().min(1).max(86400).default(600),

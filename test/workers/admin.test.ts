@@ -1,0 +1,165 @@
+import { env } from "cloudflare:workers";
+import { SignJWT, importJWK, type JWK } from "jose";
+import { describe, expect, it } from "vitest";
+import { verifyAgentToken } from "../../edge/tokens.ts";
+import { ADMIN, call, makeAccount, makeModel, submit } from "./helpers.ts";
+
+describe("admin authentication", () => {
+  it("admin routes refuse user keys and missing keys", async () => {
+    const acct = await makeAccount();
+    expect((await call("GET", "/v1/admin/tiers")).status).toBe(401);
+    expect((await call("GET", "/v1/admin/tiers", { key: acct.key })).status).toBe(403);
+    expect((await call("GET", "/v1/admin/tiers", { key: "fga_wrong" })).status).toBe(401);
+  });
+});
+
+describe("accounts and keys", () => {
+  it("a second key works, and a revoked key stops working while the other keeps working", async () => {
+    const model = await makeModel();
+    const acct = await makeAccount();
+    const added = await call<{ key_id: string; api_key: string }>("POST", `/v1/admin/accounts/${acct.id}/keys`, { key: ADMIN });
+    expect(added.status).toBe(201);
+    expect((await submit(model, added.body.api_key)).status).toBe(202);
+    expect((await call("DELETE", `/v1/admin/accounts/${acct.id}/keys/${acct.keyId}`, { key: ADMIN })).status).toBe(204);
+    expect((await submit(model, acct.key)).status).toBe(401);
+    expect((await submit(model, added.body.api_key)).status).toBe(202);
+  });
+
+  it("an account with an unknown tier is refused, naming the tiers", async () => {
+    const r = await call("POST", "/v1/admin/accounts", { key: ADMIN, body: { name: "x", tier: "platinum" } });
+    expect(r.status).toBe(400);
+    expect(JSON.stringify(r.body)).toContain("plus");
+  });
+
+  it("keys are stored hashed: the account actor's storage holds no key in plaintext", async () => {
+    const acct = await makeAccount();
+    const stub = env.ACCOUNT.get(env.ACCOUNT.idFromName(acct.id));
+    const { runInDurableObject } = await import("cloudflare:test");
+    const dump = await runInDurableObject(stub, (_i, state) => JSON.stringify(state.storage.sql.exec("SELECT * FROM keys").toArray()));
+    expect(dump).not.toContain(acct.key);
+    expect(dump).not.toContain(acct.key.split(".")[2]);
+  });
+
+  it("a per-account rate limit answers 429 with Retry-After before any actor", async () => {
+    const model = await makeModel();
+    const acct = await makeAccount("free", 60);
+    let limited: { status: number; headers: Headers } | undefined;
+    for (let i = 0; i < 80 && !limited; i++) {
+      const r = await submit(model, acct.key);
+      if (r.status === 429) limited = r;
+    }
+    expect(limited?.status).toBe(429);
+    expect(Number(limited?.headers.get("retry-after"))).toBeGreaterThan(0);
+  });
+});
+
+describe("tiers and queues", () => {
+  it("the default tiers are api, enterprise, plus, light and free with their SLOs", async () => {
+    const r = await call<{ tiers: { name: string; slo_s: number }[] }>("GET", "/v1/admin/tiers", { key: ADMIN });
+    expect(r.body.tiers.map((t) => [t.name, t.slo_s])).toEqual([
+      ["api", 120],
+      ["enterprise", 180],
+      ["plus", 300],
+      ["light", 600],
+      ["free", 1800],
+    ]);
+  });
+
+  it("a tier table with duplicate names or a bad SLO is refused", async () => {
+    const dup = { tiers: [{ name: "a", slo_s: 1, admission_k: 2, rate_limit_per_min: 60 }, { name: "a", slo_s: 2, admission_k: 2, rate_limit_per_min: 60 }] };
+    expect((await call("PUT", "/v1/admin/tiers", { key: ADMIN, body: dup })).status).toBe(400);
+    const bad = { tiers: [{ name: "a", slo_s: -1, admission_k: 2, rate_limit_per_min: 60 }] };
+    expect((await call("PUT", "/v1/admin/tiers", { key: ADMIN, body: bad })).status).toBe(400);
+  });
+
+  it("queues report depth and largest wait/SLO per model and tier", async () => {
+    const model = await makeModel();
+    const acct = await makeAccount("light");
+    await submit(model, acct.key);
+    await submit(model, acct.key);
+    const r = await call<{ queues: { model: string; tier: string; depth: number; max_wait_over_slo: number }[] }>("GET", "/v1/admin/queues", { key: ADMIN });
+    const row = r.body.queues.find((q) => q.model === model && q.tier === "light");
+    expect(row?.depth).toBe(2);
+    expect(row?.max_wait_over_slo).toBeGreaterThanOrEqual(0);
+  });
+});
+
+describe("models", () => {
+  it("a model with an unusable input schema is refused; re-registering keeps its number", async () => {
+    const bad = await call("PUT", "/v1/admin/models/broken", { key: ADMIN, body: { input_schema: { type: 12 } } });
+    expect(bad.status).toBe(400);
+    const name = await makeModel();
+    const again = await call<{ number: number }>("PUT", `/v1/admin/models/${name}`, { key: ADMIN, body: { input_schema: { type: "object", properties: { prompt: { type: "string" } } }, max_attempts: 5 } });
+    expect(again.status).toBe(200);
+    const list = await call<{ models: { name: string; number: number; max_attempts: number }[] }>("GET", "/v1/admin/models", { key: ADMIN });
+    const m = list.body.models.find((x) => x.name === name);
+    expect(m).toMatchObject({ number: again.body.number, max_attempts: 5 });
+  });
+
+  it("a model's shard count can grow but not shrink", async () => {
+    const name = await makeModel({ shards: 2 });
+    const shrink = await call("PUT", `/v1/admin/models/${name}`, { key: ADMIN, body: { input_schema: { type: "object" }, shards: 1 } });
+    expect(shrink.status).toBe(409);
+  });
+});
+
+describe("agent tokens", () => {
+  it("a minted token verifies with its pool and models; a revoked one is marked dead in the registry", async () => {
+    const r = await call<{ id: string; token: string }>("POST", "/v1/admin/agent-tokens", { key: ADMIN, body: { pool: "gpu-east", models: ["demo"], ttl_s: 3600 } });
+    expect(r.status).toBe(201);
+    const claims = await verifyAgentToken(env, r.body.token);
+    expect(claims).toMatchObject({ pool: "gpu-east", models: ["demo"], jti: r.body.id });
+    const registry = env.REGISTRY.get(env.REGISTRY.idFromName("global"));
+    expect(await registry.tokenLive(r.body.id)).toBe(true);
+    expect((await call("DELETE", `/v1/admin/agent-tokens/${r.body.id}`, { key: ADMIN })).status).toBe(204);
+    expect(await registry.tokenLive(r.body.id)).toBe(false);
+  });
+
+  it("tokens signed by an older key of the set still verify (rotation by kid)", async () => {
+    const set = JSON.parse(env.AGENT_SIGNING_KEYS) as { keys: (JWK & { kid: string })[] };
+    const old = set.keys.find((k) => k.kid === "k-test-1") as JWK;
+    const now = Math.floor(Date.now() / 1000);
+    const token = await new SignJWT({ pool: "p", models: ["demo"] })
+      .setProtectedHeader({ alg: "EdDSA", kid: "k-test-1", typ: "floodgate-agent+jwt" })
+      .setIssuer("floodgate").setAudience("floodgate.agent").setSubject("pool:p").setJti("tok_0123456789abcdef")
+      .setIssuedAt(now).setNotBefore(now).setExpirationTime(now + 60)
+      .sign(await importJWK(old, "EdDSA"));
+    expect(await verifyAgentToken(env, token)).toMatchObject({ pool: "p" });
+  });
+
+  it("expired, wrong-audience, unsigned and garbage tokens are refused", async () => {
+    const set = JSON.parse(env.AGENT_SIGNING_KEYS) as { keys: (JWK & { kid: string })[] };
+    const key = await importJWK(set.keys[0] as JWK, "EdDSA");
+    const now = Math.floor(Date.now() / 1000);
+    const base = () =>
+      new SignJWT({ pool: "p", models: ["demo"] })
+        .setProtectedHeader({ alg: "EdDSA", kid: "k-test-2", typ: "floodgate-agent+jwt" })
+        .setIssuer("floodgate").setSubject("pool:p").setJti("tok_0123456789abcdef").setIssuedAt(now).setNotBefore(now);
+    const expired = await base().setAudience("floodgate.agent").setExpirationTime(now - 10).sign(key);
+    const wrongAud = await base().setAudience("someone.else").setExpirationTime(now + 60).sign(key);
+    const header = btoa(JSON.stringify({ alg: "none", typ: "floodgate-agent+jwt" })).replaceAll("=", "");
+    const payload = btoa(JSON.stringify({ iss: "floodgate", aud: "floodgate.agent", exp: now + 60 })).replaceAll("=", "");
+    for (const t of [expired, wrongAud, `${header}.${payload}.`, "garbage", "a.b.c", `${expired}x`]) {
+      expect(await verifyAgentToken(env, t)).toBeUndefined();
+    }
+  });
+});
+
+describe("system routes", () => {
+  it("openapi.json documents every public and admin route", async () => {
+    const r = await call<{ openapi: string; paths: Record<string, Record<string, unknown>> }>("GET", "/openapi.json");
+    expect(r.body.openapi).toBe("3.1.0");
+    for (const p of ["/v1/models/{model}/jobs", "/v1/models/{model}/jobs/batch", "/v1/jobs/{id}", "/v1/jobs", "/v1/jobs/{id}/cancel", "/v1/admin/models/{model}", "/v1/admin/accounts", "/v1/admin/tiers", "/v1/admin/queues", "/v1/admin/agent-tokens"]) {
+      expect(Object.keys(r.body.paths)).toContain(p);
+    }
+    const submitBody = (r.body.paths["/v1/models/{model}/jobs"]?.post as { requestBody: { content: Record<string, { schema: { properties: Record<string, unknown> } }> } }).requestBody.content["application/json"]?.schema;
+    expect(Object.keys(submitBody?.properties ?? {})).toEqual(expect.arrayContaining(["input", "metadata", "deadline", "version", "webhook"]));
+  });
+
+  it("unknown routes answer 404 in the error shape", async () => {
+    const r = await call("GET", "/nope");
+    expect(r.status).toBe(404);
+    expect(r.body).toMatchObject({ error: { code: "not_found" } });
+    expect((await call("GET", "/healthz")).status).toBe(200);
+  });
+});

@@ -1,0 +1,118 @@
+import { env } from "cloudflare:workers";
+import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
+import { describe, expect, it } from "vitest";
+import type { ModelConfig } from "../../shared/api.ts";
+import { newJobId, schedulerName } from "../../shared/ids.ts";
+import { DEFAULT_TIERS } from "../../shared/slo.ts";
+import { HEAD_QUERY } from "../../mesh/scheduler/store.ts";
+import type { SchedulerActor } from "../../mesh/index.ts";
+
+let n = 1000;
+function setup(overrides: Partial<ModelConfig> = {}) {
+  n += 1;
+  const model: ModelConfig = {
+    name: `actor-${n}`,
+    number: n,
+    updated_at: new Date().toISOString(),
+    input_schema: { type: "object" },
+    max_attempts: 2,
+    run_timeout_s: 60,
+    queue_ttl_s: 3600,
+    retention_s: 86400,
+    expected_runtime_s: 5,
+    shards: 1,
+    ...overrides,
+  };
+  const route = { modelNumber: n, shard: 0 };
+  const stub = env.SCHEDULER.get(env.SCHEDULER.idFromName(schedulerName(route)));
+  const config = { model, tiers: [...DEFAULT_TIERS] };
+  const item = (account = "acc_a", tier = "plus") => ({ id: newJobId(route), account_id: account, tier, body: { model: model.name, input: { prompt: "x" } } });
+  return { stub, config, item };
+}
+
+describe("the scheduler actor", () => {
+  it("jobs, leases and epochs survive an actor restart", async () => {
+    const { stub, config, item } = setup();
+    const job = item();
+    await stub.enqueue(config, [job]);
+    const [lease] = await stub.lease({ id: "agent-1", pool: "p" }, 1);
+    expect(lease).toMatchObject({ job_id: job.id, epoch: 1 });
+    await evictDurableObject(stub);
+    const view = await stub.view(job.id, "acc_a");
+    expect(view).toMatchObject({ ok: true, job: { status: "running", phase: "assigned" } });
+    const stale = await stub.complete({ job_id: job.id, epoch: 0 }, { status: "succeeded", outputs: [] });
+    expect(stale).toMatchObject({ ok: false, code: "conflict" });
+    const done = await stub.complete({ job_id: job.id, epoch: 1 }, { status: "succeeded", outputs: [{ url: "r2://x" }] });
+    expect(done).toEqual({ ok: true, status: "succeeded" });
+  });
+
+  it("an expired lease is requeued by the alarm, and the alarm survives a restart", async () => {
+    const { stub, config, item } = setup();
+    const job = item();
+    await stub.enqueue(config, [job]);
+    await stub.lease({ id: "agent-1", pool: "p" }, 1);
+    // Move the lease deadline into the past, as if 30 s had gone by without a heartbeat.
+    await runInDurableObject(stub, (_i, state) => {
+      state.storage.sql.exec("UPDATE jobs SET lease_deadline = ? WHERE id = ?", Date.now() - 1, job.id);
+    });
+    await evictDurableObject(stub);
+    // Waking re-arms the alarm for the (past) deadline; running it requeues the job.
+    await stub.stats();
+    expect(await runDurableObjectAlarm(stub)).toBe(true);
+    const view = await stub.view(job.id, "acc_a");
+    expect(view).toMatchObject({ ok: true, job: { status: "queued", phase: "waiting" } });
+    if (!view.ok) throw new Error("unreachable");
+    expect(view.job.attempts).toHaveLength(1);
+    expect(view.job.attempts[0]).toMatchObject({ outcome: "lease_expired", reason: "worker_lost", epoch: 1 });
+    const [again] = await stub.lease({ id: "agent-2", pool: "p" }, 1);
+    expect(again).toMatchObject({ job_id: job.id, epoch: 2, attempt: 2 });
+  });
+
+  it("a job past max_attempts fails with the reason", async () => {
+    const { stub, config, item } = setup({ max_attempts: 1 });
+    const job = item();
+    await stub.enqueue(config, [job]);
+    await stub.lease({ id: "agent-1", pool: "p" }, 1);
+    expect(await stub.release("agent-1", "worker_lost")).toBe(1);
+    const view = await stub.view(job.id, "acc_a");
+    expect(view).toMatchObject({ ok: true, job: { status: "failed", error: { code: "worker_lost" } } });
+  });
+
+  it("renewing all of an agent's leases is one call; stale ones come back as stale", async () => {
+    const { stub, config, item } = setup();
+    const jobs = [item(), item(), item()];
+    await stub.enqueue(config, jobs);
+    const leases = await stub.lease({ id: "agent-1", pool: "p" }, 3);
+    expect(leases).toHaveLength(3);
+    const out = await stub.renew("agent-1", [...leases.map((l) => ({ job_id: l.job_id, epoch: l.epoch })), { job_id: "job_gone", epoch: 9 }]);
+    expect(out.renewed).toHaveLength(3);
+    expect(out.stale).toEqual([{ job_id: "job_gone", epoch: 9 }]);
+  });
+
+  it("an agent never holds more leases than its credits", async () => {
+    const { stub, config, item } = setup();
+    await stub.enqueue(config, Array.from({ length: 10 }, () => item()));
+    expect(await stub.lease({ id: "a", pool: "p" }, 2)).toHaveLength(2);
+    expect(await stub.lease({ id: "a", pool: "p" }, 2)).toHaveLength(0);
+    expect(await stub.lease({ id: "a", pool: "p" }, 3)).toHaveLength(1);
+  });
+
+  it("the pick runs on the jobs_pick index in the actor's own SQLite", async () => {
+    const { stub, config, item } = setup();
+    await stub.enqueue(config, Array.from({ length: 50 }, (_, i) => item(`acc_${i % 5}`, DEFAULT_TIERS[i % 5]?.name)));
+    const plan = await runInDurableObject<SchedulerActor, string>(stub, (_i, state) =>
+      state.storage.sql.exec(`EXPLAIN QUERY PLAN ${HEAD_QUERY}`, "plus").toArray().map((r) => String(r.detail)).join("\n"),
+    );
+    expect(plan).toMatch(/USING (COVERING )?INDEX jobs_pick/);
+    expect(plan).not.toMatch(/TEMP B-TREE|SCAN jobs\b(?! USING)/);
+  });
+
+  it("a batch enqueue is one durable commit", async () => {
+    const { stub, config, item } = setup();
+    const before = (await stub.stats()).counters.commits;
+    await stub.enqueue(config, Array.from({ length: 100 }, () => item()));
+    const after = await stub.stats();
+    expect(after.counters.commits - before).toBe(1);
+    expect(after.counters.enqueued).toBe(100);
+  });
+});
