@@ -17,7 +17,9 @@ describe("accounts and keys", () => {
   it("a second key works, and a revoked key stops working while the other keeps working", async () => {
     const model = await makeModel();
     const acct = await makeAccount();
-    const added = await call<{ key_id: string; api_key: string }>("POST", `/v1/admin/accounts/${acct.id}/keys`, { key: ADMIN });
+    const added = await call<{ key_id: string; api_key: string }>("POST", `/v1/admin/accounts/${acct.id}/keys`, {
+      key: ADMIN,
+    });
     expect(added.status).toBe(201);
     expect((await submit(model, added.body.api_key)).status).toBe(202);
     expect((await call("DELETE", `/v1/admin/accounts/${acct.id}/keys/${acct.keyId}`, { key: ADMIN })).status).toBe(204);
@@ -35,7 +37,9 @@ describe("accounts and keys", () => {
     const acct = await makeAccount();
     const stub = env.ACCOUNT.get(env.ACCOUNT.idFromName(acct.id));
     const { runInDurableObject } = await import("cloudflare:test");
-    const dump = await runInDurableObject(stub, (_i, state) => JSON.stringify(state.storage.sql.exec("SELECT * FROM keys").toArray()));
+    const dump = await runInDurableObject(stub, (_i, state) =>
+      JSON.stringify(state.storage.sql.exec("SELECT * FROM keys").toArray()),
+    );
     expect(dump).not.toContain(acct.key);
     expect(dump).not.toContain(acct.key.split(".")[2]);
   });
@@ -66,7 +70,12 @@ describe("tiers and queues", () => {
   });
 
   it("a tier table with duplicate names or a bad SLO is refused", async () => {
-    const dup = { tiers: [{ name: "a", slo_s: 1, admission_k: 2, rate_limit_per_min: 60 }, { name: "a", slo_s: 2, admission_k: 2, rate_limit_per_min: 60 }] };
+    const dup = {
+      tiers: [
+        { name: "a", slo_s: 1, admission_k: 2, rate_limit_per_min: 60 },
+        { name: "a", slo_s: 2, admission_k: 2, rate_limit_per_min: 60 },
+      ],
+    };
     expect((await call("PUT", "/v1/admin/tiers", { key: ADMIN, body: dup })).status).toBe(400);
     const bad = { tiers: [{ name: "a", slo_s: -1, admission_k: 2, rate_limit_per_min: 60 }] };
     expect((await call("PUT", "/v1/admin/tiers", { key: ADMIN, body: bad })).status).toBe(400);
@@ -77,7 +86,11 @@ describe("tiers and queues", () => {
     const acct = await makeAccount("light");
     await submit(model, acct.key);
     await submit(model, acct.key);
-    const r = await call<{ queues: { model: string; tier: string; depth: number; max_wait_over_slo: number }[] }>("GET", "/v1/admin/queues", { key: ADMIN });
+    const r = await call<{ queues: { model: string; tier: string; depth: number; max_wait_over_slo: number }[] }>(
+      "GET",
+      "/v1/admin/queues",
+      { key: ADMIN },
+    );
     const row = r.body.queues.find((q) => q.model === model && q.tier === "light");
     expect(row?.depth).toBe(2);
     expect(row?.max_wait_over_slo).toBeGreaterThanOrEqual(0);
@@ -89,23 +102,36 @@ describe("models", () => {
     const bad = await call("PUT", "/v1/admin/models/broken", { key: ADMIN, body: { input_schema: { type: 12 } } });
     expect(bad.status).toBe(400);
     const name = await makeModel();
-    const again = await call<{ number: number }>("PUT", `/v1/admin/models/${name}`, { key: ADMIN, body: { input_schema: { type: "object", properties: { prompt: { type: "string" } } }, max_attempts: 5 } });
+    const again = await call<{ number: number }>("PUT", `/v1/admin/models/${name}`, {
+      key: ADMIN,
+      body: { input_schema: { type: "object", properties: { prompt: { type: "string" } } }, max_attempts: 5 },
+    });
     expect(again.status).toBe(200);
-    const list = await call<{ models: { name: string; number: number; max_attempts: number }[] }>("GET", "/v1/admin/models", { key: ADMIN });
+    const list = await call<{ models: { name: string; number: number; max_attempts: number }[] }>(
+      "GET",
+      "/v1/admin/models",
+      { key: ADMIN },
+    );
     const m = list.body.models.find((x) => x.name === name);
     expect(m).toMatchObject({ number: again.body.number, max_attempts: 5 });
   });
 
   it("a model's shard count can grow but not shrink", async () => {
     const name = await makeModel({ shards: 2 });
-    const shrink = await call("PUT", `/v1/admin/models/${name}`, { key: ADMIN, body: { input_schema: { type: "object" }, shards: 1 } });
+    const shrink = await call("PUT", `/v1/admin/models/${name}`, {
+      key: ADMIN,
+      body: { input_schema: { type: "object" }, shards: 1 },
+    });
     expect(shrink.status).toBe(409);
   });
 });
 
 describe("agent tokens", () => {
   it("a minted token verifies with its pool and models; a revoked one is marked dead in the registry", async () => {
-    const r = await call<{ id: string; token: string }>("POST", "/v1/admin/agent-tokens", { key: ADMIN, body: { pool: "gpu-east", models: ["demo"], ttl_s: 3600 } });
+    const r = await call<{ id: string; token: string }>("POST", "/v1/admin/agent-tokens", {
+      key: ADMIN,
+      body: { pool: "gpu-east", models: ["demo"], ttl_s: 3600 },
+    });
     expect(r.status).toBe(201);
     const claims = await verifyAgentToken(env, r.body.token);
     expect(claims).toMatchObject({ pool: "gpu-east", models: ["demo"], jti: r.body.id });
@@ -121,8 +147,13 @@ describe("agent tokens", () => {
     const now = Math.floor(Date.now() / 1000);
     const token = await new SignJWT({ pool: "p", models: ["demo"] })
       .setProtectedHeader({ alg: "EdDSA", kid: "k-test-1", typ: "floodgate-agent+jwt" })
-      .setIssuer("floodgate").setAudience("floodgate.agent").setSubject("pool:p").setJti("tok_0123456789abcdef")
-      .setIssuedAt(now).setNotBefore(now).setExpirationTime(now + 60)
+      .setIssuer("floodgate")
+      .setAudience("floodgate.agent")
+      .setSubject("pool:p")
+      .setJti("tok_0123456789abcdef")
+      .setIssuedAt(now)
+      .setNotBefore(now)
+      .setExpirationTime(now + 60)
       .sign(await importJWK(old, "EdDSA"));
     expect(await verifyAgentToken(env, token)).toMatchObject({ pool: "p" });
   });
@@ -134,11 +165,24 @@ describe("agent tokens", () => {
     const base = () =>
       new SignJWT({ pool: "p", models: ["demo"] })
         .setProtectedHeader({ alg: "EdDSA", kid: "k-test-2", typ: "floodgate-agent+jwt" })
-        .setIssuer("floodgate").setSubject("pool:p").setJti("tok_0123456789abcdef").setIssuedAt(now).setNotBefore(now);
-    const expired = await base().setAudience("floodgate.agent").setExpirationTime(now - 10).sign(key);
-    const wrongAud = await base().setAudience("someone.else").setExpirationTime(now + 60).sign(key);
+        .setIssuer("floodgate")
+        .setSubject("pool:p")
+        .setJti("tok_0123456789abcdef")
+        .setIssuedAt(now)
+        .setNotBefore(now);
+    const expired = await base()
+      .setAudience("floodgate.agent")
+      .setExpirationTime(now - 10)
+      .sign(key);
+    const wrongAud = await base()
+      .setAudience("someone.else")
+      .setExpirationTime(now + 60)
+      .sign(key);
     const header = btoa(JSON.stringify({ alg: "none", typ: "floodgate-agent+jwt" })).replaceAll("=", "");
-    const payload = btoa(JSON.stringify({ iss: "floodgate", aud: "floodgate.agent", exp: now + 60 })).replaceAll("=", "");
+    const payload = btoa(JSON.stringify({ iss: "floodgate", aud: "floodgate.agent", exp: now + 60 })).replaceAll(
+      "=",
+      "",
+    );
     for (const t of [expired, wrongAud, `${header}.${payload}.`, "garbage", "a.b.c", `${expired}x`]) {
       expect(await verifyAgentToken(env, t)).toBeUndefined();
     }
@@ -149,11 +193,27 @@ describe("system routes", () => {
   it("openapi.json documents every public and admin route", async () => {
     const r = await call<{ openapi: string; paths: Record<string, Record<string, unknown>> }>("GET", "/openapi.json");
     expect(r.body.openapi).toBe("3.1.0");
-    for (const p of ["/v1/models/{model}/jobs", "/v1/models/{model}/jobs/batch", "/v1/jobs/{id}", "/v1/jobs", "/v1/jobs/{id}/cancel", "/v1/admin/models/{model}", "/v1/admin/accounts", "/v1/admin/tiers", "/v1/admin/queues", "/v1/admin/agent-tokens"]) {
+    for (const p of [
+      "/v1/models/{model}/jobs",
+      "/v1/models/{model}/jobs/batch",
+      "/v1/jobs/{id}",
+      "/v1/jobs",
+      "/v1/jobs/{id}/cancel",
+      "/v1/admin/models/{model}",
+      "/v1/admin/accounts",
+      "/v1/admin/tiers",
+      "/v1/admin/queues",
+      "/v1/admin/agent-tokens",
+    ]) {
       expect(Object.keys(r.body.paths)).toContain(p);
     }
-    const submitBody = (r.body.paths["/v1/models/{model}/jobs"]?.post as { requestBody: { content: Record<string, { schema: { properties: Record<string, unknown> } }> } }).requestBody.content["application/json"]?.schema;
-    expect(Object.keys(submitBody?.properties ?? {})).toEqual(expect.arrayContaining(["input", "metadata", "deadline", "version", "webhook"]));
+    const post = r.body.paths["/v1/models/{model}/jobs"]?.post as
+      | { requestBody: { content: Record<string, { schema: { properties: Record<string, unknown> } }> } }
+      | undefined;
+    const submitBody = post?.requestBody.content["application/json"]?.schema;
+    expect(Object.keys(submitBody?.properties ?? {})).toEqual(
+      expect.arrayContaining(["input", "metadata", "deadline", "version", "webhook"]),
+    );
   });
 
   it("unknown routes answer 404 in the error shape", async () => {

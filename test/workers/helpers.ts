@@ -46,7 +46,10 @@ export async function makeModel(overrides: Record<string, unknown> = {}): Promis
 }
 
 /** Creates an account and answers its id and first key. */
-export async function makeAccount(tier = "plus", rateLimit?: number): Promise<{ id: string; key: string; keyId: string }> {
+export async function makeAccount(
+  tier = "plus",
+  rateLimit?: number,
+): Promise<{ id: string; key: string; keyId: string }> {
   const r = await call<{ id: string; api_key: string; key_id: string }>("POST", "/v1/admin/accounts", {
     key: ADMIN,
     body: { name: unique("acct"), tier, ...(rateLimit === undefined ? {} : { rate_limit: rateLimit }) },
@@ -55,10 +58,19 @@ export async function makeAccount(tier = "plus", rateLimit?: number): Promise<{ 
   return { id: r.body.id, key: r.body.api_key, keyId: r.body.key_id };
 }
 
-export async function submit(model: string, key: string, input: Record<string, unknown> = { prompt: "a red fox" }, headers: Record<string, string> = {}) {
-  return call<{ id: string; status: string; tier: string; model: string; created_at: string }>("POST", `/v1/models/${model}/jobs`, {
-    key,
-    body: { input },
-    headers,
-  });
+export async function submit(
+  model: string,
+  key: string,
+  input: Record<string, unknown> = { prompt: "a red fox" },
+  headers: Record<string, string> = {},
+) {
+  return call<{ id: string; status: string; tier: string; model: string; created_at: string }>(
+    "POST",
+    `/v1/models/${model}/jobs`,
+    {
+      key,
+      body: { input },
+      headers,
+    },
+  );
 }

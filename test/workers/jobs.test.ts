@@ -38,16 +38,27 @@ describe("submitting jobs", () => {
     const missingInput = await call("POST", `/v1/models/${model}/jobs`, { key: acct.key, body: { inputs: {} } });
     expect(missingInput.status).toBe(400);
     expect(missingInput.body).toMatchObject({ error: { code: "invalid_body" } });
-    const badJson = await call("POST", `/v1/models/${model}/jobs`, { key: acct.key, raw: "{nope", headers: { "content-type": "application/json" } });
+    const badJson = await call("POST", `/v1/models/${model}/jobs`, {
+      key: acct.key,
+      raw: "{nope",
+      headers: { "content-type": "application/json" },
+    });
     expect(badJson.status).toBe(400);
-    const notJson = await call("POST", `/v1/models/${model}/jobs`, { key: acct.key, raw: "prompt=x", headers: { "content-type": "text/plain" } });
+    const notJson = await call("POST", `/v1/models/${model}/jobs`, {
+      key: acct.key,
+      raw: "prompt=x",
+      headers: { "content-type": "text/plain" },
+    });
     expect(notJson.status).toBe(415);
   });
 
   it("a body over the size limit is 413", async () => {
     const model = await makeModel();
     const acct = await makeAccount();
-    const r = await call("POST", `/v1/models/${model}/jobs`, { key: acct.key, body: { input: { prompt: "x".repeat(1_100_000) } } });
+    const r = await call("POST", `/v1/models/${model}/jobs`, {
+      key: acct.key,
+      body: { input: { prompt: "x".repeat(1_100_000) } },
+    });
     expect(r.status).toBe(413);
     expect(r.body).toMatchObject({ error: { code: "payload_too_large" } });
   });
@@ -93,11 +104,21 @@ describe("submitting jobs", () => {
     const acct = await makeAccount();
     const r = await call<{ id: string }>("POST", `/v1/models/${model}/jobs`, {
       key: acct.key,
-      body: { input: { prompt: "x" }, metadata: { campaign: "launch" }, deadline: "2030-01-01T00:00:00Z", version: "1.2.3", webhook: "https://example.com/hook" },
+      body: {
+        input: { prompt: "x" },
+        metadata: { campaign: "launch" },
+        deadline: "2030-01-01T00:00:00Z",
+        version: "1.2.3",
+        webhook: "https://example.com/hook",
+      },
     });
     expect(r.status).toBe(202);
     const got = await call("GET", `/v1/jobs/${r.body.id}`, { key: acct.key });
-    expect(got.body).toMatchObject({ metadata: { campaign: "launch" }, deadline: "2030-01-01T00:00:00Z", version: "1.2.3" });
+    expect(got.body).toMatchObject({
+      metadata: { campaign: "launch" },
+      deadline: "2030-01-01T00:00:00Z",
+      version: "1.2.3",
+    });
   });
 });
 
@@ -142,10 +163,21 @@ describe("batch submits", () => {
   it("a batch answers each job on its own, invalid ones with their error", async () => {
     const model = await makeModel();
     const acct = await makeAccount();
-    const r = await call<{ jobs: { ok: boolean; id?: string; error?: { code: string; message: string } }[] }>("POST", `/v1/models/${model}/jobs/batch`, {
-      key: acct.key,
-      body: { jobs: [{ input: { prompt: "a" } }, { input: { prompt: 7 } }, { input: { prompt: "c" }, idempotency_key: "b-1" }, { input: { prompt: "c" }, idempotency_key: "b-1" }] },
-    });
+    const r = await call<{ jobs: { ok: boolean; id?: string; error?: { code: string; message: string } }[] }>(
+      "POST",
+      `/v1/models/${model}/jobs/batch`,
+      {
+        key: acct.key,
+        body: {
+          jobs: [
+            { input: { prompt: "a" } },
+            { input: { prompt: 7 } },
+            { input: { prompt: "c" }, idempotency_key: "b-1" },
+            { input: { prompt: "c" }, idempotency_key: "b-1" },
+          ],
+        },
+      },
+    );
     expect(r.status).toBe(202);
     expect(r.body.jobs.map((j) => j.ok)).toEqual([true, false, true, true]);
     expect(r.body.jobs[1]?.error?.code).toBe("invalid_input");
@@ -173,11 +205,17 @@ describe("reading, listing, cancelling, deleting", () => {
       ids.push((await submit(model, acct.key)).body.id);
       await new Promise((r) => setTimeout(r, 2));
     }
-    const first = await call<{ jobs: { id: string }[]; next_cursor: string | null }>("GET", "/v1/jobs?limit=3", { key: acct.key });
-    expect(first.body.jobs.map((j) => j.id)).toEqual(ids.slice(2).reverse());
+    const first = await call<{ jobs: { id: string }[]; next_cursor: string | null }>("GET", "/v1/jobs?limit=3", {
+      key: acct.key,
+    });
+    expect(first.body.jobs.map((j) => j.id)).toEqual(ids.slice(2).toReversed());
     expect(first.body.next_cursor).toBe(ids[2]);
-    const second = await call<{ jobs: { id: string }[]; next_cursor: string | null }>("GET", `/v1/jobs?limit=3&cursor=${first.body.next_cursor}`, { key: acct.key });
-    expect(second.body.jobs.map((j) => j.id)).toEqual(ids.slice(0, 2).reverse());
+    const second = await call<{ jobs: { id: string }[]; next_cursor: string | null }>(
+      "GET",
+      `/v1/jobs?limit=3&cursor=${first.body.next_cursor}`,
+      { key: acct.key },
+    );
+    expect(second.body.jobs.map((j) => j.id)).toEqual(ids.slice(0, 2).toReversed());
     expect(second.body.next_cursor).toBeNull();
     await call("POST", `/v1/jobs/${ids[0]}/cancel`, { key: acct.key });
     const cancelled = await call<{ jobs: { id: string }[] }>("GET", "/v1/jobs?status=cancelled", { key: acct.key });

@@ -26,7 +26,12 @@ function setup(overrides: Partial<ModelConfig> = {}) {
   const route = { modelNumber: n, shard: 0 };
   const stub = env.SCHEDULER.get(env.SCHEDULER.idFromName(schedulerName(route)));
   const config = { model, tiers: [...DEFAULT_TIERS] };
-  const item = (account = "acc_a", tier = "plus") => ({ id: newJobId(route), account_id: account, tier, body: { model: model.name, input: { prompt: "x" } } });
+  const item = (account = "acc_a", tier = "plus") => ({
+    id: newJobId(route),
+    account_id: account,
+    tier,
+    body: { model: model.name, input: { prompt: "x" } },
+  });
   return { stub, config, item };
 }
 
@@ -42,7 +47,10 @@ describe("the scheduler actor", () => {
     expect(view).toMatchObject({ ok: true, job: { status: "running", phase: "assigned" } });
     const stale = await stub.complete({ job_id: job.id, epoch: 0 }, { status: "succeeded", outputs: [] });
     expect(stale).toMatchObject({ ok: false, code: "conflict" });
-    const done = await stub.complete({ job_id: job.id, epoch: 1 }, { status: "succeeded", outputs: [{ url: "r2://x" }] });
+    const done = await stub.complete(
+      { job_id: job.id, epoch: 1 },
+      { status: "succeeded", outputs: [{ url: "r2://x" }] },
+    );
     expect(done).toEqual({ ok: true, status: "succeeded" });
   });
 
@@ -84,14 +92,20 @@ describe("the scheduler actor", () => {
     await stub.enqueue(config, jobs);
     const leases = await stub.lease({ id: "agent-1", pool: "p" }, 3);
     expect(leases).toHaveLength(3);
-    const out = await stub.renew("agent-1", [...leases.map((l) => ({ job_id: l.job_id, epoch: l.epoch })), { job_id: "job_gone", epoch: 9 }]);
+    const out = await stub.renew("agent-1", [
+      ...leases.map((l) => ({ job_id: l.job_id, epoch: l.epoch })),
+      { job_id: "job_gone", epoch: 9 },
+    ]);
     expect(out.renewed).toHaveLength(3);
     expect(out.stale).toEqual([{ job_id: "job_gone", epoch: 9 }]);
   });
 
   it("an agent never holds more leases than its credits", async () => {
     const { stub, config, item } = setup();
-    await stub.enqueue(config, Array.from({ length: 10 }, () => item()));
+    await stub.enqueue(
+      config,
+      Array.from({ length: 10 }, () => item()),
+    );
     expect(await stub.lease({ id: "a", pool: "p" }, 2)).toHaveLength(2);
     expect(await stub.lease({ id: "a", pool: "p" }, 2)).toHaveLength(0);
     expect(await stub.lease({ id: "a", pool: "p" }, 3)).toHaveLength(1);
@@ -99,9 +113,16 @@ describe("the scheduler actor", () => {
 
   it("the pick runs on the jobs_pick index in the actor's own SQLite", async () => {
     const { stub, config, item } = setup();
-    await stub.enqueue(config, Array.from({ length: 50 }, (_, i) => item(`acc_${i % 5}`, DEFAULT_TIERS[i % 5]?.name)));
+    await stub.enqueue(
+      config,
+      Array.from({ length: 50 }, (_, i) => item(`acc_${i % 5}`, DEFAULT_TIERS[i % 5]?.name)),
+    );
     const plan = await runInDurableObject<SchedulerActor, string>(stub, (_i, state) =>
-      state.storage.sql.exec(`EXPLAIN QUERY PLAN ${HEAD_QUERY}`, "plus").toArray().map((r) => String(r.detail)).join("\n"),
+      state.storage.sql
+        .exec(`EXPLAIN QUERY PLAN ${HEAD_QUERY}`, "plus")
+        .toArray()
+        .map((r) => String(r.detail))
+        .join("\n"),
     );
     expect(plan).toMatch(/USING (COVERING )?INDEX jobs_pick/);
     expect(plan).not.toMatch(/TEMP B-TREE|SCAN jobs\b(?! USING)/);
@@ -110,7 +131,10 @@ describe("the scheduler actor", () => {
   it("a batch enqueue is one durable commit", async () => {
     const { stub, config, item } = setup();
     const before = (await stub.stats()).counters.commits;
-    await stub.enqueue(config, Array.from({ length: 100 }, () => item()));
+    await stub.enqueue(
+      config,
+      Array.from({ length: 100 }, () => item()),
+    );
     const after = await stub.stats();
     expect(after.counters.commits - before).toBe(1);
     expect(after.counters.enqueued).toBe(100);

@@ -1,0 +1,56 @@
+import { spawnSync } from "node:child_process";
+import { afterAll, describe, expect, it } from "vitest";
+import { api, BIN, freePort, ROOT, startStack, type Stack } from "./stack.ts";
+
+describe("floodgate dev", () => {
+  const started: Stack[] = [];
+  afterAll(async () => {
+    for (const s of started) await s.stop("SIGKILL");
+  });
+
+  it("starts the edge, prints the keys, and a submitted job is durable across a restart with the same keys", async () => {
+    const port = await freePort();
+    const first = await startStack({ port });
+    started.push(first);
+    expect(first.output()).toContain(first.config.api_key);
+    expect(first.output()).toContain(first.config.admin_key);
+    expect(first.config.url).toBe(`http://127.0.0.1:${port}`);
+    const sub = await api<{ id: string; status: string; tier: string }>(first, "POST", "/v1/models/demo/jobs", {
+      input: { prompt: "a red fox" },
+    });
+    expect(sub.status).toBe(202);
+    expect(sub.body.tier).toBe("plus");
+    // The edge process dies; state persisted on disk brings the job back.
+    expect(await first.stop("SIGTERM")).toBe(0);
+    const health = await fetch(`${first.config.url}/healthz`).catch(() => undefined);
+    expect(health).toBeUndefined();
+
+    const second = await startStack({ port, state: first.state });
+    started.push(second);
+    expect(second.config).toEqual(first.config);
+    const got = await api<{ status: string }>(second, "GET", `/v1/jobs/${sub.body.id}`);
+    expect(got.status).toBe(200);
+    expect(got.body.status).toBe("queued");
+    const models = await api<{ models: { name: string }[] }>(
+      second,
+      "GET",
+      "/v1/admin/models",
+      undefined,
+      second.config.admin_key,
+    );
+    expect(models.body.models.map((m) => m.name)).toContain("demo");
+    expect(await second.stop("SIGINT")).toBe(0);
+  });
+
+  it("a wrong flag is a clear error with exit code 2", () => {
+    const r = spawnSync(process.execPath, [BIN, "dev", "--prot", "1"], { cwd: ROOT, encoding: "utf8" });
+    expect(r.status).toBe(2);
+    expect(r.stderr).toContain("--prot");
+    const bad = spawnSync(process.execPath, [BIN, "dev", "--port", "99999"], { cwd: ROOT, encoding: "utf8" });
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toContain("--port");
+    const help = spawnSync(process.execPath, [BIN, "dev", "--help"], { cwd: ROOT, encoding: "utf8" });
+    expect(help.status).toBe(0);
+    expect(help.stdout).toContain("--agents");
+  });
+});
