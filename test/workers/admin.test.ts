@@ -97,6 +97,30 @@ describe("tiers and queues", () => {
   });
 });
 
+describe("admission control", () => {
+  it("a tier whose projected wait passes k × SLO answers 429 overloaded with Retry-After", async () => {
+    const before = await call<{ tiers: Record<string, unknown>[] }>("GET", "/v1/admin/tiers", { key: ADMIN });
+    const tiny = { name: "tiny", slo_s: 0.001, admission_k: 1, rate_limit_per_min: 60_000 };
+    const put = await call("PUT", "/v1/admin/tiers", { key: ADMIN, body: { tiers: [...before.body.tiers, tiny] } });
+    expect(put.status).toBe(200);
+    try {
+      const model = await makeModel();
+      const acct = await makeAccount("tiny");
+      expect((await submit(model, acct.key)).status).toBe(202);
+      await new Promise((r) => setTimeout(r, 20));
+      const refused = await submit(model, acct.key);
+      expect(refused.status).toBe(429);
+      expect(refused.body).toMatchObject({ error: { code: "overloaded" } });
+      expect(Number(refused.headers.get("retry-after"))).toBeGreaterThanOrEqual(1);
+      // Other tiers of the same model are not affected.
+      const plus = await makeAccount("plus");
+      expect((await submit(model, plus.key)).status).toBe(202);
+    } finally {
+      await call("PUT", "/v1/admin/tiers", { key: ADMIN, body: { tiers: before.body.tiers } });
+    }
+  });
+});
+
 describe("models", () => {
   it("a model with an unusable input schema is refused; re-registering keeps its number", async () => {
     const bad = await call("PUT", "/v1/admin/models/broken", { key: ADMIN, body: { input_schema: { type: 12 } } });
