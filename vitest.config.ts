@@ -13,6 +13,7 @@ function testSecrets(): Record<string, string> {
   const older = generateKeyPairSync("ed25519").privateKey;
   return {
     ADMIN_KEY: "fga_test-admin-key",
+    FILE_SIGNING_KEY: "test-file-signing-key-0123456789abcdef",
     AGENT_SIGNING_KEYS: JSON.stringify({
       active: "k-test-2",
       keys: [

@@ -33,36 +33,38 @@ export interface DevOptions {
 interface Secrets {
   ADMIN_KEY: string;
   AGENT_SIGNING_KEYS: string;
+  FILE_SIGNING_KEY: string;
 }
 
-/** Reads the state's secrets, generating them on first start. */
+/** Reads the state's secrets, generating on first start any that are missing. */
 export function ensureSecrets(stateDir: string): { file: string; secrets: Secrets } {
   const file = join(stateDir, "secrets.env");
+  const held = new Map<string, string>();
   if (existsSync(file)) {
-    const text = readFileSync(file, "utf8");
-    const get = (k: string): string | undefined => {
-      const line = text.split("\n").find((l) => l.startsWith(`${k}=`));
-      return line === undefined ? undefined : line.slice(k.length + 1).replace(/^'(.*)'$/, "$1");
-    };
-    const admin = get("ADMIN_KEY");
-    const keys = get("AGENT_SIGNING_KEYS");
-    if (admin && keys) return { file, secrets: { ADMIN_KEY: admin, AGENT_SIGNING_KEYS: keys } };
+    for (const line of readFileSync(file, "utf8").split("\n")) {
+      const eq = line.indexOf("=");
+      if (eq > 0) held.set(line.slice(0, eq), line.slice(eq + 1).replace(/^'(.*)'$/, "$1"));
+    }
   }
-  const kid = `k${randomBytes(6).toString("hex")}`;
-  const { privateKey } = generateKeyPairSync("ed25519");
-  const jwk = { ...privateKey.export({ format: "jwk" }), kid, alg: "EdDSA" };
-  const secrets: Secrets = {
-    ADMIN_KEY: `fga_${randomBytes(24).toString("base64url")}`,
-    AGENT_SIGNING_KEYS: JSON.stringify({ active: kid, keys: [jwk] }),
+  const make: Record<keyof Secrets, () => string> = {
+    ADMIN_KEY: () => `fga_${randomBytes(24).toString("base64url")}`,
+    AGENT_SIGNING_KEYS: () => {
+      const kid = `k${randomBytes(6).toString("hex")}`;
+      const { privateKey } = generateKeyPairSync("ed25519");
+      return JSON.stringify({ active: kid, keys: [{ ...privateKey.export({ format: "jwk" }), kid, alg: "EdDSA" }] });
+    },
+    FILE_SIGNING_KEY: () => randomBytes(32).toString("base64url"),
   };
-  // Single-quoted: dotenv takes such values literally, and neither value contains a quote.
-  writeFileSync(
-    file,
-    Object.entries(secrets)
-      .map(([k, v]) => `${k}='${v}'`)
-      .join("\n") + "\n",
-    { mode: 0o600 },
-  );
+  let changed = false;
+  for (const [k, gen] of Object.entries(make)) {
+    if (!held.get(k)) {
+      held.set(k, gen());
+      changed = true;
+    }
+  }
+  const secrets = Object.fromEntries(held) as unknown as Secrets;
+  // Single-quoted: dotenv takes such values literally, and no value contains a quote.
+  if (changed) writeFileSync(file, [...held].map(([k, v]) => `${k}='${v}'`).join("\n") + "\n", { mode: 0o600 });
   return { file, secrets };
 }
 

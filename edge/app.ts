@@ -11,7 +11,9 @@ import { adminAuth, userAuth } from "./auth/index.ts";
 import type { AppEnv } from "./env.ts";
 import { errorResponse } from "./errors.ts";
 import { openApiDocument, type RouteDoc } from "./openapi.ts";
+import { fileDocs, fileRoutes } from "./files.ts";
 import { adminDocs, adminRoutes } from "./routes/admin.ts";
+import { agentAuth, agentDocs, agentRoutes, MAX_PART_BYTES } from "./routes/agent.ts";
 import { jobDocs, jobRoutes } from "./routes/jobs.ts";
 
 export const VERSION = "0.1.0";
@@ -26,31 +28,41 @@ const systemDocs: RouteDoc[] = [
     responses: { 200: { description: "OpenAPI 3.1" } },
   },
 ];
-const docs = openApiDocument([...systemDocs, ...jobDocs, ...adminDocs], VERSION);
+const docs = openApiDocument([...systemDocs, ...jobDocs, ...adminDocs, ...agentDocs, ...fileDocs], VERSION);
+
+const PART_PATH = /^\/v1\/agent\/uploads\/[^/]+\/parts\//;
 
 export function buildApp(): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
   app.use("*", requestId({ headerName: "X-Request-Id" }));
-  app.use(
-    "*",
-    bodyLimit({
-      maxSize: MAX_BODY_BYTES,
-      onError: () => {
-        throw new FloodgateError(
-          "payload_too_large",
-          `the body is over ${MAX_BODY_BYTES} bytes; send fewer jobs per batch`,
-        );
-      },
-    }),
-  );
+  const smallBodies = bodyLimit({
+    maxSize: MAX_BODY_BYTES,
+    onError: () => {
+      throw new FloodgateError(
+        "payload_too_large",
+        `the body is over ${MAX_BODY_BYTES} bytes; send fewer jobs per batch`,
+      );
+    },
+  });
+  const partBodies = bodyLimit({
+    maxSize: MAX_PART_BYTES,
+    onError: () => {
+      throw new FloodgateError("payload_too_large", `an upload part is at most ${MAX_PART_BYTES} bytes`);
+    },
+  });
+  // Output parts are large by design; every other body is small.
+  app.use("*", (c, next) => (PART_PATH.test(c.req.path) ? partBodies(c, next) : smallBodies(c, next)));
   app.get("/healthz", (c) => c.json({ ok: true, version: VERSION }));
   app.get("/openapi.json", (c) => c.json(docs));
   app.use("/v1/admin/*", adminAuth);
   app.use("/v1/jobs", userAuth);
   app.use("/v1/jobs/*", userAuth);
   app.use("/v1/models/*", userAuth);
+  app.use("/v1/agent/*", agentAuth);
   app.route("/", jobRoutes);
   app.route("/", adminRoutes);
+  app.route("/", agentRoutes);
+  app.route("/", fileRoutes);
   app.notFound(() => {
     throw new FloodgateError("not_found", "no such route; GET /openapi.json lists them");
   });

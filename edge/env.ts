@@ -3,12 +3,15 @@
  * `wrangler secret put`, or let `floodgate dev` write them to its env file.
  */
 import type { Principal } from "../mesh/index.ts";
+import type { AgentClaims } from "../shared/tokens.ts";
 
 interface Secrets {
   /** The admin API key. */
   ADMIN_KEY: string;
   /** JSON `{"active": kid, "keys": [private JWKs, each with its kid]}` signing agent tokens. */
   AGENT_SIGNING_KEYS: string;
+  /** HMAC key (any long random string) that signs output URLs. */
+  FILE_SIGNING_KEY: string;
 }
 
 declare global {
@@ -18,4 +21,7 @@ declare global {
   interface Env extends Secrets {}
 }
 
-export type AppEnv = { Bindings: Env; Variables: { principal: Principal } };
+export type AppEnv = {
+  Bindings: Env;
+  Variables: { principal: Principal; agent: { claims: AgentClaims; agentId: string } };
+};

@@ -9,6 +9,7 @@ import { fail } from "../shared/errors.ts";
 import { MAX_MODEL_NUMBER, schedulerName } from "../shared/ids.ts";
 import { DEFAULT_TIERS, type TierConfig } from "../shared/slo.ts";
 import { actor } from "./remote.ts";
+import type { AgentActor } from "./agent-actor.ts";
 import type { SchedulerActor } from "./scheduler-actor.ts";
 import { durableSql } from "./sql/durable.ts";
 import { migrate } from "./sql/sql.ts";
@@ -95,10 +96,31 @@ export class RegistryActor extends DurableObject<Env> {
     return { ok: true as const };
   }
 
+  /** Revokes a token, closes the live agents using it and fences their leases. */
   async revokeToken(id: string) {
     if (!this.store.token(id)) return fail("not_found", `no agent token ${id}`);
     this.store.revokeToken(id, Date.now());
-    return { ok: true as const };
+    const agents = this.store.agentsOfToken(id);
+    await Promise.all(
+      agents.map((a) =>
+        actor<AgentActor>(this.env.AGENT, a)
+          .revoke(id)
+          .catch(() => 0),
+      ),
+    );
+    return { ok: true as const, disconnected: agents.length };
+  }
+
+  async agentSeen(a: { agent_id: string; token_id: string; pool: string; name: string }): Promise<void> {
+    this.store.putAgent(a, Date.now());
+  }
+
+  async agentGone(agentId: string): Promise<void> {
+    this.store.deleteAgent(agentId);
+  }
+
+  async agents() {
+    return this.store.agents();
   }
 
   /** Whether a token id is known and not revoked. */

@@ -14,6 +14,8 @@ import {
   type LeaseRef,
   type SchedulerConfig,
 } from "./scheduler/core.ts";
+import type { AgentActor } from "./agent-actor.ts";
+import { actor } from "./remote.ts";
 import { durableSql } from "./sql/durable.ts";
 
 export class SchedulerActor extends DurableObject<Env> {
@@ -43,12 +45,39 @@ export class SchedulerActor extends DurableObject<Env> {
   override async alarm(): Promise<void> {
     this.armedAt = undefined;
     if (this.core.configured) this.core.sweep(Date.now());
+    this.deliver();
     await this.arm(true);
+  }
+
+  /**
+   * Sends leases granted to parked agents to their agent actors. Not awaited by the caller:
+   * workerd holds these outgoing calls until the grant is durable (output gate), so a lease
+   * never leaves before it is recorded. A lease its agent actor could not deliver (the agent
+   * went away) comes straight back without spending its attempt.
+   */
+  private deliver(): void {
+    const out = this.core.takeDeliveries();
+    for (const [agentId, leases] of out) {
+      const send = async (): Promise<void> => {
+        let undelivered: LeaseRef[];
+        try {
+          undelivered = await actor<AgentActor>(this.env.AGENT, agentId).deliver(leases);
+        } catch {
+          undelivered = leases.map((l) => ({ job_id: l.job_id, epoch: l.epoch }));
+        }
+        if (undelivered.length > 0) {
+          this.core.releaseLeases(agentId, undelivered, "preempted", Date.now());
+          this.deliver();
+        }
+      };
+      this.ctx.waitUntil(send());
+    }
   }
 
   async enqueue(config: SchedulerConfig, items: EnqueueItem[]) {
     this.core.configure(config);
     const out = this.core.enqueue(items, Date.now());
+    this.deliver();
     await this.arm();
     return out;
   }
@@ -59,11 +88,23 @@ export class SchedulerActor extends DurableObject<Env> {
     return changed;
   }
 
-  async lease(agent: AgentRef, capacity: number) {
+  /** Grants up to `maxNew` leases now; with `maxNew`, the rest waits parked for new work. */
+  async lease(agent: AgentRef, capacity: number, maxNew?: number) {
     if (!this.core.configured) return [];
-    const leases = this.core.lease(agent, capacity, Date.now());
+    const leases = this.core.lease(agent, capacity, Date.now(), maxNew);
     await this.arm();
     return leases;
+  }
+
+  async releaseLeases(agentId: string, refs: LeaseRef[], reason: "drained" | "preempted") {
+    if (!this.core.configured) return 0;
+    const n = this.core.releaseLeases(agentId, refs, reason, Date.now());
+    this.deliver();
+    return n;
+  }
+
+  async leaseOf(jobId: string) {
+    return this.core.leaseOf(jobId) ?? null;
   }
 
   async renew(agentId: string, refs: LeaseRef[]) {
@@ -77,13 +118,16 @@ export class SchedulerActor extends DurableObject<Env> {
   async complete(ref: LeaseRef, result: Completion) {
     if (!this.core.configured) return { ok: false as const, code: "conflict" as const, message: "unknown job" };
     const out = this.core.complete(ref, result, Date.now());
+    this.deliver();
     await this.arm();
     return out;
   }
 
   async release(agentId: string, reason: FailureReason) {
     if (!this.core.configured) return 0;
-    return this.core.release(agentId, reason, Date.now());
+    const n = this.core.release(agentId, reason, Date.now());
+    this.deliver();
+    return n;
   }
 
   async view(id: string, accountId: string) {
@@ -97,6 +141,15 @@ export class SchedulerActor extends DurableObject<Env> {
   async cancel(id: string, accountId: string) {
     const out = this.core.cancel(id, accountId, Date.now());
     if (!out.ok) return out;
+    if (out.notify) {
+      const { agent_id, job_id, epoch } = out.notify;
+      // The running agent hears of it and stops its runner at the next step.
+      this.ctx.waitUntil(
+        actor<AgentActor>(this.env.AGENT, agent_id)
+          .cancel(job_id, epoch)
+          .catch(() => undefined),
+      );
+    }
     return { ok: true as const, job: this.core.render(out.job, Date.now(), false) };
   }
 

@@ -26,6 +26,7 @@ import type { RouteDoc } from "../openapi.ts";
 import { checkSchema, invalidateRegistry, registry, registryStub } from "../registry-cache.ts";
 import { mintAgentToken } from "../tokens.ts";
 import { readJson, readParam } from "../validate.ts";
+import { listAgents } from "./agent.ts";
 import { scheduler } from "./jobs.ts";
 
 const AccountId = z.string().regex(/^acc_[0-9a-z]{16}$/);
@@ -126,6 +127,7 @@ export const adminRoutes = new Hono<AppEnv>()
     });
     return c.json({ id, token, expires_at: new Date(expiresAt).toISOString() }, 201);
   })
+  .get("/v1/admin/agents", async (c) => c.json({ agents: await listAgents(c.env) }))
   .delete("/v1/admin/agent-tokens/:id", async (c) => {
     const out = await registryStub(c.env).revokeToken(readParam(c, "id", TokenId));
     if (!out.ok) raise(out);
@@ -211,6 +213,13 @@ export const adminDocs: RouteDoc[] = [
     auth: "admin",
     body: AgentTokenBody,
     responses: { 201: { description: "Minted", schema: AgentTokenCreated } },
+  },
+  {
+    method: "get",
+    path: "/v1/admin/agents",
+    summary: "Connected agents: pool, models, versions, slots, GPU health, last heartbeat",
+    auth: "admin",
+    responses: { 200: { description: "Agents" } },
   },
   {
     method: "delete",

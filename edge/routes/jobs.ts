@@ -20,7 +20,15 @@ import { canonicalJson } from "../../shared/canonical.ts";
 import { FloodgateError, type Failure } from "../../shared/errors.ts";
 import { newJobId, parseJobId, schedulerName, type JobRoute } from "../../shared/ids.ts";
 import { sha256Hex } from "../../shared/keys.ts";
-import { actor, type AccountActor, type EnqueueItem, type Remote, type SchedulerActor } from "../../mesh/index.ts";
+import {
+  actor,
+  type AccountActor,
+  type EnqueueItem,
+  type JobActor,
+  type Remote,
+  type SchedulerActor,
+} from "../../mesh/index.ts";
+import { outputUrl } from "../files.ts";
 import type { AppEnv } from "../env.ts";
 import { raise } from "../errors.ts";
 import type { RouteDoc } from "../openapi.ts";
@@ -124,6 +132,34 @@ async function submit(env: Env, accountId: string, model: ModelConfig, prepared:
   );
 }
 
+/**
+ * Finishes a job view for its owner: outputs get freshly signed URLs, and a running job's
+ * phase and progress come live from its job actor (they never pass through the scheduler).
+ */
+async function present(env: Env, origin: string, job: JobView, live: boolean): Promise<JobView> {
+  const outputs = job.outputs
+    ? await Promise.all(
+        job.outputs.map(async (o) =>
+          typeof o.key === "string" ? { ...o, url: await outputUrl(env, origin, o.key) } : o,
+        ),
+      )
+    : null;
+  if (!live || job.status !== "running") return { ...job, outputs };
+  const snap = await actor<JobActor>(env.JOB, job.id).snapshot();
+  const current = job.attempts.at(-1)?.epoch === snap.epoch;
+  if (!current || snap.progress === null) return { ...job, outputs };
+  return {
+    ...job,
+    outputs,
+    phase: (snap.phase ?? job.phase) as JobView["phase"],
+    progress: {
+      ...snap.progress,
+      phase: snap.phase,
+      updated_at: snap.updated_at === null ? null : new Date(snap.updated_at).toISOString(),
+    },
+  };
+}
+
 export const jobRoutes = new Hono<AppEnv>()
   .post("/v1/models/:model/jobs", async (c) => {
     const p = c.get("principal");
@@ -162,7 +198,7 @@ export const jobRoutes = new Hono<AppEnv>()
     const id = c.req.param("id");
     const out = await scheduler(c.env, routeOf(id)).view(id, c.get("principal").account_id);
     if (!out.ok) raise(out);
-    return c.json(out.job);
+    return c.json(await present(c.env, new URL(c.req.url).origin, out.job, true));
   })
   .get("/v1/jobs", async (c) => {
     const q = readQuery(c, JobListQuery);
@@ -175,7 +211,8 @@ export const jobRoutes = new Hono<AppEnv>()
       routes.map((r) => scheduler(c.env, r).list(accountId, q.status, q.limit + 1, q.cursor)),
     );
     const merged = pages.flat().sort((a, b) => (a.id < b.id ? 1 : a.id > b.id ? -1 : 0));
-    const jobs = merged.slice(0, q.limit);
+    const origin = new URL(c.req.url).origin;
+    const jobs = await Promise.all(merged.slice(0, q.limit).map((j) => present(c.env, origin, j, false)));
     const answer: JobList = { jobs, next_cursor: merged.length > q.limit ? (jobs.at(-1)?.id ?? null) : null };
     return c.json(answer);
   })
@@ -183,7 +220,7 @@ export const jobRoutes = new Hono<AppEnv>()
     const id = c.req.param("id");
     const out = await scheduler(c.env, routeOf(id)).cancel(id, c.get("principal").account_id);
     if (!out.ok) raise(out);
-    return c.json(out.job);
+    return c.json(await present(c.env, new URL(c.req.url).origin, out.job, false));
   })
   .delete("/v1/jobs/:id", async (c) => {
     const id = c.req.param("id");

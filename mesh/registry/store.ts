@@ -14,6 +14,10 @@ export const MIGRATIONS: readonly string[] = [
      expires_at INTEGER NOT NULL, revoked_at INTEGER
    );
    CREATE TABLE accounts (id TEXT PRIMARY KEY, name TEXT NOT NULL, tier TEXT NOT NULL, created_at INTEGER NOT NULL)`,
+  `CREATE TABLE agents (
+     agent_id TEXT PRIMARY KEY, token_id TEXT NOT NULL, pool TEXT NOT NULL, name TEXT NOT NULL, seen_at INTEGER NOT NULL
+   );
+   CREATE INDEX agents_token ON agents (token_id)`,
 ];
 
 export interface ModelRow {
@@ -100,6 +104,39 @@ export class RegistryStore {
       tier,
       now,
     );
+  }
+
+  putAgent(a: { agent_id: string; token_id: string; pool: string; name: string }, now: number): void {
+    this.sql.run(
+      `INSERT INTO agents (agent_id, token_id, pool, name, seen_at) VALUES (?, ?, ?, ?, ?)
+       ON CONFLICT (agent_id) DO UPDATE SET token_id = excluded.token_id, pool = excluded.pool, name = excluded.name,
+         seen_at = excluded.seen_at`,
+      a.agent_id,
+      a.token_id,
+      a.pool,
+      a.name,
+      now,
+    );
+  }
+
+  deleteAgent(agentId: string): void {
+    this.sql.run("DELETE FROM agents WHERE agent_id = ?", agentId);
+  }
+
+  agents(): { agent_id: string; token_id: string; pool: string; name: string; seen_at: number }[] {
+    return this.sql.all("SELECT * FROM agents ORDER BY seen_at") as {
+      agent_id: string;
+      token_id: string;
+      pool: string;
+      name: string;
+      seen_at: number;
+    }[];
+  }
+
+  agentsOfToken(tokenId: string): string[] {
+    return this.sql
+      .all<{ agent_id: string }>("SELECT agent_id FROM agents WHERE token_id = ?", tokenId)
+      .map((r) => r.agent_id);
   }
 
   accounts(): { id: string; name: string; tier: string; created_at: number }[] {

@@ -25,6 +25,8 @@ const EXACT_POSITION_DEPTH = 20_000;
 const AGENT_SEEN_MS = 2 * DEFAULT_LEASE_TTL_MS;
 /** This many failed attempts in a row marks the model's agents unhealthy. */
 const UNHEALTHY_AFTER = 5;
+/** How long a parked agent's request for work stands without a heartbeat (ms). */
+const PARK_MS = 15_000;
 /** Rows one sweep handles per kind, so an alarm stays short; the next alarm takes the rest. */
 const SWEEP_BATCH = 500;
 
@@ -114,6 +116,8 @@ export class SchedulerCore {
   private runtime: Ewma | undefined;
   private lastAgentSeen = 0;
   private failuresInRow = 0;
+  private readonly waiting = new Map<string, { agent: AgentRef; capacity: number; want: number; until: number }>();
+  private deliveries = new Map<string, Lease[]>();
   leaseTtlMs = DEFAULT_LEASE_TTL_MS;
 
   constructor(sql: Sql) {
@@ -251,7 +255,10 @@ export class SchedulerCore {
       wrote = true;
       return { ok: true, id: item.id, status: "queued", tier: item.tier, created_at: now, existed: false };
     });
-    if (wrote) this.counters.commits++;
+    if (wrote) {
+      this.counters.commits++;
+      this.dispatch(now);
+    }
     return out;
   }
 
@@ -260,11 +267,62 @@ export class SchedulerCore {
    * tier head with the largest wait/SLO. Every grant bumps the job's epoch. O(tiers) queries
    * for the first pick and one for each further pick.
    */
-  lease(agent: AgentRef, capacity: number, now: number): Lease[] {
-    const config = this.need();
+  lease(agent: AgentRef, capacity: number, now: number, maxNew = Number.POSITIVE_INFINITY): Lease[] {
     this.lastAgentSeen = now;
-    const want = Math.max(0, Math.floor(capacity) - this.store.countHeldBy(agent.id));
-    if (want === 0) return [];
+    const room = Math.max(0, Math.floor(capacity) - this.store.countHeldBy(agent.id));
+    const want = Math.min(room, Math.max(0, Math.floor(maxNew)));
+    const leases = want === 0 ? [] : this.pick(agent, want, now);
+    if (leases.length > 0) this.counters.commits++;
+    // What could not be granted now waits here: the next enqueue hands it out at once.
+    if (Number.isFinite(maxNew)) this.park(agent, capacity, want - leases.length, now);
+    return leases;
+  }
+
+  /**
+   * An agent waiting for work: enqueue and requeue grant it leases straight away (push), so a
+   * job does not wait for the agent's next request. Kept in memory; agents re-park on every
+   * heartbeat, so a restart loses nothing for long.
+   */
+  park(agent: AgentRef, capacity: number, want: number, now: number): void {
+    this.waiting.delete(agent.id);
+    if (want > 0) this.waiting.set(agent.id, { agent, capacity, want, until: now + PARK_MS });
+  }
+
+  /** Leases granted to parked agents since the last call, by agent id. */
+  takeDeliveries(): Map<string, Lease[]> {
+    const out = this.deliveries;
+    this.deliveries = new Map();
+    return out;
+  }
+
+  /** Grants queued work to parked agents, oldest parked first. */
+  private dispatch(now: number): void {
+    if (this.waiting.size === 0) return;
+    for (const [id, w] of [...this.waiting]) {
+      if (this.queuedTotal() === 0) return;
+      if (w.until < now) {
+        this.waiting.delete(id);
+        continue;
+      }
+      const room = Math.max(0, w.capacity - this.store.countHeldBy(id));
+      const leases = this.pick(w.agent, Math.min(w.want, room), now);
+      this.waiting.delete(id);
+      if (leases.length === 0) continue;
+      const left = w.want - leases.length;
+      if (left > 0) this.waiting.set(id, { ...w, want: left });
+      this.deliveries.set(id, [...(this.deliveries.get(id) ?? []), ...leases]);
+    }
+  }
+
+  private queuedTotal(): number {
+    let n = 0;
+    for (const v of this.depth.values()) n += v;
+    return n;
+  }
+
+  /** Picks up to `want` jobs for an agent: each the tier head with the largest wait/SLO. */
+  private pick(agent: AgentRef, want: number, now: number): Lease[] {
+    const config = this.need();
     const heads = new Map<string, { tier: string; sloS: number; enqueuedAtMs: number; id: string }>();
     const load = (t: TierConfig): void => {
       if ((this.depth.get(t.name) ?? 0) === 0) {
@@ -286,7 +344,6 @@ export class SchedulerCore {
       const tier = this.tier(best.tier);
       if (tier) load(tier);
     }
-    if (leases.length > 0) this.counters.commits++;
     return leases;
   }
 
@@ -394,7 +451,9 @@ export class SchedulerCore {
     }
     this.failuresInRow++;
     if (result.retryable) {
-      return { ok: true, status: this.requeue(job, now, result.code, true, result.message) };
+      const status = this.requeue(job, now, result.code, true, result.message);
+      this.dispatch(now);
+      return { ok: true, status };
     }
     this.endAttempt(job, now, "failed", result.code);
     this.finish(job, "failed", now, result.code, result.message);
@@ -468,12 +527,43 @@ export class SchedulerCore {
   release(agentId: string, reason: FailureReason, now: number): number {
     const held = this.store.heldBy(agentId);
     const spend = reason !== "drained" && reason !== "preempted";
+    this.waiting.delete(agentId);
     for (const job of held) this.requeue(job, now, reason, spend);
     if (held.length > 0) {
       this.counters.commits++;
       if (spend) this.failuresInRow += held.length;
+      this.dispatch(now);
     }
     return held.length;
+  }
+
+  /**
+   * Gives back particular leases (an agent drained them before starting, or a lease could not
+   * be delivered) without spending their attempts. Stale refs are ignored.
+   */
+  releaseLeases(agentId: string, refs: readonly LeaseRef[], reason: "drained" | "preempted", now: number): number {
+    let n = 0;
+    for (const ref of refs) {
+      const job = this.store.job(ref.job_id);
+      if (!job || job.status !== "running" || job.agent_id !== agentId || job.epoch !== ref.epoch) continue;
+      this.requeue(job, now, reason, false);
+      n++;
+    }
+    if (n > 0) {
+      this.counters.commits++;
+      this.dispatch(now);
+    }
+    return n;
+  }
+
+  /** Who holds a job's lease now, for fencing outside the scheduler (uploads, progress). */
+  leaseOf(
+    jobId: string,
+  ): { status: JobStatus; epoch: number; agent_id: string | null; account_id: string } | undefined {
+    const job = this.store.job(jobId);
+    return job
+      ? { status: job.status as JobStatus, epoch: job.epoch, agent_id: job.agent_id, account_id: job.account_id }
+      : undefined;
   }
 
   /**
@@ -489,6 +579,7 @@ export class SchedulerCore {
       this.failuresInRow++;
       requeued++;
     }
+    if (requeued > 0) this.dispatch(now);
     for (const t of config.tiers) {
       if ((this.depth.get(t.name) ?? 0) === 0) continue;
       for (const job of this.store.expiredQueued(t.name, now - config.model.queue_ttl_s * 1000, SWEEP_BATCH)) {
@@ -530,10 +621,18 @@ export class SchedulerCore {
    * epoch is bumped, so whatever its agent sends next is stale and the agent abandons it.
    * Idempotent: a finished job answers as it is.
    */
-  cancel(id: string, accountId: string, now: number): { ok: true; job: JobRow } | Failure {
+  cancel(
+    id: string,
+    accountId: string,
+    now: number,
+  ): { ok: true; job: JobRow; notify: { agent_id: string; job_id: string; epoch: number } | null } | Failure {
     const job = this.store.job(id);
     if (!job || job.account_id !== accountId) return fail("job_not_found", `no job ${id}`);
-    if (isTerminal(job.status as JobStatus)) return { ok: true, job };
+    if (isTerminal(job.status as JobStatus)) return { ok: true, job, notify: null };
+    const notify =
+      job.status === "running" && job.agent_id !== null
+        ? { agent_id: job.agent_id, job_id: job.id, epoch: job.epoch }
+        : null;
     if (job.status === "running") {
       this.endAttempt(job, now, "cancelled", "cancelled");
       job.epoch += 1;
@@ -541,7 +640,7 @@ export class SchedulerCore {
     this.finish(job, "cancelled", now, "cancelled", "cancelled by the client");
     this.store.saveJob(job);
     this.counters.commits++;
-    return { ok: true, job };
+    return { ok: true, job, notify };
   }
 
   /** Deletes a finished job the account owns. */

@@ -1,0 +1,538 @@
+/**
+ * The GPU agent: one outbound WebSocket to the edge, a runner process for the model, and the
+ * loop between them. It asks for work only for its free slots plus prefetch (credits), runs
+ * leases in its runner, streams progress and previews, uploads outputs, and reports results
+ * fenced by the lease epoch. It reconnects with jittered exponential backoff and resumes the
+ * leases it still runs; results produced while disconnected wait in an outbox. SIGTERM drains
+ * (finish running jobs, take none new, give back staged ones); a second SIGTERM gives back the
+ * running ones too, without spending their attempts.
+ */
+import { randomBytes } from "node:crypto";
+import { EventEmitter } from "node:events";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { hostname } from "node:os";
+import { join } from "node:path";
+import WebSocket from "ws";
+import {
+  AGENT_ID_HEADER,
+  AGENT_PROTOCOL_VERSION,
+  AGENT_SUBPROTOCOL,
+  AgentId,
+  decodeFrame,
+  encodeFrame,
+  PREVIEW_FRAME_CAP,
+  ToAgent,
+  type FromAgent,
+  type GpuHealth,
+  type LeaseGrant,
+  type LeaseRef,
+  type OutputRecord,
+} from "../shared/wire.ts";
+import { gpuHealth, vramAbove } from "./gpu.ts";
+import { uploadOutput, UploadError } from "./upload.ts";
+
+/** A frame of pixels handed back by a runner. */
+export interface Frame {
+  index: number;
+  width: number;
+  height: number;
+  data: Uint8Array;
+}
+
+/** What the agent needs of a runner process (gpu-agent/runner/host.ts provides it). */
+export interface RunnerLike {
+  readonly maxBatch: number;
+  readonly models: readonly { model: string; version: string }[];
+  run(
+    job: { job_id: string; model: string; version: string; input: Record<string, unknown> },
+    on: {
+      progress: (p: { phase: "loading" | "sampling" | "decoding"; step: number; total: number }) => void;
+      preview: (f: Frame) => void;
+      log: (level: "debug" | "info" | "warn" | "error", message: string) => void;
+    },
+  ): Promise<{ frames: Frame[]; outputs: { name: string; content_type: string; data: Uint8Array }[] }>;
+  cancel(jobId: string): void;
+  close(): Promise<void>;
+  /** Resolves when the process has exited, with why. */
+  readonly exited: Promise<{ reason: string }>;
+}
+
+/** Encodes result frames into outputs and a preview frame into a small image. */
+export interface Encoder {
+  outputs(frames: Frame[]): Promise<{ name: string; content_type: string; data: Uint8Array }[]>;
+  preview(frame: Frame): Promise<{ content_type: "image/png" | "image/gif"; data: Uint8Array }>;
+}
+
+/** A runner failure as the agent reports it. */
+export interface RunnerFailure {
+  code: string;
+  message: string;
+}
+
+export interface AgentOptions {
+  url: string;
+  token: string;
+  name: string;
+  agentId: string;
+  slots?: number | undefined;
+  prefetch: number;
+  maxVramPct: number;
+  startRunner: () => Promise<RunnerLike>;
+  encoder: Encoder;
+  /** GPU health source (nvidia-smi by default). */
+  gpus?: () => Promise<GpuHealth[]>;
+  log?: (line: string) => void;
+}
+
+/** Reads the agent's stable id from its cache directory, creating it on first start. */
+export function stableAgentId(cacheDir: string): string {
+  mkdirSync(cacheDir, { recursive: true });
+  const file = join(cacheDir, "agent-id");
+  if (existsSync(file)) {
+    const held = AgentId.safeParse(readFileSync(file, "utf8").trim());
+    if (held.success) return held.data;
+  }
+  const alphabet = "0123456789abcdefghjkmnpqrstvwxyz";
+  const id = `agt_${[...randomBytes(16)].map((b) => alphabet[b & 31]).join("")}`;
+  writeFileSync(file, id + "\n");
+  return id;
+}
+
+interface Held {
+  lease: LeaseGrant;
+  state: "staged" | "running" | "finishing";
+  abandoned: boolean;
+}
+
+/** The agent cannot go on (e.g. its token was refused); exit, do not retry. */
+export class FatalAgentError extends Error {}
+
+const RETRYABLE = new Set(["oom", "runner_crashed", "timeout", "protocol_error"]);
+
+export class Agent extends EventEmitter {
+  private readonly opts: AgentOptions;
+  private ws: WebSocket | undefined;
+  private runner: RunnerLike | undefined;
+  private readonly held = new Map<string, Held>();
+  private readonly outbox: FromAgent[] = [];
+  private heartbeatMs = 5_000;
+  private heartbeatTimer: NodeJS.Timeout | undefined;
+  private gpus: GpuHealth[] = [];
+  private attempt = 0;
+  private stopping: "no" | "drain" | "now" = "no";
+  private welcomed = false;
+  private closed = false;
+  private readonly log: (line: string) => void;
+  /** Jobs that ended here (for tests and benchmarks). */
+  completed = 0;
+
+  constructor(opts: AgentOptions) {
+    super();
+    this.opts = opts;
+    this.log = opts.log ?? ((l) => process.stderr.write(`[agent ${opts.name}] ${l}\n`));
+  }
+
+  private get slots(): number {
+    return this.opts.slots ?? this.runner?.maxBatch ?? 1;
+  }
+
+  /** Free slots plus prefetch, or 0 while draining or above the VRAM threshold. */
+  credits(): number {
+    if (this.stopping !== "no" || vramAbove(this.gpus, this.opts.maxVramPct)) return 0;
+    return Math.max(0, this.slots + this.opts.prefetch - this.held.size);
+  }
+
+  private trace(): string {
+    return randomBytes(8).toString("hex");
+  }
+
+  private send(msg: FromAgent): boolean {
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN || !this.welcomed) return false;
+    const bytes = encodeFrame(msg);
+    if (msg.type === "job.preview" && bytes.length > PREVIEW_FRAME_CAP) return false;
+    this.ws.send(bytes);
+    return true;
+  }
+
+  /** Results must not be lost to a dropped socket: they wait for the next connection. */
+  private sendOrKeep(msg: FromAgent): void {
+    if (!this.send(msg)) this.outbox.push(msg);
+  }
+
+  async start(): Promise<void> {
+    this.runner = await this.opts.startRunner();
+    void this.watchRunner(this.runner);
+    this.connect();
+  }
+
+  private async watchRunner(r: RunnerLike): Promise<void> {
+    const { reason } = await r.exited;
+    if (this.runner !== r || this.closed) return;
+    this.log(`runner exited (${reason}); starting a new one`);
+    this.runner = undefined;
+    // Jobs in flight were rejected by the runner host and are reported as they settle.
+    await new Promise((res) => setTimeout(res, 200));
+    if (this.closed) return;
+    try {
+      this.runner = await this.opts.startRunner();
+      void this.watchRunner(this.runner);
+      this.pump();
+    } catch (err) {
+      this.log(`could not restart the runner: ${(err as Error).message}`);
+      this.emit("fatal", err);
+    }
+  }
+
+  private wsUrl(): string {
+    const u = new URL(this.opts.url);
+    u.protocol = u.protocol === "https:" ? "wss:" : "ws:";
+    u.pathname = "/v1/agent/connect";
+    return u.toString();
+  }
+
+  private connect(): void {
+    if (this.closed) return;
+    this.welcomed = false;
+    const ws = new WebSocket(this.wsUrl(), AGENT_SUBPROTOCOL, {
+      headers: { authorization: `Bearer ${this.opts.token}`, [AGENT_ID_HEADER]: this.opts.agentId },
+      maxPayload: PREVIEW_FRAME_CAP,
+      handshakeTimeout: 10_000,
+    });
+    this.ws = ws;
+    ws.binaryType = "nodebuffer";
+    ws.on("unexpected-response", (_req, res) => {
+      if (res.statusCode === 401) {
+        this.closed = true;
+        this.emit(
+          "fatal",
+          new FatalAgentError(
+            "the edge refused the agent token (401): mint a new one with POST /v1/admin/agent-tokens",
+          ),
+        );
+      }
+      ws.terminate();
+    });
+    ws.on("open", () => {
+      this.attempt = 0;
+      const hello: FromAgent = {
+        v: AGENT_PROTOCOL_VERSION,
+        type: "agent.hello",
+        trace: this.trace(),
+        agent_id: this.opts.agentId,
+        name: this.opts.name,
+        gpus: this.gpus,
+        versions: [...(this.runner?.models ?? [])],
+        slots: this.slots,
+        prefetch: this.opts.prefetch,
+        leases: this.refs(),
+      };
+      ws.send(encodeFrame(hello));
+    });
+    ws.on("message", (data: Buffer) => this.onFrame(new Uint8Array(data.buffer, data.byteOffset, data.byteLength)));
+    ws.on("close", (code, reason) => {
+      clearInterval(this.heartbeatTimer);
+      this.welcomed = false;
+      if (this.ws === ws) this.ws = undefined;
+      if (this.closed) return;
+      if (code === 4401) {
+        this.closed = true;
+        this.emit(
+          "fatal",
+          new FatalAgentError(`the edge closed the connection: ${reason.toString() || "token revoked"}`),
+        );
+        return;
+      }
+      this.reconnectLater(`closed ${code} ${reason.toString()}`);
+    });
+    ws.on("error", (err) => this.log(`connection error: ${err.message}`));
+  }
+
+  private reconnectLater(why: string): void {
+    this.attempt += 1;
+    // Jittered exponential backoff: 0.25 s doubling to 30 s, each wait drawn from [½, 1] of it.
+    const cap = Math.min(30_000, 250 * 2 ** Math.min(this.attempt, 7));
+    const wait = cap / 2 + Math.random() * (cap / 2);
+    this.log(`connection lost (${why}); reconnecting in ${Math.round(wait)} ms`);
+    setTimeout(() => this.connect(), wait).unref();
+  }
+
+  private refs(): LeaseRef[] {
+    return [...this.held.values()].map((h) => ({ job_id: h.lease.job_id, epoch: h.lease.epoch }));
+  }
+
+  private onFrame(bytes: Uint8Array): void {
+    const frame = decodeFrame(bytes, ToAgent);
+    if (!frame.ok) {
+      this.log(`dropping a malformed frame from the edge: ${frame.reason}`);
+      return;
+    }
+    const msg = frame.msg;
+    switch (msg.type) {
+      case "agent.welcome": {
+        this.welcomed = true;
+        this.heartbeatMs = msg.heartbeat_ms;
+        for (const s of msg.stale) this.abandon(s.job_id, s.epoch, "stale after reconnect");
+        clearInterval(this.heartbeatTimer);
+        this.heartbeatTimer = setInterval(() => void this.heartbeat(), this.heartbeatMs);
+        this.heartbeatTimer.unref();
+        const pending = this.outbox.splice(0);
+        for (const m of pending) this.sendOrKeep(m);
+        this.requestWork();
+        this.emit("connected");
+        return;
+      }
+      case "job.leases": {
+        for (const lease of msg.leases) this.accept(lease);
+        this.pump();
+        return;
+      }
+      case "agent.heartbeat_ack":
+        for (const s of msg.stale) this.abandon(s.job_id, s.epoch, "lease no longer held");
+        return;
+      case "lease.stale":
+        this.abandon(msg.job_id, msg.epoch, "stale");
+        return;
+      case "job.cancel":
+        this.abandon(msg.job_id, msg.epoch, "cancelled by the client");
+        return;
+      case "agent.config":
+        if (msg.heartbeat_ms !== undefined && msg.heartbeat_ms !== this.heartbeatMs) {
+          this.heartbeatMs = msg.heartbeat_ms;
+          clearInterval(this.heartbeatTimer);
+          this.heartbeatTimer = setInterval(() => void this.heartbeat(), this.heartbeatMs);
+          this.heartbeatTimer.unref();
+        }
+        return;
+      case "agent.drain":
+        this.drain(msg.reason);
+        return;
+      case "error":
+        this.log(`edge error ${msg.code}: ${msg.message}`);
+        return;
+    }
+  }
+
+  /** Takes a lease, or gives it straight back when it is over the credits asked for. */
+  private accept(lease: LeaseGrant): void {
+    if (this.held.has(lease.job_id)) return;
+    if (this.stopping !== "no" || this.held.size >= this.slots + this.opts.prefetch) {
+      this.send({
+        v: AGENT_PROTOCOL_VERSION,
+        type: "job.release",
+        trace: this.trace(),
+        leases: [{ job_id: lease.job_id, epoch: lease.epoch }],
+        reason: this.stopping === "no" ? "preempted" : "drained",
+      });
+      return;
+    }
+    this.held.set(lease.job_id, { lease, state: "staged", abandoned: false });
+  }
+
+  private requestWork(): void {
+    const credits = this.credits();
+    if (credits > 0) this.send({ v: AGENT_PROTOCOL_VERSION, type: "work.request", trace: this.trace(), credits });
+  }
+
+  private async heartbeat(): Promise<void> {
+    this.gpus = await (this.opts.gpus ?? gpuHealth)();
+    this.send({
+      v: AGENT_PROTOCOL_VERSION,
+      type: "agent.heartbeat",
+      trace: this.trace(),
+      leases: this.refs(),
+      gpus: this.gpus,
+      credits: this.credits(),
+      draining: this.stopping !== "no",
+    });
+  }
+
+  private abandon(jobId: string, epoch: number, why: string): void {
+    const h = this.held.get(jobId);
+    if (!h || h.lease.epoch !== epoch) return;
+    h.abandoned = true;
+    this.log(`abandoning ${jobId}: ${why}`);
+    if (h.state === "running") this.runner?.cancel(jobId);
+    else this.held.delete(jobId);
+    this.pump();
+  }
+
+  /** Starts staged leases while slots are free. */
+  private pump(): void {
+    if (!this.runner || this.stopping === "now") return;
+    let running = [...this.held.values()].filter((h) => h.state !== "staged").length;
+    for (const h of this.held.values()) {
+      if (running >= this.slots) break;
+      if (h.state !== "staged") continue;
+      h.state = "running";
+      running++;
+      void this.execute(h, this.runner);
+    }
+    if (this.stopping === "drain" && this.held.size === 0) this.emit("drained");
+  }
+
+  private async execute(h: Held, runner: RunnerLike): Promise<void> {
+    const { lease } = h;
+    const ref = { job_id: lease.job_id, epoch: lease.epoch };
+    const version = lease.version ?? runner.models.find((m) => m.model === lease.model)?.version ?? "unknown";
+    try {
+      const result = await runner.run(
+        { job_id: lease.job_id, model: lease.model, version, input: lease.input },
+        {
+          progress: (p) => {
+            if (!h.abandoned)
+              this.send({ v: AGENT_PROTOCOL_VERSION, type: "job.progress", trace: this.trace(), ...ref, ...p });
+          },
+          preview: (f) => {
+            if (h.abandoned) return;
+            void this.opts.encoder.preview(f).then((img) => {
+              if (!h.abandoned)
+                this.send({
+                  v: AGENT_PROTOCOL_VERSION,
+                  type: "job.preview",
+                  trace: this.trace(),
+                  ...ref,
+                  content_type: img.content_type,
+                  data: img.data,
+                });
+            });
+          },
+          log: (level, message) => {
+            if (!h.abandoned)
+              this.send({
+                v: AGENT_PROTOCOL_VERSION,
+                type: "job.log",
+                trace: this.trace(),
+                ...ref,
+                level,
+                message: message.slice(0, 4096),
+              });
+          },
+        },
+      );
+      if (h.abandoned) return;
+      h.state = "finishing";
+      this.send({
+        v: AGENT_PROTOCOL_VERSION,
+        type: "job.progress",
+        trace: this.trace(),
+        ...ref,
+        phase: "uploading",
+        step: 0,
+        total: 1,
+      });
+      const encoded = [...(await this.opts.encoder.outputs(result.frames)), ...result.outputs];
+      const records: OutputRecord[] = [];
+      const target = { baseUrl: this.opts.url.replace(/\/$/, ""), token: this.opts.token, agentId: this.opts.agentId };
+      for (const o of encoded) {
+        if (h.abandoned) return;
+        records.push(await uploadOutput(target, ref, { name: o.name, content_type: o.content_type, source: [o.data] }));
+      }
+      this.sendOrKeep({
+        v: AGENT_PROTOCOL_VERSION,
+        type: "job.complete",
+        trace: this.trace(),
+        ...ref,
+        outputs: records,
+      });
+      this.completed++;
+    } catch (err) {
+      if (h.abandoned) return;
+      if (err instanceof UploadError) {
+        if (!err.stale)
+          this.sendOrKeep({
+            v: AGENT_PROTOCOL_VERSION,
+            type: "job.fail",
+            trace: this.trace(),
+            ...ref,
+            code: "upload_failed",
+            message: err.message.slice(0, 4096),
+            retryable: true,
+          });
+        return;
+      }
+      const f = err as Partial<RunnerFailure>;
+      const code = typeof f.code === "string" ? f.code : "runner_crashed";
+      if (code === "cancelled") return;
+      const wire =
+        code === "oom" || code === "invalid_input" || code === "model_error"
+          ? code
+          : code === "timeout"
+            ? "run_timeout"
+            : "runner_crashed";
+      this.sendOrKeep({
+        v: AGENT_PROTOCOL_VERSION,
+        type: "job.fail",
+        trace: this.trace(),
+        ...ref,
+        code: wire,
+        message: String(f.message ?? err).slice(0, 4096),
+        retryable: RETRYABLE.has(code),
+      });
+    } finally {
+      this.held.delete(lease.job_id);
+      this.pump();
+      this.requestWork();
+      this.emit("job-ended", lease.job_id);
+    }
+  }
+
+  /** Finish running jobs, take none new, give back the staged ones; resolves when idle. */
+  drain(why = "SIGTERM"): Promise<void> {
+    if (this.stopping === "no") {
+      this.stopping = "drain";
+      this.log(`draining (${why}): finishing ${this.held.size} job(s), taking none new`);
+      const staged = [...this.held.values()].filter((h) => h.state === "staged");
+      for (const h of staged) this.held.delete(h.lease.job_id);
+      if (staged.length > 0) {
+        this.send({
+          v: AGENT_PROTOCOL_VERSION,
+          type: "job.release",
+          trace: this.trace(),
+          leases: staged.map((h) => ({ job_id: h.lease.job_id, epoch: h.lease.epoch })),
+          reason: "drained",
+        });
+      }
+      void this.heartbeat();
+    }
+    return new Promise((res) => (this.held.size === 0 ? res() : this.once("drained", () => res())));
+  }
+
+  /** Gives back every lease without spending attempts, and stops. */
+  async abort(): Promise<void> {
+    this.stopping = "now";
+    const refs = this.refs();
+    for (const h of this.held.values()) {
+      h.abandoned = true;
+      this.runner?.cancel(h.lease.job_id);
+    }
+    this.held.clear();
+    if (refs.length > 0)
+      this.send({
+        v: AGENT_PROTOCOL_VERSION,
+        type: "job.release",
+        trace: this.trace(),
+        leases: refs,
+        reason: "drained",
+      });
+    await this.close();
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    clearInterval(this.heartbeatTimer);
+    const ws = this.ws;
+    if (ws && ws.readyState === WebSocket.OPEN) {
+      await new Promise<void>((res) => {
+        ws.once("close", () => res());
+        ws.close(1000, "agent stopping");
+        setTimeout(res, 2000).unref();
+      });
+    }
+    await this.runner?.close();
+  }
+}
+
+/** The name an agent shows when none is given. */
+export function defaultName(): string {
+  return hostname().slice(0, 64);
+}

@@ -1,0 +1,129 @@
+/**
+ * Output uploads: through the edge to R2 as a multipart upload, authorised by the agent token
+ * and the lease epoch. Parts are sent as they are cut from the source, so an output of
+ * hundreds of MB never has to be in one request.
+ */
+import { createHash } from "node:crypto";
+import { AGENT_ID_HEADER, OutputRecord } from "../shared/wire.ts";
+
+/** Size of the parts the agent sends (bytes); R2 needs ≥ 5 MiB for every part but the last. */
+export const PART_BYTES = 8 * 1024 * 1024;
+
+export class UploadError extends Error {
+  readonly status: number;
+  readonly code: string;
+  constructor(status: number, code: string, message: string) {
+    super(message);
+    this.name = "UploadError";
+    this.status = status;
+    this.code = code;
+  }
+  /** The edge says the lease is no longer this agent's: abandon, do not retry. */
+  get stale(): boolean {
+    return this.code === "stale_lease";
+  }
+}
+
+export interface UploadTarget {
+  baseUrl: string;
+  token: string;
+  agentId: string;
+}
+
+async function call(t: UploadTarget, method: string, path: string, body?: BodyInit, json = true): Promise<unknown> {
+  const headers: Record<string, string> = { authorization: `Bearer ${t.token}`, [AGENT_ID_HEADER]: t.agentId };
+  if (body !== undefined) headers["content-type"] = json ? "application/json" : "application/octet-stream";
+  const r = await fetch(t.baseUrl + path, { method, headers, body });
+  const text = await r.text();
+  const parsed = text ? (JSON.parse(text) as unknown) : null;
+  if (!r.ok) {
+    const err = (parsed as { error?: { code?: string; message?: string } } | null)?.error;
+    throw new UploadError(
+      r.status,
+      err?.code ?? "http_error",
+      err?.message ?? `${method} ${path} answered ${r.status}`,
+    );
+  }
+  return parsed;
+}
+
+/** Chunks of `size` bytes from a source of byte arrays. */
+async function* parts(
+  source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+  size: number,
+): AsyncGenerator<Uint8Array<ArrayBuffer>> {
+  let buf: Uint8Array<ArrayBuffer> = new Uint8Array(0);
+  for await (const chunk of source) {
+    const next = new Uint8Array(buf.length + chunk.length);
+    next.set(buf);
+    next.set(chunk, buf.length);
+    buf = next;
+    while (buf.length >= size) {
+      yield buf.subarray(0, size);
+      buf = buf.slice(size);
+    }
+  }
+  if (buf.length > 0) yield buf;
+}
+
+/**
+ * Uploads one output of a job the agent holds at `epoch` and answers its record for
+ * `job.complete`. The sha256 and size are computed as the bytes go.
+ */
+export async function uploadOutput(
+  t: UploadTarget,
+  lease: { job_id: string; epoch: number },
+  output: { name: string; content_type: string; source: AsyncIterable<Uint8Array> | Iterable<Uint8Array> },
+  partBytes = PART_BYTES,
+): Promise<OutputRecord> {
+  const started = (await call(
+    t,
+    "POST",
+    "/v1/agent/uploads",
+    JSON.stringify({ job_id: lease.job_id, epoch: lease.epoch, name: output.name, content_type: output.content_type }),
+  )) as { upload_id: string; key: string };
+  const hash = createHash("sha256");
+  let size = 0;
+  const done: { part_number: number; etag: string }[] = [];
+  let n = 0;
+  for await (const part of parts(output.source, partBytes)) {
+    n += 1;
+    hash.update(part);
+    size += part.length;
+    const q = `?key=${encodeURIComponent(started.key)}`;
+    const res = (await call(
+      t,
+      "PUT",
+      `/v1/agent/uploads/${encodeURIComponent(started.upload_id)}/parts/${n}${q}`,
+      part,
+      false,
+    )) as {
+      part_number: number;
+      etag: string;
+    };
+    done.push({ part_number: res.part_number, etag: res.etag });
+  }
+  if (n === 0) {
+    // An empty output is still one (empty) part.
+    const res = (await call(
+      t,
+      "PUT",
+      `/v1/agent/uploads/${encodeURIComponent(started.upload_id)}/parts/1?key=${encodeURIComponent(started.key)}`,
+      new Uint8Array(0),
+      false,
+    )) as {
+      part_number: number;
+      etag: string;
+    };
+    done.push(res);
+  }
+  const record = await call(
+    t,
+    "POST",
+    `/v1/agent/uploads/${encodeURIComponent(started.upload_id)}/complete`,
+    JSON.stringify({ key: started.key, parts: done, size, sha256: hash.digest("hex") }),
+  );
+  const parsed = OutputRecord.safeParse(record);
+  if (!parsed.success) throw new UploadError(502, "bad_answer", "the edge answered an upload with an unexpected body");
+  return parsed.data;
+}

@@ -1,0 +1,435 @@
+/**
+ * AgentActor: one per connected GPU agent (named by the agent's instance id, which survives
+ * reconnects). It holds the agent's WebSocket with the hibernation API — per-connection state
+ * lives in the socket attachment so it survives eviction — checks every frame, renews all the
+ * agent's leases in one call per scheduler shard per heartbeat, asks schedulers for work on the
+ * agent's credits, forwards progress to job actors (never through a scheduler) and reports
+ * results to the scheduler that fences them by epoch.
+ *
+ * Who calls it: the edge Worker (the upgrade), schedulers (`deliver`, `cancel`), the registry
+ * (`revoke`) and admins (`info`).
+ */
+import { DurableObject } from "cloudflare:workers";
+import type { ModelConfig } from "../shared/api.ts";
+import { parseJobId, schedulerName } from "../shared/ids.ts";
+import {
+  AGENT_PROTOCOL_VERSION,
+  AGENT_SUBPROTOCOL,
+  CLOSE,
+  CONTROL_FRAME_CAP,
+  decodeFrame,
+  encodeFrame,
+  FromAgent,
+  PREVIEW_FRAME_CAP,
+  type GpuHealth,
+  type LeaseRef,
+  type ToAgent,
+} from "../shared/wire.ts";
+import type { JobActor } from "./job-actor.ts";
+import type { RegistryActor } from "./registry-actor.ts";
+import { actor } from "./remote.ts";
+import type { SchedulerActor } from "./scheduler-actor.ts";
+import type { Lease } from "./scheduler/core.ts";
+
+/** Heartbeat interval the edge asks of agents (ms). */
+export const HEARTBEAT_MS = 5_000;
+/** Lease lifetime without renewal (ms); matches the scheduler's. */
+export const LEASE_TTL_MS = 30_000;
+/** After a socket closes, how long the agent has to reconnect before its leases go back (ms). */
+export const RECONNECT_GRACE_MS = 2 * HEARTBEAT_MS;
+/** Header on the upgrade request carrying the verified token claims (set by the Worker only). */
+export const CLAIMS_HEADER = "x-floodgate-claims";
+
+/** What the Worker verified about the connecting agent. */
+export interface AgentClaimsLite {
+  token_id: string;
+  pool: string;
+  models: string[];
+  exp: number;
+}
+
+/** Per-connection state, kept in the socket attachment (≤ 2 KiB) so it survives hibernation. */
+interface Attachment extends AgentClaimsLite {
+  agent_id: string;
+  hello: boolean;
+  name: string;
+  slots: number;
+  prefetch: number;
+  versions: { model: string; version: string }[];
+  gpus: GpuHealth[];
+  last_heartbeat: number;
+  connected_at: number;
+}
+
+function trace(): string {
+  return crypto.randomUUID();
+}
+
+export class AgentActor extends DurableObject<Env> {
+  private models: { at: number; list: ModelConfig[] } | undefined;
+
+  /** The upgrade, forwarded by the Worker after it verified the token. */
+  override async fetch(request: Request): Promise<Response> {
+    const claims = JSON.parse(request.headers.get(CLAIMS_HEADER) ?? "null") as AgentClaimsLite | null;
+    const agentId = request.headers.get("x-floodgate-agent");
+    if (!claims || !agentId) return new Response("missing claims", { status: 400 });
+    for (const old of this.ctx.getWebSockets()) old.close(CLOSE.replaced, "another connection took over this agent id");
+    const pair = new WebSocketPair();
+    const [client, server] = [pair[0], pair[1]];
+    this.ctx.acceptWebSocket(server);
+    const att: Attachment = {
+      ...claims,
+      agent_id: agentId,
+      hello: false,
+      name: agentId,
+      slots: 0,
+      prefetch: 0,
+      versions: [],
+      gpus: [],
+      last_heartbeat: Date.now(),
+      connected_at: Date.now(),
+    };
+    server.serializeAttachment(att);
+    // Remembered durably so leases can be returned even if the socket is gone for good.
+    await this.ctx.storage.put("agent", {
+      agent_id: agentId,
+      token_id: claims.token_id,
+      models: claims.models,
+      pool: claims.pool,
+    });
+    await this.ctx.storage.deleteAlarm();
+    return new Response(null, {
+      status: 101,
+      webSocket: client,
+      headers: { "Sec-WebSocket-Protocol": AGENT_SUBPROTOCOL },
+    });
+  }
+
+  private send(ws: WebSocket, msg: ToAgent): void {
+    try {
+      ws.send(encodeFrame(msg));
+    } catch {
+      // The socket is closing; its close handler returns the leases.
+    }
+  }
+
+  private open(): { ws: WebSocket; att: Attachment } | undefined {
+    for (const ws of this.ctx.getWebSockets()) {
+      const att = ws.deserializeAttachment() as Attachment | null;
+      if (att?.hello && ws.readyState === WebSocket.OPEN) return { ws, att };
+    }
+    return undefined;
+  }
+
+  private async modelConfigs(): Promise<ModelConfig[]> {
+    if (!this.models || Date.now() - this.models.at > 10_000) {
+      const snap = await actor<RegistryActor>(this.env.REGISTRY, "global").snapshot();
+      this.models = { at: Date.now(), list: snap.models };
+    }
+    return this.models.list;
+  }
+
+  private scheduler(jobId: string) {
+    const route = parseJobId(jobId);
+    return route ? actor<SchedulerActor>(this.env.SCHEDULER, schedulerName(route)) : undefined;
+  }
+
+  /** Groups lease refs by the scheduler shard that holds them. */
+  private byShard(refs: readonly LeaseRef[]): Map<string, LeaseRef[]> {
+    const out = new Map<string, LeaseRef[]>();
+    for (const r of refs) {
+      const route = parseJobId(r.job_id);
+      if (!route) continue;
+      const name = schedulerName(route);
+      out.set(name, [...(out.get(name) ?? []), r]);
+    }
+    return out;
+  }
+
+  /** Renews every lease the agent names, one call per shard; answers the stale ones. */
+  private async renewAll(
+    agentId: string,
+    refs: readonly LeaseRef[],
+  ): Promise<{ renewed: LeaseRef[]; stale: LeaseRef[] }> {
+    const renewed: LeaseRef[] = [];
+    const stale: LeaseRef[] = [];
+    const known = new Set<LeaseRef>();
+    await Promise.all(
+      [...this.byShard(refs)].map(async ([name, group]) => {
+        const out = await actor<SchedulerActor>(this.env.SCHEDULER, name).renew(agentId, group);
+        renewed.push(...out.renewed);
+        stale.push(...out.stale);
+        for (const r of group) known.add(r);
+      }),
+    );
+    for (const r of refs) if (!known.has(r)) stale.push(r);
+    return { renewed, stale };
+  }
+
+  /** Asks the agent's models' schedulers for up to `credits` jobs; what is short waits parked. */
+  private async requestWork(ws: WebSocket, att: Attachment, credits: number): Promise<void> {
+    const loaded = new Set(att.versions.map((v) => v.model));
+    const models = (await this.modelConfigs()).filter(
+      (m) => att.models.includes(m.name) && (loaded.size === 0 || loaded.has(m.name)),
+    );
+    const agent = { id: att.agent_id, pool: att.pool, versions: att.versions.map((v) => v.version) };
+    const capacity = att.slots + att.prefetch;
+    let left = credits;
+    const granted: Lease[] = [];
+    // Random order spreads agents over models and shards; every shard is asked so each parks
+    // the agent (an agent that receives more than its credits gives the extra back at once).
+    const shards = models.flatMap((m) =>
+      Array.from({ length: m.shards }, (_, shard) => ({ modelNumber: m.number, shard })),
+    );
+    shards.sort(() => Math.random() - 0.5);
+    for (const route of shards) {
+      const leases = await actor<SchedulerActor>(this.env.SCHEDULER, schedulerName(route)).lease(agent, capacity, left);
+      granted.push(...leases);
+      left = Math.max(0, left - leases.length);
+    }
+    if (granted.length > 0)
+      this.send(ws, { v: AGENT_PROTOCOL_VERSION, type: "job.leases", trace: trace(), leases: granted });
+  }
+
+  override async webSocketMessage(ws: WebSocket, message: ArrayBuffer | string): Promise<void> {
+    if (typeof message === "string") {
+      ws.close(CLOSE.malformed, "text frames are not part of floodgate.v1");
+      return;
+    }
+    const frame = decodeFrame(new Uint8Array(message), FromAgent);
+    if (!frame.ok) {
+      ws.close(frame.close, frame.reason.slice(0, 120));
+      return;
+    }
+    const msg = frame.msg;
+    const att = ws.deserializeAttachment() as Attachment;
+    if (!att.hello && msg.type !== "agent.hello") {
+      ws.close(CLOSE.protocol, "the first message must be agent.hello");
+      return;
+    }
+    switch (msg.type) {
+      case "agent.hello": {
+        if (msg.agent_id !== att.agent_id) {
+          ws.close(CLOSE.protocol, "agent.hello names another agent id than the connection");
+          return;
+        }
+        const next: Attachment = {
+          ...att,
+          hello: true,
+          name: msg.name.slice(0, 64),
+          slots: msg.slots,
+          prefetch: msg.prefetch,
+          versions: msg.versions.slice(0, 16),
+          gpus: msg.gpus.slice(0, 8),
+          last_heartbeat: Date.now(),
+        };
+        ws.serializeAttachment(next);
+        const { renewed, stale } = await this.renewAll(att.agent_id, msg.leases);
+        this.send(ws, {
+          v: AGENT_PROTOCOL_VERSION,
+          type: "agent.welcome",
+          trace: msg.trace,
+          heartbeat_ms: HEARTBEAT_MS,
+          lease_ttl_ms: LEASE_TTL_MS,
+          control_frame_cap: CONTROL_FRAME_CAP,
+          preview_frame_cap: PREVIEW_FRAME_CAP,
+          resumed: renewed,
+          stale,
+        });
+        this.ctx.waitUntil(
+          actor<RegistryActor>(this.env.REGISTRY, "global")
+            .agentSeen({ agent_id: att.agent_id, token_id: att.token_id, pool: att.pool, name: next.name })
+            .catch(() => undefined),
+        );
+        return;
+      }
+      case "work.request":
+        await this.requestWork(ws, att, msg.credits);
+        return;
+      case "agent.heartbeat": {
+        if (att.exp * 1000 < Date.now()) {
+          ws.close(CLOSE.unauthorized, "the agent token expired");
+          await this.releaseAll("preempted");
+          return;
+        }
+        ws.serializeAttachment({ ...att, gpus: msg.gpus.slice(0, 8), last_heartbeat: Date.now() });
+        const { stale } = await this.renewAll(att.agent_id, msg.leases);
+        this.send(ws, { v: AGENT_PROTOCOL_VERSION, type: "agent.heartbeat_ack", trace: msg.trace, stale });
+        if (msg.credits > 0 && !msg.draining) await this.requestWork(ws, att, msg.credits);
+        return;
+      }
+      case "job.progress": {
+        const ok = await actor<JobActor>(this.env.JOB, msg.job_id).progress(
+          { job_id: msg.job_id, epoch: msg.epoch },
+          { phase: msg.phase, step: msg.step, total: msg.total },
+        );
+        if (!ok)
+          this.send(ws, {
+            v: AGENT_PROTOCOL_VERSION,
+            type: "lease.stale",
+            trace: msg.trace,
+            job_id: msg.job_id,
+            epoch: msg.epoch,
+          });
+        return;
+      }
+      case "job.preview": {
+        const ok = await actor<JobActor>(this.env.JOB, msg.job_id).preview(
+          { job_id: msg.job_id, epoch: msg.epoch },
+          msg.content_type,
+          msg.data,
+        );
+        if (!ok)
+          this.send(ws, {
+            v: AGENT_PROTOCOL_VERSION,
+            type: "lease.stale",
+            trace: msg.trace,
+            job_id: msg.job_id,
+            epoch: msg.epoch,
+          });
+        return;
+      }
+      case "job.log": {
+        await actor<JobActor>(this.env.JOB, msg.job_id).log(
+          { job_id: msg.job_id, epoch: msg.epoch },
+          msg.level,
+          msg.message,
+        );
+        return;
+      }
+      case "job.complete":
+      case "job.fail": {
+        const sched = this.scheduler(msg.job_id);
+        const ref = { job_id: msg.job_id, epoch: msg.epoch };
+        const out = sched
+          ? await sched.complete(
+              ref,
+              msg.type === "job.complete"
+                ? { status: "succeeded", outputs: msg.outputs }
+                : { status: "failed", code: msg.code, message: msg.message, retryable: msg.retryable },
+            )
+          : undefined;
+        if (!out?.ok)
+          this.send(ws, {
+            v: AGENT_PROTOCOL_VERSION,
+            type: "lease.stale",
+            trace: msg.trace,
+            job_id: msg.job_id,
+            epoch: msg.epoch,
+          });
+        else
+          this.ctx.waitUntil(
+            actor<JobActor>(this.env.JOB, msg.job_id)
+              .ended(ref, out.status)
+              .catch(() => undefined),
+          );
+        return;
+      }
+      case "job.release": {
+        await Promise.all(
+          [...this.byShard(msg.leases)].map(([name, refs]) =>
+            actor<SchedulerActor>(this.env.SCHEDULER, name).releaseLeases(att.agent_id, refs, msg.reason),
+          ),
+        );
+        return;
+      }
+    }
+  }
+
+  override async webSocketClose(ws: WebSocket, code: number, _reason: string, _clean: boolean): Promise<void> {
+    // Always answer the peer's close (RFC 6455 §5.5.1); 1005/1006 cannot be sent back.
+    try {
+      ws.close(code === 1005 || code === 1006 ? 1000 : code, "closed");
+    } catch {
+      // already closed
+    }
+    await this.disconnected(ws);
+  }
+
+  override async webSocketError(ws: WebSocket): Promise<void> {
+    await this.disconnected(ws);
+  }
+
+  /** The agent has RECONNECT_GRACE_MS to come back and resume; then its leases go back. */
+  private async disconnected(closed: WebSocket): Promise<void> {
+    const others = this.ctx.getWebSockets().filter((w) => w !== closed && w.readyState === WebSocket.OPEN);
+    if (others.length === 0) await this.ctx.storage.setAlarm(Date.now() + RECONNECT_GRACE_MS);
+  }
+
+  override async alarm(): Promise<void> {
+    if (this.ctx.getWebSockets().some((w) => w.readyState === WebSocket.OPEN)) return;
+    await this.releaseAll("worker_lost");
+  }
+
+  /** Returns every lease this agent holds on every shard of its models. */
+  private async releaseAll(reason: "worker_lost" | "preempted"): Promise<number> {
+    const stored = await this.ctx.storage.get<{ agent_id: string; models: string[] }>("agent");
+    if (!stored) return 0;
+    const models = (await this.modelConfigs()).filter((m) => stored.models.includes(m.name));
+    const counts = await Promise.all(
+      models.flatMap((m) =>
+        Array.from({ length: m.shards }, (_, shard) =>
+          actor<SchedulerActor>(this.env.SCHEDULER, schedulerName({ modelNumber: m.number, shard })).release(
+            stored.agent_id,
+            reason,
+          ),
+        ),
+      ),
+    );
+    await actor<RegistryActor>(this.env.REGISTRY, "global")
+      .agentGone(stored.agent_id)
+      .catch(() => undefined);
+    return counts.reduce((a, b) => a + b, 0);
+  }
+
+  /** Leases a scheduler granted while this agent was parked; answers those it could not send. */
+  async deliver(leases: Lease[]): Promise<LeaseRef[]> {
+    const open = this.open();
+    if (!open) return leases.map((l) => ({ job_id: l.job_id, epoch: l.epoch }));
+    this.send(open.ws, { v: AGENT_PROTOCOL_VERSION, type: "job.leases", trace: trace(), leases });
+    return [];
+  }
+
+  /** The client cancelled a job this agent runs. */
+  async cancel(jobId: string, epoch: number): Promise<void> {
+    const open = this.open();
+    if (open)
+      this.send(open.ws, { v: AGENT_PROTOCOL_VERSION, type: "job.cancel", trace: trace(), job_id: jobId, epoch });
+  }
+
+  /** The agent's token was revoked: close its sockets and fence its leases. */
+  async revoke(tokenId: string): Promise<number> {
+    const stored = await this.ctx.storage.get<{ token_id: string }>("agent");
+    if (stored?.token_id !== tokenId) return 0;
+    for (const ws of this.ctx.getWebSockets()) ws.close(CLOSE.unauthorized, "the agent token was revoked");
+    return await this.releaseAll("preempted");
+  }
+
+  /** Asks a connected agent to drain: finish its jobs and take no new ones. */
+  async drain(reason: string): Promise<boolean> {
+    const open = this.open();
+    if (!open) return false;
+    this.send(open.ws, { v: AGENT_PROTOCOL_VERSION, type: "agent.drain", trace: trace(), reason });
+    return true;
+  }
+
+  /** What admins see of this agent. */
+  async info() {
+    const open = this.open();
+    if (!open) return { connected: false as const };
+    const { att } = open;
+    return {
+      connected: true as const,
+      agent_id: att.agent_id,
+      name: att.name,
+      pool: att.pool,
+      models: att.models,
+      versions: att.versions,
+      slots: att.slots,
+      prefetch: att.prefetch,
+      gpus: att.gpus,
+      last_heartbeat: new Date(att.last_heartbeat).toISOString(),
+      connected_at: new Date(att.connected_at).toISOString(),
+    };
+  }
+}

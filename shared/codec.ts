@@ -1,0 +1,89 @@
+/**
+ * msgpack, hardened. Every frame that crosses a wire (agent WebSocket, runner stdio) is
+ * decoded here and nowhere else. msgpackr on its own turns attacker-chosen bytes into RegExp,
+ * Error, Set, Map, Date or BigInt values, honours `__proto__` keys and has no depth limit, so
+ * decoding is followed by a walk that lets only plain data through: objects with the plain
+ * prototype, arrays, strings, finite numbers, booleans, null and byte arrays, at most
+ * {@link MAX_DEPTH} deep. Anything else is a {@link CodecError}. The zod schema of the message
+ * then checks its shape.
+ */
+import { Packr, Unpackr } from "msgpackr";
+
+/** Deepest nesting a frame may have. */
+export const MAX_DEPTH = 32;
+
+export class CodecError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "CodecError";
+  }
+}
+
+const unpackr = new Unpackr({
+  useRecords: false,
+  mapsAsObjects: true,
+  moreTypes: false,
+  structuredClone: false,
+  int64AsType: "number",
+  bundleStrings: false,
+});
+
+const packr = new Packr({
+  useRecords: false,
+  moreTypes: false,
+  structuredClone: false,
+  bundleStrings: false,
+  encodeUndefinedAsNil: false,
+  variableMapSize: true,
+});
+
+/** Plain data: what may cross a wire. */
+export type Plain = null | boolean | number | string | Uint8Array | Plain[] | { [k: string]: Plain };
+
+function check(v: unknown, depth: number): void {
+  if (depth > MAX_DEPTH) throw new CodecError(`nested deeper than ${MAX_DEPTH}`);
+  if (v === null || typeof v === "boolean" || typeof v === "string") return;
+  if (typeof v === "number") {
+    if (!Number.isFinite(v)) throw new CodecError("non-finite number");
+    return;
+  }
+  if (v instanceof Uint8Array) return;
+  if (Array.isArray(v)) {
+    for (const x of v) check(x, depth + 1);
+    return;
+  }
+  if (typeof v === "object" && Object.getPrototypeOf(v) === Object.prototype) {
+    for (const k of Object.keys(v)) {
+      if (k === "__proto__" || k === "constructor" || k === "prototype") throw new CodecError(`forbidden key ${k}`);
+      check((v as Record<string, unknown>)[k], depth + 1);
+    }
+    return;
+  }
+  throw new CodecError(`not plain data: ${Object.prototype.toString.call(v)}`);
+}
+
+/** Encodes plain data as msgpack. */
+export function encode(value: unknown): Uint8Array {
+  return packr.pack(value);
+}
+
+/**
+ * Decodes one msgpack value and proves it plain. Throws {@link CodecError} on malformed bytes,
+ * trailing bytes, extension types, non-plain values or nesting past {@link MAX_DEPTH}.
+ */
+export function decode(bytes: Uint8Array): Plain {
+  // msgpackr recurses per nesting level: a frame of nested container headers ends in a
+  // RangeError long before the frame cap's worth of bytes is read, which lands here too.
+  let value: unknown;
+  try {
+    const values = unpackr.unpackMultiple(bytes) as unknown[];
+    if (values.length !== 1)
+      throw new CodecError(values.length === 0 ? "empty frame" : "trailing bytes after the message");
+    value = values[0];
+  } catch (err) {
+    if (err instanceof CodecError) throw err;
+    throw new CodecError(`malformed msgpack: ${(err as Error).message}`);
+  }
+  check(value, 0);
+  return value as Plain;
+}

@@ -1,0 +1,302 @@
+import { env, exports } from "cloudflare:workers";
+import { describe, expect, it } from "vitest";
+import { decode, encode } from "../../shared/codec.ts";
+import {
+  AGENT_PROTOCOL_VERSION,
+  CLOSE,
+  decodeFrame,
+  encodeFrame,
+  FRAME_KIND_CONTROL,
+  ToAgent,
+  type FromAgent,
+  type LeaseGrant,
+} from "../../shared/wire.ts";
+import { ADMIN, call, makeAccount, makeModel, submit } from "./helpers.ts";
+
+let seq = 0;
+function agentId(): string {
+  seq += 1;
+  return `agt_${String(seq).padStart(4, "0")}${Date.now().toString(36).padStart(12, "0").slice(-12)}`;
+}
+
+async function token(models: string[], ttl = 3600): Promise<{ id: string; token: string }> {
+  const r = await call<{ id: string; token: string }>("POST", "/v1/admin/agent-tokens", {
+    key: ADMIN,
+    body: { pool: "test", models, ttl_s: ttl },
+  });
+  return r.body;
+}
+
+interface Conn {
+  ws: WebSocket;
+  inbox: ToAgent[];
+  closed: Promise<{ code: number; reason: string }>;
+  next: (type: ToAgent["type"], ms?: number) => Promise<ToAgent>;
+  send: (m: FromAgent) => void;
+}
+
+async function connect(tok: string, id = agentId()): Promise<{ status: number; conn?: Conn; id: string }> {
+  const res = await exports.default.fetch(
+    new Request("http://edge.test/v1/agent/connect", {
+      headers: {
+        upgrade: "websocket",
+        "sec-websocket-protocol": "floodgate.v1",
+        authorization: `Bearer ${tok}`,
+        "x-floodgate-agent": id,
+      },
+    }),
+  );
+  if (res.status !== 101 || !res.webSocket) return { status: res.status, id };
+  const ws = res.webSocket;
+  ws.accept();
+  const inbox: ToAgent[] = [];
+  const waiters: (() => void)[] = [];
+  ws.addEventListener("message", (e) => {
+    // The test side of a workerd WebSocket pair receives binary frames as Blobs.
+    const data = e.data as ArrayBuffer | Blob;
+    void (data instanceof Blob ? data.arrayBuffer() : Promise.resolve(data)).then((buf) => {
+      const f = decodeFrame(new Uint8Array(buf), ToAgent);
+      if (f.ok) inbox.push(f.msg);
+      for (const w of waiters.splice(0)) w();
+    });
+  });
+  const closed = new Promise<{ code: number; reason: string }>((res) =>
+    ws.addEventListener("close", (e) => res({ code: e.code, reason: e.reason })),
+  );
+  const next = async (type: ToAgent["type"], ms = 5000): Promise<ToAgent> => {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const i = inbox.findIndex((m) => m.type === type);
+      if (i >= 0) return inbox.splice(i, 1)[0] as ToAgent;
+      if (Date.now() > deadline)
+        throw new Error(`no ${type} within ${ms} ms; got ${inbox.map((m) => m.type).join(",")}`);
+      await new Promise<void>((r) => {
+        waiters.push(r);
+        setTimeout(r, 50);
+      });
+    }
+  };
+  return { status: 101, id, conn: { ws, inbox, closed, next, send: (m) => ws.send(encodeFrame(m)) } };
+}
+
+function hello(id: string, leases: { job_id: string; epoch: number }[] = []): FromAgent {
+  return {
+    v: AGENT_PROTOCOL_VERSION,
+    type: "agent.hello",
+    trace: "t",
+    agent_id: id,
+    name: "test-agent",
+    gpus: [],
+    versions: [],
+    slots: 2,
+    prefetch: 1,
+    leases,
+  };
+}
+
+describe("agent connections", () => {
+  it("bad, expired, revoked, wrong-audience and garbage tokens are 401 before the upgrade", async () => {
+    const model = await makeModel();
+    const revoked = await token([model]);
+    await call("DELETE", `/v1/admin/agent-tokens/${revoked.id}`, { key: ADMIN });
+    for (const t of [
+      revoked.token,
+      "garbage",
+      `${(await token([model])).token}x`,
+      "eyJhbGciOiJub25lIn0.eyJpc3MiOiJmbG9vZGdhdGUifQ.",
+    ]) {
+      expect((await connect(t)).status).toBe(401);
+    }
+    const ok = await token([model]);
+    const noUpgrade = await exports.default.fetch(
+      new Request("http://edge.test/v1/agent/connect", {
+        headers: { authorization: `Bearer ${ok.token}`, "x-floodgate-agent": agentId() },
+      }),
+    );
+    expect(noUpgrade.status).toBe(426);
+  });
+
+  it("hello is answered with welcome; a work request gets leases; complete ends the job succeeded", async () => {
+    const model = await makeModel();
+    const acct = await makeAccount();
+    const { body: job } = await submit(model, acct.key);
+    const t = await token([model]);
+    const { conn, id } = await connect(t.token);
+    if (!conn) throw new Error("no connection");
+    conn.send(hello(id));
+    const welcome = await conn.next("agent.welcome");
+    expect(welcome).toMatchObject({ heartbeat_ms: 5000, lease_ttl_ms: 30000 });
+    conn.send({ v: 1, type: "work.request", trace: "t", credits: 3 });
+    const leases = (await conn.next("job.leases")) as { leases: LeaseGrant[] };
+    expect(leases.leases.map((l) => l.job_id)).toEqual([job.id]);
+    const lease = leases.leases[0] as LeaseGrant;
+    expect((await call("GET", `/v1/jobs/${job.id}`, { key: acct.key })).body).toMatchObject({
+      status: "running",
+      phase: "assigned",
+    });
+    conn.send({
+      v: 1,
+      type: "job.progress",
+      trace: "t",
+      job_id: job.id,
+      epoch: lease.epoch,
+      phase: "sampling",
+      step: 3,
+      total: 10,
+    });
+    await new Promise((r) => setTimeout(r, 50));
+    const running = await call<{ phase: string; progress: { step: number; total: number } }>(
+      "GET",
+      `/v1/jobs/${job.id}`,
+      { key: acct.key },
+    );
+    expect(running.body.phase).toBe("sampling");
+    expect(running.body.progress).toMatchObject({ step: 3, total: 10 });
+    conn.send({ v: 1, type: "job.complete", trace: "t", job_id: job.id, epoch: lease.epoch, outputs: [] });
+    const deadline = Date.now() + 3000;
+    let status = "";
+    while (Date.now() < deadline && status !== "succeeded") {
+      status = (await call<{ status: string }>("GET", `/v1/jobs/${job.id}`, { key: acct.key })).body.status;
+    }
+    expect(status).toBe("succeeded");
+    conn.ws.close(1000, "done");
+  });
+
+  it("a parked agent gets a new job pushed at submit, without asking again", async () => {
+    const model = await makeModel();
+    const acct = await makeAccount();
+    const t = await token([model]);
+    const { conn, id } = await connect(t.token);
+    if (!conn) throw new Error("no connection");
+    conn.send(hello(id));
+    await conn.next("agent.welcome");
+    conn.send({ v: 1, type: "work.request", trace: "t", credits: 1 });
+    await new Promise((r) => setTimeout(r, 50));
+    const { body: job } = await submit(model, acct.key);
+    const pushed = (await conn.next("job.leases")) as { leases: LeaseGrant[] };
+    expect(pushed.leases.map((l) => l.job_id)).toEqual([job.id]);
+    conn.ws.close(1000, "done");
+  });
+
+  it("a result with a stale epoch is refused with lease.stale and changes nothing", async () => {
+    const model = await makeModel();
+    const acct = await makeAccount();
+    const { body: job } = await submit(model, acct.key);
+    const t = await token([model]);
+    const { conn, id } = await connect(t.token);
+    if (!conn) throw new Error("no connection");
+    conn.send(hello(id));
+    await conn.next("agent.welcome");
+    conn.send({ v: 1, type: "work.request", trace: "t", credits: 1 });
+    const lease = ((await conn.next("job.leases")) as { leases: LeaseGrant[] }).leases[0] as LeaseGrant;
+    conn.send({ v: 1, type: "job.complete", trace: "t", job_id: job.id, epoch: lease.epoch + 5, outputs: [] });
+    const stale = await conn.next("lease.stale");
+    expect(stale).toMatchObject({ job_id: job.id, epoch: lease.epoch + 5 });
+    expect((await call("GET", `/v1/jobs/${job.id}`, { key: acct.key })).body).toMatchObject({ status: "running" });
+    conn.ws.close(1000, "done");
+  });
+
+  it("a malformed frame closes only its own connection, with the documented code", async () => {
+    const model = await makeModel();
+    const t = await token([model]);
+    const a = await connect(t.token);
+    const b = await connect(t.token);
+    if (!a.conn || !b.conn) throw new Error("no connection");
+    a.conn.send(hello(a.id));
+    b.conn.send(hello(b.id));
+    await a.conn.next("agent.welcome");
+    await b.conn.next("agent.welcome");
+    a.conn.ws.send(new Uint8Array([FRAME_KIND_CONTROL, 0xc1, 0xff, 0x00]));
+    expect((await a.conn.closed).code).toBe(CLOSE.malformed);
+    b.conn.send({ v: 1, type: "agent.heartbeat", trace: "t", leases: [], gpus: [], credits: 0, draining: false });
+    expect(await b.conn.next("agent.heartbeat_ack")).toMatchObject({ stale: [] });
+    b.conn.ws.close(1000, "done");
+  });
+
+  it("frames over their cap, with unknown kinds, extension types or unknown message types are refused", async () => {
+    const model = await makeModel();
+    const t = await token([model]);
+    const cases: Uint8Array[] = [
+      new Uint8Array(70 * 1024).fill(0x01),
+      new Uint8Array([0x09, 0x80]),
+      (() => {
+        const body = encode({ v: 1, type: "agent.unknown", trace: "t" });
+        return new Uint8Array([FRAME_KIND_CONTROL, ...body]);
+      })(),
+      new Uint8Array([FRAME_KIND_CONTROL, 0xd7, 0xff, 0, 0, 0, 0, 0, 0, 0, 0]),
+    ];
+    for (const bytes of cases) {
+      const c = await connect(t.token);
+      if (!c.conn) throw new Error("no connection");
+      c.conn.ws.send(bytes);
+      expect((await c.conn.closed).code).toBe(CLOSE.malformed);
+    }
+    expect(decode(encode({ ok: 1 }))).toEqual({ ok: 1 });
+  });
+
+  it("anything before agent.hello closes the connection as a protocol error", async () => {
+    const model = await makeModel();
+    const t = await token([model]);
+    const c = await connect(t.token);
+    if (!c.conn) throw new Error("no connection");
+    c.conn.send({ v: 1, type: "work.request", trace: "t", credits: 1 });
+    expect((await c.conn.closed).code).toBe(CLOSE.protocol);
+  });
+
+  it("revoking a token closes its live agents with 4401 and fences their leases", async () => {
+    const model = await makeModel();
+    const acct = await makeAccount();
+    const { body: job } = await submit(model, acct.key);
+    const t = await token([model]);
+    const { conn, id } = await connect(t.token);
+    if (!conn) throw new Error("no connection");
+    conn.send(hello(id));
+    await conn.next("agent.welcome");
+    conn.send({ v: 1, type: "work.request", trace: "t", credits: 1 });
+    await conn.next("job.leases");
+    expect((await call("DELETE", `/v1/admin/agent-tokens/${t.id}`, { key: ADMIN })).status).toBe(204);
+    expect((await conn.closed).code).toBe(CLOSE.unauthorized);
+    expect((await call("GET", `/v1/jobs/${job.id}`, { key: acct.key })).body).toMatchObject({ status: "queued" });
+  });
+
+  it("admins see connected agents with their pool, slots and last heartbeat", async () => {
+    const model = await makeModel();
+    const t = await token([model]);
+    const { conn, id } = await connect(t.token);
+    if (!conn) throw new Error("no connection");
+    conn.send(hello(id));
+    await conn.next("agent.welcome");
+    await new Promise((r) => setTimeout(r, 50));
+    const r = await call<{ agents: { agent_id: string; pool: string; slots: number }[] }>("GET", "/v1/admin/agents", {
+      key: ADMIN,
+    });
+    expect(r.body.agents.find((a) => a.agent_id === id)).toMatchObject({ pool: "test", slots: 2 });
+    conn.ws.close(1000, "done");
+  });
+
+  it("leases held over a reconnect are resumed; others come back stale", async () => {
+    const model = await makeModel();
+    const acct = await makeAccount();
+    const { body: job } = await submit(model, acct.key);
+    const t = await token([model]);
+    const first = await connect(t.token);
+    if (!first.conn) throw new Error("no connection");
+    first.conn.send(hello(first.id));
+    await first.conn.next("agent.welcome");
+    first.conn.send({ v: 1, type: "work.request", trace: "t", credits: 1 });
+    const lease = ((await first.conn.next("job.leases")) as { leases: LeaseGrant[] }).leases[0] as LeaseGrant;
+    first.conn.ws.close(1000, "network blip");
+    const second = await connect(t.token, first.id);
+    if (!second.conn) throw new Error("no connection");
+    const ghost = { job_id: `job_${"1".repeat(30)}`, epoch: 1 };
+    second.conn.send(hello(first.id, [{ job_id: job.id, epoch: lease.epoch }, ghost]));
+    const welcome = await second.conn.next("agent.welcome");
+    expect(welcome).toMatchObject({ resumed: [{ job_id: job.id, epoch: lease.epoch }], stale: [ghost] });
+    second.conn.ws.close(1000, "done");
+  });
+});
+
+it("the codec used by the actors rejects non-plain values", () => {
+  expect(() => decode(new Uint8Array([0xd6, 0xff, 0, 0, 0, 1]))).toThrow();
+  void env;
+});
