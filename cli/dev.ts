@@ -142,10 +142,12 @@ export async function startEdge(opts: {
   quiet?: boolean;
 }): Promise<{ url: string; child: ChildProcess }> {
   const url = `http://127.0.0.1:${opts.port}`;
-  const wrangler = join(ROOT, "node_modules", ".bin", "wrangler");
+  // Run wrangler with this Node (the project's pinned one), whatever the PATH holds.
+  const wrangler = join(ROOT, "node_modules", "wrangler", "bin", "wrangler.js");
   const child = spawn(
-    wrangler,
+    process.execPath,
     [
+      wrangler,
       "dev",
       "--config",
       join(ROOT, "wrangler.toml"),
@@ -189,43 +191,96 @@ export function stopProcess(child: ChildProcess, signal: NodeJS.Signals = "SIGTE
   }
 }
 
+/** Starts a local agent process with the demo model. */
+export function startAgent(opts: {
+  url: string;
+  token: string;
+  state: string;
+  index: number;
+  quiet?: boolean;
+  runner?: string;
+  extraArgs?: string[];
+  env?: NodeJS.ProcessEnv;
+  stdio?: "pipe" | "inherit" | "ignore";
+}): ChildProcess {
+  return spawn(
+    process.execPath,
+    [
+      join(ROOT, "cli", "bin.js"),
+      "agent",
+      "--url", opts.url,
+      "--token", opts.token,
+      "--name", `local-${opts.index}`,
+      "--runner", opts.runner ?? "demo",
+      "--cache-dir", join(opts.state, "agents", String(opts.index)),
+      ...(opts.extraArgs ?? []),
+    ],
+    {
+      cwd: ROOT,
+      env: opts.env ?? process.env,
+      stdio: ["ignore", opts.stdio ?? (opts.quiet ? "ignore" : "inherit"), opts.stdio ?? (opts.quiet ? "ignore" : "inherit")],
+    },
+  );
+}
+
+/** Waits for a process to exit, killing it after `ms`. */
+export async function waitExit(child: ChildProcess, ms: number): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  await new Promise<void>((res) => {
+    const t = setTimeout(() => {
+      child.kill("SIGKILL");
+      res();
+    }, ms);
+    child.once("exit", () => {
+      clearTimeout(t);
+      res();
+    });
+  });
+}
+
 export async function dev(opts: DevOptions): Promise<number> {
   const state = resolve(opts.state);
   mkdirSync(state, { recursive: true });
   const { file: envFile, secrets } = ensureSecrets(state);
   const { url, child } = await startEdge({ port: opts.port, state, envFile, quiet: opts.quiet });
-  const stop = (): void => stopProcess(child);
   let config: LocalConfig;
   try {
     config = await bootstrap(url, secrets.ADMIN_KEY, state);
   } catch (err) {
-    stop();
+    stopProcess(child);
     throw err;
   }
+  const agents = Array.from({ length: opts.agents }, (_, index) => startAgent({ url, token: config.agent_token, state, index, quiet: opts.quiet }));
   const log = opts.quiet ? () => {} : (s: string) => process.stdout.write(s + "\n");
   log(`Floodgate is running at ${config.url}`);
   log(`  user key    ${config.api_key}`);
   log(`  admin key   ${config.admin_key}`);
   log(`  agent token ${config.agent_token}`);
   log(`  written to  ${join(state, "local.json")}`);
-  if (opts.agents > 0)
-    log(`  agents      none started: this build has no agent runtime yet, so jobs wait with reason no_agent`);
+  log(`  agents      ${opts.agents} with the demo model`);
   log(
     `Try: curl -s -X POST ${config.url}/v1/models/demo/jobs -H "authorization: Bearer ${config.api_key}" -H "content-type: application/json" -d '{"input":{"prompt":"a red fox"}}'`,
   );
   log("Ctrl-C stops everything.");
   return await new Promise<number>((resolveExit) => {
     let stopping = false;
+    const shutdown = async (): Promise<void> => {
+      // Agents drain first (their running jobs finish or go back), then the edge stops.
+      for (const a of agents) a.kill("SIGTERM");
+      await Promise.all(agents.map((a) => waitExit(a, 10_000)));
+      stopProcess(child);
+    };
     const onSignal = (): void => {
       if (stopping) return;
       stopping = true;
-      stop();
+      void shutdown();
     };
     process.once("SIGINT", onSignal);
     process.once("SIGTERM", onSignal);
     child.once("exit", (code) => {
       process.off("SIGINT", onSignal);
       process.off("SIGTERM", onSignal);
+      for (const a of agents) a.kill("SIGKILL");
       resolveExit(stopping ? 0 : (code ?? 1));
     });
   });

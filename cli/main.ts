@@ -5,6 +5,8 @@
  */
 import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 import { z } from "zod";
+import { parseAgentConfig } from "../gpu-agent/config.ts";
+import { runAgent } from "../gpu-agent/main.ts";
 import { dev } from "./dev.ts";
 
 const HELP = `floodgate — generative-media jobs at launch-day scale
@@ -13,6 +15,10 @@ Usage:
   floodgate dev [--port 8787] [--agents 1] [--state .floodgate]
       Run the whole platform locally: the edge under wrangler dev (state kept in --state),
       local agents, and print the keys (also written to <state>/local.json).
+  floodgate agent --url URL --token TOKEN [--slots N] [--prefetch 1] [--name NAME]
+                  [--runner demo|synthetic|python] [--cache-dir DIR] [--max-vram-pct 95]
+      Attach this machine to an edge as a GPU agent: one outbound WebSocket, no inbound port.
+      Every flag can also come from the environment (FLOODGATE_URL, FLOODGATE_AGENT_TOKEN, …).
   floodgate help
       This text.
 
@@ -26,6 +32,23 @@ Options:
   --agents N    local agents with the demo model (default 1)
   --state DIR   where state, secrets and local.json live (default .floodgate)
   -h, --help    this text
+`;
+
+const AGENT_HELP = `floodgate agent — attach this machine to an edge and serve jobs
+
+Options (each also from an environment variable):
+  --url URL            the edge, e.g. https://floodgate.example.com     FLOODGATE_URL
+  --token TOKEN        an agent token (POST /v1/admin/agent-tokens)     FLOODGATE_AGENT_TOKEN
+  --slots N            jobs run at once (default: the runner's max_batch) FLOODGATE_SLOTS
+  --prefetch N         jobs staged beyond the slots (default 1)          FLOODGATE_PREFETCH
+  --name NAME          shown to admins (default: the host name)         FLOODGATE_AGENT_NAME
+  --runner KIND        demo | synthetic | python (default demo)          FLOODGATE_RUNNER
+  --cache-dir DIR      the agent's id and caches (default .floodgate/agent) FLOODGATE_CACHE_DIR
+  --max-vram-pct PCT   take no new work above this GPU memory use (default 95) FLOODGATE_MAX_VRAM_PCT
+  -h, --help           this text
+
+SIGTERM drains (finish running jobs, take none new); a second SIGTERM gives the running jobs
+back without spending their attempts and exits.
 `;
 
 const DevFlags = z.strictObject({
@@ -79,6 +102,36 @@ export async function main(argv: string[]): Promise<number> {
           return 0;
         }
         return await dev({ port: flags.port, agents: flags.agents, state: flags.state });
+      }
+      case "agent": {
+        let values: Record<string, unknown>;
+        try {
+          values = parseArgs({
+            args: rest,
+            strict: true,
+            allowPositionals: false,
+            options: {
+              url: { type: "string" },
+              token: { type: "string" },
+              slots: { type: "string" },
+              prefetch: { type: "string" },
+              name: { type: "string" },
+              runner: { type: "string" },
+              "cache-dir": { type: "string" },
+              "max-vram-pct": { type: "string" },
+              help: { type: "boolean", short: "h" },
+            },
+          }).values;
+        } catch (err) {
+          throw new UsageError((err as Error).message);
+        }
+        if (values.help) {
+          process.stdout.write(AGENT_HELP);
+          return 0;
+        }
+        const parsed = parseAgentConfig(values, process.env);
+        if (!parsed.ok) throw new UsageError(parsed.message);
+        return await runAgent(parsed.config);
       }
       default:
         throw new UsageError(`unknown command ${JSON.stringify(command)}`);

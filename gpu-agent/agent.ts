@@ -53,6 +53,8 @@ export interface RunnerLike {
   ): Promise<{ frames: Frame[]; outputs: { name: string; content_type: string; data: Uint8Array }[] }>;
   cancel(jobId: string): void;
   close(): Promise<void>;
+  /** False once the process has exited (a new runner is on its way). */
+  readonly alive: boolean;
   /** Resolves when the process has exited, with why. */
   readonly exited: Promise<{ reason: string }>;
 }
@@ -102,12 +104,18 @@ interface Held {
   lease: LeaseGrant;
   state: "staged" | "running" | "finishing";
   abandoned: boolean;
+  /**
+   * Run alone, after a runner crash took it down with others: a crash kills every job in the
+   * batch, so each is retried once by itself to find the one that caused it. Only a job that
+   * crashes alone is reported (and spends an attempt).
+   */
+  solo: boolean;
 }
 
 /** The agent cannot go on (e.g. its token was refused); exit, do not retry. */
 export class FatalAgentError extends Error {}
 
-const RETRYABLE = new Set(["oom", "runner_crashed", "timeout", "protocol_error"]);
+const RETRYABLE = new Set(["oom", "runner_crashed", "runner_closed", "runner_busy", "timeout", "protocol_error"]);
 
 export class Agent extends EventEmitter {
   private readonly opts: AgentOptions;
@@ -325,7 +333,7 @@ export class Agent extends EventEmitter {
       });
       return;
     }
-    this.held.set(lease.job_id, { lease, state: "staged", abandoned: false });
+    this.held.set(lease.job_id, { lease, state: "staged", abandoned: false, solo: false });
   }
 
   private requestWork(): void {
@@ -358,8 +366,20 @@ export class Agent extends EventEmitter {
 
   /** Starts staged leases while slots are free. */
   private pump(): void {
-    if (!this.runner || this.stopping === "now") return;
-    let running = [...this.held.values()].filter((h) => h.state !== "staged").length;
+    if (this.stopping === "drain" && this.held.size === 0) this.emit("drained");
+    if (!this.runner?.alive || this.stopping === "now") return;
+    const active = [...this.held.values()].filter((h) => h.state !== "staged");
+    if (active.some((h) => h.solo)) return;
+    const solo = [...this.held.values()].find((h) => h.state === "staged" && h.solo);
+    if (solo) {
+      // A solo retry waits for the runner to be empty, and nothing joins it.
+      if (active.length === 0) {
+        solo.state = "running";
+        void this.execute(solo, this.runner);
+      }
+      return;
+    }
+    let running = active.length;
     for (const h of this.held.values()) {
       if (running >= this.slots) break;
       if (h.state !== "staged") continue;
@@ -367,7 +387,6 @@ export class Agent extends EventEmitter {
       running++;
       void this.execute(h, this.runner);
     }
-    if (this.stopping === "drain" && this.held.size === 0) this.emit("drained");
   }
 
   private async execute(h: Held, runner: RunnerLike): Promise<void> {
@@ -453,6 +472,12 @@ export class Agent extends EventEmitter {
       const f = err as Partial<RunnerFailure>;
       const code = typeof f.code === "string" ? f.code : "runner_crashed";
       if (code === "cancelled") return;
+      if ((code === "runner_crashed" || code === "runner_closed") && !h.solo && this.stopping === "no") {
+        h.solo = true;
+        h.state = "staged";
+        this.log(`runner lost while running ${lease.job_id}; retrying it alone before reporting`);
+        return;
+      }
       const wire =
         code === "oom" || code === "invalid_input" || code === "model_error"
           ? code
@@ -469,10 +494,12 @@ export class Agent extends EventEmitter {
         retryable: RETRYABLE.has(code),
       });
     } finally {
-      this.held.delete(lease.job_id);
+      if (h.state !== "staged") {
+        this.held.delete(lease.job_id);
+        this.emit("job-ended", lease.job_id);
+      }
       this.pump();
       this.requestWork();
-      this.emit("job-ended", lease.job_id);
     }
   }
 

@@ -27,7 +27,7 @@ import {
 } from "../shared/wire.ts";
 import type { JobActor } from "./job-actor.ts";
 import type { RegistryActor } from "./registry-actor.ts";
-import { actor } from "./remote.ts";
+import { actor, type Remote } from "./remote.ts";
 import type { SchedulerActor } from "./scheduler-actor.ts";
 import type { Lease } from "./scheduler/core.ts";
 
@@ -350,10 +350,27 @@ export class AgentActor extends DurableObject<Env> {
     await this.disconnected(ws);
   }
 
-  /** The agent has RECONNECT_GRACE_MS to come back and resume; then its leases go back. */
+  /** The agent has RECONNECT_GRACE_MS to come back and resume its leases; then they go back. */
   private async disconnected(closed: WebSocket): Promise<void> {
     const others = this.ctx.getWebSockets().filter((w) => w !== closed && w.readyState === WebSocket.OPEN);
-    if (others.length === 0) await this.ctx.storage.setAlarm(Date.now() + RECONNECT_GRACE_MS);
+    if (others.length > 0) return;
+    await this.ctx.storage.setAlarm(Date.now() + RECONNECT_GRACE_MS);
+    // It stops waiting for new work at once, so no scheduler hands it a job it cannot receive.
+    await this.eachShard((s, agentId) => s.unpark(agentId));
+  }
+
+  /** Calls every scheduler shard of this agent's models. */
+  private async eachShard<T>(fn: (s: Remote<SchedulerActor>, agentId: string) => Promise<T>): Promise<T[]> {
+    const stored = await this.ctx.storage.get<{ agent_id: string; models: string[] }>("agent");
+    if (!stored) return [];
+    const models = (await this.modelConfigs()).filter((m) => stored.models.includes(m.name));
+    return await Promise.all(
+      models.flatMap((m) =>
+        Array.from({ length: m.shards }, (_, shard) =>
+          fn(actor<SchedulerActor>(this.env.SCHEDULER, schedulerName({ modelNumber: m.number, shard })), stored.agent_id),
+        ),
+      ),
+    );
   }
 
   override async alarm(): Promise<void> {
@@ -363,23 +380,14 @@ export class AgentActor extends DurableObject<Env> {
 
   /** Returns every lease this agent holds on every shard of its models. */
   private async releaseAll(reason: "worker_lost" | "preempted"): Promise<number> {
-    const stored = await this.ctx.storage.get<{ agent_id: string; models: string[] }>("agent");
-    if (!stored) return 0;
-    const models = (await this.modelConfigs()).filter((m) => stored.models.includes(m.name));
-    const counts = await Promise.all(
-      models.flatMap((m) =>
-        Array.from({ length: m.shards }, (_, shard) =>
-          actor<SchedulerActor>(this.env.SCHEDULER, schedulerName({ modelNumber: m.number, shard })).release(
-            stored.agent_id,
-            reason,
-          ),
-        ),
-      ),
-    );
-    await actor<RegistryActor>(this.env.REGISTRY, "global")
-      .agentGone(stored.agent_id)
-      .catch(() => undefined);
-    return counts.reduce((a, b) => a + b, 0);
+    const counts = await this.eachShard((s, agentId) => s.release(agentId, reason));
+    const stored = await this.ctx.storage.get<{ agent_id: string }>("agent");
+    if (stored) {
+      await actor<RegistryActor>(this.env.REGISTRY, "global")
+        .agentGone(stored.agent_id)
+        .catch(() => undefined);
+    }
+    return counts.reduce((x, y) => x + y, 0);
   }
 
   /** Leases a scheduler granted while this agent was parked; answers those it could not send. */

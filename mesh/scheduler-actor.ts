@@ -66,7 +66,7 @@ export class SchedulerActor extends DurableObject<Env> {
           undelivered = leases.map((l) => ({ job_id: l.job_id, epoch: l.epoch }));
         }
         if (undelivered.length > 0) {
-          this.core.releaseLeases(agentId, undelivered, "preempted", Date.now());
+          this.core.undeliver(agentId, undelivered, Date.now());
           this.deliver();
         }
       };
@@ -101,6 +101,10 @@ export class SchedulerActor extends DurableObject<Env> {
     const n = this.core.releaseLeases(agentId, refs, reason, Date.now());
     this.deliver();
     return n;
+  }
+
+  async unpark(agentId: string): Promise<void> {
+    this.core.unpark(agentId);
   }
 
   async leaseOf(jobId: string) {

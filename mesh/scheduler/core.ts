@@ -556,6 +556,42 @@ export class SchedulerCore {
     return n;
   }
 
+  /**
+   * Takes back leases that never reached their agent (it went away between park and
+   * delivery): the jobs return to their queues as if never leased — no attempt recorded or
+   * spent — though their epochs stay bumped, so epochs never decrease. The agent is unparked.
+   */
+  undeliver(agentId: string, refs: readonly LeaseRef[], now: number): number {
+    this.waiting.delete(agentId);
+    let n = 0;
+    for (const ref of refs) {
+      const job = this.store.job(ref.job_id);
+      if (!job || job.status !== "running" || job.agent_id !== agentId || job.epoch !== ref.epoch) continue;
+      const attempts = JSON.parse(job.attempts) as StoredAttempt[];
+      if (attempts.at(-1)?.epoch === ref.epoch) attempts.pop();
+      job.attempts = JSON.stringify(attempts);
+      if (attempts.length === 0) job.started_at = null;
+      this.transition(job, "queued");
+      job.phase = "waiting";
+      job.agent_id = null;
+      job.lease_deadline = null;
+      this.store.saveJob(job);
+      this.bump(this.running, job.tier, -1);
+      this.bump(this.depth, job.tier, 1);
+      n++;
+    }
+    if (n > 0) {
+      this.counters.commits++;
+      this.dispatch(now);
+    }
+    return n;
+  }
+
+  /** Forgets that an agent waits for work (its socket closed). */
+  unpark(agentId: string): void {
+    this.waiting.delete(agentId);
+  }
+
   /** Who holds a job's lease now, for fencing outside the scheduler (uploads, progress). */
   leaseOf(
     jobId: string,
