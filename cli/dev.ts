@@ -208,17 +208,26 @@ export function startAgent(opts: {
     [
       join(ROOT, "cli", "bin.js"),
       "agent",
-      "--url", opts.url,
-      "--token", opts.token,
-      "--name", `local-${opts.index}`,
-      "--runner", opts.runner ?? "demo",
-      "--cache-dir", join(opts.state, "agents", String(opts.index)),
+      "--url",
+      opts.url,
+      "--token",
+      opts.token,
+      "--name",
+      `local-${opts.index}`,
+      "--runner",
+      opts.runner ?? "demo",
+      "--cache-dir",
+      join(opts.state, "agents", String(opts.index)),
       ...(opts.extraArgs ?? []),
     ],
     {
       cwd: ROOT,
       env: opts.env ?? process.env,
-      stdio: ["ignore", opts.stdio ?? (opts.quiet ? "ignore" : "inherit"), opts.stdio ?? (opts.quiet ? "ignore" : "inherit")],
+      stdio: [
+        "ignore",
+        opts.stdio ?? (opts.quiet ? "ignore" : "inherit"),
+        opts.stdio ?? (opts.quiet ? "ignore" : "inherit"),
+      ],
     },
   );
 }
@@ -250,7 +259,9 @@ export async function dev(opts: DevOptions): Promise<number> {
     stopProcess(child);
     throw err;
   }
-  const agents = Array.from({ length: opts.agents }, (_, index) => startAgent({ url, token: config.agent_token, state, index, quiet: opts.quiet }));
+  const agents = Array.from({ length: opts.agents }, (_, index) =>
+    startAgent({ url, token: config.agent_token, state, index, quiet: opts.quiet }),
+  );
   const log = opts.quiet ? () => {} : (s: string) => process.stdout.write(s + "\n");
   log(`Floodgate is running at ${config.url}`);
   log(`  user key    ${config.api_key}`);

@@ -12,7 +12,7 @@ import { EventEmitter } from "node:events";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
-import WebSocket from "ws";
+import { WebSocket } from "ws";
 import {
   AGENT_ID_HEADER,
   AGENT_PROTOCOL_VERSION,

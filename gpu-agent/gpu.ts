@@ -5,16 +5,17 @@
 import { execFile } from "node:child_process";
 import type { GpuHealth } from "../shared/wire.ts";
 
+function num(s: string | undefined): number | undefined {
+  const n = Number(s);
+  return s !== undefined && s !== "" && Number.isFinite(n) ? n : undefined;
+}
+
 /** Parses `nvidia-smi --query-gpu=name,utilization.gpu,memory.used,memory.total,temperature.gpu --format=csv,noheader,nounits`. */
 export function parseNvidiaSmi(text: string): GpuHealth[] {
   const out: GpuHealth[] = [];
   for (const line of text.split("\n")) {
     const cols = line.split(",").map((c) => c.trim());
     if (cols.length < 5 || !cols[0]) continue;
-    const num = (s: string | undefined): number | undefined => {
-      const n = Number(s);
-      return s !== undefined && s !== "" && Number.isFinite(n) ? n : undefined;
-    };
     const g: GpuHealth = { name: cols[0].slice(0, 128) };
     const util = num(cols[1]);
     const used = num(cols[2]);

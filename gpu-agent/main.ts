@@ -13,14 +13,20 @@ import { RunnerHost } from "./runner/host.ts";
 const HERE = dirname(fileURLToPath(import.meta.url));
 
 /** The command that starts a runner of a kind. */
-export function runnerCommand(kind: AgentConfig["runner"], env: NodeJS.ProcessEnv = process.env): { command: string; args: string[] } {
+export function runnerCommand(
+  kind: AgentConfig["runner"],
+  env: NodeJS.ProcessEnv = process.env,
+): { command: string; args: string[] } {
   switch (kind) {
     case "demo":
       return { command: process.execPath, args: [join(HERE, "runners", "demo.ts")] };
     case "synthetic":
       return {
         command: process.execPath,
-        args: [join(HERE, "runners", "synthetic.ts"), ...(env.FLOODGATE_SYNTHETIC_ARGS ?? "").split(" ").filter(Boolean)],
+        args: [
+          join(HERE, "runners", "synthetic.ts"),
+          ...(env.FLOODGATE_SYNTHETIC_ARGS ?? "").split(" ").filter(Boolean),
+        ],
       };
     case "python":
       throw new FatalAgentError("the python runner is not part of this build; use --runner demo or --runner synthetic");
@@ -54,7 +60,10 @@ export const encoder: Encoder = {
 };
 
 /** Runs an agent until it is told to stop; resolves with the process exit code. */
-export async function runAgent(config: AgentConfig, log: (line: string) => void = (l) => process.stderr.write(l + "\n")): Promise<number> {
+export async function runAgent(
+  config: AgentConfig,
+  log: (line: string) => void = (l) => process.stderr.write(l + "\n"),
+): Promise<number> {
   const { command, args } = runnerCommand(config.runner);
   const name = config.name ?? defaultName();
   const agent = new Agent({

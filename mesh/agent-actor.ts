@@ -367,7 +367,10 @@ export class AgentActor extends DurableObject<Env> {
     return await Promise.all(
       models.flatMap((m) =>
         Array.from({ length: m.shards }, (_, shard) =>
-          fn(actor<SchedulerActor>(this.env.SCHEDULER, schedulerName({ modelNumber: m.number, shard })), stored.agent_id),
+          fn(
+            actor<SchedulerActor>(this.env.SCHEDULER, schedulerName({ modelNumber: m.number, shard })),
+            stored.agent_id,
+          ),
         ),
       ),
     );

@@ -150,7 +150,7 @@ export const JsonSchemaShape: z.ZodType<unknown> = z.lazy(() =>
 
 /** A model's input schema: a JSON Schema whose instances are objects. */
 export const InputSchema = z
-  .looseObject({ type: z.literal("object", "a model's input_schema must have \"type\": \"object\"") })
+  .looseObject({ type: z.literal("object", 'a model\'s input_schema must have "type": "object"') })
   .and(z.record(z.string(), z.unknown()))
   .refine((s) => JsonSchemaShape.safeParse(s).success, {
     message: "not a valid JSON Schema: a keyword has the wrong type (type, properties, required, minimum, …)",

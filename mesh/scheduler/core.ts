@@ -27,6 +27,8 @@ const AGENT_SEEN_MS = 2 * DEFAULT_LEASE_TTL_MS;
 const UNHEALTHY_AFTER = 5;
 /** How long a parked agent's request for work stands without a heartbeat (ms). */
 const PARK_MS = 15_000;
+/** How long a deleted job's last epoch is remembered: past the 24 h idempotency window (ms). */
+const TOMBSTONE_MS = 48 * 3600 * 1000;
 /** Rows one sweep handles per kind, so an alarm stays short; the next alarm takes the rest. */
 const SWEEP_BATCH = 500;
 
@@ -118,6 +120,7 @@ export class SchedulerCore {
   private failuresInRow = 0;
   private readonly waiting = new Map<string, { agent: AgentRef; capacity: number; want: number; until: number }>();
   private deliveries = new Map<string, Lease[]>();
+  private readonly vt = new Map<string, number>();
   leaseTtlMs = DEFAULT_LEASE_TTL_MS;
 
   constructor(sql: Sql) {
@@ -208,7 +211,6 @@ export class SchedulerCore {
    */
   enqueue(items: readonly EnqueueItem[], now: number, admit = true): EnqueueOutcome[] {
     const config = this.need();
-    const nowS = now / 1000;
     const cost = this.costS();
     const verdicts = new Map<string, ReturnType<SchedulerCore["admission"]>>();
     let wrote = false;
@@ -240,7 +242,10 @@ export class SchedulerCore {
           );
         }
       }
-      const tag = fairTag(nowS, this.store.lastTag(item.account_id, item.tier), cost);
+      // Start-time fair queuing runs on the tier's virtual time (the tag of the last job it
+      // served), not the wall clock: a newcomer lands next to the job in service, ahead of a
+      // backlog that piled up while the tier was served slower than one job per cost.
+      const tag = fairTag(this.virtualTime(item.tier), this.store.lastTag(item.account_id, item.tier), cost);
       this.store.setLastTag(item.account_id, item.tier, tag);
       this.store.insertJob({
         id: item.id,
@@ -250,6 +255,13 @@ export class SchedulerCore {
         enqueued_at: now,
         body: JSON.stringify({ ...item.body, model: config.model.name }),
       });
+      // An id that comes back after its job was deleted (an idempotent retry) carries its last
+      // epoch on, so no epoch is ever handed out twice.
+      const lastEpoch = this.store.tombstone(item.id);
+      if (lastEpoch !== undefined) {
+        this.store.setEpoch(item.id, lastEpoch);
+        this.store.forgetTombstone(item.id);
+      }
       this.bump(this.depth, item.tier, 1);
       this.counters.enqueued++;
       wrote = true;
@@ -298,7 +310,8 @@ export class SchedulerCore {
   /** Grants queued work to parked agents, oldest parked first. */
   private dispatch(now: number): void {
     if (this.waiting.size === 0) return;
-    for (const [id, w] of [...this.waiting]) {
+    // A copy: entries are deleted and re-set while we go, which would revisit them.
+    for (const [id, w] of Array.from(this.waiting)) {
       if (this.queuedTotal() === 0) return;
       if (w.until < now) {
         this.waiting.delete(id);
@@ -324,7 +337,7 @@ export class SchedulerCore {
   private pick(agent: AgentRef, want: number, now: number): Lease[] {
     const config = this.need();
     const heads = new Map<string, { tier: string; sloS: number; enqueuedAtMs: number; id: string }>();
-    const load = (t: TierConfig): void => {
+    const load = (t: Pick<TierConfig, "name" | "slo_s">): void => {
       if ((this.depth.get(t.name) ?? 0) === 0) {
         heads.delete(t.name);
         return;
@@ -333,7 +346,8 @@ export class SchedulerCore {
       if (h) heads.set(t.name, { tier: t.name, sloS: t.slo_s, enqueuedAtMs: h.enqueued_at, id: h.id });
       else heads.delete(t.name);
     };
-    for (const t of config.tiers) load(t);
+    const tiers = this.tiersInPlay(config);
+    for (const t of tiers) load(t);
     const leases: Lease[] = [];
     while (leases.length < want) {
       const best = pickHead([...heads.values()], now);
@@ -341,14 +355,46 @@ export class SchedulerCore {
       const job = this.store.job(best.id);
       if (!job) break;
       leases.push(this.grant(job, agent, now));
-      const tier = this.tier(best.tier);
+      const tier = tiers.find((t) => t.name === best.tier);
       if (tier) load(tier);
     }
     return leases;
   }
 
+  /** A tier's virtual time (s): the largest tag it has served. */
+  private virtualTime(tier: string): number {
+    let v = this.vt.get(tier);
+    if (v === undefined) {
+      v = Number(this.store.getMeta(`vt:${tier}`) ?? 0);
+      this.vt.set(tier, v);
+    }
+    return v;
+  }
+
+  /**
+   * The configured tiers, plus any tier still holding jobs that the configuration dropped
+   * (served and expired at the largest SLO, so nothing is stranded).
+   */
+  private tiersInPlay(config: SchedulerConfig): Pick<TierConfig, "name" | "slo_s">[] {
+    const out: Pick<TierConfig, "name" | "slo_s">[] = [...config.tiers];
+    const slowest = Math.max(...config.tiers.map((t) => t.slo_s));
+    for (const name of new Set([...this.depth.keys(), ...this.running.keys()])) {
+      if (
+        !config.tiers.some((t) => t.name === name) &&
+        ((this.depth.get(name) ?? 0) > 0 || (this.running.get(name) ?? 0) > 0)
+      ) {
+        out.push({ name, slo_s: slowest });
+      }
+    }
+    return out;
+  }
+
   private grant(job: JobRow, agent: AgentRef, now: number): Lease {
     const body = JSON.parse(job.body) as JobBody;
+    if (job.tag > this.virtualTime(job.tier)) {
+      this.vt.set(job.tier, job.tag);
+      this.store.setMeta(`vt:${job.tier}`, String(job.tag));
+    }
     const version = body.version ?? agent.versions?.[0] ?? null;
     this.transition(job, "running");
     job.phase = "assigned";
@@ -616,7 +662,7 @@ export class SchedulerCore {
       requeued++;
     }
     if (requeued > 0) this.dispatch(now);
-    for (const t of config.tiers) {
+    for (const t of this.tiersInPlay(config)) {
       if ((this.depth.get(t.name) ?? 0) === 0) continue;
       for (const job of this.store.expiredQueued(t.name, now - config.model.queue_ttl_s * 1000, SWEEP_BATCH)) {
         this.finish(
@@ -630,7 +676,8 @@ export class SchedulerCore {
         expired++;
       }
     }
-    const deleted = this.store.deleteFinishedBefore(now - config.model.retention_s * 1000, SWEEP_BATCH);
+    const deleted = this.store.deleteFinishedBefore(now - config.model.retention_s * 1000, SWEEP_BATCH, now);
+    this.store.deleteTombstonesBefore(now - TOMBSTONE_MS);
     if (requeued + expired + deleted > 0) this.counters.commits++;
     return { requeued, expired, deleted };
   }
@@ -642,7 +689,7 @@ export class SchedulerCore {
     const times: number[] = [];
     const lease = this.store.nextLeaseDeadline();
     if (lease !== undefined) times.push(lease);
-    for (const t of config.tiers) {
+    for (const t of this.tiersInPlay(config)) {
       if ((this.depth.get(t.name) ?? 0) === 0) continue;
       const oldest = this.store.oldestQueued(t.name);
       if (oldest !== undefined) times.push(oldest + config.model.queue_ttl_s * 1000);
@@ -686,7 +733,7 @@ export class SchedulerCore {
     if (!isTerminal(job.status as JobStatus)) {
       return fail("job_not_finished", `job ${id} is ${job.status}; cancel it first, or wait for it to finish`);
     }
-    this.store.deleteJob(id);
+    this.store.deleteJob(id, Date.now());
     this.counters.commits++;
     return { ok: true };
   }

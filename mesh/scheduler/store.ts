@@ -42,6 +42,8 @@ export const MIGRATIONS: readonly string[] = [
      last_tag REAL NOT NULL,
      PRIMARY KEY (account_id, tier)
    ) WITHOUT ROWID`,
+  `CREATE TABLE tombstones (id TEXT PRIMARY KEY, epoch INTEGER NOT NULL, deleted_at INTEGER NOT NULL) WITHOUT ROWID;
+   CREATE INDEX tombstones_deleted ON tombstones (deleted_at)`,
 ];
 
 /** A job row as stored. */
@@ -218,7 +220,18 @@ export class SchedulerStore {
     );
   }
 
-  deleteFinishedBefore(before: number, limit: number): number {
+  /**
+   * Deletes finished jobs past retention, leaving tombstones with their last epoch, so an id
+   * that comes back (an idempotent retry) never reuses an epoch.
+   */
+  deleteFinishedBefore(before: number, limit: number, now: number): number {
+    this.sql.run(
+      `INSERT OR REPLACE INTO tombstones (id, epoch, deleted_at)
+       SELECT id, epoch, ? FROM jobs WHERE finished_at IS NOT NULL AND finished_at <= ? LIMIT ?`,
+      now,
+      before,
+      limit,
+    );
     return this.sql.run(
       "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at <= ? LIMIT ?)",
       before,
@@ -226,8 +239,31 @@ export class SchedulerStore {
     );
   }
 
-  deleteJob(id: string): void {
+  /** Deletes a job, leaving a tombstone with its last epoch. */
+  deleteJob(id: string, now: number): void {
+    this.sql.run(
+      "INSERT OR REPLACE INTO tombstones (id, epoch, deleted_at) SELECT id, epoch, ? FROM jobs WHERE id = ?",
+      now,
+      id,
+    );
     this.sql.run("DELETE FROM jobs WHERE id = ?", id);
+  }
+
+  /** The last epoch of a deleted job, if it was deleted recently enough to remember. */
+  tombstone(id: string): number | undefined {
+    return one<{ epoch: number }>(this.sql, "SELECT epoch FROM tombstones WHERE id = ?", id)?.epoch;
+  }
+
+  forgetTombstone(id: string): void {
+    this.sql.run("DELETE FROM tombstones WHERE id = ?", id);
+  }
+
+  deleteTombstonesBefore(before: number): number {
+    return this.sql.run("DELETE FROM tombstones WHERE deleted_at <= ?", before);
+  }
+
+  setEpoch(id: string, epoch: number): void {
+    this.sql.run("UPDATE jobs SET epoch = ? WHERE id = ?", epoch, id);
   }
 
   /** The account's jobs, newest first (ids sort by creation time), after `cursor`. */

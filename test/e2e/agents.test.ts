@@ -19,11 +19,14 @@ let stack: Stack;
 const agents: ChildProcess[] = [];
 let index = 0;
 
-function agent(token: string, opts: { runner?: string; env?: NodeJS.ProcessEnv; output?: (s: string) => void } = {}): ChildProcess {
+function agent(
+  agentToken: string,
+  opts: { runner?: string; env?: NodeJS.ProcessEnv; output?: (s: string) => void } = {},
+): ChildProcess {
   index += 1;
   const child = startAgent({
     url: stack.config.url,
-    token,
+    token: agentToken,
     state: stack.state,
     index,
     runner: opts.runner ?? "synthetic",
@@ -37,7 +40,13 @@ function agent(token: string, opts: { runner?: string; env?: NodeJS.ProcessEnv; 
 }
 
 async function token(models: string[]): Promise<{ id: string; token: string }> {
-  const r = await api<{ id: string; token: string }>(stack, "POST", "/v1/admin/agent-tokens", { pool: "e2e", models, ttl_s: 3600 }, stack.config.admin_key);
+  const r = await api<{ id: string; token: string }>(
+    stack,
+    "POST",
+    "/v1/admin/agent-tokens",
+    { pool: "e2e", models, ttl_s: 3600 },
+    stack.config.admin_key,
+  );
   return r.body;
 }
 
@@ -60,8 +69,14 @@ async function terminal(ids: string[], ms: number): Promise<JobView[]> {
 
 beforeAll(async () => {
   stack = await startStack({ agents: 0 });
-  const put = await api(stack, "PUT", `/v1/admin/models/${SYNTH}`, { input_schema: { type: "object" }, max_attempts: 2, expected_runtime_s: 1 }, stack.config.admin_key);
-  expect(put.status).toBe(201);
+  const put = await api(
+    stack,
+    "PUT",
+    `/v1/admin/models/${SYNTH}`,
+    { input_schema: { type: "object" }, max_attempts: 2, expected_runtime_s: 1 },
+    stack.config.admin_key,
+  );
+  if (put.status !== 201) throw new Error(`registering ${SYNTH} failed: ${JSON.stringify(put.body)}`);
 });
 
 afterAll(async () => {
@@ -73,7 +88,9 @@ afterAll(async () => {
 describe("agents end to end", () => {
   it("a demo job runs on a real agent; its outputs download through signed URLs and decode as images", async () => {
     agent(stack.config.agent_token, { runner: "demo" });
-    const sub = await api<{ id: string }>(stack, "POST", "/v1/models/demo/jobs", { input: { prompt: "a red fox", seed: 3, frames: 8, size: 64 } });
+    const sub = await api<{ id: string }>(stack, "POST", "/v1/models/demo/jobs", {
+      input: { prompt: "a red fox", seed: 3, frames: 8, size: 64 },
+    });
     expect(sub.status).toBe(202);
     const [job] = await terminal([sub.body.id], 60_000);
     expect(job?.status).toBe("succeeded");
@@ -93,7 +110,9 @@ describe("agents end to end", () => {
     const procs = [agent(t.token), agent(t.token), agent(t.token)];
     const ids: string[] = [];
     for (let i = 0; i < 30; i++) {
-      const r = await api<{ id: string }>(stack, "POST", `/v1/models/${SYNTH}/jobs`, { input: { service_ms: 600, steps: 6 } });
+      const r = await api<{ id: string }>(stack, "POST", `/v1/models/${SYNTH}/jobs`, {
+        input: { service_ms: 600, steps: 6 },
+      });
       expect(r.status).toBe(202);
       ids.push(r.body.id);
     }
@@ -119,8 +138,12 @@ describe("agents end to end", () => {
   it("a runner crash sends the job back with runner_crashed, the agent starts a new runner, and other jobs go on", async () => {
     const t = await token([SYNTH]);
     const p = agent(t.token);
-    const poison = await api<{ id: string }>(stack, "POST", `/v1/models/${SYNTH}/jobs`, { input: { fault: "crash", steps: 2, service_ms: 50 } });
-    const fine = await api<{ id: string }>(stack, "POST", `/v1/models/${SYNTH}/jobs`, { input: { steps: 2, service_ms: 50 } });
+    const poison = await api<{ id: string }>(stack, "POST", `/v1/models/${SYNTH}/jobs`, {
+      input: { fault: "crash", steps: 2, service_ms: 50 },
+    });
+    const fine = await api<{ id: string }>(stack, "POST", `/v1/models/${SYNTH}/jobs`, {
+      input: { steps: 2, service_ms: 50 },
+    });
     const [bad, good] = await terminal([poison.body.id, fine.body.id], 60_000);
     p.kill("SIGTERM");
     expect(bad?.status).toBe("failed");
@@ -133,11 +156,17 @@ describe("agents end to end", () => {
   it("cancel reaches the runner, which stops at its next step; the job ends cancelled and the agent takes new work", async () => {
     const t = await token([SYNTH]);
     const p = agent(t.token, { env: { FLOODGATE_SYNTHETIC_MODELS: SYNTH } });
-    const long = await api<{ id: string }>(stack, "POST", `/v1/models/${SYNTH}/jobs`, { input: { steps: 100, service_ms: 20_000 } });
-    await until("the long job to run", 20_000, async () => ((await api<JobView>(stack, "GET", `/v1/jobs/${long.body.id}`)).body.phase === "sampling" ? true : undefined));
+    const long = await api<{ id: string }>(stack, "POST", `/v1/models/${SYNTH}/jobs`, {
+      input: { steps: 100, service_ms: 20_000 },
+    });
+    await until("the long job to run", 20_000, async () =>
+      (await api<JobView>(stack, "GET", `/v1/jobs/${long.body.id}`)).body.phase === "sampling" ? true : undefined,
+    );
     const c = await api<JobView>(stack, "POST", `/v1/jobs/${long.body.id}/cancel`);
     expect(c.body.status).toBe("cancelled");
-    const next = await api<{ id: string }>(stack, "POST", `/v1/models/${SYNTH}/jobs`, { input: { steps: 2, service_ms: 50 } });
+    const next = await api<{ id: string }>(stack, "POST", `/v1/models/${SYNTH}/jobs`, {
+      input: { steps: 2, service_ms: 50 },
+    });
     const [done] = await terminal([next.body.id], 20_000);
     expect(done?.status).toBe("succeeded");
     p.kill("SIGTERM");
@@ -151,7 +180,9 @@ describe("agents end to end", () => {
     await until("the agent to connect", 20_000, async () => (out.includes("connected") ? true : undefined));
     const exited = new Promise<number | null>((res) => p.once("exit", (code) => res(code)));
     const started = Date.now();
-    expect((await api(stack, "DELETE", `/v1/admin/agent-tokens/${t.id}`, undefined, stack.config.admin_key)).status).toBe(204);
+    expect(
+      (await api(stack, "DELETE", `/v1/admin/agent-tokens/${t.id}`, undefined, stack.config.admin_key)).status,
+    ).toBe(204);
     expect(await exited).toBe(3);
     expect(Date.now() - started).toBeLessThan(5_000);
     expect(out).toContain("revoked");
@@ -162,8 +193,12 @@ describe("agents end to end", () => {
     let out = "";
     const p = agent(t.token, { output: (s) => (out += s) });
     await until("the agent to connect", 20_000, async () => (out.includes("connected") ? true : undefined));
-    const job = await api<{ id: string }>(stack, "POST", `/v1/models/${SYNTH}/jobs`, { input: { steps: 10, service_ms: 2_000 } });
-    await until("the job to run", 20_000, async () => ((await api<JobView>(stack, "GET", `/v1/jobs/${job.body.id}`)).body.phase === "sampling" ? true : undefined));
+    const job = await api<{ id: string }>(stack, "POST", `/v1/models/${SYNTH}/jobs`, {
+      input: { steps: 10, service_ms: 2_000 },
+    });
+    await until("the job to run", 20_000, async () =>
+      (await api<JobView>(stack, "GET", `/v1/jobs/${job.body.id}`)).body.phase === "sampling" ? true : undefined,
+    );
     const exited = new Promise<number | null>((res) => p.once("exit", (code) => res(code)));
     p.kill("SIGTERM");
     expect(await exited).toBe(0);

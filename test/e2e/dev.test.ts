@@ -52,5 +52,18 @@ describe("floodgate dev", () => {
     const help = spawnSync(process.execPath, [BIN, "dev", "--help"], { cwd: ROOT, encoding: "utf8" });
     expect(help.status).toBe(0);
     expect(help.stdout).toContain("--agents");
+    const env = { ...process.env, FLOODGATE_AGENT_TOKEN: "" };
+    const noToken = spawnSync(process.execPath, [BIN, "agent", "--url", "http://127.0.0.1:1"], {
+      cwd: ROOT,
+      encoding: "utf8",
+      env,
+    });
+    expect(noToken.status).toBe(2);
+    expect(noToken.stderr).toContain("FLOODGATE_AGENT_TOKEN");
+    const badFlag = spawnSync(process.execPath, [BIN, "agent", "--slotz", "2"], { cwd: ROOT, encoding: "utf8", env });
+    expect(badFlag.status).toBe(2);
+    const agentHelp = spawnSync(process.execPath, [BIN, "agent", "--help"], { cwd: ROOT, encoding: "utf8" });
+    expect(agentHelp.status).toBe(0);
+    expect(agentHelp.stdout).toContain("--max-vram-pct");
   });
 });

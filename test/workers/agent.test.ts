@@ -36,7 +36,7 @@ interface Conn {
 }
 
 async function connect(tok: string, id = agentId()): Promise<{ status: number; conn?: Conn; id: string }> {
-  const res = await exports.default.fetch(
+  const answer = await exports.default.fetch(
     new Request("http://edge.test/v1/agent/connect", {
       headers: {
         upgrade: "websocket",
@@ -46,8 +46,8 @@ async function connect(tok: string, id = agentId()): Promise<{ status: number; c
       },
     }),
   );
-  if (res.status !== 101 || !res.webSocket) return { status: res.status, id };
-  const ws = res.webSocket;
+  if (answer.status !== 101 || !answer.webSocket) return { status: answer.status, id };
+  const ws = answer.webSocket;
   ws.accept();
   const inbox: ToAgent[] = [];
   const waiters: (() => void)[] = [];
@@ -297,6 +297,6 @@ describe("agent connections", () => {
 });
 
 it("the codec used by the actors rejects non-plain values", () => {
-  expect(() => decode(new Uint8Array([0xd6, 0xff, 0, 0, 0, 1]))).toThrow();
+  expect(() => decode(new Uint8Array([0xd6, 0xff, 0, 0, 0, 1]))).toThrow(/not plain data/);
   void env;
 });

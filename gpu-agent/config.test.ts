@@ -1,0 +1,31 @@
+import { describe, expect, it } from "vitest";
+import { parseAgentConfig } from "./config.ts";
+
+const TOKEN = "eyJhbGciOiJFZERTQSJ9.e30.sig-sig-sig-sig";
+
+describe("agent configuration", () => {
+  it("flags win over the environment, and every flag has a variable", () => {
+    const r = parseAgentConfig(
+      { url: "http://127.0.0.1:8787", slots: "4" },
+      { FLOODGATE_AGENT_TOKEN: TOKEN, FLOODGATE_SLOTS: "2", FLOODGATE_PREFETCH: "3" },
+    );
+    expect(r).toMatchObject({
+      ok: true,
+      config: { url: "http://127.0.0.1:8787", token: TOKEN, slots: 4, prefetch: 3, runner: "demo", max_vram_pct: 95 },
+    });
+  });
+
+  it("a missing token names the flag and its variable", () => {
+    const r = parseAgentConfig({ url: "http://x.test" }, {});
+    expect(r).toEqual({ ok: false, message: "--token is required (or set FLOODGATE_AGENT_TOKEN)" });
+  });
+
+  it("a bad value is refused with the flag's name", () => {
+    const r = parseAgentConfig({ url: "ftp://x.test", token: TOKEN }, {});
+    expect(r).toMatchObject({ ok: false, message: expect.stringMatching(/^--url/) });
+    const s = parseAgentConfig({ url: "http://x.test", token: TOKEN, slots: "0" }, {});
+    expect(s.ok).toBe(false);
+    const k = parseAgentConfig({ url: "http://x.test", token: TOKEN, runner: "cobol" }, {});
+    expect(k.ok).toBe(false);
+  });
+});

@@ -1,0 +1,265 @@
+/**
+ * The demo model: renders a short looping animation from a prompt by iterative denoising, fast
+ * on a CPU, so the whole platform runs on a laptop. `node gpu-agent/runners/demo.ts` serves it
+ * over the runner protocol (gpu-agent/runner/runtime.ts).
+ *
+ * The prompt picks the scene (palette, number of shapes, how they move); the seed (default:
+ * derived from the prompt) picks where they start. Sampling starts from seeded noise and each
+ * step moves the picture part of the way toward the scene while the re-injected noise shrinks,
+ * reaching the scene at the last step. Everything follows from the seeds, so one input always
+ * gives byte-identical frames.
+ *
+ * Input: `prompt` (string), `seed` (uint32), `steps` (default 20), `frames` (default 16),
+ * `size` (pixels, square, default 128).
+ */
+import { readFileSync } from "node:fs";
+import { z } from "zod";
+import { type JobContext, JobFailure, type RunnerModel, main } from "../runner/runtime.ts";
+
+export const DemoInput = z.object({
+  prompt: z.string().min(1).max(2000),
+  seed: z
+    .number()
+    .int()
+    .min(0)
+    .max(2 ** 32 - 1)
+    .optional(),
+  steps: z.number().int().min(1).max(200).default(20),
+  frames: z.number().int().min(1).max(120).default(16),
+  size: z.number().int().min(8).max(512).default(128),
+});
+export type DemoInput = z.infer<typeof DemoInput>;
+
+/** A preview is sent every this many steps (before the last). */
+const PREVIEW_EVERY = 5;
+/** Previews are at most this wide and high (pixels): they travel to the client while sampling. */
+const PREVIEW_MAX = 64;
+/** Amplitude of the noise re-injected at the first step (8-bit levels), falling to 0. */
+const NOISE = 96;
+/** Values in the noise table (a power of two: indices wrap with a mask). */
+const NOISE_TABLE = 1 << 18;
+
+/** FNV-1a over the prompt's UTF-8 bytes, with a salt so one prompt gives independent hashes. */
+export function hash32(text: string, salt = 0): number {
+  let h = (0x811c9dc5 ^ salt) >>> 0;
+  for (const b of new TextEncoder().encode(text)) {
+    h ^= b;
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h;
+}
+
+/** mulberry32: a small, fast, seeded PRNG of uniform [0, 1) floats. */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+type Rgb = [number, number, number];
+
+function hsl(h: number, s: number, l: number): Rgb {
+  const f = (n: number): number => {
+    const k = (n + h / 30) % 12;
+    const a = s * Math.min(l, 1 - l);
+    return 255 * (l - a * Math.max(-1, Math.min(k - 3, 9 - k, 1)));
+  };
+  return [f(0), f(8), f(4)];
+}
+
+interface Blob {
+  color: Rgb;
+  radius: number; // fraction of the frame
+  ax: number;
+  ay: number;
+  fx: number; // whole turns per loop, so the animation loops
+  fy: number;
+  px: number; // phase (radians)
+  py: number;
+}
+
+interface Scene {
+  from: Rgb;
+  to: Rgb;
+  angle: number; // radians, gradient direction at t = 0
+  spin: number; // gradient turns per loop
+  blobs: Blob[];
+}
+
+/** The scene a prompt describes; the seed places its shapes. */
+function scene(prompt: string, seed: number): Scene {
+  const p = rng(hash32(prompt, 0x5eed));
+  const s = rng(seed);
+  const hue = p() * 360;
+  const blobs: Blob[] = [];
+  const n = 2 + Math.floor(p() * 4);
+  for (let i = 0; i < n; i++) {
+    blobs.push({
+      color: hsl((hue + 90 + p() * 180) % 360, 0.65 + 0.3 * p(), 0.45 + 0.2 * p()),
+      radius: 0.08 + 0.14 * s(),
+      ax: 0.15 + 0.25 * s(),
+      ay: 0.15 + 0.25 * s(),
+      fx: 1 + Math.floor(p() * 2),
+      fy: 1 + Math.floor(p() * 2),
+      px: 2 * Math.PI * s(),
+      py: 2 * Math.PI * s(),
+    });
+  }
+  return {
+    from: hsl(hue, 0.5, 0.2 + 0.15 * p()),
+    to: hsl((hue + 40 + 60 * p()) % 360, 0.6, 0.55 + 0.2 * p()),
+    angle: 2 * Math.PI * s(),
+    spin: p() < 0.5 ? 1 : -1,
+    blobs,
+  };
+}
+
+/** Renders the scene's frames as float RGB (frames × size × size × 3). */
+function renderTarget(sc: Scene, frames: number, size: number): Float32Array {
+  const out = new Float32Array(frames * size * size * 3);
+  const edge = 1.5 / size; // soft edge, one and a half pixels
+  for (let f = 0; f < frames; f++) {
+    const t = f / frames;
+    const ang = sc.angle + 2 * Math.PI * sc.spin * t;
+    const dx = Math.cos(ang);
+    const dy = Math.sin(ang);
+    const centres = sc.blobs.map((b) => ({
+      x: 0.5 + b.ax * Math.sin(2 * Math.PI * b.fx * t + b.px),
+      y: 0.5 + b.ay * Math.cos(2 * Math.PI * b.fy * t + b.py),
+    }));
+    for (let y = 0; y < size; y++) {
+      const v = (y + 0.5) / size;
+      for (let x = 0; x < size; x++) {
+        const u = (x + 0.5) / size;
+        const g = Math.min(1, Math.max(0, 0.5 + (u - 0.5) * dx + (v - 0.5) * dy));
+        let r = sc.from[0] + (sc.to[0] - sc.from[0]) * g;
+        let gr = sc.from[1] + (sc.to[1] - sc.from[1]) * g;
+        let b = sc.from[2] + (sc.to[2] - sc.from[2]) * g;
+        for (let i = 0; i < sc.blobs.length; i++) {
+          const blob = sc.blobs[i]!;
+          const c = centres[i]!;
+          const d = Math.hypot(u - c.x, v - c.y);
+          const a = Math.min(1, Math.max(0, (blob.radius - d) / edge));
+          if (a > 0) {
+            r += (blob.color[0] - r) * a;
+            gr += (blob.color[1] - gr) * a;
+            b += (blob.color[2] - b) * a;
+          }
+        }
+        const o = ((f * size + y) * size + x) * 3;
+        out[o] = r;
+        out[o + 1] = gr;
+        out[o + 2] = b;
+      }
+    }
+  }
+  return out;
+}
+
+/** One frame of the float buffer as RGBA8, downscaled by `scale` (box filter). */
+function toRgba(x: Float32Array, frame: number, size: number, scale = 1): Uint8Array<ArrayBuffer> {
+  const w = Math.floor(size / scale);
+  const out = new Uint8Array(w * w * 4);
+  const base = frame * size * size * 3;
+  const n = scale * scale;
+  for (let y = 0; y < w; y++) {
+    for (let xo = 0; xo < w; xo++) {
+      let r = 0;
+      let g = 0;
+      let b = 0;
+      for (let sy = 0; sy < scale; sy++) {
+        for (let sx = 0; sx < scale; sx++) {
+          const i = base + ((y * scale + sy) * size + xo * scale + sx) * 3;
+          r += x[i]!;
+          g += x[i + 1]!;
+          b += x[i + 2]!;
+        }
+      }
+      const o = (y * w + xo) * 4;
+      // Uint8Array stores clamp only on Uint8ClampedArray: clamp and round here.
+      out[o] = Math.min(255, Math.max(0, Math.round(r / n)));
+      out[o + 1] = Math.min(255, Math.max(0, Math.round(g / n)));
+      out[o + 2] = Math.min(255, Math.max(0, Math.round(b / n)));
+      out[o + 3] = 255;
+    }
+  }
+  return out;
+}
+
+/** Parses a job's input; a bad input is the job's `invalid_input` error. */
+export function parseDemoInput(input: Record<string, unknown>): Required<DemoInput> {
+  const parsed = DemoInput.safeParse(input);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new JobFailure("invalid_input", `input.${issue?.path.join(".") ?? ""}: ${issue?.message ?? "invalid"}`);
+  }
+  return { ...parsed.data, seed: parsed.data.seed ?? hash32(parsed.data.prompt) };
+}
+
+/** Runs one demo job: sampling with progress every step and previews every few, then the frames. */
+export async function renderJob(job: JobContext): Promise<void> {
+  const { prompt, seed, steps, frames, size } = parseDemoInput(job.input);
+  await job.log("info", `demo: ${frames} frames of ${size}×${size}, ${steps} steps, seed ${seed}`);
+  await job.output(
+    "params.json",
+    "application/json",
+    new TextEncoder().encode(JSON.stringify({ prompt, seed, steps, frames, size })),
+  );
+  const target = renderTarget(scene(prompt, seed), frames, size);
+  const noise = rng(seed ^ 0x9e3779b9);
+  const x = new Float32Array(target.length);
+  for (let i = 0; i < x.length; i++) x[i] = 255 * noise();
+  // Re-injected noise comes from a seeded table read at a fresh seeded offset each step: a
+  // PRNG call per value per step would be most of the sampling time.
+  const table = new Float32Array(NOISE_TABLE);
+  for (let i = 0; i < table.length; i++) table[i] = noise() - 0.5;
+
+  const middle = Math.floor(frames / 2);
+  const previewScale = Math.max(1, Math.ceil(size / PREVIEW_MAX));
+  for (let s = 1; s <= steps; s++) {
+    await job.step();
+    // Move 1/(remaining steps) of the way: the last step lands on the target, noise-free.
+    const k = 1 / (steps - s + 1);
+    const sigma = (NOISE * (steps - s)) / steps;
+    const offset = Math.floor(noise() * NOISE_TABLE);
+    for (let i = 0; i < x.length; i++) {
+      x[i] = x[i]! + (target[i]! - x[i]!) * k + sigma * table[(i + offset) & (NOISE_TABLE - 1)]!;
+    }
+    await job.progress("sampling", s, steps);
+    if (s % PREVIEW_EVERY === 0 && s < steps) {
+      const w = Math.floor(size / previewScale);
+      await job.frame({
+        index: middle,
+        width: w,
+        height: w,
+        data: toRgba(x, middle, size, previewScale),
+        preview: true,
+      });
+    }
+  }
+  for (let f = 0; f < frames; f++) {
+    await job.frame({ index: f, width: size, height: size, data: toRgba(x, f, size), preview: false });
+    await job.progress("decoding", f + 1, frames);
+  }
+}
+
+/** The project's version (package.json), which the demo model's version follows. */
+function packageVersion(): string {
+  const pkg = z
+    .object({ version: z.string().min(1).max(64) })
+    .parse(JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")));
+  return pkg.version;
+}
+
+/** The demo model as a runner. */
+export function demoModel(): RunnerModel {
+  const version = packageVersion();
+  return { runner: "demo", version, maxBatch: 4, models: [{ model: "demo", version }], run: renderJob };
+}
+
+if (import.meta.main) await main(demoModel());

@@ -1,0 +1,861 @@
+/**
+ * Model-based tests of SchedulerCore: fast-check drives the real core (on an in-memory
+ * `node:sqlite` database) and a plain reference model (Maps) with the same random commands,
+ * and after every command checks that the two agree and that the scheduler's invariants hold.
+ * The model covers pull leases and push dispatch to parked agents alike.
+ *
+ * `FC_NUM_RUNS` sets the number of runs (`npm run fuzz:scheduler` runs 5000).
+ */
+import * as fc from "fast-check";
+import { assert, describe, it } from "vitest";
+import type { ModelConfig } from "../../shared/api.ts";
+import { assertExhaustive } from "../../shared/errors.ts";
+import { newJobId } from "../../shared/ids.ts";
+import { canTransition, isTerminal, type JobStatus } from "../../shared/job.ts";
+import type { TierConfig } from "../../shared/slo.ts";
+import { nodeSql } from "../sql/node.ts";
+import type { Sql } from "../sql/sql.ts";
+import {
+  DEFAULT_LEASE_TTL_MS,
+  SchedulerCore,
+  type Completion,
+  type EnqueueItem,
+  type Lease,
+  type LeaseRef,
+} from "./core.ts";
+import type { JobRow } from "./store.ts";
+
+const NUM_RUNS = Number(process.env.FC_NUM_RUNS ?? 200);
+/** About 25 ms a run on a small machine, plus room for shrinking a failure (ms). */
+const TIMEOUT_MS = 60_000 + NUM_RUNS * 50;
+/** How long a parked request for work stands (ms); mirrors PARK_MS in core.ts. */
+const PARK_MS = 15_000;
+const T0 = Date.UTC(2026, 0, 1);
+const ROUTE = { modelNumber: 0, shard: 0 };
+
+/**
+ * Tiers for the model run: `plus` and `bulk` share an SLO so that ties go to the tier name, and
+ * `free` has a small admission multiple so that admission refusals happen within a run.
+ */
+const TIERS: TierConfig[] = [
+  { name: "api", slo_s: 120, admission_k: 8, rate_limit_per_min: 60_000 },
+  { name: "plus", slo_s: 300, admission_k: 4, rate_limit_per_min: 6_000 },
+  { name: "bulk", slo_s: 300, admission_k: 4, rate_limit_per_min: 6_000 },
+  { name: "free", slo_s: 1800, admission_k: 0.1, rate_limit_per_min: 60 },
+];
+const ACCOUNTS = ["acc_a", "acc_b", "acc_c"];
+const AGENTS = ["agent_0", "agent_1", "agent_2"];
+
+function modelConfig(over: Partial<ModelConfig>): ModelConfig {
+  return {
+    name: "demo",
+    number: 0,
+    updated_at: "2026-01-01T00:00:00.000Z",
+    input_schema: { type: "object" },
+    max_attempts: 3,
+    run_timeout_s: 600,
+    queue_ttl_s: 86_400,
+    retention_s: 7 * 86_400,
+    expected_runtime_s: 10,
+    shards: 1,
+    ...over,
+  };
+}
+
+type Cmd =
+  | { k: "enqueue"; account: number; tier: number; n: number }
+  | { k: "duplicate"; pick: number; account: number; tier: number; deleted: boolean }
+  | { k: "lease"; agent: number; capacity: number; park: boolean; maxNew: number }
+  | { k: "renew"; agent: number }
+  | { k: "progress"; agent: number; pick: number; stale: boolean }
+  | { k: "complete"; agent: number; pick: number; result: "succeeded" | "retryable" | "fatal"; stale: boolean }
+  | { k: "advance"; ms: number }
+  | { k: "cancel"; pick: number; owner: boolean }
+  | { k: "release"; agent: number; reason: "worker_lost" | "drained" | "preempted" }
+  | { k: "releaseLeases"; agent: number; pick: number; reason: "drained" | "preempted" }
+  | { k: "undeliver"; agent: number; pick: number }
+  | { k: "unpark"; agent: number }
+  | { k: "remove"; pick: number; owner: boolean };
+
+const arbAgent = fc.nat({ max: AGENTS.length - 1 });
+
+const arbCmd: fc.Arbitrary<Cmd> = fc.oneof(
+  {
+    weight: 5,
+    arbitrary: fc.record({
+      k: fc.constant("enqueue" as const),
+      account: fc.nat({ max: ACCOUNTS.length - 1 }),
+      tier: fc.nat({ max: TIERS.length - 1 }),
+      n: fc.integer({ min: 1, max: 3 }),
+    }),
+  },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      k: fc.constant("duplicate" as const),
+      pick: fc.nat(),
+      account: fc.nat({ max: ACCOUNTS.length - 1 }),
+      tier: fc.nat({ max: TIERS.length - 1 }),
+      // Prefer an id that was deleted (retention or remove), when there is one.
+      deleted: fc.boolean(),
+    }),
+  },
+  {
+    weight: 4,
+    arbitrary: fc.record({
+      k: fc.constant("lease" as const),
+      agent: arbAgent,
+      capacity: fc.integer({ min: 0, max: 3 }),
+      // A parked request (the agent actor's way) waits for the next enqueue or requeue.
+      park: fc.boolean(),
+      maxNew: fc.integer({ min: 0, max: 3 }),
+    }),
+  },
+  { weight: 2, arbitrary: fc.record({ k: fc.constant("renew" as const), agent: arbAgent }) },
+  {
+    weight: 1,
+    arbitrary: fc.record({ k: fc.constant("progress" as const), agent: arbAgent, pick: fc.nat(), stale: fc.boolean() }),
+  },
+  {
+    weight: 4,
+    arbitrary: fc.record({
+      k: fc.constant("complete" as const),
+      agent: arbAgent,
+      pick: fc.nat(),
+      result: fc.constantFrom("succeeded" as const, "retryable" as const, "fatal" as const),
+      stale: fc.boolean(),
+    }),
+  },
+  {
+    weight: 3,
+    arbitrary: fc.record({
+      k: fc.constant("advance" as const),
+      // Often short (parked requests stand 15 s), up to two lease lifetimes.
+      ms: fc.oneof(fc.integer({ min: 0, max: 5_000 }), fc.integer({ min: 0, max: 2 * DEFAULT_LEASE_TTL_MS })),
+    }),
+  },
+  { weight: 1, arbitrary: fc.record({ k: fc.constant("cancel" as const), pick: fc.nat(), owner: fc.boolean() }) },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      k: fc.constant("release" as const),
+      agent: arbAgent,
+      reason: fc.constantFrom("worker_lost" as const, "drained" as const, "preempted" as const),
+    }),
+  },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      k: fc.constant("releaseLeases" as const),
+      agent: arbAgent,
+      pick: fc.nat(),
+      reason: fc.constantFrom("drained" as const, "preempted" as const),
+    }),
+  },
+  {
+    weight: 1,
+    arbitrary: fc.record({ k: fc.constant("undeliver" as const), agent: arbAgent, pick: fc.nat() }),
+  },
+  { weight: 1, arbitrary: fc.record({ k: fc.constant("unpark" as const), agent: arbAgent }) },
+  { weight: 1, arbitrary: fc.record({ k: fc.constant("remove" as const), pick: fc.nat(), owner: fc.boolean() }) },
+);
+
+const arbConfig = fc.record({
+  max_attempts: fc.integer({ min: 1, max: 3 }),
+  queue_ttl_s: fc.constantFrom(60, 300, 3600),
+  retention_s: fc.constantFrom(60, 600),
+  expected_runtime_s: fc.constantFrom(1, 10, 60),
+});
+
+/** A job as the reference model holds it. */
+interface MJob {
+  id: string;
+  account: string;
+  tier: string;
+  status: JobStatus;
+  tag: number;
+  enqueuedAt: number;
+  epoch: number;
+  agent: string | null;
+  deadline: number | null;
+  spent: number;
+  finishedAt: number | null;
+  /** Attempts recorded: grants, less those taken back as undelivered. */
+  attempts: number;
+  grantedAt: number | null;
+}
+
+interface Grant {
+  agent: number;
+  job_id: string;
+  epoch: number;
+}
+
+/** A lease as the checks compare it. */
+interface LeaseShape {
+  job_id: string;
+  epoch: number;
+  deadline: number;
+  attempt: number;
+}
+
+function shape(l: Lease): LeaseShape {
+  return { job_id: l.job_id, epoch: l.epoch, deadline: l.deadline, attempt: l.attempt };
+}
+
+/** The reference model: plain Maps and the rules of DESIGN.md, written out the simple way. */
+class Model {
+  now = T0;
+  readonly config: ModelConfig;
+  readonly jobs = new Map<string, MJob>();
+  /** Every id ever accepted, with its account, for commands that pick an existing job. */
+  readonly minted: { id: string; account: string }[] = [];
+  readonly deleted = new Set<string>();
+  /** The last epoch of each deleted job, as the core's tombstones keep it. */
+  readonly tombstones = new Map<string, number>();
+  readonly lastTag = new Map<string, number>();
+  /** Each tier's virtual time: the largest tag it has served. */
+  readonly vt = new Map<string, number>();
+  /** What each agent believes it holds: job id → epoch. */
+  readonly beliefs: Map<string, number>[] = AGENTS.map(() => new Map<string, number>());
+  /** Every lease ever granted, for stale results. */
+  readonly grants: Grant[] = [];
+  /** Parked requests for work, in the order they were parked. */
+  readonly waiting = new Map<number, { capacity: number; want: number; until: number }>();
+  /** Leases pushed to parked agents and not yet taken. */
+  readonly deliveries = new Map<number, LeaseShape[]>();
+  runtime: number | undefined;
+
+  constructor(config: ModelConfig) {
+    this.config = config;
+  }
+
+  cost(): number {
+    return this.runtime ?? this.config.expected_runtime_s;
+  }
+
+  finish(job: MJob, status: JobStatus): void {
+    job.status = status;
+    job.finishedAt = this.now;
+    job.agent = null;
+    job.deadline = null;
+  }
+
+  requeue(job: MJob, spend: boolean): void {
+    if (spend) job.spent += 1;
+    if (job.spent >= this.config.max_attempts) {
+      this.finish(job, "failed");
+      return;
+    }
+    job.status = "queued";
+    job.agent = null;
+    job.deadline = null;
+  }
+
+  queued(): number {
+    let n = 0;
+    for (const j of this.jobs.values()) if (j.status === "queued") n++;
+    return n;
+  }
+
+  /** The job the next grant must take: each tier's (tag, id) head, then largest wait/SLO, SLO, name. */
+  expectedPick(): MJob | undefined {
+    const heads: { job: MJob; u: number; slo: number; name: string }[] = [];
+    for (const t of TIERS) {
+      const queued = [...this.jobs.values()].filter((j) => j.status === "queued" && j.tier === t.name);
+      queued.sort((a, b) => a.tag - b.tag || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+      const head = queued[0];
+      if (head) {
+        heads.push({
+          job: head,
+          u: Math.max(0, this.now - head.enqueuedAt) / 1000 / t.slo_s,
+          slo: t.slo_s,
+          name: t.name,
+        });
+      }
+    }
+    heads.sort((a, b) => b.u - a.u || a.slo - b.slo || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    return heads[0]?.job;
+  }
+
+  /** Grants up to `n` leases to an agent, each the expected pick. */
+  grant(agent: number, n: number): LeaseShape[] {
+    const out: LeaseShape[] = [];
+    while (out.length < n) {
+      const job = this.expectedPick();
+      if (!job) break;
+      job.status = "running";
+      job.epoch += 1;
+      this.vt.set(job.tier, Math.max(this.vt.get(job.tier) ?? 0, job.tag));
+      job.agent = AGENTS[agent]!;
+      job.deadline = this.now + DEFAULT_LEASE_TTL_MS;
+      job.attempts += 1;
+      job.grantedAt = this.now;
+      // Epochs are never reused: every earlier grant of this job had a smaller one.
+      for (const g of this.grants) {
+        if (g.job_id === job.id) assert.isBelow(g.epoch, job.epoch, `epoch reused by ${job.id}`);
+      }
+      this.grants.push({ agent, job_id: job.id, epoch: job.epoch });
+      this.beliefs[agent]!.set(job.id, job.epoch);
+      out.push({ job_id: job.id, epoch: job.epoch, deadline: job.deadline, attempt: job.attempts });
+    }
+    return out;
+  }
+
+  park(agent: number, capacity: number, want: number): void {
+    this.waiting.delete(agent);
+    if (want > 0) this.waiting.set(agent, { capacity, want, until: this.now + PARK_MS });
+  }
+
+  /** Push: parked agents, oldest first, get queued work up to their credits. */
+  dispatch(): void {
+    // A snapshot: entries are deleted and set again (to the end) while walking.
+    for (const [agent, w] of Array.from(this.waiting)) {
+      if (this.queued() === 0) return;
+      if (w.until < this.now) {
+        this.waiting.delete(agent);
+        continue;
+      }
+      // Credits hold for pushed leases too: never more than the capacity it parked with.
+      const room = Math.max(0, w.capacity - this.heldBy(AGENTS[agent]!).length);
+      const leases = this.grant(agent, Math.min(w.want, room));
+      this.waiting.delete(agent);
+      if (leases.length === 0) continue;
+      if (w.want - leases.length > 0) this.waiting.set(agent, { ...w, want: w.want - leases.length });
+      this.deliveries.set(agent, [...(this.deliveries.get(agent) ?? []), ...leases]);
+    }
+  }
+
+  heldBy(agent: string): MJob[] {
+    return [...this.jobs.values()].filter((j) => j.status === "running" && j.agent === agent);
+  }
+
+  /** Whether a ref names the lease an agent holds now. */
+  holds(agent: string, ref: LeaseRef): MJob | undefined {
+    const j = this.jobs.get(ref.job_id);
+    return j && j.status === "running" && j.agent === agent && j.epoch === ref.epoch ? j : undefined;
+  }
+
+  nextDeadline(): number | undefined {
+    const times: number[] = [];
+    for (const j of this.jobs.values()) {
+      if (j.status === "running" && j.deadline !== null) times.push(j.deadline);
+      if (j.status === "queued") times.push(j.enqueuedAt + this.config.queue_ttl_s * 1000);
+      if (j.finishedAt !== null) times.push(j.finishedAt + this.config.retention_s * 1000);
+    }
+    return times.length === 0 ? undefined : Math.min(...times);
+  }
+
+  /** A lease the agent believes it holds (`stale`: any lease ever granted, to anyone). */
+  pickRef(agent: number, pick: number, stale: boolean): Grant | undefined {
+    const candidates: Grant[] = stale
+      ? this.grants
+      : [...this.beliefs[agent]!].map(([job_id, epoch]) => ({ agent, job_id, epoch }));
+    return candidates[pick % Math.max(1, candidates.length)];
+  }
+
+  pickJob(pick: number): { id: string; account: string } | undefined {
+    return this.minted[pick % Math.max(1, this.minted.length)];
+  }
+}
+
+interface Real {
+  sql: Sql;
+  core: SchedulerCore;
+  /** Illegal status changes seen by the spy on `saveJob`. */
+  violations: string[];
+}
+
+function realScheduler(config: ModelConfig): Real {
+  const sql = nodeSql();
+  const core = new SchedulerCore(sql);
+  core.configure({ model: config, tiers: TIERS });
+  const violations: string[] = [];
+  const save = core.store.saveJob.bind(core.store);
+  // Every status change is written through saveJob: check each against the transition table.
+  core.store.saveJob = (j: JobRow): void => {
+    const before = core.store.job(j.id);
+    if (!before) violations.push(`${j.id}: saved but not stored`);
+    else if (before.status !== j.status && !canTransition(before.status as JobStatus, j.status as JobStatus)) {
+      violations.push(`${j.id}: ${before.status} → ${j.status}`);
+    }
+    save(j);
+  };
+  return { sql, core, violations };
+}
+
+function item(id: string, account: string, tier: string): EnqueueItem {
+  return { id, account_id: account, tier, body: { model: "demo", input: { prompt: id } } };
+}
+
+function enqueueAndCheck(m: Model, r: Real, items: EnqueueItem[]): void {
+  const verdicts = new Map<string, boolean>();
+  for (const entry of items) {
+    if (!verdicts.has(entry.tier)) verdicts.set(entry.tier, r.core.admission(entry.tier, m.now).refused);
+  }
+  assert.strictEqual(r.core.costS(), m.cost(), "cost of a job");
+  const cost = m.cost();
+  const out = r.core.enqueue(items, m.now);
+  assert.lengthOf(out, items.length);
+  let wrote = false;
+  items.forEach((entry, i) => {
+    const o = out[i]!;
+    const held = m.jobs.get(entry.id);
+    if (held) {
+      assert.deepEqual(o, {
+        ok: true,
+        id: entry.id,
+        status: held.status,
+        tier: held.tier,
+        created_at: held.enqueuedAt,
+        existed: true,
+      });
+      return;
+    }
+    const wasDeleted = m.deleted.has(entry.id);
+    if (wasDeleted && !o.ok) {
+      // Refusing an id that was deleted is one way to keep it deleted.
+      assert.isUndefined(r.core.store.job(entry.id));
+      return;
+    }
+    if (verdicts.get(entry.tier)) {
+      assert.strictEqual(!o.ok && o.code, "overloaded");
+      assert.isAtLeast((!o.ok && o.retry_after_s) || 0, 1, "retry_after_s");
+      assert.isUndefined(r.core.store.job(entry.id));
+      return;
+    }
+    assert.deepEqual(o, {
+      ok: true,
+      id: entry.id,
+      status: "queued",
+      tier: entry.tier,
+      created_at: m.now,
+      existed: false,
+    });
+    wrote = true;
+    const key = `${entry.account_id}|${entry.tier}`;
+    // Tags run on the tier's virtual time: the largest tag it has served.
+    const tag = Math.max(m.vt.get(entry.tier) ?? 0, m.lastTag.get(key) ?? 0) + cost;
+    m.lastTag.set(key, tag);
+    // An id that comes back after deletion carries its last epoch on (a tombstone), so no
+    // epoch is handed out twice; its attempts start afresh.
+    const carried = wasDeleted ? (m.tombstones.get(entry.id) ?? 0) : 0;
+    m.jobs.set(entry.id, {
+      id: entry.id,
+      account: entry.account_id,
+      tier: entry.tier,
+      status: "queued",
+      tag,
+      enqueuedAt: m.now,
+      epoch: carried,
+      agent: null,
+      deadline: null,
+      spent: 0,
+      finishedAt: null,
+      attempts: 0,
+      grantedAt: null,
+    });
+    m.deleted.delete(entry.id);
+    if (!m.minted.some((x) => x.id === entry.id)) m.minted.push({ id: entry.id, account: entry.account_id });
+  });
+  if (wrote) m.dispatch();
+}
+
+function sweepModel(m: Model): { requeued: number; expired: number; deleted: number } {
+  let requeued = 0;
+  let expired = 0;
+  let deleted = 0;
+  for (const j of m.jobs.values()) {
+    if (j.status === "running" && j.deadline !== null && j.deadline <= m.now) {
+      m.requeue(j, true);
+      requeued++;
+    }
+  }
+  if (requeued > 0) m.dispatch();
+  for (const j of m.jobs.values()) {
+    if (j.status === "queued" && j.enqueuedAt <= m.now - m.config.queue_ttl_s * 1000) {
+      m.finish(j, "expired");
+      expired++;
+    }
+  }
+  for (const j of m.jobs.values()) {
+    if (j.finishedAt !== null && j.finishedAt <= m.now - m.config.retention_s * 1000) {
+      m.jobs.delete(j.id);
+      m.deleted.add(j.id);
+      m.tombstones.set(j.id, j.epoch);
+      deleted++;
+    }
+  }
+  return { requeued, expired, deleted };
+}
+
+function run(m: Model, r: Real, cmd: Cmd): void {
+  const { core } = r;
+  switch (cmd.k) {
+    case "enqueue": {
+      const account = ACCOUNTS[cmd.account]!;
+      const tier = TIERS[cmd.tier]!.name;
+      const items = Array.from({ length: cmd.n }, () => item(newJobId(ROUTE, m.now), account, tier));
+      enqueueAndCheck(m, r, items);
+      return;
+    }
+    case "duplicate": {
+      const gone = m.minted.filter((x) => m.deleted.has(x.id));
+      const from = cmd.deleted && gone.length > 0 ? gone : m.minted;
+      const known = from[cmd.pick % Math.max(1, from.length)];
+      if (!known) return;
+      enqueueAndCheck(m, r, [item(known.id, ACCOUNTS[cmd.account]!, TIERS[cmd.tier]!.name)]);
+      return;
+    }
+    case "lease": {
+      const agent = AGENTS[cmd.agent]!;
+      const room = Math.max(0, cmd.capacity - m.heldBy(agent).length);
+      const want = cmd.park ? Math.min(room, cmd.maxNew) : room;
+      const leases = core.lease({ id: agent, pool: "pool" }, cmd.capacity, m.now, cmd.park ? cmd.maxNew : undefined);
+      // The pick: each grant is the tier head with the largest wait/SLO.
+      const expected = m.grant(cmd.agent, want);
+      assert.deepEqual(leases.map(shape), expected);
+      if (cmd.park) m.park(cmd.agent, cmd.capacity, want - expected.length);
+      // Credits: an agent never holds more than the capacity it asked with.
+      assert.strictEqual(core.store.countHeldBy(agent), m.heldBy(agent).length);
+      if (expected.length > 0) assert.isAtMost(m.heldBy(agent).length, cmd.capacity, "held beyond capacity");
+      return;
+    }
+    case "renew": {
+      const agent = AGENTS[cmd.agent]!;
+      const beliefs = m.beliefs[cmd.agent]!;
+      const refs: LeaseRef[] = [...beliefs].map(([job_id, epoch]) => ({ job_id, epoch }));
+      const out = core.renew(agent, refs, m.now);
+      const renewed: LeaseRef[] = [];
+      const stale: LeaseRef[] = [];
+      for (const ref of refs) {
+        const j = m.holds(agent, ref);
+        if (j) {
+          j.deadline = m.now + DEFAULT_LEASE_TTL_MS;
+          renewed.push(ref);
+        } else {
+          stale.push(ref);
+          beliefs.delete(ref.job_id);
+        }
+      }
+      assert.deepEqual(out, { renewed, stale, deadline: m.now + DEFAULT_LEASE_TTL_MS });
+      return;
+    }
+    case "progress": {
+      const g = m.pickRef(cmd.agent, cmd.pick, cmd.stale);
+      if (!g) return;
+      const j = m.jobs.get(g.job_id);
+      const current = j !== undefined && j.status === "running" && j.epoch === g.epoch;
+      const out = core.progress({ job_id: g.job_id, epoch: g.epoch }, "sampling", { step: 1 });
+      assert.strictEqual(out.ok, current, `progress for ${g.job_id}@${g.epoch}`);
+      return;
+    }
+    case "complete": {
+      const g = m.pickRef(cmd.agent, cmd.pick, cmd.stale);
+      if (!g) return;
+      const ref = { job_id: g.job_id, epoch: g.epoch };
+      const result: Completion =
+        cmd.result === "succeeded"
+          ? { status: "succeeded", outputs: [{ url: `r2://${g.job_id}/${g.epoch}` }] }
+          : { status: "failed", code: "oom", message: "CUDA out of memory", retryable: cmd.result === "retryable" };
+      const j = m.jobs.get(ref.job_id);
+      const current = j !== undefined && j.status === "running" && j.epoch === ref.epoch;
+      const out = core.complete(ref, result, m.now);
+      m.beliefs[g.agent]!.delete(g.job_id);
+      if (!current) {
+        // A stale completion is never accepted.
+        assert.strictEqual(!out.ok && out.code, "conflict", `stale result for ${ref.job_id}@${ref.epoch} accepted`);
+        return;
+      }
+      if (cmd.result === "succeeded") {
+        const sample = (m.now - j.grantedAt!) / 1000;
+        const prev = m.runtime ?? m.config.expected_runtime_s;
+        m.runtime = prev + (sample - prev) * 0.1;
+        m.finish(j, "succeeded");
+      } else if (cmd.result === "retryable") {
+        m.requeue(j, true);
+      } else {
+        m.finish(j, "failed");
+      }
+      // The answer is the status the result left (a requeued job may be pushed on at once).
+      assert.deepEqual(out, { ok: true, status: j.status });
+      if (cmd.result === "retryable") m.dispatch();
+      return;
+    }
+    case "advance": {
+      m.now += cmd.ms;
+      const expected = sweepModel(m);
+      assert.deepEqual(core.sweep(m.now), expected);
+      return;
+    }
+    case "cancel": {
+      const known = m.pickJob(cmd.pick);
+      if (!known) return;
+      const account = cmd.owner ? known.account : ACCOUNTS.find((a) => a !== known.account)!;
+      const out = core.cancel(known.id, account, m.now);
+      const j = m.jobs.get(known.id);
+      if (!j || j.account !== account) {
+        assert.strictEqual(!out.ok && out.code, "job_not_found");
+        return;
+      }
+      // A running job's agent is told, naming the lease it held.
+      const notify =
+        j.status === "running" && j.agent !== null ? { agent_id: j.agent, job_id: j.id, epoch: j.epoch } : null;
+      if (!isTerminal(j.status)) {
+        if (j.status === "running") j.epoch += 1;
+        m.finish(j, "cancelled");
+      }
+      assert.deepEqual(out.ok && { id: out.job.id, status: out.job.status, epoch: out.job.epoch, notify: out.notify }, {
+        id: j.id,
+        status: j.status,
+        epoch: j.epoch,
+        notify,
+      });
+      return;
+    }
+    case "release": {
+      const agent = AGENTS[cmd.agent]!;
+      const held = m.heldBy(agent);
+      m.waiting.delete(cmd.agent);
+      m.beliefs[cmd.agent]!.clear();
+      for (const j of held) m.requeue(j, cmd.reason === "worker_lost");
+      if (held.length > 0) m.dispatch();
+      assert.strictEqual(core.release(agent, cmd.reason, m.now), held.length);
+      return;
+    }
+    case "releaseLeases": {
+      const g = m.pickRef(cmd.agent, cmd.pick, false);
+      if (!g) return;
+      const agent = AGENTS[cmd.agent]!;
+      const j = m.holds(agent, g);
+      m.beliefs[cmd.agent]!.delete(g.job_id);
+      if (j) {
+        m.requeue(j, false);
+        m.dispatch();
+      }
+      assert.strictEqual(
+        core.releaseLeases(agent, [{ job_id: g.job_id, epoch: g.epoch }], cmd.reason, m.now),
+        j ? 1 : 0,
+      );
+      return;
+    }
+    case "undeliver": {
+      // A lease that never reached its agent goes back as if never granted: no attempt, no spend.
+      const g = m.pickRef(cmd.agent, cmd.pick, false);
+      const agent = AGENTS[cmd.agent]!;
+      const refs = g ? [{ job_id: g.job_id, epoch: g.epoch }] : [];
+      const j = g ? m.holds(agent, g) : undefined;
+      m.waiting.delete(cmd.agent);
+      if (g) m.beliefs[cmd.agent]!.delete(g.job_id);
+      if (j) {
+        j.status = "queued";
+        j.agent = null;
+        j.deadline = null;
+        j.attempts -= 1;
+        m.dispatch();
+      }
+      assert.strictEqual(core.undeliver(agent, refs, m.now), j ? 1 : 0);
+      return;
+    }
+    case "unpark": {
+      m.waiting.delete(cmd.agent);
+      core.unpark(AGENTS[cmd.agent]!);
+      return;
+    }
+    case "remove": {
+      const known = m.pickJob(cmd.pick);
+      if (!known) return;
+      const account = cmd.owner ? known.account : ACCOUNTS.find((a) => a !== known.account)!;
+      const out = core.remove(known.id, account);
+      const j = m.jobs.get(known.id);
+      if (!j || j.account !== account) {
+        assert.strictEqual(!out.ok && out.code, "job_not_found");
+      } else if (!isTerminal(j.status)) {
+        assert.strictEqual(!out.ok && out.code, "job_not_finished");
+      } else {
+        assert.deepEqual(out, { ok: true });
+        m.jobs.delete(j.id);
+        m.deleted.add(j.id);
+        m.tombstones.set(j.id, j.epoch);
+      }
+      return;
+    }
+    default:
+      assertExhaustive(cmd);
+  }
+}
+
+interface StoredState {
+  id: string;
+  account_id: string;
+  tier: string;
+  status: string;
+  tag: number;
+  enqueued_at: number;
+  epoch: number;
+  agent_id: string | null;
+  lease_deadline: number | null;
+  spent: number;
+  finished_at: number | null;
+  [k: string]: string | number | null;
+}
+
+function checkInvariants(m: Model, r: Real, lastEpoch: Map<string, number>, lastStatus: Map<string, JobStatus>): void {
+  assert.deepEqual(r.violations, [], "illegal status transitions");
+  // Push dispatch: the leases handed to parked agents are the model's, in pick order.
+  const delivered = r.core.takeDeliveries();
+  const got = Object.fromEntries([...delivered].map(([agent, ls]) => [agent, ls.map(shape)]));
+  const want = Object.fromEntries([...m.deliveries].map(([agent, ls]) => [AGENTS[agent]!, ls]));
+  assert.deepEqual(got, want, `leases pushed to parked agents: ${JSON.stringify(got)} vs ${JSON.stringify(want)}`);
+  m.deliveries.clear();
+  const rows = r.sql.all<StoredState>(
+    `SELECT id, account_id, tier, status, tag, enqueued_at, epoch, agent_id, lease_deadline, spent, finished_at
+     FROM jobs ORDER BY id`,
+  );
+  // No job lost: every accepted job is stored (queued, running or terminal) or was deleted on purpose.
+  assert.lengthOf(rows, m.jobs.size, "stored jobs");
+  for (const { id } of m.minted) assert.isTrue(m.jobs.has(id) !== m.deleted.has(id), `job ${id} lost`);
+  for (const id of m.deleted) lastStatus.delete(id);
+  for (const row of rows) {
+    const j = m.jobs.get(row.id);
+    assert.isDefined(j, `stored job ${row.id} unknown to the model`);
+    assert.deepEqual(row, {
+      id: j!.id,
+      account_id: j!.account,
+      tier: j!.tier,
+      status: j!.status,
+      tag: j!.tag,
+      enqueued_at: j!.enqueuedAt,
+      epoch: j!.epoch,
+      agent_id: j!.agent,
+      lease_deadline: j!.deadline,
+      spent: j!.spent,
+      finished_at: j!.finishedAt,
+    });
+    // Epochs never decrease, not even across a deletion of the id.
+    const prevEpoch = lastEpoch.get(row.id) ?? 0;
+    assert.isAtLeast(row.epoch, prevEpoch, `epoch of ${row.id} fell`);
+    lastEpoch.set(row.id, row.epoch);
+    // A terminal status is final while the row lives (an id enqueued again after deletion is a
+    // new job as far as its status goes).
+    const prevStatus = lastStatus.get(row.id);
+    if (prevStatus !== undefined && isTerminal(prevStatus)) assert.strictEqual(row.status, prevStatus);
+    lastStatus.set(row.id, row.status as JobStatus);
+    // A running job has exactly one holder; a job that is not running has none.
+    assert.strictEqual(row.agent_id !== null, row.status === "running");
+    assert.strictEqual(row.lease_deadline !== null, row.status === "running");
+  }
+  // No job leased to two agents at once: only one agent believes in the current epoch.
+  for (const j of m.jobs.values()) {
+    if (j.status !== "running") continue;
+    const holders = AGENTS.filter((_, i) => m.beliefs[i]!.get(j.id) === j.epoch);
+    assert.isAtMost(holders.length, 1, `${j.id} leased to ${holders.join(", ")}`);
+    if (holders.length === 1) assert.strictEqual(holders[0], j.agent);
+  }
+  // The in-memory depth counters equal the real counts.
+  const stats = r.core.stats(m.now);
+  for (const t of TIERS) {
+    const s = stats.find((x) => x.tier === t.name)!;
+    const queued = rows.filter((x) => x.tier === t.name && x.status === "queued").length;
+    const running = rows.filter((x) => x.tier === t.name && x.status === "running").length;
+    assert.strictEqual(s.depth, queued, `depth of ${t.name}`);
+    assert.strictEqual(s.running, running, `running of ${t.name}`);
+  }
+  assert.strictEqual(r.core.nextDeadline(), m.nextDeadline(), "nextDeadline");
+}
+
+describe("SchedulerCore against a reference model", () => {
+  it(
+    "random enqueue, lease, park, renew, progress, complete, sweep, cancel, release, undeliver and remove keep the core and the model in step",
+    () => {
+      fc.assert(
+        fc.property(arbConfig, fc.array(arbCmd, { maxLength: 60, size: "max" }), (over, cmds) => {
+          const config = modelConfig(over);
+          const m = new Model(config);
+          const r = realScheduler(config);
+          const lastEpoch = new Map<string, number>();
+          const lastStatus = new Map<string, JobStatus>();
+          for (const cmd of cmds) {
+            run(m, r, cmd);
+            checkInvariants(m, r, lastEpoch, lastStatus);
+          }
+          // And a core rebuilt on the same database (actor restart) sees the same state.
+          const rebuilt = new SchedulerCore(r.sql);
+          assert.deepEqual(
+            rebuilt.stats(m.now).map((s) => [s.tier, s.depth, s.running]),
+            r.core.stats(m.now).map((s) => [s.tier, s.depth, s.running]),
+          );
+          assert.strictEqual(rebuilt.nextDeadline(), m.nextDeadline());
+        }),
+        { numRuns: NUM_RUNS },
+      );
+    },
+    TIMEOUT_MS,
+  );
+
+  it(
+    "within a tier a light account's single job is leased before a heavy account's remaining backlog (within cost granularity)",
+    () => {
+      fc.assert(
+        fc.property(
+          fc.integer({ min: 3, max: 40 }),
+          fc.boolean(),
+          fc.integer({ min: 0, max: 600_000 }),
+          fc.integer({ min: 0, max: 40 }),
+          fc.constantFrom(1, 10, 60),
+          (heavyJobs, oneBatch, delayMs, servedWish, runtimeS) => {
+            const config = modelConfig({ expected_runtime_s: runtimeS });
+            const { core } = realScheduler(config);
+            const agent = { id: "agent_0", pool: "pool" };
+            const heavy = Array.from({ length: heavyJobs }, (_, i) =>
+              item(newJobId(ROUTE, T0 + (oneBatch ? 0 : i)), "acc_heavy", "plus"),
+            );
+            // Admission is not what this property is about: every enqueue here bypasses it.
+            if (oneBatch) core.enqueue(heavy, T0, false);
+            else heavy.forEach((h, i) => core.enqueue([h], T0 + i, false));
+            // While the light account is away, some of the heavy backlog is served, one job at a
+            // time. These attempts end in a non-retryable failure, which leaves the measured cost
+            // (and so every later tag's cost) exactly at expected_runtime_s.
+            const served = Math.min(servedWish, heavyJobs - 1);
+            let now = T0 + (oneBatch ? 0 : heavyJobs);
+            for (let i = 0; i < served; i++) {
+              now = Math.max(now, T0 + Math.floor(((i + 1) * delayMs) / (served + 1)));
+              const l = core.lease(agent, 1, now)[0]!;
+              const failed = {
+                status: "failed",
+                code: "model_error",
+                message: "bad prompt",
+                retryable: false,
+              } as const;
+              assert.deepEqual(core.complete({ job_id: l.job_id, epoch: l.epoch }, failed, now), {
+                ok: true,
+                status: "failed",
+              });
+            }
+            now = Math.max(now, T0 + delayMs);
+            assert.strictEqual(core.costS(), runtimeS);
+            const light = item(newJobId(ROUTE, now), "acc_light", "plus");
+            const [admitted] = core.enqueue([light], now, false);
+            assert.isTrue(admitted?.ok && !admitted.existed);
+            let heavyAhead = 0;
+            for (;;) {
+              const l = core.lease(agent, 1, now)[0];
+              if (!l) assert.fail("the light job was never leased");
+              if (l.job_id === light.id) break;
+              core.complete({ job_id: l.job_id, epoch: l.epoch }, { status: "succeeded", outputs: [] }, now);
+              heavyAhead++;
+            }
+            // At most the one heavy job whose fair tag ties with the light job's goes first.
+            assert.isAtMost(
+              heavyAhead,
+              1,
+              `heavy jobs leased before the light one (${heavyJobs - served} were waiting)`,
+            );
+          },
+        ),
+        { numRuns: NUM_RUNS },
+      );
+    },
+    TIMEOUT_MS,
+  );
+});
