@@ -7,7 +7,7 @@ import { bodyLimit } from "hono/body-limit";
 import { requestId } from "hono/request-id";
 import { MAX_BODY_BYTES } from "../shared/api.ts";
 import { FloodgateError } from "../shared/errors.ts";
-import { adminAuth, userAuth } from "./auth/index.ts";
+import { adminAuth, jobsAuth, userAuth } from "./auth/index.ts";
 import type { AppEnv } from "./env.ts";
 import { errorResponse } from "./errors.ts";
 import { openApiDocument, type RouteDoc } from "./openapi.ts";
@@ -56,7 +56,7 @@ export function buildApp(): Hono<AppEnv> {
   app.get("/openapi.json", (c) => c.json(docs));
   app.use("/v1/admin/*", adminAuth);
   app.use("/v1/jobs", userAuth);
-  app.use("/v1/jobs/*", userAuth);
+  app.use("/v1/jobs/*", jobsAuth);
   app.use("/v1/models/*", userAuth);
   app.use("/v1/agent/*", agentAuth);
   app.route("/", jobRoutes);

@@ -15,6 +15,7 @@ import {
   type SchedulerConfig,
 } from "./scheduler/core.ts";
 import type { AgentActor } from "./agent-actor.ts";
+import type { JobActor } from "./job-actor.ts";
 import { actor } from "./remote.ts";
 import { durableSql } from "./sql/durable.ts";
 
@@ -154,6 +155,12 @@ export class SchedulerActor extends DurableObject<Env> {
           .catch(() => undefined),
       );
     }
+    // Subscribers hear of it at once.
+    this.ctx.waitUntil(
+      actor<JobActor>(this.env.JOB, id)
+        .changed()
+        .catch(() => undefined),
+    );
     return { ok: true as const, job: this.core.render(out.job, Date.now(), false) };
   }
 

@@ -6,6 +6,7 @@
  */
 import type { MiddlewareHandler } from "hono";
 import { FloodgateError } from "../../shared/errors.ts";
+import { readStreamToken } from "../../shared/signing.ts";
 import { hashKey, parseApiKey, timingSafeEqual } from "../../shared/keys.ts";
 import { actor, type AccountActor, type Principal } from "../../mesh/index.ts";
 import type { AppEnv } from "../env.ts";
@@ -52,6 +53,28 @@ export const userAuth: MiddlewareHandler<AppEnv> = async (c, next) => {
   await checkRateLimit(c.env, principal);
   c.set("principal", principal);
   await next();
+};
+
+const EVENTS_PATH = /^\/v1\/jobs\/(job_[0-9a-z]{30})\/events$/;
+const PREVIEW_PATH = /^\/v1\/jobs\/[^/]+\/preview$/;
+
+/**
+ * Authentication for `/v1/jobs/*`: a user key, except a job's events, which also take a stream
+ * token for that one job (`?token=`, browsers cannot set headers on EventSource or WebSocket),
+ * and a preview, whose URL is signed instead.
+ */
+export const jobsAuth: MiddlewareHandler<AppEnv> = async (c, next) => {
+  if (PREVIEW_PATH.test(c.req.path)) return await next();
+  const token = c.req.query("token");
+  const events = EVENTS_PATH.exec(c.req.path);
+  if (events && token !== undefined) {
+    const claims = await readStreamToken(c.env.FILE_SIGNING_KEY ?? "", token);
+    if (!claims || claims.jobId !== events[1])
+      throw new FloodgateError("unauthorized", "the stream token is not valid for this job, or has expired");
+    c.set("principal", { account_id: claims.accountId, key_id: "stream-token", tier: "", rate_limit: null });
+    return await next();
+  }
+  return await userAuth(c, next);
 };
 
 /** Requires the admin key. */

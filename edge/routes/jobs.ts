@@ -22,13 +22,16 @@ import { newJobId, parseJobId, schedulerName, type JobRoute } from "../../shared
 import { sha256Hex } from "../../shared/keys.ts";
 import {
   actor,
+  SUBSCRIBE_HEADERS,
   type AccountActor,
   type EnqueueItem,
   type JobActor,
   type Remote,
   type SchedulerActor,
 } from "../../mesh/index.ts";
-import { outputUrl } from "../files.ts";
+import { StreamTokenAnswer } from "../../shared/events.ts";
+import { streamToken } from "../../shared/signing.ts";
+import { fileSecret, outputUrl } from "../files.ts";
 import type { AppEnv } from "../env.ts";
 import { raise } from "../errors.ts";
 import type { RouteDoc } from "../openapi.ts";
@@ -216,6 +219,26 @@ export const jobRoutes = new Hono<AppEnv>()
     const answer: JobList = { jobs, next_cursor: merged.length > q.limit ? (jobs.at(-1)?.id ?? null) : null };
     return c.json(answer);
   })
+  .post("/v1/jobs/:id/stream-token", async (c) => {
+    const id = c.req.param("id");
+    const accountId = c.get("principal").account_id;
+    const out = await scheduler(c.env, routeOf(id)).view(id, accountId);
+    if (!out.ok) raise(out);
+    const { token, exp } = await streamToken(fileSecret(c.env), id, accountId);
+    return c.json({ token, expires_at: new Date(exp * 1000).toISOString() }, 201);
+  })
+  .get("/v1/jobs/:id/events", async (c) => {
+    const id = c.req.param("id");
+    const accountId = c.get("principal").account_id;
+    // Ownership first: another account's job is 404 here too, before any stream opens.
+    const out = await scheduler(c.env, routeOf(id)).view(id, accountId);
+    if (!out.ok) raise(out);
+    const headers = new Headers(c.req.raw.headers);
+    headers.set(SUBSCRIBE_HEADERS.job, id);
+    headers.set(SUBSCRIBE_HEADERS.account, accountId);
+    headers.set(SUBSCRIBE_HEADERS.origin, new URL(c.req.url).origin);
+    return await c.env.JOB.get(c.env.JOB.idFromName(id)).fetch(new Request(c.req.raw, { headers }));
+  })
   .post("/v1/jobs/:id/cancel", async (c) => {
     const id = c.req.param("id");
     const out = await scheduler(c.env, routeOf(id)).cancel(id, c.get("principal").account_id);
@@ -271,6 +294,23 @@ export const jobDocs: RouteDoc[] = [
     summary: "Cancel a queued or running job (idempotent)",
     auth: "user",
     responses: { 200: { description: "The job after cancelling", schema: JobView } },
+  },
+  {
+    method: "get",
+    path: "/v1/jobs/{id}/events",
+    summary:
+      "The job's events as Server-Sent Events (status, progress, preview, log, then succeeded|failed|cancelled|expired); Last-Event-ID resumes; Upgrade: websocket for msgpack frames; ?token= from stream-token for browsers",
+    auth: "user",
+    headers: { "Last-Event-ID": "Resume after this event" },
+    responses: { 200: { description: "text/event-stream" }, 101: { description: "WebSocket (msgpack frames)" } },
+  },
+  {
+    method: "post",
+    path: "/v1/jobs/{id}/stream-token",
+    summary:
+      "A short-lived token for one job's events, accepted as ?token= (EventSource and browser WebSockets cannot set headers)",
+    auth: "user",
+    responses: { 201: { description: "The token", schema: StreamTokenAnswer } },
   },
   {
     method: "delete",

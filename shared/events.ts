@@ -1,0 +1,80 @@
+/**
+ * A job's event stream, as subscribers see it (`GET /v1/jobs/{id}/events`): Server-Sent Events
+ * with `id`, `event` and a JSON `data` line, or — on the same path with `Upgrade: websocket` —
+ * binary msgpack frames `{id, event, data}` where a preview's bytes are raw (`data.bytes`).
+ *
+ * Event ids are `<generation>.<sequence>`; reconnecting with `Last-Event-ID` (or `?last_event_id=`)
+ * resumes right after that event with no gap and no duplicate. A subscriber that arrives late
+ * first receives a `status` snapshot of the current state; one whose id has left the bounded
+ * log (or names an older generation) receives a `status` snapshot with `reset: true`. The
+ * stream ends after a terminal event: `succeeded`, `failed`, `cancelled` or `expired`.
+ */
+import { z } from "zod";
+import { JobPhase, JobStatus, WaitReason } from "./job.ts";
+
+export const StatusData = z.object({
+  status: JobStatus,
+  phase: JobPhase,
+  /** While queued: jobs ahead in its tier, the estimated wait, and why it waits. */
+  queue: z.object({ position: z.number().int(), eta_s: z.number().nullable(), reason: WaitReason }).nullable(),
+  /** While running: the agent and the attempt number. */
+  agent: z.string().nullable(),
+  attempt: z.number().int().nullable(),
+  /** Present and true when the subscriber's Last-Event-ID could not be resumed. */
+  reset: z.boolean().optional(),
+});
+
+export const ProgressData = z.object({
+  phase: z.enum(["loading", "sampling", "decoding", "uploading"]),
+  step: z.number().int(),
+  total: z.number().int(),
+});
+
+export const PreviewData = z.object({
+  content_type: z.string(),
+  size: z.number().int(),
+  /** A signed URL of the preview image (SSE, larger previews). */
+  url: z.string().optional(),
+  /** The image itself, base64 (SSE, small previews). */
+  data_base64: z.string().optional(),
+  /** The image itself (WebSocket frames). */
+  bytes: z.custom<Uint8Array>((v) => v instanceof Uint8Array).optional(),
+});
+
+export const LogData = z.object({ level: z.enum(["debug", "info", "warn", "error"]), message: z.string() });
+
+export const OutputView = z.looseObject({
+  name: z.string(),
+  content_type: z.string(),
+  size: z.number().int(),
+  sha256: z.string(),
+  url: z.string(),
+});
+
+export const JobEvent = z.discriminatedUnion("event", [
+  z.object({ id: z.string(), event: z.literal("status"), data: StatusData }),
+  z.object({ id: z.string(), event: z.literal("progress"), data: ProgressData }),
+  z.object({ id: z.string(), event: z.literal("preview"), data: PreviewData }),
+  z.object({ id: z.string(), event: z.literal("log"), data: LogData }),
+  z.object({ id: z.string(), event: z.literal("succeeded"), data: z.object({ outputs: z.array(OutputView) }) }),
+  z.object({
+    id: z.string(),
+    event: z.literal("failed"),
+    data: z.object({ error: z.object({ code: z.string(), message: z.string() }) }),
+  }),
+  z.object({ id: z.string(), event: z.literal("cancelled"), data: z.object({}) }),
+  z.object({
+    id: z.string(),
+    event: z.literal("expired"),
+    data: z.object({ error: z.object({ code: z.string(), message: z.string() }) }),
+  }),
+]);
+export type JobEvent = z.infer<typeof JobEvent>;
+export type JobEventName = JobEvent["event"];
+
+export const TERMINAL_EVENTS: readonly JobEventName[] = ["succeeded", "failed", "cancelled", "expired"];
+
+/** Previews up to this size (bytes) travel inline in SSE; larger ones by signed URL. */
+export const INLINE_PREVIEW_BYTES = 48 * 1024;
+
+export const StreamTokenAnswer = z.object({ token: z.string(), expires_at: z.string() });

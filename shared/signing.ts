@@ -1,0 +1,87 @@
+/**
+ * HMAC-SHA256 signatures (Web Crypto, available to the Worker and Node alike) for the URLs and
+ * tokens the edge hands out: output files, previews and job stream tokens. Signatures are
+ * base64url; comparisons are constant-time.
+ */
+import { timingSafeEqual } from "./keys.ts";
+
+const keys = new Map<string, CryptoKey>();
+
+async function hmacKey(secret: string): Promise<CryptoKey> {
+  let k = keys.get(secret);
+  if (!k) {
+    k = await crypto.subtle.importKey(
+      "raw",
+      new TextEncoder().encode(secret),
+      { name: "HMAC", hash: "SHA-256" },
+      false,
+      ["sign"],
+    );
+    keys.set(secret, k);
+  }
+  return k;
+}
+
+function b64url(bytes: ArrayBuffer): string {
+  let s = "";
+  for (const b of new Uint8Array(bytes)) s += String.fromCharCode(b);
+  return btoa(s).replaceAll("+", "-").replaceAll("/", "_").replaceAll("=", "");
+}
+
+/** Signs `message` with `secret`. */
+export async function sign(secret: string, message: string): Promise<string> {
+  return b64url(await crypto.subtle.sign("HMAC", await hmacKey(secret), new TextEncoder().encode(message)));
+}
+
+/** Whether `signature` is `message` signed with `secret`. */
+export async function verify(secret: string, message: string, signature: string): Promise<boolean> {
+  return timingSafeEqual(signature, await sign(secret, message));
+}
+
+/** Lifetime of a signed output or preview URL (s). */
+export const URL_TTL_S = 3600;
+
+/** A signed, expiring URL for an output key. */
+export async function signedOutputUrl(secret: string, origin: string, key: string, ttlS = URL_TTL_S): Promise<string> {
+  const exp = Math.floor(Date.now() / 1000) + ttlS;
+  return `${origin}/v1/files/${key}?exp=${exp}&sig=${await sign(secret, `file\n${key}\n${exp}`)}`;
+}
+
+/** A signed, expiring URL for a job's latest preview frame. */
+export async function signedPreviewUrl(
+  secret: string,
+  origin: string,
+  jobId: string,
+  ttlS = URL_TTL_S,
+): Promise<string> {
+  const exp = Math.floor(Date.now() / 1000) + ttlS;
+  return `${origin}/v1/jobs/${jobId}/preview?exp=${exp}&sig=${await sign(secret, `preview\n${jobId}\n${exp}`)}`;
+}
+
+/** Lifetime of a job stream token (s). */
+export const STREAM_TOKEN_TTL_S = 600;
+
+/** A token that lets its bearer read one job's events (`?token=`), for browsers. */
+export async function streamToken(
+  secret: string,
+  jobId: string,
+  accountId: string,
+  ttlS = STREAM_TOKEN_TTL_S,
+): Promise<{ token: string; exp: number }> {
+  const exp = Math.floor(Date.now() / 1000) + ttlS;
+  const body = `${jobId}.${accountId}.${exp}`;
+  return { token: `fgs.${body}.${await sign(secret, `stream\n${body}`)}`, exp };
+}
+
+/** The job and account a stream token is good for, or undefined when it is bad or expired. */
+export async function readStreamToken(
+  secret: string,
+  token: string,
+): Promise<{ jobId: string; accountId: string } | undefined> {
+  const m = /^fgs\.(job_[0-9a-z]{30})\.(acc_[0-9a-z]{16})\.(\d{1,12})\.([A-Za-z0-9_-]{43})$/.exec(token);
+  if (!m) return undefined;
+  const [, jobId, accountId, exp, sig] = m as unknown as [string, string, string, string, string];
+  if (Number(exp) < Date.now() / 1000) return undefined;
+  if (!(await verify(secret, `stream\n${jobId}.${accountId}.${exp}`, sig))) return undefined;
+  return { jobId, accountId };
+}

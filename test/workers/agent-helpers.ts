@@ -1,0 +1,88 @@
+/**
+ * A test agent for the workerd suites: a WebSocket to the Worker's own connect route, an inbox
+ * of decoded frames, and waits with deadlines.
+ */
+import { exports } from "cloudflare:workers";
+import { AGENT_PROTOCOL_VERSION, decodeFrame, encodeFrame, ToAgent, type FromAgent } from "../../shared/wire.ts";
+import { ADMIN, call } from "./helpers.ts";
+
+let seq = 0;
+export function agentId(): string {
+  seq += 1;
+  return `agt_${String(seq).padStart(4, "0")}${Date.now().toString(36).padStart(12, "0").slice(-12)}`;
+}
+
+export async function token(models: string[], ttl = 3600): Promise<{ id: string; token: string }> {
+  const r = await call<{ id: string; token: string }>("POST", "/v1/admin/agent-tokens", {
+    key: ADMIN,
+    body: { pool: "test", models, ttl_s: ttl },
+  });
+  return r.body;
+}
+
+export interface Conn {
+  ws: WebSocket;
+  inbox: ToAgent[];
+  closed: Promise<{ code: number; reason: string }>;
+  next: (type: ToAgent["type"], ms?: number) => Promise<ToAgent>;
+  send: (m: FromAgent) => void;
+}
+
+export async function connect(tok: string, id = agentId()): Promise<{ status: number; conn?: Conn; id: string }> {
+  const answer = await exports.default.fetch(
+    new Request("http://edge.test/v1/agent/connect", {
+      headers: {
+        upgrade: "websocket",
+        "sec-websocket-protocol": "floodgate.v1",
+        authorization: `Bearer ${tok}`,
+        "x-floodgate-agent": id,
+      },
+    }),
+  );
+  if (answer.status !== 101 || !answer.webSocket) return { status: answer.status, id };
+  const ws = answer.webSocket;
+  ws.accept();
+  const inbox: ToAgent[] = [];
+  const waiters: (() => void)[] = [];
+  ws.addEventListener("message", (e) => {
+    // The test side of a workerd WebSocket pair receives binary frames as Blobs.
+    const data = e.data as ArrayBuffer | Blob;
+    void (data instanceof Blob ? data.arrayBuffer() : Promise.resolve(data)).then((buf) => {
+      const f = decodeFrame(new Uint8Array(buf), ToAgent);
+      if (f.ok) inbox.push(f.msg);
+      for (const w of waiters.splice(0)) w();
+    });
+  });
+  const closed = new Promise<{ code: number; reason: string }>((res) =>
+    ws.addEventListener("close", (e) => res({ code: e.code, reason: e.reason })),
+  );
+  const next = async (type: ToAgent["type"], ms = 5000): Promise<ToAgent> => {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const i = inbox.findIndex((m) => m.type === type);
+      if (i >= 0) return inbox.splice(i, 1)[0] as ToAgent;
+      if (Date.now() > deadline)
+        throw new Error(`no ${type} within ${ms} ms; got ${inbox.map((m) => m.type).join(",")}`);
+      await new Promise<void>((r) => {
+        waiters.push(r);
+        setTimeout(r, 50);
+      });
+    }
+  };
+  return { status: 101, id, conn: { ws, inbox, closed, next, send: (m) => ws.send(encodeFrame(m)) } };
+}
+
+export function hello(id: string, leases: { job_id: string; epoch: number }[] = []): FromAgent {
+  return {
+    v: AGENT_PROTOCOL_VERSION,
+    type: "agent.hello",
+    trace: "t",
+    agent_id: id,
+    name: "test-agent",
+    gpus: [],
+    versions: [],
+    slots: 2,
+    prefetch: 1,
+    leases,
+  };
+}

@@ -1,0 +1,222 @@
+import { exports } from "cloudflare:workers";
+import { describe, expect, it } from "vitest";
+import { decode } from "../../shared/codec.ts";
+import type { LeaseGrant } from "../../shared/wire.ts";
+import { connect, hello, token, type Conn } from "./agent-helpers.ts";
+import { call, makeAccount, makeModel, submit } from "./helpers.ts";
+
+interface Sse {
+  id: string;
+  event: string;
+  data: Record<string, unknown>;
+}
+
+/** Reads Server-Sent Events from a response until `stop` says so or the stream ends. */
+async function readSse(res: Response, stop: (e: Sse, all: Sse[]) => boolean, ms = 5000): Promise<Sse[]> {
+  const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+  const dec = new TextDecoder();
+  const out: Sse[] = [];
+  let buf = "";
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const left = deadline - Date.now();
+    if (left <= 0) throw new Error(`no end of events within ${ms} ms; got ${out.map((e) => e.event).join(",")}`);
+    const chunk = await Promise.race([reader.read(), new Promise<"late">((r) => setTimeout(() => r("late"), left))]);
+    if (chunk === "late") continue;
+    if (chunk.done) return out;
+    buf += dec.decode(chunk.value, { stream: true });
+    let end: number;
+    while ((end = buf.indexOf("\n\n")) >= 0) {
+      const block = buf.slice(0, end);
+      buf = buf.slice(end + 2);
+      const fields = Object.fromEntries(
+        block
+          .split("\n")
+          .filter((l) => !l.startsWith(":") && l.includes(":"))
+          .map((l) => [l.slice(0, l.indexOf(":")), l.slice(l.indexOf(":") + 1).trimStart()]),
+      );
+      if (!fields.event) continue;
+      const e = {
+        id: fields.id ?? "",
+        event: fields.event,
+        data: JSON.parse(fields.data ?? "{}") as Record<string, unknown>,
+      };
+      out.push(e);
+      if (stop(e, out)) {
+        await reader.cancel();
+        return out;
+      }
+    }
+  }
+}
+
+function events(id: string, key: string, headers: Record<string, string> = {}, query = ""): Promise<Response> {
+  return exports.default.fetch(
+    new Request(`http://edge.test/v1/jobs/${id}/events${query}`, {
+      headers: { authorization: `Bearer ${key}`, ...headers },
+    }),
+  );
+}
+
+async function agentFor(model: string): Promise<{ conn: Conn; lease: () => Promise<LeaseGrant> }> {
+  const t = await token([model]);
+  const { conn, id } = await connect(t.token);
+  if (!conn) throw new Error("no connection");
+  conn.send(hello(id));
+  await conn.next("agent.welcome");
+  return {
+    conn,
+    lease: async () => {
+      conn.send({ v: 1, type: "work.request", trace: "t", credits: 1 });
+      return ((await conn.next("job.leases")) as { leases: LeaseGrant[] }).leases[0] as LeaseGrant;
+    },
+  };
+}
+
+describe("job events", () => {
+  it("a subscriber sees status, then progress as the agent sends it, then the terminal event, and the stream ends", async () => {
+    const model = await makeModel();
+    const acct = await makeAccount();
+    const { body: job } = await submit(model, acct.key);
+    const res = await events(job.id, acct.key);
+    expect(res.headers.get("content-type")).toContain("text/event-stream");
+    const { conn, lease } = await agentFor(model);
+    const reading = readSse(res, () => false, 8000);
+    const l = await lease();
+    for (let step = 1; step <= 3; step++)
+      conn.send({
+        v: 1,
+        type: "job.progress",
+        trace: "t",
+        job_id: job.id,
+        epoch: l.epoch,
+        phase: "sampling",
+        step,
+        total: 3,
+      });
+    await new Promise((r) => setTimeout(r, 100));
+    conn.send({ v: 1, type: "job.complete", trace: "t", job_id: job.id, epoch: l.epoch, outputs: [] });
+    const got = await reading;
+    expect(got[0]).toMatchObject({ event: "status", data: { status: "queued", queue: { position: 0 } } });
+    expect(got.filter((e) => e.event === "progress").map((e) => e.data.step)).toEqual([1, 2, 3]);
+    expect(got.at(-1)).toMatchObject({ event: "succeeded", data: { outputs: [] } });
+    const ids = got.map((e) => e.id);
+    expect(new Set(ids).size).toBe(ids.length);
+    conn.ws.close(1000, "done");
+  });
+
+  it("reconnecting with Last-Event-ID resumes with no gap and no duplicate; an unknown id gets a reset snapshot", async () => {
+    const model = await makeModel();
+    const acct = await makeAccount();
+    const { body: job } = await submit(model, acct.key);
+    const { conn, lease } = await agentFor(model);
+    const l = await lease();
+    const first = await events(job.id, acct.key);
+    const send = (step: number): void =>
+      conn.send({
+        v: 1,
+        type: "job.progress",
+        trace: "t",
+        job_id: job.id,
+        epoch: l.epoch,
+        phase: "sampling",
+        step,
+        total: 10,
+      });
+    const firstRead = readSse(first, (e) => e.event === "progress" && e.data.step === 4);
+    for (let s = 1; s <= 4; s++) send(s);
+    const a = await firstRead;
+    const lastId = a.at(-1)?.id as string;
+    for (let s = 5; s <= 7; s++) send(s);
+    await new Promise((r) => setTimeout(r, 100));
+    const second = await events(job.id, acct.key, { "last-event-id": lastId });
+    const b = await readSse(second, (e) => e.event === "progress" && e.data.step === 7);
+    expect(b.map((e) => e.data.step)).toEqual([5, 6, 7]);
+    const reset = await events(job.id, acct.key, { "last-event-id": "0000dead.3" });
+    const c = await readSse(reset, (e) => e.event === "progress");
+    expect(c[0]).toMatchObject({ event: "status", data: { status: "running", reset: true } });
+    expect(c[1]).toMatchObject({ event: "progress", data: { step: 7 } });
+    conn.ws.close(1000, "done");
+  });
+
+  it("a late subscriber first receives the current state; after the end it receives the terminal event and the stream closes", async () => {
+    const model = await makeModel();
+    const acct = await makeAccount();
+    const { body: job } = await submit(model, acct.key);
+    await call("POST", `/v1/jobs/${job.id}/cancel`, { key: acct.key });
+    const got = await readSse(await events(job.id, acct.key), () => false);
+    expect(got.map((e) => e.event)).toEqual(["status", "cancelled"]);
+  });
+
+  it("another account's job events are 404; a stream token opens one job's events only", async () => {
+    const model = await makeModel();
+    const owner = await makeAccount();
+    const other = await makeAccount();
+    const { body: job } = await submit(model, owner.key);
+    const { body: job2 } = await submit(model, owner.key);
+    expect((await events(job.id, other.key)).status).toBe(404);
+    const t = await call<{ token: string }>("POST", `/v1/jobs/${job.id}/stream-token`, { key: owner.key });
+    expect(t.status).toBe(201);
+    expect((await call("POST", `/v1/jobs/${job.id}/stream-token`, { key: other.key })).status).toBe(404);
+    const viaToken = await exports.default.fetch(
+      new Request(`http://edge.test/v1/jobs/${job.id}/events?token=${t.body.token}`),
+    );
+    expect(viaToken.status).toBe(200);
+    await viaToken.body?.cancel();
+    const wrongJob = await exports.default.fetch(
+      new Request(`http://edge.test/v1/jobs/${job2.id}/events?token=${t.body.token}`),
+    );
+    expect(wrongJob.status).toBe(401);
+    const tampered = await exports.default.fetch(
+      new Request(`http://edge.test/v1/jobs/${job.id}/events?token=${t.body.token.slice(0, -2)}xx`),
+    );
+    expect(tampered.status).toBe(401);
+  });
+
+  it("the WebSocket variant streams the same events as msgpack frames", async () => {
+    const model = await makeModel();
+    const acct = await makeAccount();
+    const { body: job } = await submit(model, acct.key);
+    const res = await events(job.id, acct.key, { upgrade: "websocket" });
+    expect(res.status).toBe(101);
+    const ws = res.webSocket as WebSocket;
+    ws.accept();
+    const got: { event: string; data: Record<string, unknown> }[] = [];
+    const closed = new Promise<void>((r) => ws.addEventListener("close", () => r()));
+    ws.addEventListener("message", (e) => {
+      const d = e.data as ArrayBuffer | Blob;
+      void (d instanceof Blob ? d.arrayBuffer() : Promise.resolve(d)).then((buf) =>
+        got.push(decode(new Uint8Array(buf)) as never),
+      );
+    });
+    const { conn, lease } = await agentFor(model);
+    const l = await lease();
+    conn.send({
+      v: 1,
+      type: "job.progress",
+      trace: "t",
+      job_id: job.id,
+      epoch: l.epoch,
+      phase: "sampling",
+      step: 1,
+      total: 2,
+    });
+    conn.send({
+      v: 1,
+      type: "job.preview",
+      trace: "t",
+      job_id: job.id,
+      epoch: l.epoch,
+      content_type: "image/png",
+      data: new Uint8Array([137, 80, 78, 71]),
+    });
+    await new Promise((r) => setTimeout(r, 100));
+    conn.send({ v: 1, type: "job.complete", trace: "t", job_id: job.id, epoch: l.epoch, outputs: [] });
+    await closed;
+    await new Promise((r) => setTimeout(r, 50));
+    expect(got.map((e) => e.event)).toEqual(expect.arrayContaining(["status", "progress", "preview", "succeeded"]));
+    const preview = got.find((e) => e.event === "preview");
+    expect(preview?.data.bytes).toEqual(new Uint8Array([137, 80, 78, 71]));
+    conn.ws.close(1000, "done");
+  });
+});
