@@ -113,6 +113,17 @@ export class AgentActor extends DurableObject<Env> {
     }
   }
 
+  /** Tells the agent it no longer holds the lease a message named: it abandons the job. */
+  private stale(ws: WebSocket, msg: { trace: string; job_id: string; epoch: number }): void {
+    this.send(ws, {
+      v: AGENT_PROTOCOL_VERSION,
+      type: "lease.stale",
+      trace: msg.trace,
+      job_id: msg.job_id,
+      epoch: msg.epoch,
+    });
+  }
+
   private open(): { ws: WebSocket; att: Attachment } | undefined {
     for (const ws of this.ctx.getWebSockets()) {
       const att = ws.deserializeAttachment() as Attachment | null;
@@ -263,14 +274,7 @@ export class AgentActor extends DurableObject<Env> {
           { job_id: msg.job_id, epoch: msg.epoch },
           { phase: msg.phase, step: msg.step, total: msg.total },
         );
-        if (!ok)
-          this.send(ws, {
-            v: AGENT_PROTOCOL_VERSION,
-            type: "lease.stale",
-            trace: msg.trace,
-            job_id: msg.job_id,
-            epoch: msg.epoch,
-          });
+        if (!ok) this.stale(ws, msg);
         return;
       }
       case "job.preview": {
@@ -279,14 +283,7 @@ export class AgentActor extends DurableObject<Env> {
           msg.content_type,
           msg.data,
         );
-        if (!ok)
-          this.send(ws, {
-            v: AGENT_PROTOCOL_VERSION,
-            type: "lease.stale",
-            trace: msg.trace,
-            job_id: msg.job_id,
-            epoch: msg.epoch,
-          });
+        if (!ok) this.stale(ws, msg);
         return;
       }
       case "job.log": {
@@ -309,14 +306,7 @@ export class AgentActor extends DurableObject<Env> {
                 : { status: "failed", code: msg.code, message: msg.message, retryable: msg.retryable },
             )
           : undefined;
-        if (!out?.ok)
-          this.send(ws, {
-            v: AGENT_PROTOCOL_VERSION,
-            type: "lease.stale",
-            trace: msg.trace,
-            job_id: msg.job_id,
-            epoch: msg.epoch,
-          });
+        if (!out?.ok) this.stale(ws, msg);
         else
           this.ctx.waitUntil(
             actor<JobActor>(this.env.JOB, msg.job_id)

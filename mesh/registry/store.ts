@@ -2,7 +2,7 @@
  * All SQL of the registry actor: models (with the stable number written into job ids), the
  * tier table, agent tokens (for revocation) and the account directory for admins.
  */
-import { one, type Sql, type SqlValue } from "../sql/sql.ts";
+import { getMeta, one, setMeta, type Sql, type SqlValue } from "../sql/sql.ts";
 
 export const MIGRATIONS: readonly string[] = [
   `CREATE TABLE meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
@@ -46,11 +46,11 @@ export class RegistryStore {
   }
 
   getMeta(k: string): string | undefined {
-    return one<{ v: string }>(this.sql, "SELECT v FROM meta WHERE k = ?", k)?.v;
+    return getMeta(this.sql, k);
   }
 
   setMeta(k: string, v: string): void {
-    this.sql.run("INSERT INTO meta (k, v) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v", k, v);
+    setMeta(this.sql, k, v);
   }
 
   models(): ModelRow[] {

@@ -4,7 +4,7 @@
  * status = 'queued'`, so one pick costs O(tiers · log depth) however deep the queues are
  * (proved by `EXPLAIN QUERY PLAN` in store.test.ts).
  */
-import { one, type Sql, type SqlValue } from "../sql/sql.ts";
+import { getMeta, one, setMeta, type Sql, type SqlValue } from "../sql/sql.ts";
 
 export const MIGRATIONS: readonly string[] = [
   `CREATE TABLE meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
@@ -92,11 +92,11 @@ export class SchedulerStore {
   }
 
   getMeta(k: string): string | undefined {
-    return one<{ v: string }>(this.sql, "SELECT v FROM meta WHERE k = ?", k)?.v;
+    return getMeta(this.sql, k);
   }
 
   setMeta(k: string, v: string): void {
-    this.sql.run("INSERT INTO meta (k, v) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v", k, v);
+    setMeta(this.sql, k, v);
   }
 
   job(id: string): JobRow | undefined {

@@ -18,6 +18,16 @@ export function one<T extends Row>(sql: Sql, query: string, ...params: SqlValue[
   return sql.all<T>(query, ...params)[0];
 }
 
+/** Reads a value of an actor's `meta (k, v)` table. */
+export function getMeta(sql: Sql, k: string): string | undefined {
+  return one<{ v: string }>(sql, "SELECT v FROM meta WHERE k = ?", k)?.v;
+}
+
+/** Writes a value of an actor's `meta (k, v)` table. */
+export function setMeta(sql: Sql, k: string, v: string): void {
+  sql.run("INSERT INTO meta (k, v) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v", k, v);
+}
+
 /**
  * Applies numbered migrations once each, in order. A shipped migration is never edited: add
  * the next number instead.

@@ -355,7 +355,7 @@ export function runnerVectors(): GoldenVectorsFile {
 }
 
 /** JSON Schema of one direction; byte arrays (no JSON equivalent) are described as msgpack bin. */
-function directionSchema(schema: typeof ToRunner | typeof FromRunner): Record<string, unknown> {
+export function directionSchema(schema: z.ZodType): Record<string, unknown> {
   const json = z.toJSONSchema(schema, {
     target: "draft-2020-12",
     unrepresentable: "any",

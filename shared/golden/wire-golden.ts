@@ -23,7 +23,7 @@ import {
   decodeFrame,
   encodeFrame,
 } from "../wire.ts";
-import { type Json, fromHex, toHex, toJson } from "./runner-golden.ts";
+import { type Json, directionSchema, fromHex, toHex, toJson } from "./runner-golden.ts";
 
 /** `to_edge`: agent → edge (FromAgent); `to_agent`: edge → agent (ToAgent). */
 export type WireDirection = "to_edge" | "to_agent";
@@ -788,24 +788,6 @@ export function wireVectors(): WireVectorsFile {
     }),
     invalid: invalidExamples(),
   };
-}
-
-/** JSON Schema of one direction; byte arrays (no JSON equivalent) are described as msgpack bin. */
-function directionSchema(schema: typeof FromAgent | typeof ToAgent): Record<string, unknown> {
-  const json = z.toJSONSchema(schema, {
-    target: "draft-2020-12",
-    unrepresentable: "any",
-    override: (ctx) => {
-      if (ctx.zodSchema instanceof z.ZodCustom) {
-        ctx.jsonSchema.description = "raw bytes: msgpack bin (bin 8/16/32); JSON has no equivalent";
-        ctx.jsonSchema["x-msgpack-type"] = "bin";
-      }
-    },
-  });
-  // One $schema, at the root of the file.
-  const out: Record<string, unknown> = { ...json };
-  delete out.$schema;
-  return out;
 }
 
 /** The JSON Schema file's content: `$defs` FromAgent and ToAgent; the root accepts either. */
