@@ -1,12 +1,13 @@
 /**
- * The one `floodgate` command: a thin dispatcher over the local launcher (and, as they land,
- * the agent and the client). Flags are parsed strictly: an unknown flag or a bad value is a
- * clear error and exit code 2.
+ * The one `floodgate` command: a thin dispatcher over the local launcher, the agent and the
+ * client commands (cli/client-commands.ts). Flags are parsed strictly: an unknown flag or a bad
+ * value is a clear error and exit code 2.
  */
 import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 import { z } from "zod";
 import { parseAgentConfig } from "../gpu-agent/config.ts";
 import { runAgent } from "../gpu-agent/main.ts";
+import { CLIENT_HELP, clientCommand, isClientCommand } from "./client-commands.ts";
 import { dev } from "./dev.ts";
 
 const HELP = `floodgate — generative-media jobs at launch-day scale
@@ -19,7 +20,7 @@ Usage:
                   [--runner demo|synthetic|python] [--cache-dir DIR] [--max-vram-pct 95]
       Attach this machine to an edge as a GPU agent: one outbound WebSocket, no inbound port.
       Every flag can also come from the environment (FLOODGATE_URL, FLOODGATE_AGENT_TOKEN, …).
-  floodgate help
+${CLIENT_HELP}  floodgate help
       This text.
 
 Run it as \`npx floodgate …\` inside the repository (\`npm start\` is \`floodgate dev\`).
@@ -134,6 +135,7 @@ export async function main(argv: string[]): Promise<number> {
         return await runAgent(parsed.config);
       }
       default:
+        if (isClientCommand(command)) return await clientCommand(command, rest);
         throw new UsageError(`unknown command ${JSON.stringify(command)}`);
     }
   } catch (err) {

@@ -316,7 +316,8 @@ export class JobActor extends DurableObject<Env> {
     this.jobId = jobId;
     this.accountId = accountId;
     this.origin = request.headers.get(SUBSCRIBE_HEADERS.origin) ?? this.origin;
-    if (this.events.length === 0) await this.follow();
+    // Progress may have been logged before anyone subscribed; a status snapshot comes first.
+    if (!this.events.some((e) => e.event === "status")) await this.follow();
     const url = new URL(request.url);
     const lastEventId = request.headers.get("last-event-id") ?? url.searchParams.get("last_event_id");
     const backlog = this.backlog(lastEventId);

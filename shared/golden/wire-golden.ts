@@ -7,7 +7,6 @@
  * runtime) and test/workers/golden.test.ts in workerd (the actors'). `test/gen-golden.ts`
  * writes the files; shared/golden.test.ts fails when they are not what this module builds now.
  */
-import { z } from "zod";
 import { CodecError, MAX_DEPTH, decode, encode } from "../codec.ts";
 import {
   AGENT_PROTOCOL_VERSION,
