@@ -269,9 +269,7 @@ export async function dev(opts: DevOptions): Promise<number> {
   log(`  agent token ${config.agent_token}`);
   log(`  written to  ${join(state, "local.json")}`);
   log(`  agents      ${opts.agents} with the demo model`);
-  log(
-    `Try: curl -s -X POST ${config.url}/v1/models/demo/jobs -H "authorization: Bearer ${config.api_key}" -H "content-type: application/json" -d '{"input":{"prompt":"a red fox"}}'`,
-  );
+  log(`Try, in another terminal:  npx floodgate submit demo --input '{"prompt":"a red fox"}' --watch`);
   log("Ctrl-C stops everything.");
   return await new Promise<number>((resolveExit) => {
     let stopping = false;
