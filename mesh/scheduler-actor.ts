@@ -47,7 +47,26 @@ export class SchedulerActor extends DurableObject<Env> {
     this.armedAt = undefined;
     if (this.core.configured) this.core.sweep(Date.now());
     this.deliver();
+    this.deleteOutputs();
     await this.arm(true);
+  }
+
+  /**
+   * Deletes the output files of deleted jobs (by their client or past retention). After the
+   * rows are gone, so a failure here leaves orphaned files, never a job without its outputs.
+   */
+  private deleteOutputs(): void {
+    for (const id of this.core.takeOutputsGone()) {
+      const purge = async (): Promise<void> => {
+        let cursor: string | undefined;
+        do {
+          const page = await this.env.OUTPUTS.list({ prefix: `outputs/${id}/`, cursor });
+          if (page.objects.length > 0) await this.env.OUTPUTS.delete(page.objects.map((o) => o.key));
+          cursor = page.truncated ? page.cursor : undefined;
+        } while (cursor);
+      };
+      this.ctx.waitUntil(purge().catch(() => undefined));
+    }
   }
 
   /**
@@ -165,7 +184,9 @@ export class SchedulerActor extends DurableObject<Env> {
   }
 
   async remove(id: string, accountId: string) {
-    return this.core.remove(id, accountId);
+    const out = this.core.remove(id, accountId);
+    this.deleteOutputs();
+    return out;
   }
 
   async stats() {

@@ -121,6 +121,7 @@ export class SchedulerCore {
   private readonly waiting = new Map<string, { agent: AgentRef; capacity: number; want: number; until: number }>();
   private deliveries = new Map<string, Lease[]>();
   private readonly vt = new Map<string, number>();
+  private readonly outputsGone: string[] = [];
   leaseTtlMs = DEFAULT_LEASE_TTL_MS;
 
   constructor(sql: Sql) {
@@ -298,6 +299,11 @@ export class SchedulerCore {
   park(agent: AgentRef, capacity: number, want: number, now: number): void {
     this.waiting.delete(agent.id);
     if (want > 0) this.waiting.set(agent.id, { agent, capacity, want, until: now + PARK_MS });
+  }
+
+  /** Jobs deleted since the last call whose output files are to be deleted too. */
+  takeOutputsGone(): string[] {
+    return this.outputsGone.splice(0);
   }
 
   /** Leases granted to parked agents since the last call, by agent id. */
@@ -676,7 +682,12 @@ export class SchedulerCore {
         expired++;
       }
     }
-    const deleted = this.store.deleteFinishedBefore(now - config.model.retention_s * 1000, SWEEP_BATCH, now);
+    const { deleted, withOutputs } = this.store.deleteFinishedBefore(
+      now - config.model.retention_s * 1000,
+      SWEEP_BATCH,
+      now,
+    );
+    this.outputsGone.push(...withOutputs);
     this.store.deleteTombstonesBefore(now - TOMBSTONE_MS);
     if (requeued + expired + deleted > 0) this.counters.commits++;
     return { requeued, expired, deleted };
@@ -734,6 +745,7 @@ export class SchedulerCore {
       return fail("job_not_finished", `job ${id} is ${job.status}; cancel it first, or wait for it to finish`);
     }
     this.store.deleteJob(id, Date.now());
+    if (job.outputs !== null) this.outputsGone.push(id);
     this.counters.commits++;
     return { ok: true };
   }

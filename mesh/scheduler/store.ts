@@ -224,7 +224,14 @@ export class SchedulerStore {
    * Deletes finished jobs past retention, leaving tombstones with their last epoch, so an id
    * that comes back (an idempotent retry) never reuses an epoch.
    */
-  deleteFinishedBefore(before: number, limit: number, now: number): number {
+  deleteFinishedBefore(before: number, limit: number, now: number): { deleted: number; withOutputs: string[] } {
+    const withOutputs = this.sql
+      .all<{ id: string }>(
+        "SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at <= ? AND outputs IS NOT NULL LIMIT ?",
+        before,
+        limit,
+      )
+      .map((r) => r.id);
     this.sql.run(
       `INSERT OR REPLACE INTO tombstones (id, epoch, deleted_at)
        SELECT id, epoch, ? FROM jobs WHERE finished_at IS NOT NULL AND finished_at <= ? LIMIT ?`,
@@ -232,11 +239,12 @@ export class SchedulerStore {
       before,
       limit,
     );
-    return this.sql.run(
+    const deleted = this.sql.run(
       "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at <= ? LIMIT ?)",
       before,
       limit,
     );
+    return { deleted, withOutputs };
   }
 
   /** Deletes a job, leaving a tombstone with its last epoch. */

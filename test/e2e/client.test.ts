@@ -47,7 +47,9 @@ describe("the client SDK and the CLI against the real stack", () => {
           id = jobId;
           submittedBeforeEvents = seen.length === 0;
         },
-        onEvent: (e: JobEvent) => seen.push(e.event),
+        onEvent: (e: JobEvent) => {
+          seen.push(e.event);
+        },
         timeoutMs: 60_000,
       },
     );
@@ -69,7 +71,12 @@ describe("the client SDK and the CLI against the real stack", () => {
       .run(
         "demo",
         { prompt: "slow", frames: 64, size: 512, steps: 100 },
-        { onSubmitted: (j: string) => (id = j), timeoutMs: 60_000 },
+        {
+          onSubmitted: (j: string) => {
+            id = j;
+          },
+          timeoutMs: 60_000,
+        },
       )
       .then(
         () => undefined,

@@ -89,6 +89,74 @@ describe("agent connections", () => {
     conn.ws.close(1000, "done");
   });
 
+  it("outputs are served by signed URL; a tampered one is 403, and deleting the job deletes its files", async () => {
+    const model = await makeModel();
+    const acct = await makeAccount();
+    const { body: job } = await submit(model, acct.key);
+    const t = await token([model]);
+    const { conn, id } = await connect(t.token);
+    if (!conn) throw new Error("no connection");
+    conn.send(hello(id));
+    await conn.next("agent.welcome");
+    conn.send({ v: 1, type: "work.request", trace: "t", credits: 1 });
+    const lease = ((await conn.next("job.leases")) as { leases: LeaseGrant[] }).leases[0] as LeaseGrant;
+    // Upload through the agent routes, as an agent does.
+    const agentHeaders = { authorization: `Bearer ${t.token}`, "x-floodgate-agent": id };
+    const start = await call<{ upload_id: string; key: string }>("POST", "/v1/agent/uploads", {
+      body: { job_id: job.id, epoch: lease.epoch, name: "result.txt", content_type: "text/plain" },
+      headers: agentHeaders,
+    });
+    expect(start.status).toBe(201);
+    expect(start.body.key).toBe(`outputs/${job.id}/${lease.epoch}/result.txt`);
+    const bytes = new TextEncoder().encode("hello, fox");
+    const part = await exports.default.fetch(
+      new Request(
+        `http://edge.test/v1/agent/uploads/${start.body.upload_id}/parts/1?key=${encodeURIComponent(start.body.key)}`,
+        {
+          method: "PUT",
+          headers: agentHeaders,
+          body: bytes,
+        },
+      ),
+    );
+    const { etag } = (await part.json()) as { etag: string };
+    const stale = await call("POST", "/v1/agent/uploads", {
+      body: { job_id: job.id, epoch: lease.epoch + 1, name: "x.txt", content_type: "text/plain" },
+      headers: agentHeaders,
+    });
+    expect(stale.status).toBe(409);
+    const done = await call<Record<string, unknown>>("POST", `/v1/agent/uploads/${start.body.upload_id}/complete`, {
+      body: { key: start.body.key, parts: [{ part_number: 1, etag }], size: bytes.length, sha256: "0".repeat(64) },
+      headers: agentHeaders,
+    });
+    expect(done.body).toMatchObject({ name: "result.txt", size: bytes.length, content_type: "text/plain" });
+    conn.send({
+      v: 1,
+      type: "job.complete",
+      trace: "t",
+      job_id: job.id,
+      epoch: lease.epoch,
+      outputs: [done.body as never],
+    });
+    let url = "";
+    for (let i = 0; i < 50 && !url; i++) {
+      const view = await call<{ outputs: { url: string }[] | null }>("GET", `/v1/jobs/${job.id}`, { key: acct.key });
+      url = view.body.outputs?.[0]?.url ?? "";
+    }
+    const file = await exports.default.fetch(new Request(url));
+    expect(await file.text()).toBe("hello, fox");
+    expect((await exports.default.fetch(new Request(url.replace(/sig=./, "sig=A")))).status).toBe(403);
+    expect((await exports.default.fetch(new Request(url.replace(/exp=\d+/, "exp=1")))).status).toBe(403);
+    expect((await call("DELETE", `/v1/jobs/${job.id}`, { key: acct.key })).status).toBe(204);
+    let left = 1;
+    for (let i = 0; i < 50 && left > 0; i++) {
+      left = (await env.OUTPUTS.list({ prefix: `outputs/${job.id}/` })).objects.length;
+      if (left > 0) await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(left).toBe(0);
+    conn.ws.close(1000, "done");
+  });
+
   it("a result with a stale epoch is refused with lease.stale and changes nothing", async () => {
     const model = await makeModel();
     const acct = await makeAccount();
