@@ -4,6 +4,7 @@
  */
 import { z } from "zod";
 import {
+  AgentView,
   AccountCreated,
   AgentTokenCreated,
   ModelConfig,
@@ -18,29 +19,6 @@ import { Http } from "./http.ts";
  * answer yet (it returns the agent actor's `info()`), so it is checked here, loosely: the fields
  * admins read must have their types, others pass through.
  */
-export const AgentView = z.looseObject({
-  agent_id: z.string(),
-  name: z.string(),
-  pool: z.string(),
-  models: z.array(z.string()),
-  versions: z.array(z.looseObject({ model: z.string(), version: z.string() })).default([]),
-  slots: z.number(),
-  prefetch: z.number().optional(),
-  gpus: z
-    .array(
-      z.looseObject({
-        name: z.string().optional(),
-        util_pct: z.number().optional(),
-        vram_used_mb: z.number().optional(),
-        vram_total_mb: z.number().optional(),
-        temp_c: z.number().optional(),
-      }),
-    )
-    .default([]),
-  last_heartbeat: z.string(),
-  connected_at: z.string().optional(),
-});
-export type AgentView = z.infer<typeof AgentView>;
 
 export interface AdminClientOptions {
   url: string;

@@ -11,7 +11,8 @@
  *   if (err instanceof TimeoutError) console.log(`still running; come back for ${err.jobId}`);
  * }
  */
-export { createAdminClient, AgentView, type AdminClientOptions, type FloodgateAdminClient } from "./admin.ts";
+export { createAdminClient, type AdminClientOptions, type FloodgateAdminClient } from "./admin.ts";
+export { AgentView } from "../shared/api.ts";
 export {
   createClient,
   newIdempotencyKey,

@@ -57,6 +57,8 @@ interface Attachment extends AgentClaimsLite {
   prefetch: number;
   versions: { model: string; version: string }[];
   gpus: GpuHealth[];
+  /** Leases held, as of the last heartbeat. */
+  running: number;
   last_heartbeat: number;
   connected_at: number;
 }
@@ -86,6 +88,7 @@ export class AgentActor extends DurableObject<Env> {
       prefetch: 0,
       versions: [],
       gpus: [],
+      running: 0,
       last_heartbeat: Date.now(),
       connected_at: Date.now(),
     };
@@ -263,7 +266,12 @@ export class AgentActor extends DurableObject<Env> {
           await this.releaseAll("preempted");
           return;
         }
-        ws.serializeAttachment({ ...att, gpus: msg.gpus.slice(0, 8), last_heartbeat: Date.now() });
+        ws.serializeAttachment({
+          ...att,
+          gpus: msg.gpus.slice(0, 8),
+          running: msg.leases.length,
+          last_heartbeat: Date.now(),
+        });
         const { stale } = await this.renewAll(att.agent_id, msg.leases);
         this.send(ws, { v: AGENT_PROTOCOL_VERSION, type: "agent.heartbeat_ack", trace: msg.trace, stale });
         if (msg.credits > 0 && !msg.draining) await this.requestWork(ws, att, msg.credits);
@@ -429,6 +437,7 @@ export class AgentActor extends DurableObject<Env> {
       slots: att.slots,
       prefetch: att.prefetch,
       gpus: att.gpus,
+      running: att.running,
       last_heartbeat: new Date(att.last_heartbeat).toISOString(),
       connected_at: new Date(att.connected_at).toISOString(),
     };

@@ -215,6 +215,33 @@ export const AgentTokenBody = z.strictObject({
 export type AgentTokenBody = z.infer<typeof AgentTokenBody>;
 export const AgentTokenCreated = z.object({ id: z.string(), token: z.string(), expires_at: z.string() });
 
+/** A connected agent, as admins see it (`GET /v1/admin/agents`). */
+export const AgentView = z.looseObject({
+  agent_id: z.string(),
+  name: z.string(),
+  pool: z.string(),
+  models: z.array(z.string()),
+  versions: z.array(z.looseObject({ model: z.string(), version: z.string() })).default([]),
+  slots: z.number(),
+  prefetch: z.number().optional(),
+  /** Leases the agent holds (running and staged), as of its last heartbeat. */
+  running: z.number().optional(),
+  gpus: z
+    .array(
+      z.looseObject({
+        name: z.string().optional(),
+        util_pct: z.number().optional(),
+        vram_used_mb: z.number().optional(),
+        vram_total_mb: z.number().optional(),
+        temp_c: z.number().optional(),
+      }),
+    )
+    .default([]),
+  last_heartbeat: z.string(),
+  connected_at: z.string().optional(),
+});
+export type AgentView = z.infer<typeof AgentView>;
+
 export const QueueStats = z.object({
   model: z.string(),
   shard: z.number().int(),

@@ -5,6 +5,7 @@ import { Hono } from "hono";
 import { z } from "zod";
 import {
   AccountCreateBody,
+  AgentView,
   AccountCreated,
   AgentTokenBody,
   AgentTokenCreated,
@@ -217,9 +218,9 @@ export const adminDocs: RouteDoc[] = [
   {
     method: "get",
     path: "/v1/admin/agents",
-    summary: "Connected agents: pool, models, versions, slots, GPU health, last heartbeat",
+    summary: "Connected agents: pool, models, versions, slots, running jobs, GPU health, last heartbeat",
     auth: "admin",
-    responses: { 200: { description: "Agents" } },
+    responses: { 200: { description: "Agents", schema: z.object({ agents: z.array(AgentView) }) } },
   },
   {
     method: "delete",
