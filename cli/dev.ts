@@ -10,7 +10,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
-import { DEMO_MODEL, DEMO_MODEL_CONFIG } from "../shared/models.ts";
+import { BUILT_IN_MODELS } from "../shared/models.ts";
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 
@@ -100,10 +100,24 @@ async function api(
   return { status: r.status, json: text ? (JSON.parse(text) as unknown) : null };
 }
 
+/** The models an agent token is scoped to (its JWT payload's `models` claim; unverified, read only). */
+function tokenModels(token: string): string[] {
+  try {
+    const payload: unknown = JSON.parse(Buffer.from(token.split(".")[1] ?? "", "base64url").toString("utf8"));
+    const models = (payload as { models?: unknown }).models;
+    return Array.isArray(models) ? models.filter((m): m is string => typeof m === "string") : [];
+  } catch {
+    return [];
+  }
+}
+
 /** Registers the built-in models and makes sure the demo account and agent token exist. */
 export async function bootstrap(url: string, adminKey: string, stateDir: string): Promise<LocalConfig> {
-  const put = await api(url, adminKey, "PUT", `/v1/admin/models/${DEMO_MODEL}`, DEMO_MODEL_CONFIG);
-  if (put.status >= 300) throw new Error(`registering the demo model failed: ${JSON.stringify(put.json)}`);
+  const models = Object.keys(BUILT_IN_MODELS);
+  for (const [name, config] of Object.entries(BUILT_IN_MODELS)) {
+    const put = await api(url, adminKey, "PUT", `/v1/admin/models/${name}`, config);
+    if (put.status >= 300) throw new Error(`registering the ${name} model failed: ${JSON.stringify(put.json)}`);
+  }
   const file = join(stateDir, "local.json");
   const held = existsSync(file) ? LocalConfig.safeParse(JSON.parse(readFileSync(file, "utf8"))) : undefined;
   let apiKey = held?.success ? held.data.api_key : undefined;
@@ -114,10 +128,15 @@ export async function bootstrap(url: string, adminKey: string, stateDir: string)
     if (made.status !== 201) throw new Error(`creating the demo account failed: ${JSON.stringify(made.json)}`);
     apiKey = (made.json as { api_key: string }).api_key;
   }
+  // A token from an older state may not cover every built-in model: mint one that does.
+  if (agentToken !== undefined) {
+    const scope = tokenModels(agentToken);
+    if (!models.every((m) => scope.includes(m))) agentToken = undefined;
+  }
   if (agentToken === undefined) {
     const tok = await api(url, adminKey, "POST", "/v1/admin/agent-tokens", {
       pool: "local",
-      models: [DEMO_MODEL],
+      models,
       ttl_s: 365 * 86400,
     });
     if (tok.status !== 201) throw new Error(`minting the agent token failed: ${JSON.stringify(tok.json)}`);

@@ -18,6 +18,7 @@ Usage:
       local agents, and print the keys (also written to <state>/local.json).
   floodgate agent --url URL --token TOKEN [--slots N] [--prefetch 1] [--name NAME]
                   [--runner demo|synthetic|python] [--cache-dir DIR] [--max-vram-pct 95]
+                  [--model reference] [--model-size tiny|small|large] [--python PATH]
       Attach this machine to an edge as a GPU agent: one outbound WebSocket, no inbound port.
       Every flag can also come from the environment (FLOODGATE_URL, FLOODGATE_AGENT_TOKEN, …).
 ${CLIENT_HELP}  floodgate help
@@ -46,7 +47,15 @@ Options (each also from an environment variable):
   --runner KIND        demo | synthetic | python (default demo)          FLOODGATE_RUNNER
   --cache-dir DIR      the agent's id and caches (default .floodgate/agent) FLOODGATE_CACHE_DIR
   --max-vram-pct PCT   take no new work above this GPU memory use (default 95) FLOODGATE_MAX_VRAM_PCT
+  --model NAME         the python runner's model (default reference)     FLOODGATE_MODEL
+  --model-size SIZE    tiny | small | large (default tiny)               FLOODGATE_MODEL_SIZE
+  --python PATH        the interpreter for --runner python (default: the first of
+                       python3 on the PATH and /usr/bin/python3 that can import torch) FLOODGATE_PYTHON
   -h, --help           this text
+
+--runner python serves a PyTorch model (gpu-agent/python) with continuous batching; the
+reference model's random weights are generated into --cache-dir on first use. Exit code 2
+when no Python can import torch, msgpack and numpy.
 
 SIGTERM drains (finish running jobs, take none new); a second SIGTERM gives the running jobs
 back without spending their attempts and exits.
@@ -120,6 +129,9 @@ export async function main(argv: string[]): Promise<number> {
               runner: { type: "string" },
               "cache-dir": { type: "string" },
               "max-vram-pct": { type: "string" },
+              model: { type: "string" },
+              "model-size": { type: "string" },
+              python: { type: "string" },
               help: { type: "boolean", short: "h" },
             },
           }).values;

@@ -28,4 +28,26 @@ describe("agent configuration", () => {
     const k = parseAgentConfig({ url: "http://x.test", token: TOKEN, runner: "cobol" }, {});
     expect(k.ok).toBe(false);
   });
+
+  it("the python runner's model, size and interpreter come from flags or FLOODGATE_MODEL, FLOODGATE_MODEL_SIZE, FLOODGATE_PYTHON", () => {
+    const dflt = parseAgentConfig({ url: "http://x.test", token: TOKEN, runner: "python" }, {});
+    expect(dflt).toMatchObject({ ok: true, config: { runner: "python", model: "reference", model_size: "tiny" } });
+    expect(dflt.ok && dflt.config.python).toBeUndefined();
+    const env = parseAgentConfig(
+      { url: "http://x.test", token: TOKEN, "model-size": "large" },
+      {
+        FLOODGATE_RUNNER: "python",
+        FLOODGATE_MODEL: "reference",
+        FLOODGATE_MODEL_SIZE: "small",
+        FLOODGATE_PYTHON: "/opt/py/bin/python3",
+      },
+    );
+    expect(env).toMatchObject({
+      ok: true,
+      config: { runner: "python", model: "reference", model_size: "large", python: "/opt/py/bin/python3" },
+    });
+    const bad = parseAgentConfig({ url: "http://x.test", token: TOKEN, "model-size": "huge" }, {});
+    expect(bad).toMatchObject({ ok: false, message: expect.stringMatching(/^--model-size \/ FLOODGATE_MODEL_SIZE/) });
+    expect(parseAgentConfig({ url: "http://x.test", token: TOKEN, model: "Not A Name" }, {}).ok).toBe(false);
+  });
 });

@@ -5,6 +5,8 @@
 import { z } from "zod";
 
 export const RUNNERS = ["demo", "synthetic", "python"] as const;
+/** Sizes of the python runner's reference model (gpu-agent/python/floodgate_runner/reference). */
+export const MODEL_SIZES = ["tiny", "small", "large"] as const;
 
 export const AgentConfig = z.strictObject({
   /** The edge's base URL (http or https); the agent connects to <url>/v1/agent/connect. */
@@ -18,6 +20,18 @@ export const AgentConfig = z.strictObject({
   /** A name for people (admin listings); the host name when absent. */
   name: z.string().min(1).max(128).optional(),
   runner: z.enum(RUNNERS).default("demo"),
+  /** The model the python runner serves (built in: `reference`); the other runners ignore it. */
+  model: z
+    .string()
+    .regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, "a model name is 1–64 of a-z, 0-9, '.', '_', '-'")
+    .default("reference"),
+  /** The reference model's size: tiny (tests, CPU), small, large (loads a GPU). */
+  model_size: z.enum(MODEL_SIZES).default("tiny"),
+  /**
+   * The Python interpreter for the python runner; absent: the first of python3 on the PATH and
+   * /usr/bin/python3 that can import torch (gpu-agent/python-runner.ts).
+   */
+  python: z.string().min(1).optional(),
   /** Where the agent keeps its id and caches; `.floodgate/agent` when absent. */
   cache_dir: z.string().min(1).default(".floodgate/agent"),
   /** Above this share of any GPU's memory in use, the agent takes no new work. */
@@ -33,6 +47,9 @@ export const ENV_OF: Record<keyof AgentConfig, string> = {
   prefetch: "FLOODGATE_PREFETCH",
   name: "FLOODGATE_AGENT_NAME",
   runner: "FLOODGATE_RUNNER",
+  model: "FLOODGATE_MODEL",
+  model_size: "FLOODGATE_MODEL_SIZE",
+  python: "FLOODGATE_PYTHON",
   cache_dir: "FLOODGATE_CACHE_DIR",
   max_vram_pct: "FLOODGATE_MAX_VRAM_PCT",
 };

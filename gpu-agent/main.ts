@@ -8,16 +8,22 @@ import { fileURLToPath } from "node:url";
 import { Agent, defaultName, FatalAgentError, stableAgentId, type Encoder, type RunnerLike } from "./agent.ts";
 import type { AgentConfig } from "./config.ts";
 import { encodeOutputs, encodePng } from "./encode.ts";
+import { findPython, PYTHON_MODELS, pythonRunnerArgs, type Probe } from "./python-runner.ts";
 import { RunnerHost } from "./runner/host.ts";
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 
-/** The command that starts a runner of a kind. */
-export function runnerCommand(
-  kind: AgentConfig["runner"],
+/**
+ * The command that starts the configured runner. For `python` it finds an interpreter that can
+ * import torch (`--python`, else python3 on the PATH, else /usr/bin/python3); a setup the agent
+ * cannot run is a {@link FatalAgentError} that says what to fix.
+ */
+export async function runnerCommand(
+  config: Pick<AgentConfig, "runner" | "model" | "model_size" | "python" | "cache_dir" | "slots">,
   env: NodeJS.ProcessEnv = process.env,
-): { command: string; args: string[] } {
-  switch (kind) {
+  probe?: Probe,
+): Promise<{ command: string; args: string[] }> {
+  switch (config.runner) {
     case "demo":
       return { command: process.execPath, args: [join(HERE, "runners", "demo.ts")] };
     case "synthetic":
@@ -28,8 +34,16 @@ export function runnerCommand(
           ...(env.FLOODGATE_SYNTHETIC_ARGS ?? "").split(" ").filter(Boolean),
         ],
       };
-    case "python":
-      throw new FatalAgentError("the python runner is not part of this build; use --runner demo or --runner synthetic");
+    case "python": {
+      if (!(PYTHON_MODELS as readonly string[]).includes(config.model)) {
+        throw new FatalAgentError(
+          `--model ${config.model}: the python runner serves ${PYTHON_MODELS.join(", ")} (see docs/runner-protocol.md)`,
+        );
+      }
+      const found = await findPython(config.python, probe);
+      if (!found.ok) throw new FatalAgentError(found.message);
+      return { command: found.python, args: pythonRunnerArgs(config) };
+    }
   }
 }
 
@@ -64,7 +78,17 @@ export async function runAgent(
   config: AgentConfig,
   log: (line: string) => void = (l) => process.stderr.write(l + "\n"),
 ): Promise<number> {
-  const { command, args } = runnerCommand(config.runner);
+  let command: string;
+  let args: string[];
+  try {
+    ({ command, args } = await runnerCommand(config));
+  } catch (err) {
+    if (!(err instanceof FatalAgentError)) throw err;
+    // A setup that cannot work (no usable Python, an unknown model): say so, exit 2.
+    log(`floodgate agent: ${err.message}`);
+    return 2;
+  }
+  if (config.runner === "python") log(`[agent] python runner: ${command} ${args.join(" ")}`);
   const name = config.name ?? defaultName();
   const agent = new Agent({
     url: config.url,

@@ -24,3 +24,33 @@ export const DEMO_MODEL_CONFIG: Partial<ModelConfigBody> & Pick<ModelConfigBody,
   run_timeout_s: 300,
   expected_runtime_s: 5,
 };
+
+/**
+ * The PyTorch runner's reference model (`floodgate agent --runner python --model reference`): a
+ * small text-to-video latent diffusion pipeline with random weights. The bounds match the
+ * runner's own checks (gpu-agent/python/floodgate_runner/reference/model.py); the latents are
+ * 1/8 of the size and the DiT's patches 2 latents wide, hence multiples of 16.
+ */
+export const REFERENCE_MODEL = "reference";
+
+export const REFERENCE_MODEL_CONFIG: Partial<ModelConfigBody> & Pick<ModelConfigBody, "input_schema"> = {
+  input_schema: {
+    $schema: "https://json-schema.org/draft/2020-12/schema",
+    type: "object",
+    additionalProperties: false,
+    required: ["prompt"],
+    properties: {
+      prompt: { type: "string", minLength: 1, maxLength: 2000 },
+      seed: { type: "integer", minimum: 0, maximum: 4294967295 },
+      steps: { type: "integer", minimum: 1, maximum: 50 },
+      frames: { type: "integer", minimum: 1, maximum: 32 },
+      size: { type: "integer", minimum: 32, maximum: 256, multipleOf: 16 },
+    },
+  },
+  max_attempts: 3,
+  run_timeout_s: 600,
+  expected_runtime_s: 10,
+};
+
+/** Every model `floodgate dev` registers, by name; the local agent token covers them all. */
+export const BUILT_IN_MODELS = { [DEMO_MODEL]: DEMO_MODEL_CONFIG, [REFERENCE_MODEL]: REFERENCE_MODEL_CONFIG } as const;

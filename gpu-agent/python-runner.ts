@@ -1,0 +1,89 @@
+/**
+ * How the agent starts the PyTorch runner (`--runner python`): which interpreter (one that can
+ * import torch, msgpack and numpy) and which arguments. The runner itself is the Python package
+ * in gpu-agent/python (docs/runner-protocol.md, "The PyTorch runner"). Called by main.ts.
+ */
+import { execFile } from "node:child_process";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import type { AgentConfig } from "./config.ts";
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+
+/** The runner's entry script: running a file puts its folder (the package's parent) on sys.path. */
+export const PYTHON_SERVE = join(HERE, "python", "serve.py");
+
+/** Interpreters tried in order when `--python` is absent. */
+export const PYTHON_CANDIDATES = ["python3", "/usr/bin/python3"] as const;
+
+/** Built-in models the python runner serves. */
+export const PYTHON_MODELS = ["reference"] as const;
+
+/** What the probe imports: everything the runner needs beyond the standard library. */
+const PROBE = "import msgpack, numpy, torch; print(torch.__version__)";
+/** Importing torch from a cold disk can take a while (ms). */
+const PROBE_TIMEOUT_MS = 60_000;
+
+export type Probe = (python: string) => Promise<{ ok: true; torch: string } | { ok: false; why: string }>;
+
+/** Runs `python -c "import msgpack, numpy, torch"` and says whether it worked, and if not why. */
+export const probePython: Probe = async (python) =>
+  await new Promise((res) => {
+    execFile(python, ["-c", PROBE], { timeout: PROBE_TIMEOUT_MS }, (err, stdout, stderr) => {
+      if (!err) {
+        res({ ok: true, torch: stdout.trim() });
+        return;
+      }
+      const code = (err as NodeJS.ErrnoException).code;
+      const last = stderr.trim().split("\n").at(-1);
+      res({ ok: false, why: code === "ENOENT" ? "not found" : last || err.message });
+    });
+  });
+
+/**
+ * The interpreter to run the runner with: `explicit` (from `--python`) when given, else the first
+ * of {@link PYTHON_CANDIDATES} that can import torch. An error value says what was tried and why
+ * each failed, and how to fix it.
+ *
+ * @example
+ * const found = await findPython(config.python);
+ * if (!found.ok) throw new FatalAgentError(found.message);
+ */
+export async function findPython(
+  explicit: string | undefined,
+  probe: Probe = probePython,
+): Promise<{ ok: true; python: string; torch: string } | { ok: false; message: string }> {
+  const candidates = explicit === undefined ? [...PYTHON_CANDIDATES] : [explicit];
+  const tried: string[] = [];
+  for (const python of candidates) {
+    const r = await probe(python);
+    if (r.ok) return { ok: true, python, torch: r.torch };
+    tried.push(`${python}: ${r.why}`);
+  }
+  const hint =
+    explicit === undefined
+      ? "install PyTorch for one of them (Debian: apt-get install python3-torch python3-msgpack python3-numpy) or pass --python PATH"
+      : "pass --python an interpreter that can import torch, msgpack and numpy";
+  return {
+    ok: false,
+    message: `the python runner needs a Python that can import torch, msgpack and numpy; none found (${tried.join("; ")}): ${hint}`,
+  };
+}
+
+/** The runner's arguments for an agent configuration (after the interpreter). */
+export function pythonRunnerArgs(config: Pick<AgentConfig, "model" | "model_size" | "cache_dir" | "slots">): string[] {
+  return [
+    // -B: no __pycache__ beside the sources; the runner is started from the repository.
+    "-B",
+    PYTHON_SERVE,
+    "--model",
+    config.model,
+    "--model-size",
+    config.model_size,
+    // The reference model's random weights are generated here on first use.
+    "--cache-dir",
+    resolve(config.cache_dir),
+    "--max-batch",
+    String(config.slots ?? 4),
+  ];
+}

@@ -1,0 +1,1 @@
+"""The PyTorch runner's tests: `npm run test:python` (unittest, CPU, Debian's PyTorch)."""
