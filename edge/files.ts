@@ -36,7 +36,12 @@ async function checkSigned(
 
 export const fileRoutes = new Hono<AppEnv>()
   .get("/v1/files/*", async (c) => {
-    const key = decodeURIComponent(new URL(c.req.url).pathname.slice("/v1/files/".length));
+    let key: string;
+    try {
+      key = decodeURIComponent(new URL(c.req.url).pathname.slice("/v1/files/".length));
+    } catch {
+      throw new FloodgateError("not_found", "no such output");
+    }
     await checkSigned(c.env, (exp) => `file\n${key}\n${exp}`, c.req.query("exp"), c.req.query("sig"));
     const object = await c.env.OUTPUTS.get(key);
     if (!object) throw new FloodgateError("not_found", "no such output (deleted, or past retention)");

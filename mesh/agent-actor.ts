@@ -279,7 +279,7 @@ export class AgentActor extends DurableObject<Env> {
       }
       case "job.progress": {
         const ok = await actor<JobActor>(this.env.JOB, msg.job_id).progress(
-          { job_id: msg.job_id, epoch: msg.epoch },
+          { job_id: msg.job_id, epoch: msg.epoch, agent_id: att.agent_id },
           { phase: msg.phase, step: msg.step, total: msg.total },
         );
         if (!ok) this.stale(ws, msg);
@@ -287,7 +287,7 @@ export class AgentActor extends DurableObject<Env> {
       }
       case "job.preview": {
         const ok = await actor<JobActor>(this.env.JOB, msg.job_id).preview(
-          { job_id: msg.job_id, epoch: msg.epoch },
+          { job_id: msg.job_id, epoch: msg.epoch, agent_id: att.agent_id },
           msg.content_type,
           msg.data,
         );
@@ -296,7 +296,7 @@ export class AgentActor extends DurableObject<Env> {
       }
       case "job.log": {
         await actor<JobActor>(this.env.JOB, msg.job_id).log(
-          { job_id: msg.job_id, epoch: msg.epoch },
+          { job_id: msg.job_id, epoch: msg.epoch, agent_id: att.agent_id },
           msg.level,
           msg.message,
         );
@@ -312,6 +312,7 @@ export class AgentActor extends DurableObject<Env> {
               msg.type === "job.complete"
                 ? { status: "succeeded", outputs: msg.outputs }
                 : { status: "failed", code: msg.code, message: msg.message, retryable: msg.retryable },
+              att.agent_id,
             )
           : undefined;
         if (!out?.ok) this.stale(ws, msg);

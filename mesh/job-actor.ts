@@ -51,6 +51,9 @@ export interface JobLive {
 
 type Body = Omit<JobEvent, "id">;
 
+/** A lease named by a message, with the agent that sent it (when an agent actor forwards it). */
+type HolderRef = LeaseRef & { agent_id?: string };
+
 interface Subscriber {
   send(e: JobEvent): void;
   behind(): number;
@@ -72,6 +75,8 @@ function base64(bytes: Uint8Array): string {
 export class JobActor extends DurableObject<Env> {
   private epoch = 0;
   private readonly endedEpochs = new Set<number>();
+  /** The agent holding the current epoch's lease. */
+  private holder: string | null = null;
   private checking: Promise<void> | undefined;
   private phase: string | null = null;
   private progressState: { step: number; total: number } | null = null;
@@ -97,7 +102,7 @@ export class JobActor extends DurableObject<Env> {
    * Messages that arrive while an epoch is being checked wait on the same check, so they are
    * published in the order they arrived.
    */
-  private async current(ref: LeaseRef): Promise<boolean> {
+  private async current(ref: HolderRef): Promise<boolean> {
     this.jobId ??= ref.job_id;
     if (this.checking) await this.checking;
     if (ref.epoch < this.epoch || this.endedEpochs.has(ref.epoch)) return false;
@@ -109,6 +114,7 @@ export class JobActor extends DurableObject<Env> {
         if (ref.epoch < this.epoch) return false;
         if (ref.epoch > this.epoch) {
           this.epoch = ref.epoch;
+          this.holder = lease.agent_id;
           this.phase = null;
           this.progressState = null;
           this.previewState = null;
@@ -117,15 +123,16 @@ export class JobActor extends DurableObject<Env> {
       })();
       this.checking = check.then(() => undefined);
       try {
-        return await check;
+        if (!(await check)) return false;
       } finally {
         this.checking = undefined;
       }
     }
-    return !this.endedEpochs.has(ref.epoch);
+    // The epoch alone is guessable: the sender must also be the agent holding it.
+    return !this.endedEpochs.has(ref.epoch) && (ref.agent_id === undefined || ref.agent_id === this.holder);
   }
 
-  async progress(ref: LeaseRef, p: { phase: string; step: number; total: number }): Promise<boolean> {
+  async progress(ref: HolderRef, p: { phase: string; step: number; total: number }): Promise<boolean> {
     if (!(await this.current(ref))) return false;
     this.phase = p.phase;
     this.progressState = { step: p.step, total: p.total };
@@ -134,14 +141,14 @@ export class JobActor extends DurableObject<Env> {
     return true;
   }
 
-  async preview(ref: LeaseRef, contentType: string, data: Uint8Array): Promise<boolean> {
+  async preview(ref: HolderRef, contentType: string, data: Uint8Array): Promise<boolean> {
     if (!(await this.current(ref))) return false;
     this.previewState = { content_type: contentType, data, at: Date.now() };
     if (this.subscribers.size > 0) void this.publishPreview();
     return true;
   }
 
-  async log(ref: LeaseRef, level: string, message: string): Promise<boolean> {
+  async log(ref: HolderRef, level: string, message: string): Promise<boolean> {
     if (!(await this.current(ref))) return false;
     this.logs.push({ level, message, at: Date.now() });
     if (this.logs.length > MAX_LOGS) this.logs.splice(0, this.logs.length - MAX_LOGS);

@@ -139,9 +139,9 @@ export class SchedulerActor extends DurableObject<Env> {
     return this.core.progress(ref, phase, progress);
   }
 
-  async complete(ref: LeaseRef, result: Completion) {
+  async complete(ref: LeaseRef, result: Completion, agentId?: string) {
     if (!this.core.configured) return { ok: false as const, code: "conflict" as const, message: "unknown job" };
-    const out = this.core.complete(ref, result, Date.now());
+    const out = this.core.complete(ref, result, Date.now(), agentId);
     this.deliver();
     await this.arm();
     return out;

@@ -3,8 +3,12 @@
  * this folder exporting a {@link Benchmark} and list it here.
  */
 import type { Benchmark } from "../lib/report.ts";
+import { agentDispatch } from "./agent-dispatch.ts";
+import { agentGap } from "./agent-gap.ts";
 import { commits } from "./commits.ts";
 import { depth } from "./depth.ts";
+import { fairness } from "./fairness.ts";
+import { streams } from "./streams.ts";
 import { submit } from "./submit.ts";
 
-export const BENCHMARKS: readonly Benchmark[] = [depth, submit, commits];
+export const BENCHMARKS: readonly Benchmark[] = [depth, submit, commits, agentGap, agentDispatch, streams, fairness];

@@ -27,7 +27,7 @@ import type { RouteDoc } from "../openapi.ts";
 import { checkSchema, invalidateRegistry, registry, registryStub } from "../registry-cache.ts";
 import { mintAgentToken } from "../tokens.ts";
 import { readJson, readParam } from "../validate.ts";
-import { listAgents } from "./agent.ts";
+import { forgetToken, listAgents } from "./agent.ts";
 import { scheduler } from "./jobs.ts";
 
 const AccountId = z.string().regex(/^acc_[0-9a-z]{16}$/);
@@ -130,8 +130,10 @@ export const adminRoutes = new Hono<AppEnv>()
   })
   .get("/v1/admin/agents", async (c) => c.json({ agents: await listAgents(c.env) }))
   .delete("/v1/admin/agent-tokens/:id", async (c) => {
-    const out = await registryStub(c.env).revokeToken(readParam(c, "id", TokenId));
+    const id = readParam(c, "id", TokenId);
+    const out = await registryStub(c.env).revokeToken(id);
     if (!out.ok) raise(out);
+    forgetToken(id);
     return c.body(null, 204);
   });
 

@@ -33,6 +33,11 @@ async function tokenLive(env: Env, id: string): Promise<boolean> {
   return ok;
 }
 
+/** Forgets this isolate's liveness answer for a token (after this isolate revoked it). */
+export function forgetToken(id: string): void {
+  live.delete(id);
+}
+
 /** Requires a valid, unrevoked agent token and an agent id; 401 otherwise. */
 export const agentAuth: MiddlewareHandler<AppEnv> = async (c, next) => {
   const m = /^Bearer\s+(\S+)\s*$/i.exec(c.req.header("authorization") ?? "");

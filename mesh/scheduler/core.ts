@@ -485,9 +485,16 @@ export class SchedulerCore {
    * Ends an attempt. Refused as stale unless the job is running under exactly that epoch, so a
    * zombie agent can never overwrite its successor's work.
    */
-  complete(ref: LeaseRef, result: Completion, now: number): CompleteOutcome {
+  complete(ref: LeaseRef, result: Completion, now: number, agentId?: string): CompleteOutcome {
     const job = this.store.job(ref.job_id);
-    if (!job || job.status !== "running" || job.epoch !== ref.epoch) {
+    // Fenced by epoch and, when the caller says who it is, by the lease holder too: an agent
+    // that names the current epoch of a lease it does not hold is refused like a zombie.
+    if (
+      !job ||
+      job.status !== "running" ||
+      job.epoch !== ref.epoch ||
+      (agentId !== undefined && job.agent_id !== agentId)
+    ) {
       return fail("conflict", `stale result for ${ref.job_id} at epoch ${ref.epoch}`);
     }
     this.lastAgentSeen = now;

@@ -157,6 +157,30 @@ describe("agent connections", () => {
     conn.ws.close(1000, "done");
   });
 
+  it("another agent naming the current epoch of a lease it does not hold is refused", async () => {
+    const model = await makeModel();
+    const acct = await makeAccount();
+    const { body: job } = await submit(model, acct.key);
+    const t = await token([model]);
+    const holder = await connect(t.token);
+    const intruder = await connect(t.token);
+    if (!holder.conn || !intruder.conn) throw new Error("no connection");
+    holder.conn.send(hello(holder.id));
+    intruder.conn.send(hello(intruder.id));
+    await holder.conn.next("agent.welcome");
+    await intruder.conn.next("agent.welcome");
+    holder.conn.send({ v: 1, type: "work.request", trace: "t", credits: 1 });
+    const lease = ((await holder.conn.next("job.leases")) as { leases: LeaseGrant[] }).leases[0] as LeaseGrant;
+    const ref = { job_id: job.id, epoch: lease.epoch };
+    intruder.conn.send({ v: 1, type: "job.progress", trace: "t", ...ref, phase: "sampling", step: 9, total: 10 });
+    expect(await intruder.conn.next("lease.stale")).toMatchObject(ref);
+    intruder.conn.send({ v: 1, type: "job.complete", trace: "t", ...ref, outputs: [] });
+    expect(await intruder.conn.next("lease.stale")).toMatchObject(ref);
+    expect((await call("GET", `/v1/jobs/${job.id}`, { key: acct.key })).body).toMatchObject({ status: "running", progress: null });
+    holder.conn.ws.close(1000, "done");
+    intruder.conn.ws.close(1000, "done");
+  });
+
   it("a result with a stale epoch is refused with lease.stale and changes nothing", async () => {
     const model = await makeModel();
     const acct = await makeAccount();

@@ -1,0 +1,60 @@
+/**
+ * Per-thread CPU of a process, from /proc/<pid>/task (Linux): a process that uses 0.8 cores in
+ * all may still have one thread at 100 %, and a saturated JavaScript thread is what queues
+ * work. Also this process's event-loop delay, to tell a slow server from a slow client.
+ */
+import { readdirSync, readFileSync } from "node:fs";
+import { monitorEventLoopDelay } from "node:perf_hooks";
+
+/** CPU time (ms) of each thread of `pid` so far, by thread id, with its name. */
+function threadCpu(pid: number | undefined): Map<string, { name: string; ms: number }> {
+  const out = new Map<string, { name: string; ms: number }>();
+  if (pid === undefined) return out;
+  try {
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      try {
+        const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, "utf8");
+        const close = stat.lastIndexOf(")");
+        const name = stat.slice(stat.indexOf("(") + 1, close);
+        const f = stat.slice(close + 2).split(" ");
+        out.set(tid, { name, ms: (Number(f[11]) + Number(f[12])) * 10 });
+      } catch {
+        // the thread ended
+      }
+    }
+  } catch {
+    // no /proc or the process ended
+  }
+  return out;
+}
+
+/** The busiest thread of a process over a measurement: its name and the cores it used. */
+export interface BusiestThread {
+  name: string;
+  cores: number;
+}
+
+/** Starts a per-thread meter of `pid`; calling the result answers its busiest thread since. */
+export function threadMeter(pid: number | undefined): () => BusiestThread {
+  const before = threadCpu(pid);
+  const t0 = performance.now();
+  return () => {
+    const s = (performance.now() - t0) / 1000;
+    let best: BusiestThread = { name: "unknown", cores: 0 };
+    for (const [tid, now] of threadCpu(pid)) {
+      const cores = (now.ms - (before.get(tid)?.ms ?? 0)) / 1000 / s;
+      if (cores > best.cores) best = { name: now.name, cores };
+    }
+    return best;
+  };
+}
+
+/** This process's event-loop delay over a measurement (ms): p50, p99, max. */
+export function loopDelayMeter(): () => { p50: number; p99: number; max: number } {
+  const h = monitorEventLoopDelay({ resolution: 1 });
+  h.enable();
+  return () => {
+    h.disable();
+    return { p50: h.percentile(50) / 1e6, p99: h.percentile(99) / 1e6, max: h.max / 1e6 };
+  };
+}
