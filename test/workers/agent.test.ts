@@ -176,7 +176,10 @@ describe("agent connections", () => {
     expect(await intruder.conn.next("lease.stale")).toMatchObject(ref);
     intruder.conn.send({ v: 1, type: "job.complete", trace: "t", ...ref, outputs: [] });
     expect(await intruder.conn.next("lease.stale")).toMatchObject(ref);
-    expect((await call("GET", `/v1/jobs/${job.id}`, { key: acct.key })).body).toMatchObject({ status: "running", progress: null });
+    expect((await call("GET", `/v1/jobs/${job.id}`, { key: acct.key })).body).toMatchObject({
+      status: "running",
+      progress: null,
+    });
     holder.conn.ws.close(1000, "done");
     intruder.conn.ws.close(1000, "done");
   });
