@@ -18,6 +18,7 @@ import {
   startFleet,
   submitBatches,
   waitFor,
+  within,
   type RunHooks,
   type RunJob,
 } from "../lib/fleet.ts";
@@ -108,7 +109,7 @@ async function progressRun(
     );
   }
   try {
-    await Promise.race([Promise.all(subs.map((s) => s.ready)), sleep(30_000)]);
+    await within(Promise.all(subs.map((s) => s.ready)), 30_000, []);
     log(`${label}: ${subs.length} subscribers registered; starting ${agents} agents × ${slots} slots…`);
     let steadyMeter: ReturnType<typeof cpuMeter> | undefined;
     let steadyThreads: ReturnType<typeof threadMeter> | undefined;
@@ -162,7 +163,7 @@ async function progressRun(
     let results: { events: number; error?: string }[] = [];
     try {
       const bound = steps * STEP_MS + 30_000;
-      results = await Promise.race([Promise.all(subs.map((s) => s.done)), sleep(bound).then(() => [])]);
+      results = await within(Promise.all(subs.map((s) => s.done)), bound, []);
       await waitFor(() => fleet.completed() >= jobs, subscribed ? 5_000 : bound);
     } finally {
       await fleet.stop();
@@ -296,7 +297,7 @@ async function previewRun(
   let windowStart = 0;
   let windowEnd = 0;
   try {
-    await Promise.race([sub.ready, sleep(10_000)]);
+    await within(sub.ready, 10_000, undefined);
     log(`${label}: subscriber registered; starting the agent…`);
     const emit = (on: RunHooks, index: number): void => {
       emitAt.set(index, performance.now());
@@ -319,10 +320,12 @@ async function previewRun(
           emit(on, index++);
           continue;
         }
+        let timer: NodeJS.Timeout | undefined;
         await new Promise<void>((res) => {
           wake = res;
-          setTimeout(res, 100);
+          timer = setTimeout(res, 100);
         });
+        clearTimeout(timer);
         wake = undefined;
       }
       windowEnd = performance.now();
@@ -347,7 +350,7 @@ async function previewRun(
       await fleet.stop();
     }
     const used = cpu();
-    const result = await Promise.race([sub.done, sleep(5_000).then(() => ({ events: 0, error: "stream open" }))]);
+    const result = await within(sub.done, 5_000, { events: 0, error: "stream open" });
     const wallS = (windowEnd - windowStart) / 1000;
     const latencies: number[] = [];
     for (const [i, t] of emitAt) {

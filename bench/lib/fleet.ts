@@ -272,3 +272,16 @@ export async function submitBatches(edge: Edge, key: string, model: string, n: n
   }
   return ids;
 }
+
+/** `p`, or `fallback` once `ms` pass first; the timer is cleared either way, so it holds nothing. */
+export async function within<T>(p: Promise<T>, ms: number, fallback: T): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<T>((res) => {
+    timer = setTimeout(() => res(fallback), ms);
+  });
+  try {
+    return await Promise.race([p, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -81,10 +81,12 @@ export async function openProbe(opts: {
       while (queued.length === 0) {
         const left = end - performance.now();
         if (left <= 0) throw new Error(`no job.leases within ${ms} ms`);
+        let timer: NodeJS.Timeout | undefined;
         await new Promise<void>((res) => {
           wake = res;
-          setTimeout(res, Math.min(left, 100));
+          timer = setTimeout(res, Math.min(left, 100));
         });
+        clearTimeout(timer);
         wake = undefined;
       }
       return queued.shift()!;
