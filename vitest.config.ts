@@ -8,7 +8,7 @@ import { cloudflareTest } from "@cloudflare/vitest-plugin";
 import { defineConfig } from "vitest/config";
 
 /** Test-only secrets, made fresh for each run. */
-function testSecrets(): Record<string, string> {
+export function testSecrets(): Record<string, string> {
   const { privateKey } = generateKeyPairSync("ed25519");
   const older = generateKeyPairSync("ed25519").privateKey;
   return {

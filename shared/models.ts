@@ -4,10 +4,12 @@
  */
 import type { ModelConfigBody } from "./api.ts";
 
-export const DEMO_MODEL = "demo";
-
-export const DEMO_MODEL_CONFIG: Partial<ModelConfigBody> & Pick<ModelConfigBody, "input_schema"> = {
-  input_schema: {
+/**
+ * The input schema of a text-to-video model: a prompt, an optional seed, and bounded steps,
+ * frames and frame size (a multiple of 16 pixels).
+ */
+function videoInput(max: { steps: number; frames: number; size: number }): ModelConfigBody["input_schema"] {
+  return {
     $schema: "https://json-schema.org/draft/2020-12/schema",
     type: "object",
     additionalProperties: false,
@@ -15,16 +17,21 @@ export const DEMO_MODEL_CONFIG: Partial<ModelConfigBody> & Pick<ModelConfigBody,
     properties: {
       prompt: { type: "string", minLength: 1, maxLength: 2000 },
       seed: { type: "integer", minimum: 0, maximum: 4294967295 },
-      steps: { type: "integer", minimum: 1, maximum: 100 },
-      frames: { type: "integer", minimum: 1, maximum: 64 },
-      size: { type: "integer", minimum: 32, maximum: 512, multipleOf: 16 },
+      steps: { type: "integer", minimum: 1, maximum: max.steps },
+      frames: { type: "integer", minimum: 1, maximum: max.frames },
+      size: { type: "integer", minimum: 32, maximum: max.size, multipleOf: 16 },
     },
-  },
+  };
+}
+
+export const DEMO_MODEL = "demo";
+
+export const DEMO_MODEL_CONFIG: Partial<ModelConfigBody> & Pick<ModelConfigBody, "input_schema"> = {
+  input_schema: videoInput({ steps: 100, frames: 64, size: 512 }),
   max_attempts: 3,
   run_timeout_s: 300,
   expected_runtime_s: 5,
 };
-
 /**
  * The PyTorch runner's reference model (`floodgate agent --runner python --model reference`): a
  * small text-to-video latent diffusion pipeline with random weights. The bounds match the
@@ -34,19 +41,7 @@ export const DEMO_MODEL_CONFIG: Partial<ModelConfigBody> & Pick<ModelConfigBody,
 export const REFERENCE_MODEL = "reference";
 
 export const REFERENCE_MODEL_CONFIG: Partial<ModelConfigBody> & Pick<ModelConfigBody, "input_schema"> = {
-  input_schema: {
-    $schema: "https://json-schema.org/draft/2020-12/schema",
-    type: "object",
-    additionalProperties: false,
-    required: ["prompt"],
-    properties: {
-      prompt: { type: "string", minLength: 1, maxLength: 2000 },
-      seed: { type: "integer", minimum: 0, maximum: 4294967295 },
-      steps: { type: "integer", minimum: 1, maximum: 50 },
-      frames: { type: "integer", minimum: 1, maximum: 32 },
-      size: { type: "integer", minimum: 32, maximum: 256, multipleOf: 16 },
-    },
-  },
+  input_schema: videoInput({ steps: 50, frames: 32, size: 256 }),
   max_attempts: 3,
   run_timeout_s: 600,
   expected_runtime_s: 10,
