@@ -9,9 +9,17 @@
 import type { Pool } from "undici";
 import { cpuMeter } from "../lib/cpu.ts";
 import { createAccount, MEASURED_PORT, schedulerStub, startEdge, type Edge, type SchedulerRpc } from "../lib/edge.ts";
-import { mintAgentToken, registerFastModel, sleepFor, startFleet, waitFor, type Fleet } from "../lib/fleet.ts";
+import {
+  mintAgentToken,
+  registerFastModel,
+  sleepFor,
+  startFleet,
+  waitFor,
+  stateFilesystem,
+  type Fleet,
+} from "../lib/fleet.ts";
 import { connect } from "../lib/load.ts";
-import { loopDelayMeter, threadMeter, type BusiestThread } from "../lib/threads.ts";
+import { loopDelayMeter, threadMeter, userSysMeter, type BusiestThread } from "../lib/threads.ts";
 import type { Benchmark, Report } from "../lib/report.ts";
 import { percentile, round, sleep } from "../lib/stats.ts";
 
@@ -123,6 +131,8 @@ interface Variant {
   /** Wall time of the CPU meter: first submit to the last run's end (s). */
   meterS: number;
   workerdThread: BusiestThread;
+  /** workerd's system CPU over its user + system CPU during the measurement. */
+  workerdSysShare: number;
   loop: { p50: number; p99: number; max: number };
   /** The same fleet with no jobs, before the rates: what heartbeats and parking cost. */
   idle: { workerdCores: number; othersCores: number };
@@ -150,6 +160,7 @@ async function measure(
   const dup0 = runLog.duplicates;
   const cpu = cpuMeter(edge.workerdPid);
   const threads = threadMeter(edge.workerdPid);
+  const userSys = userSysMeter(edge.workerdPid);
   const loop = loopDelayMeter();
   const t0 = performance.now();
   const submitted = await openLoopSubmits(pool, key, model, rate, durationS);
@@ -166,6 +177,7 @@ async function measure(
   const tEnd = performance.now();
   const used = cpu();
   const workerdThread = threads();
+  const us = userSys();
   const loopDelay = loop();
   let completedByEdge = 0;
   for (let k = 0; k < 200; k++) {
@@ -209,6 +221,7 @@ async function measure(
     othersCores: used.othersMs / 1000 / wallS,
     meterS: wallS,
     workerdThread,
+    workerdSysShare: us.sysMs / Math.max(1, us.userMs + us.sysMs),
     loop: loopDelay,
     idle: ctx.idle,
   };
@@ -304,6 +317,7 @@ export const agentDispatch: Benchmark = {
     return {
       target: `${MEASURED_PORT} (${edge.url}): real Agent instances (gpu-agent/agent.ts), one WebSocket each, all in this process; the runner is a synthetic in-process stand-in for the GPU; agents, load generator and workerd share this machine's cores`,
       setup: {
+        edge_state: `${stateFilesystem()}: the durable state of every actor (set TMPDIR to move it)`,
         load: `open loop: ${RATE} single submits/s (POST /v1/models/{model}/jobs) for ${durationS} s, undici Pool of 64 keep-alive connections`,
         agents_and_rates: plan.map(([n, rates]) => `${n} agents at ${rates.join(", ")} jobs/s`).join("; "),
         per_agent: `${SLOTS} slots, prefetch ${PREFETCH}, heartbeat every 5 s, GPU health stubbed to none`,
@@ -333,6 +347,7 @@ export const agentDispatch: Benchmark = {
             "workerd CPU ms/job",
             "workerd cores",
             "busiest workerd thread, cores",
+            "workerd system CPU share",
             "workerd cores idle",
             "client CPU ms/job",
             "client loop delay p99 ms",
@@ -356,6 +371,7 @@ export const agentDispatch: Benchmark = {
             v.workerdCpuMs / Math.max(1, v.accepted),
             v.workerdCpuMs / 1000 / v.meterS,
             `${v.workerdThread.cores.toFixed(2)} (${v.workerdThread.name})`,
+            `${Math.round(v.workerdSysShare * 100)}%`,
             v.idle.workerdCores,
             v.clientCpuMs / Math.max(1, v.accepted),
             v.loop.p99,
@@ -380,6 +396,7 @@ export const agentDispatch: Benchmark = {
               [`${k}_other_cores`, round(v.othersCores, 2)],
               [`${k}_workerd_busiest_thread_cores`, round(v.workerdThread.cores, 2)],
               [`${k}_workerd_idle_cores`, round(v.idle.workerdCores, 3)],
+              [`${k}_workerd_sys_share`, round(v.workerdSysShare, 2)],
             ];
           }),
         ),
@@ -388,7 +405,7 @@ export const agentDispatch: Benchmark = {
       },
       notes: [
         "Latency counts from each submit's scheduled send time (open loop; no coordinated omission) to the runner's run() call, so it includes the submit's HTTP path, the enqueue commit, the push to a parked agent's actor, the WebSocket frame and the agent's own handling.",
-        "workerd cores: workerd's CPU over the measurement (first submit to the last run's end) over its wall time; busiest workerd thread: the same for its busiest thread (the JavaScript thread, where the Worker and every actor run locally), near 1.0 = saturated; workerd cores idle: the same fleet connected with no jobs for a few seconds before the rates (heartbeats every 5 s per agent, each renewing and re-parking); client loop delay: this process's event-loop delay (perf_hooks) over the measurement.",
+        "workerd cores: workerd's CPU over the measurement (first submit to the last run's end) over its wall time; busiest workerd thread: the same for its busiest thread (the JavaScript thread, where the Worker and every actor run locally), near 1.0 = saturated; workerd system CPU share: workerd's kernel time over its user + kernel time (file writes and syncs of actor commits are kernel time); workerd cores idle: the same fleet connected with no jobs for a few seconds before the rates (heartbeats every 5 s per agent, each renewing and re-parking); client loop delay: this process's event-loop delay (perf_hooks) over the measurement.",
         "jobs/s completed: runner ends over the time from the first submit to the last end; completed (edge): completions the scheduler actor counted (stats().counters).",
         ...variants.map(
           (v) =>

@@ -18,6 +18,7 @@ import {
   startFleet,
   submitBatches,
   waitFor,
+  stateFilesystem,
 } from "../lib/fleet.ts";
 import { openProbe } from "../lib/probe.ts";
 import type { Benchmark, Report } from "../lib/report.ts";
@@ -291,6 +292,7 @@ export const agentGap: Benchmark = {
     return {
       target: `${MEASURED_PORT} (${edge.url}): one real Agent (gpu-agent/agent.ts) over a real WebSocket; the runner is a synthetic in-process stand-in for the GPU; agent and workerd share this machine's cores`,
       setup: {
+        edge_state: `${stateFilesystem()}: the durable state of every actor (set TMPDIR to move it)`,
         runner: `synthetic, in-process: holds the slot ${SERVICE_MS} ms (setTimeout), returns no frames and no outputs (no upload)`,
         agent: "1 agent, 1 slot, heartbeat every 5 s (the edge's), GPU health stubbed to none",
         jobs_per_phase: jobs,

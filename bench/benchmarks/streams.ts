@@ -21,6 +21,7 @@ import {
   within,
   type RunHooks,
   type RunJob,
+  stateFilesystem,
 } from "../lib/fleet.ts";
 import type { Benchmark, Report } from "../lib/report.ts";
 import { percentile, round, sleep } from "../lib/stats.ts";
@@ -476,6 +477,7 @@ export const streams: Benchmark = {
     return {
       target: `${MEASURED_PORT} (${edge.url}): real Agent instances (gpu-agent/agent.ts) over real WebSockets; subscribers on the same port (SSE with undici fetch; WebSocket with ws); runners are synthetic in-process stand-ins for the GPU; everything shares this machine's cores`,
       setup: {
+        edge_state: `${stateFilesystem()}: the durable state of every actor (set TMPDIR to move it)`,
         progress: `each run emits ${steps} progress events (phase sampling), one every ${STEP_MS} ms from a random phase in its first ${STEP_MS} ms (the (a=) row: all in the same phase); stamped in the runner just before the agent sends job.progress`,
         progress_agents:
           "(a0) 1 agent × 1 slot; (a) 10 agents × 10 slots, prefetch 0, all 100 jobs queued and subscribed before the agents connect",

@@ -8,6 +8,8 @@
  *
  * Also here: models with a small `expected_runtime_s`, agent tokens, and agent ids.
  */
+import { readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import type { ModelConfig } from "../../shared/api.ts";
 import { Agent, type Encoder, type Frame, type RunnerLike } from "../../gpu-agent/agent.ts";
 import { BENCH_INPUT_SCHEMA, call, type Edge } from "./edge.ts";
@@ -283,5 +285,25 @@ export async function within<T>(p: Promise<T>, ms: number, fallback: T): Promise
     return await Promise.race([p, late]);
   } finally {
     clearTimeout(timer);
+  }
+}
+
+/**
+ * Where the edge's durable state lives (bench/lib/edge.ts keeps it under the OS temporary
+ * directory, so `TMPDIR` moves it) and on what filesystem: every actor commit writes there.
+ */
+export function stateFilesystem(): string {
+  const dir = tmpdir();
+  try {
+    let best = { mount: "", type: "unknown" };
+    for (const line of readFileSync("/proc/mounts", "utf8").split("\n")) {
+      const [, mount, type] = line.split(" ");
+      if (!mount || !type) continue;
+      const inside = dir === mount || dir.startsWith(mount.endsWith("/") ? mount : `${mount}/`);
+      if (inside && mount.length > best.mount.length) best = { mount, type };
+    }
+    return `${dir} (${best.type})`;
+  } catch {
+    return dir;
   }
 }

@@ -58,3 +58,22 @@ export function loopDelayMeter(): () => { p50: number; p99: number; max: number 
     return { p50: h.percentile(50) / 1e6, p99: h.percentile(99) / 1e6, max: h.max / 1e6 };
   };
 }
+
+/** Starts a meter of a process's user and system CPU (ms); system time includes its file syncs. */
+export function userSysMeter(pid: number | undefined): () => { userMs: number; sysMs: number } {
+  const read = (): { u: number; s: number } => {
+    if (pid === undefined) return { u: 0, s: 0 };
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      return { u: Number(f[11]) * 10, s: Number(f[12]) * 10 };
+    } catch {
+      return { u: 0, s: 0 };
+    }
+  };
+  const before = read();
+  return () => {
+    const now = read();
+    return { userMs: now.u - before.u, sysMs: now.s - before.s };
+  };
+}
