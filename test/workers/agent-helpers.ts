@@ -3,7 +3,14 @@
  * of decoded frames, and waits with deadlines.
  */
 import { exports } from "cloudflare:workers";
-import { AGENT_PROTOCOL_VERSION, decodeFrame, encodeFrame, ToAgent, type FromAgent } from "../../shared/wire.ts";
+import {
+  AGENT_PROTOCOL_VERSION,
+  decodeFrame,
+  encodeFrame,
+  ToAgent,
+  type FromAgent,
+  type LeaseGrant,
+} from "../../shared/wire.ts";
 import { ADMIN, call } from "./helpers.ts";
 
 let seq = 0;
@@ -85,4 +92,20 @@ export function hello(id: string, leases: { job_id: string; epoch: number }[] = 
     prefetch: 1,
     leases,
   };
+}
+
+/** A connected test agent for a model that has said hello and been welcomed. */
+export async function welcomed(model: string): Promise<{ conn: Conn; id: string; t: { id: string; token: string } }> {
+  const t = await token([model]);
+  const { conn, id } = await connect(t.token);
+  if (!conn) throw new Error("no connection");
+  conn.send(hello(id));
+  await conn.next("agent.welcome");
+  return { conn, id, t };
+}
+
+/** Asks for one job and answers the lease granted. */
+export async function leaseOne(conn: Conn): Promise<LeaseGrant> {
+  conn.send({ v: AGENT_PROTOCOL_VERSION, type: "work.request", trace: "t", credits: 1 });
+  return ((await conn.next("job.leases")) as { leases: LeaseGrant[] }).leases[0] as LeaseGrant;
 }

@@ -2,7 +2,7 @@ import { env, exports } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { decode, encode } from "../../shared/codec.ts";
 import { CLOSE, FRAME_KIND_CONTROL, type LeaseGrant } from "../../shared/wire.ts";
-import { agentId, connect, hello, token } from "./agent-helpers.ts";
+import { agentId, connect, hello, leaseOne, token, welcomed } from "./agent-helpers.ts";
 import { ADMIN, call, makeAccount, makeModel, submit } from "./helpers.ts";
 
 describe("agent connections", () => {
@@ -76,11 +76,7 @@ describe("agent connections", () => {
   it("a parked agent gets a new job pushed at submit, without asking again", async () => {
     const model = await makeModel();
     const acct = await makeAccount();
-    const t = await token([model]);
-    const { conn, id } = await connect(t.token);
-    if (!conn) throw new Error("no connection");
-    conn.send(hello(id));
-    await conn.next("agent.welcome");
+    const { conn } = await welcomed(model);
     conn.send({ v: 1, type: "work.request", trace: "t", credits: 1 });
     await new Promise((r) => setTimeout(r, 50));
     const { body: job } = await submit(model, acct.key);
@@ -93,13 +89,8 @@ describe("agent connections", () => {
     const model = await makeModel();
     const acct = await makeAccount();
     const { body: job } = await submit(model, acct.key);
-    const t = await token([model]);
-    const { conn, id } = await connect(t.token);
-    if (!conn) throw new Error("no connection");
-    conn.send(hello(id));
-    await conn.next("agent.welcome");
-    conn.send({ v: 1, type: "work.request", trace: "t", credits: 1 });
-    const lease = ((await conn.next("job.leases")) as { leases: LeaseGrant[] }).leases[0] as LeaseGrant;
+    const { conn, id, t } = await welcomed(model);
+    const lease = await leaseOne(conn);
     // Upload through the agent routes, as an agent does.
     const agentHeaders = { authorization: `Bearer ${t.token}`, "x-floodgate-agent": id };
     const start = await call<{ upload_id: string; key: string }>("POST", "/v1/agent/uploads", {
@@ -188,13 +179,8 @@ describe("agent connections", () => {
     const model = await makeModel();
     const acct = await makeAccount();
     const { body: job } = await submit(model, acct.key);
-    const t = await token([model]);
-    const { conn, id } = await connect(t.token);
-    if (!conn) throw new Error("no connection");
-    conn.send(hello(id));
-    await conn.next("agent.welcome");
-    conn.send({ v: 1, type: "work.request", trace: "t", credits: 1 });
-    const lease = ((await conn.next("job.leases")) as { leases: LeaseGrant[] }).leases[0] as LeaseGrant;
+    const { conn } = await welcomed(model);
+    const lease = await leaseOne(conn);
     conn.send({ v: 1, type: "job.complete", trace: "t", job_id: job.id, epoch: lease.epoch + 5, outputs: [] });
     const stale = await conn.next("lease.stale");
     expect(stale).toMatchObject({ job_id: job.id, epoch: lease.epoch + 5 });
@@ -253,11 +239,7 @@ describe("agent connections", () => {
     const model = await makeModel();
     const acct = await makeAccount();
     const { body: job } = await submit(model, acct.key);
-    const t = await token([model]);
-    const { conn, id } = await connect(t.token);
-    if (!conn) throw new Error("no connection");
-    conn.send(hello(id));
-    await conn.next("agent.welcome");
+    const { conn, t } = await welcomed(model);
     conn.send({ v: 1, type: "work.request", trace: "t", credits: 1 });
     await conn.next("job.leases");
     expect((await call("DELETE", `/v1/admin/agent-tokens/${t.id}`, { key: ADMIN })).status).toBe(204);
@@ -267,11 +249,7 @@ describe("agent connections", () => {
 
   it("admins see connected agents with their pool, slots and last heartbeat", async () => {
     const model = await makeModel();
-    const t = await token([model]);
-    const { conn, id } = await connect(t.token);
-    if (!conn) throw new Error("no connection");
-    conn.send(hello(id));
-    await conn.next("agent.welcome");
+    const { conn, id } = await welcomed(model);
     await new Promise((r) => setTimeout(r, 50));
     const r = await call<{ agents: { agent_id: string; pool: string; slots: number }[] }>("GET", "/v1/admin/agents", {
       key: ADMIN,

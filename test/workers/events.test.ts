@@ -2,7 +2,7 @@ import { exports } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { decode } from "../../shared/codec.ts";
 import type { LeaseGrant } from "../../shared/wire.ts";
-import { connect, hello, token, type Conn } from "./agent-helpers.ts";
+import { leaseOne, welcomed, type Conn } from "./agent-helpers.ts";
 import { call, makeAccount, makeModel, submit } from "./helpers.ts";
 
 interface Sse {
@@ -59,18 +59,8 @@ function events(id: string, key: string, headers: Record<string, string> = {}, q
 }
 
 async function agentFor(model: string): Promise<{ conn: Conn; lease: () => Promise<LeaseGrant> }> {
-  const t = await token([model]);
-  const { conn, id } = await connect(t.token);
-  if (!conn) throw new Error("no connection");
-  conn.send(hello(id));
-  await conn.next("agent.welcome");
-  return {
-    conn,
-    lease: async () => {
-      conn.send({ v: 1, type: "work.request", trace: "t", credits: 1 });
-      return ((await conn.next("job.leases")) as { leases: LeaseGrant[] }).leases[0] as LeaseGrant;
-    },
-  };
+  const { conn } = await welcomed(model);
+  return { conn, lease: () => leaseOne(conn) };
 }
 
 describe("job events", () => {
