@@ -34,14 +34,16 @@ export const TierList = z
 
 /**
  * The default tiers. Admission multiples fall as SLOs grow so that, under overload, the tiers
- * with the largest SLOs shed first (their projected wait passes k × SLO sooner).
+ * with the largest SLOs shed first (their projected wait passes k × SLO sooner). Free's is below
+ * 1: the pick equalizes wait/SLO across tiers, so free has to shed before that common level
+ * reaches 1 for the paid tiers to stay within their SLOs.
  */
 export const DEFAULT_TIERS: readonly TierConfig[] = [
   { name: "api", slo_s: 120, admission_k: 8, rate_limit_per_min: 60_000 },
   { name: "enterprise", slo_s: 180, admission_k: 6, rate_limit_per_min: 60_000 },
   { name: "plus", slo_s: 300, admission_k: 4, rate_limit_per_min: 6_000 },
   { name: "light", slo_s: 600, admission_k: 3, rate_limit_per_min: 600 },
-  { name: "free", slo_s: 1800, admission_k: 2, rate_limit_per_min: 60 },
+  { name: "free", slo_s: 1800, admission_k: 0.5, rate_limit_per_min: 60 },
 ];
 
 /** Start-time fair queuing tag, in seconds of virtual time. */

@@ -86,13 +86,8 @@ type ScenarioName = keyof typeof SCENARIOS;
 
 /** The four policies the goals are judged on, run in both scenarios. */
 const POLICIES = ["slo", "strict", "fifo", "slo_admission"] as const;
-/** What-ifs of suggested fixes, run on the overload scenario only; none is the shipped code. */
-const WHAT_IFS = [
-  "whatif_admission_k",
-  "whatif_oldest",
-  "whatif_oldest_admission",
-  "whatif_oldest_admission_k",
-] as const;
+/** What-ifs, run on the overload scenario only; none is the shipped code. */
+const WHAT_IFS = ["whatif_head"] as const;
 type PolicyName = (typeof POLICIES)[number] | (typeof WHAT_IFS)[number];
 
 const POLICY_LABEL: Record<PolicyName, string> = {
@@ -100,14 +95,8 @@ const POLICY_LABEL: Record<PolicyName, string> = {
   strict: "strict priority (api first, FIFO in a tier)",
   fifo: "FIFO (global arrival order)",
   slo_admission: "SLO policy + admission control",
-  whatif_admission_k: "what-if: SLO policy + admission control, free k 0.5",
-  whatif_oldest: "what-if: tiers ranked by their oldest job's wait/SLO",
-  whatif_oldest_admission: "what-if: oldest-job ranking + admission control (default k)",
-  whatif_oldest_admission_k: "what-if: oldest-job ranking + admission control, free k 0.5",
+  whatif_head: "what-if: the blueprint's pick (tiers ranked by their fair-queuing head's wait/SLO)",
 };
-
-/** Tiers of the `_k` what-ifs: free sheds before the paid tiers' waits reach their SLOs. */
-const TIERS_FREE_K = TIERS.map((t) => (t.name === "free" ? { ...t, admission_k: 0.5 } : t));
 
 /** Width of the chart's and the timeline's time buckets (s). */
 const BUCKET_S = 600;
@@ -359,21 +348,15 @@ function makePolicy(
 ): Policy & { close?: () => void; verify?: (trace: readonly TraceJob[], o: ReplayOutcome) => void } {
   switch (name) {
     case "slo":
-      return sloPolicy(MODEL, TIERS, slots, { admit: false, urgency: "head" });
+      return sloPolicy(MODEL, TIERS, slots, { admit: false, urgency: "oldest" });
     case "slo_admission":
-      return sloPolicy(MODEL, TIERS, slots, { admit: true, urgency: "head" });
+      return sloPolicy(MODEL, TIERS, slots, { admit: true, urgency: "oldest" });
     case "strict":
       return strictPolicy(TIER_NAMES);
     case "fifo":
       return fifoPolicy();
-    case "whatif_admission_k":
-      return sloPolicy(MODEL, TIERS_FREE_K, slots, { admit: true, urgency: "head" });
-    case "whatif_oldest":
-      return sloPolicy(MODEL, TIERS, slots, { admit: false, urgency: "oldest" });
-    case "whatif_oldest_admission":
-      return sloPolicy(MODEL, TIERS, slots, { admit: true, urgency: "oldest" });
-    case "whatif_oldest_admission_k":
-      return sloPolicy(MODEL, TIERS_FREE_K, slots, { admit: true, urgency: "oldest" });
+    case "whatif_head":
+      return sloPolicy(MODEL, TIERS, slots, { admit: false, urgency: "head" });
   }
 }
 
@@ -407,7 +390,7 @@ function runScenario(name: ScenarioName, slots: number, seed: number, log: (line
     // The SLO policy's overload run also samples what its pick sees (reads only).
     const probe =
       name === "overload" && p === "slo"
-        ? probeHeads(sloPolicy(MODEL, TIERS, slots, { admit: false, urgency: "head" }), trace, peakFrom, peakTo, 50)
+        ? probeHeads(sloPolicy(MODEL, TIERS, slots, { admit: false, urgency: "oldest" }), trace, peakFrom, peakTo, 50)
         : undefined;
     const policy = probe?.policy ?? makePolicy(p, slots);
     const t0 = performance.now();
@@ -532,7 +515,7 @@ function probeTable(res: ScenarioResult): Table {
   const probe = res.policies.slo?.head_probe ?? {};
   return {
     title:
-      "What the SLO policy's pick ranks a tier by, at the 2× peak (overload): its head by tag, against its oldest queued job",
+      "Why the pick ranks a tier by its oldest queued job: at the 2× peak (overload), how a tier's head by tag compares with its oldest job",
     columns: ["tier", "samples", "head is a one-job account's job", "head's wait / oldest job's wait (median)"],
     rows: Object.entries(probe).map(([tier, h]) => [
       tier,
@@ -618,7 +601,7 @@ function whatIfNotes(res: ScenarioResult): string[] {
 }
 
 function chartPanels(res: ScenarioResult): ChartPanel[] {
-  return [...POLICIES, "whatif_oldest_admission_k" as const].flatMap((p) => {
+  return [...POLICIES, "whatif_head" as const].flatMap((p) => {
     const pr = res.policies[p];
     if (!pr) return [];
     const refused = Object.values(pr.tiers).reduce((n, t) => n + t.refused, 0);
@@ -709,7 +692,7 @@ export const fairness: Benchmark = {
         arrivals: "non-homogeneous Poisson (thinning), seeded; replays run until every admitted job has been served",
         admission: "slo_admission: enqueue(…, admit = true); refused submissions are dropped, not retried",
         what_ifs:
-          "overload only: fixes suggested by the results, run on SchedulerCore with a rewritten head query and/or tier configuration (see notes)",
+          "overload only: the blueprint's pick, run on SchedulerCore with a rewritten oldest-job query (see notes)",
         seed: `${seed} (nominal), ${seed + 1} (overload)${seed === DEFAULT_SEED ? "" : "; set by FAIRNESS_SEED"}`,
         chart: relative(dirname(BENCH_DIR), chartPath),
       },
@@ -725,7 +708,7 @@ export const fairness: Benchmark = {
           POLICIES,
         ),
         tierTable(
-          "overload, what-ifs of the suggested fixes (not the shipped code: a rewritten head query and/or tier configuration)",
+          "overload, what-if: the blueprint's pick (not the shipped code: a rewritten oldest-job query)",
           results.overload,
           WHAT_IFS,
         ),
@@ -753,7 +736,7 @@ export const fairness: Benchmark = {
         "Strict priority and FIFO are small simulators (bench/lib/replay.ts), not SchedulerCore configurations: SLOs many orders of magnitude apart would make its order across tiers strict, but inside a tier SchedulerCore serves by fair-queuing tag, never by arrival, so neither baseline is exactly a setting of it.",
         "Every SchedulerCore replay is checked against the rows it stored: each admitted job succeeded in one attempt, with started_at − created_at equal to the wait the replay measured; refused jobs were never stored.",
         "Not modelled: agent failures, lease renewal and sweeps (complete() does not look at lease deadlines, so no lease expires), prefetch, and clients retrying after 429 (refused submissions are dropped).",
-        "What-ifs change no mesh/ code: 'oldest-job ranking' answers the pick's head query (HEAD_QUERY) through the Sql adapter with the same head by (tag, id) but the enqueue time of the tier's oldest queued job, so tiers are ranked by their oldest job's wait/SLO and still served in fair-queuing order; 'free k 0.5' is tier configuration.",
+        "What-ifs change no mesh/ code: 'the blueprint's pick' answers the oldest-job query (OLDEST_QUERY) through the Sql adapter with the enqueue time of the tier's head by (tag, id), so tiers are ranked by their head's wait/SLO, as the blueprint says; admission is off in it.",
       ],
       scenarios,
     };

@@ -11,7 +11,7 @@
 import type { ModelConfig } from "../../shared/api.ts";
 import type { TierConfig } from "../../shared/slo.ts";
 import { SchedulerCore, type AgentRef } from "../../mesh/scheduler/core.ts";
-import { HEAD_QUERY } from "../../mesh/scheduler/store.ts";
+import { OLDEST_QUERY } from "../../mesh/scheduler/store.ts";
 import { nodeSql } from "../../mesh/sql/node.ts";
 import type { Row, Sql, SqlValue } from "../../mesh/sql/sql.ts";
 import type { TraceJob } from "./trace.ts";
@@ -130,21 +130,18 @@ function jobId(n: number): string {
 }
 
 /**
- * The head query of a what-if: the same head by `(tag, id)`, but reporting the enqueue time of
- * the tier's oldest queued job, so the pick ranks tiers by their oldest job's wait/SLO while it
- * still serves each tier in fair-queuing order. Both parts use the existing partial indexes.
+ * The rank of the blueprint's pick, as a what-if: a tier ranked by the wait of its head by
+ * `(tag, id)` instead of its oldest queued job's. Only the pick and admission read
+ * {@link OLDEST_QUERY}, so with admission off this is exactly that pick.
  */
-const OLDEST_HEAD_QUERY =
-  "SELECT id, tag, (SELECT min(enqueued_at) FROM jobs WHERE status = 'queued' AND tier = ?1) AS enqueued_at FROM jobs WHERE status = 'queued' AND tier = ?1 ORDER BY tag, id LIMIT 1";
+const HEAD_WAIT_QUERY =
+  "SELECT id, enqueued_at FROM jobs WHERE status = 'queued' AND tier = ? ORDER BY tag, id LIMIT 1";
 
-/**
- * A what-if without touching mesh/: the {@link Sql} adapter answers the pick's head query
- * with {@link OLDEST_HEAD_QUERY}; every other statement passes through unchanged.
- */
-function oldestUrgency(inner: Sql): Sql {
+/** A what-if without touching mesh/: the {@link Sql} adapter answers {@link OLDEST_QUERY} with {@link HEAD_WAIT_QUERY}. */
+function headUrgency(inner: Sql): Sql {
   return {
     all<T extends Row = Row>(query: string, ...params: SqlValue[]): T[] {
-      return inner.all<T>(query === HEAD_QUERY ? OLDEST_HEAD_QUERY : query, ...params);
+      return inner.all<T>(query === OLDEST_QUERY ? HEAD_WAIT_QUERY : query, ...params);
     },
     run(query: string, ...params: SqlValue[]): number {
       return inner.run(query, ...params);
@@ -156,10 +153,10 @@ export interface SloOptions {
   /** Enqueue with admission control (`admit = true`). */
   admit: boolean;
   /**
-   * How the pick ranks tiers: `head` is SchedulerCore as shipped (the wait of the head by tag);
-   * `oldest` is a what-if (the wait of the tier's oldest queued job; see {@link OLDEST_HEAD_QUERY}).
+   * How the pick ranks tiers: `oldest` is SchedulerCore as shipped (the wait of the tier's
+   * oldest queued job); `head` is a what-if (the wait of the head by tag; see {@link HEAD_WAIT_QUERY}).
    */
-  urgency: "head" | "oldest";
+  urgency: "oldest" | "head";
 }
 
 /**
@@ -174,7 +171,7 @@ export function sloPolicy(
   opts: SloOptions,
 ): Policy & { core: SchedulerCore; verify(trace: readonly TraceJob[], o: ReplayOutcome): void; close(): void } {
   const node = nodeSql(":memory:");
-  const core = new SchedulerCore(opts.urgency === "oldest" ? oldestUrgency(node) : node);
+  const core = new SchedulerCore(opts.urgency === "head" ? headUrgency(node) : node);
   const admit = opts.admit;
   core.configure({ model, tiers: [...tiers] });
   const agents: AgentRef[] = Array.from({ length: slots }, (_, i) => ({

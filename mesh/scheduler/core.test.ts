@@ -248,7 +248,7 @@ describe("SchedulerCore: leases and fencing", () => {
 });
 
 describe("SchedulerCore: the pick", () => {
-  it("the pick takes the tier head with the largest wait/SLO, ties to the smaller SLO", () => {
+  it("the pick takes the tier whose oldest job has the largest wait/SLO, ties to the smaller SLO", () => {
     const { core, clock, submit } = harness();
     const free = submit("acc_1", "free");
     clock.advance(60_000);
@@ -279,6 +279,28 @@ describe("SchedulerCore: the pick", () => {
     const ids = ["free", "plus", "enterprise", "light", "api"].map((tier) => [tier, z.submit("acc_1", tier)] as const);
     const order = z.core.lease(AGENT_A, 5, z.clock.now).map((l) => ids.find(([, id]) => id === l.job_id)![0]);
     expect(order).toEqual(["api", "enterprise", "plus", "light", "free"]);
+  });
+
+  it("a tier is ranked by its oldest queued job's wait, and a tier that wins on its backlog alternates its oldest job and its head", () => {
+    const { core, clock, submit } = harness({ expected_runtime_s: 10 });
+    const heavy = Array.from({ length: 10 }, () => submit("acc_heavy", "plus"));
+    // One heavy job runs in 1 s: the measured cost drops below the 10 s estimate, so a newcomer's
+    // tag (virtual time + cost) lands ahead of the heavy account's next one.
+    const first = only(core.lease(AGENT_A, 1, clock.now));
+    expect(heavy).toContain(first.job_id);
+    clock.advance(1_000);
+    core.complete({ job_id: first.job_id, epoch: first.epoch }, { status: "succeeded", outputs: [] }, clock.now);
+    clock.advance(199_000);
+    const api = submit("acc_api", "api");
+    clock.advance(100_000);
+    const newcomer = submit("acc_new", "plus");
+    // plus's head by tag is the newcomer (waited 0 s), its oldest job waited 300 s of 300 (1.0);
+    // api's only job waited 100 s of 120 (0.83). plus wins on its backlog, so its grants
+    // alternate between its oldest job and its head. Ranked by its head (0), plus would have
+    // lost to api.
+    const oldest = heavy.filter((id) => id !== first.job_id).sort()[0]; // same enqueue time: ties by id
+    expect(core.lease(AGENT_A, 2, clock.now).map((l) => l.job_id)).toEqual([oldest, newcomer]);
+    expect(core.store.job(api)?.status).toBe("queued");
   });
 
   it("equal wait/SLO and equal SLO go to the tier name", () => {
@@ -531,12 +553,12 @@ describe("SchedulerCore: enqueue and admission", () => {
   });
 
   it("admission refuses a tier whose projected wait passes k × SLO, with retry_after_s", () => {
-    // free: SLO 1800 s, k 2, so a limit of 3600 s. No agent drains it: the projected wait is
+    // free: SLO 1800 s, k 0.5, so a limit of 900 s. No agent drains it: the projected wait is
     // how long its oldest job has waited.
     const { core, clock, submit } = harness();
     submit("acc_1", "free");
-    clock.advance(3_600_000);
-    expect(core.admission("free", clock.now)).toEqual({ waitS: 3600, refused: false, retryAfterS: 0 });
+    clock.advance(900_000);
+    expect(core.admission("free", clock.now)).toEqual({ waitS: 900, refused: false, retryAfterS: 0 });
     submit("acc_1", "free");
     clock.advance(1);
     const id = newJobId({ modelNumber: 0, shard: 0 }, clock.now);
@@ -557,8 +579,8 @@ describe("SchedulerCore: enqueue and admission", () => {
       )[0],
     ).toMatchObject({ ok: true, existed: false });
 
-    // api: SLO 120 s, k 8 (960 s). 100 queued and one grant gives a drain of 1/60 jobs/s: 99 × 60 s
-    // = 5940 s projected, so refused, retry after at most one SLO.
+    // api: SLO 120 s, k 8 (960 s). 100 queued and one grant gives a drain of 1/60 jobs/s, floored
+    // at one job per cost (10 s): 99 × 10 s = 990 s projected, so refused, retry after at most one SLO.
     const h = harness();
     const items = Array.from({ length: 100 }, () => ({
       id: newJobId({ modelNumber: 0, shard: 0 }, h.clock.now),
@@ -569,8 +591,8 @@ describe("SchedulerCore: enqueue and admission", () => {
     expect(h.core.enqueue(items, h.clock.now).every((o) => o.ok)).toBe(true);
     only(h.core.lease(AGENT_A, 1, h.clock.now));
     const verdict = h.core.admission("api", h.clock.now);
-    expect(verdict.waitS).toBeCloseTo(5940, 6);
-    expect(verdict).toMatchObject({ refused: true, retryAfterS: 120 });
+    expect(verdict.waitS).toBeCloseTo(990, 6);
+    expect(verdict).toMatchObject({ refused: true, retryAfterS: 30 });
     const [out] = h.core.enqueue(
       [
         {
@@ -582,8 +604,23 @@ describe("SchedulerCore: enqueue and admission", () => {
       ],
       h.clock.now,
     );
-    expect(failure(out!)).toMatchObject({ code: "overloaded", retry_after_s: 120 });
+    expect(failure(out!)).toMatchObject({ code: "overloaded", retry_after_s: 30 });
     expect(failure(out!).message).toContain("8 × its 120 s SLO");
+  });
+
+  it("a quiet tier is not refused on a drain rate that decayed while nothing was queued", () => {
+    // api drained ten jobs long ago; its decayed grant rate is now near 0. A few queued jobs
+    // project a few costs, not hours.
+    const { core, clock, submit } = harness({ expected_runtime_s: 10 });
+    for (let i = 0; i < 10; i++) submit("acc_1", "api");
+    for (const l of core.lease(AGENT_A, 10, clock.now)) {
+      core.complete({ job_id: l.job_id, epoch: l.epoch }, { status: "succeeded", outputs: [] }, clock.now + 10_000);
+    }
+    clock.advance(3_600_000);
+    for (let i = 0; i < 5; i++) submit("acc_1", "api");
+    const verdict = core.admission("api", clock.now);
+    expect(verdict.refused).toBe(false);
+    expect(verdict.waitS).toBeLessThanOrEqual(5 * 10);
   });
 });
 

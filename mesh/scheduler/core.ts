@@ -104,6 +104,17 @@ interface Ewma {
   at: number;
 }
 
+/** What the pick knows of a tier with queued jobs. */
+interface TierRank {
+  tier: string;
+  sloS: number;
+  /** The oldest queued job's enqueue time: the tier's rank. */
+  enqueuedAtMs: number;
+  oldestId: string;
+  headId: string;
+  headAtMs: number;
+}
+
 /**
  * The scheduler of one model shard. Not thread-safe by design: the actor runs one event at a
  * time, and each public method is one event.
@@ -121,6 +132,8 @@ export class SchedulerCore {
   private readonly waiting = new Map<string, { agent: AgentRef; capacity: number; want: number; until: number }>();
   private deliveries = new Map<string, Lease[]>();
   private readonly vt = new Map<string, number>();
+  /** Per tier: whether its last grant won on its backlog went to the oldest job (in memory). */
+  private readonly backlogTurn = new Map<string, boolean>();
   private readonly outputsGone: string[] = [];
   leaseTtlMs = DEFAULT_LEASE_TTL_MS;
 
@@ -196,9 +209,12 @@ export class SchedulerCore {
     if (!tier) return { waitS: 0, refused: false, retryAfterS: 0 };
     const depth = this.depth.get(tierName) ?? 0;
     const oldest = depth > 0 ? this.store.oldestQueued(tierName) : undefined;
+    // The decayed grant rate runs towards 0 in a quiet tier, where one queued job would then
+    // project hours: a tier that is served at all drains at least one job per cost.
+    const drain = this.drainRate(tierName, now);
     const waitS = projectedWaitS(
       depth,
-      this.drainRate(tierName, now),
+      drain > 0 ? Math.max(drain, 1 / this.costS()) : 0,
       oldest === undefined ? 0 : (now - oldest) / 1000,
     );
     const limit = tier.admission_k * tier.slo_s;
@@ -339,28 +355,54 @@ export class SchedulerCore {
     return n;
   }
 
-  /** Picks up to `want` jobs for an agent: each the tier head with the largest wait/SLO. */
+  /**
+   * Picks up to `want` jobs for an agent. The tier served is the one whose oldest queued job has
+   * the largest wait/SLO (ties to the smaller SLO, then the name). Inside it, fair queuing
+   * decides: its head by tag is served when the head's own wait/SLO would win the pick too.
+   * Otherwise the tier won on its backlog, and those grants alternate between the oldest job and
+   * the head; a grant out of tag order does not advance the tier's virtual time. Ranking by the
+   * head alone hides a backlog (the head is mostly a newcomer's job); serving only the oldest
+   * would turn the tier into FIFO under overload, letting a flooding account crowd out the rest.
+   */
   private pick(agent: AgentRef, want: number, now: number): Lease[] {
     const config = this.need();
-    const heads = new Map<string, { tier: string; sloS: number; enqueuedAtMs: number; id: string }>();
+    const ranks = new Map<string, TierRank>();
     const load = (t: Pick<TierConfig, "name" | "slo_s">): void => {
-      if ((this.depth.get(t.name) ?? 0) === 0) {
-        heads.delete(t.name);
+      const head = (this.depth.get(t.name) ?? 0) > 0 ? this.store.headOf(t.name) : undefined;
+      const oldest = head ? this.store.oldestJob(t.name) : undefined;
+      if (!head || !oldest) {
+        ranks.delete(t.name);
         return;
       }
-      const h = this.store.headOf(t.name);
-      if (h) heads.set(t.name, { tier: t.name, sloS: t.slo_s, enqueuedAtMs: h.enqueued_at, id: h.id });
-      else heads.delete(t.name);
+      ranks.set(t.name, {
+        tier: t.name,
+        sloS: t.slo_s,
+        enqueuedAtMs: oldest.enqueued_at,
+        oldestId: oldest.id,
+        headId: head.id,
+        headAtMs: head.enqueued_at,
+      });
     };
     const tiers = this.tiersInPlay(config);
     for (const t of tiers) load(t);
     const leases: Lease[] = [];
     while (leases.length < want) {
-      const best = pickHead([...heads.values()], now);
+      const all = [...ranks.values()];
+      const best = pickHead(all, now);
       if (!best) break;
-      const job = this.store.job(best.id);
+      let id = best.headId;
+      if (best.oldestId !== best.headId) {
+        let rival = -1;
+        for (const r of all) if (r !== best) rival = Math.max(rival, urgency(now, r.enqueuedAtMs, r.sloS));
+        if (urgency(now, best.headAtMs, best.sloS) < rival) {
+          const toOldest = !(this.backlogTurn.get(best.tier) ?? false);
+          this.backlogTurn.set(best.tier, toOldest);
+          if (toOldest) id = best.oldestId;
+        }
+      }
+      const job = this.store.job(id);
       if (!job) break;
-      leases.push(this.grant(job, agent, now));
+      leases.push(this.grant(job, agent, now, id === best.headId));
       const tier = tiers.find((t) => t.name === best.tier);
       if (tier) load(tier);
     }
@@ -395,9 +437,9 @@ export class SchedulerCore {
     return out;
   }
 
-  private grant(job: JobRow, agent: AgentRef, now: number): Lease {
+  private grant(job: JobRow, agent: AgentRef, now: number, inTagOrder = true): Lease {
     const body = JSON.parse(job.body) as JobBody;
-    if (job.tag > this.virtualTime(job.tier)) {
+    if (inTagOrder && job.tag > this.virtualTime(job.tier)) {
       this.vt.set(job.tier, job.tag);
       this.store.setMeta(`vt:${job.tier}`, String(job.tag));
     }

@@ -259,34 +259,53 @@ class Model {
   }
 
   /** The job the next grant must take: each tier's (tag, id) head, then largest wait/SLO, SLO, name. */
-  expectedPick(): MJob | undefined {
-    const heads: { job: MJob; u: number; slo: number; name: string }[] = [];
+  /** Per tier: whether its last grant won on its backlog went to its oldest job. */
+  backlogTurn = new Map<string, boolean>();
+
+  /**
+   * The next pick: the tier whose oldest queued job has the largest wait/SLO; its head by tag
+   * when the head's own wait/SLO is at least every other tier's oldest's, else alternately its
+   * oldest job (by enqueue time, then id; out of tag order) and its head.
+   */
+  expectedPick(): { job: MJob; inTagOrder: boolean } | undefined {
+    const ranks: { head: MJob; oldest: MJob; u: number; headU: number; slo: number; name: string }[] = [];
+    const byId = (a: MJob, b: MJob): number => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
     for (const t of TIERS) {
       const queued = [...this.jobs.values()].filter((j) => j.status === "queued" && j.tier === t.name);
-      queued.sort((a, b) => a.tag - b.tag || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-      const head = queued[0];
-      if (head) {
-        heads.push({
-          job: head,
-          u: Math.max(0, this.now - head.enqueuedAt) / 1000 / t.slo_s,
+      const head = [...queued].sort((a, b) => a.tag - b.tag || byId(a, b))[0];
+      const oldest = [...queued].sort((a, b) => a.enqueuedAt - b.enqueuedAt || byId(a, b))[0];
+      if (head && oldest) {
+        ranks.push({
+          head,
+          oldest,
+          u: Math.max(0, this.now - oldest.enqueuedAt) / 1000 / t.slo_s,
+          headU: Math.max(0, this.now - head.enqueuedAt) / 1000 / t.slo_s,
           slo: t.slo_s,
           name: t.name,
         });
       }
     }
-    heads.sort((a, b) => b.u - a.u || a.slo - b.slo || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-    return heads[0]?.job;
+    ranks.sort((a, b) => b.u - a.u || a.slo - b.slo || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    const best = ranks[0];
+    if (!best) return undefined;
+    if (best.oldest === best.head) return { job: best.head, inTagOrder: true };
+    const rival = Math.max(-1, ...ranks.slice(1).map((r) => r.u));
+    if (best.headU >= rival) return { job: best.head, inTagOrder: true };
+    const toOldest = !(this.backlogTurn.get(best.name) ?? false);
+    this.backlogTurn.set(best.name, toOldest);
+    return toOldest ? { job: best.oldest, inTagOrder: false } : { job: best.head, inTagOrder: true };
   }
 
   /** Grants up to `n` leases to an agent, each the expected pick. */
   grant(agent: number, n: number): LeaseShape[] {
     const out: LeaseShape[] = [];
     while (out.length < n) {
-      const job = this.expectedPick();
-      if (!job) break;
+      const pick = this.expectedPick();
+      if (!pick) break;
+      const job = pick.job;
       job.status = "running";
       job.epoch += 1;
-      this.vt.set(job.tier, Math.max(this.vt.get(job.tier) ?? 0, job.tag));
+      if (pick.inTagOrder) this.vt.set(job.tier, Math.max(this.vt.get(job.tier) ?? 0, job.tag));
       job.agent = AGENTS[agent]!;
       job.deadline = this.now + DEFAULT_LEASE_TTL_MS;
       job.attempts += 1;

@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import type { SqlValue } from "../sql/sql.ts";
 import { migrate } from "../sql/sql.ts";
 import { nodeSql } from "../sql/node.ts";
-import { HEAD_QUERY, MIGRATIONS, SchedulerStore } from "./store.ts";
+import { HEAD_QUERY, MIGRATIONS, OLDEST_QUERY, SchedulerStore } from "./store.ts";
 
 const TIERS = ["api", "enterprise", "plus", "light", "free"];
 
@@ -70,7 +70,7 @@ describe("scheduler store query plans", () => {
     const { sql } = populated(600);
     sql.run("ANALYZE");
     const cases: [string, string, ...SqlValue[]][] = [
-      ["jobs_wait", "SELECT min(enqueued_at) AS t FROM jobs WHERE status = 'queued' AND tier = ?", "api"],
+      ["jobs_wait", OLDEST_QUERY, "api"],
       [
         "jobs_wait",
         "SELECT * FROM jobs WHERE status = 'queued' AND tier = ? AND enqueued_at <= ? ORDER BY enqueued_at LIMIT ?",

@@ -44,6 +44,9 @@ export const MIGRATIONS: readonly string[] = [
    ) WITHOUT ROWID`,
   `CREATE TABLE tombstones (id TEXT PRIMARY KEY, epoch INTEGER NOT NULL, deleted_at INTEGER NOT NULL) WITHOUT ROWID;
    CREATE INDEX tombstones_deleted ON tombstones (deleted_at)`,
+  // The pick serves a tier's oldest queued job by (enqueued_at, id): one index seek, ties by id.
+  `DROP INDEX jobs_wait;
+   CREATE INDEX jobs_wait ON jobs (tier, enqueued_at, id) WHERE status = 'queued'`,
 ];
 
 /** A job row as stored. */
@@ -82,6 +85,10 @@ export interface HeadRow {
 /** The query the pick runs once per tier; exported for the query-plan test. */
 export const HEAD_QUERY =
   "SELECT id, tag, enqueued_at FROM jobs WHERE status = 'queued' AND tier = ? ORDER BY tag, id LIMIT 1";
+
+/** A tier's oldest queued job, ties by id: the pick's rank, and admission's oldest wait. */
+export const OLDEST_QUERY =
+  "SELECT id, enqueued_at FROM jobs WHERE status = 'queued' AND tier = ? ORDER BY enqueued_at, id LIMIT 1";
 
 /** Typed access to the scheduler's tables. */
 export class SchedulerStore {
@@ -141,13 +148,11 @@ export class SchedulerStore {
   }
 
   oldestQueued(tier: string): number | undefined {
-    return (
-      one<{ t: number | null }>(
-        this.sql,
-        "SELECT min(enqueued_at) AS t FROM jobs WHERE status = 'queued' AND tier = ?",
-        tier,
-      )?.t ?? undefined
-    );
+    return this.oldestJob(tier)?.enqueued_at;
+  }
+
+  oldestJob(tier: string): { id: string; enqueued_at: number } | undefined {
+    return one<{ id: string; enqueued_at: number }>(this.sql, OLDEST_QUERY, tier);
   }
 
   /** Queued jobs ahead of `tag` in a tier: walks the index range, so callers bound its use. */
