@@ -100,14 +100,19 @@ async function api(
   return { status: r.status, json: text ? (JSON.parse(text) as unknown) : null };
 }
 
-/** The models an agent token is scoped to (its JWT payload's `models` claim; unverified, read only). */
-function tokenModels(token: string): string[] {
+/** An agent token's id and the models it is scoped to (its JWT payload, unverified, read only). */
+function tokenScope(token: string): { id: string | undefined; models: string[] } {
   try {
-    const payload: unknown = JSON.parse(Buffer.from(token.split(".")[1] ?? "", "base64url").toString("utf8"));
-    const models = (payload as { models?: unknown }).models;
-    return Array.isArray(models) ? models.filter((m): m is string => typeof m === "string") : [];
+    const payload = JSON.parse(Buffer.from(token.split(".")[1] ?? "", "base64url").toString("utf8")) as {
+      jti?: unknown;
+      models?: unknown;
+    };
+    const models = Array.isArray(payload.models)
+      ? payload.models.filter((m): m is string => typeof m === "string")
+      : [];
+    return { id: typeof payload.jti === "string" ? payload.jti : undefined, models };
   } catch {
-    return [];
+    return { id: undefined, models: [] };
   }
 }
 
@@ -128,10 +133,14 @@ export async function bootstrap(url: string, adminKey: string, stateDir: string)
     if (made.status !== 201) throw new Error(`creating the demo account failed: ${JSON.stringify(made.json)}`);
     apiKey = (made.json as { api_key: string }).api_key;
   }
-  // A token from an older state may not cover every built-in model: mint one that does.
+  // A token from an older state may not cover every built-in model: mint one that does, and
+  // revoke the old one, which would otherwise keep the local agents' ids bound to it.
   if (agentToken !== undefined) {
-    const scope = tokenModels(agentToken);
-    if (!models.every((m) => scope.includes(m))) agentToken = undefined;
+    const scope = tokenScope(agentToken);
+    if (!models.every((m) => scope.models.includes(m))) {
+      if (scope.id !== undefined) await api(url, adminKey, "DELETE", `/v1/admin/agent-tokens/${scope.id}`);
+      agentToken = undefined;
+    }
   }
   if (agentToken === undefined) {
     const tok = await api(url, adminKey, "POST", "/v1/admin/agent-tokens", {

@@ -72,12 +72,30 @@ export async function mintAgentToken(
   return { token, expiresAt: exp * 1000 };
 }
 
+const B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/**
+ * Whether a segment is the one canonical base64url encoding of its bytes: no `=` padding and no
+ * bit set in what its last character carries beyond the data. Decoders ignore those bits, so
+ * without this check one signature would have many spellings, each a different valid token.
+ */
+function canonicalBase64url(segment: string): boolean {
+  if (!/^[A-Za-z0-9_-]*$/.test(segment) || segment.length % 4 === 1) return false;
+  const unusedBits = (segment.length * 6) % 8;
+  if (unusedBits === 0) return true;
+  const last = B64URL.indexOf(segment.at(-1) ?? "");
+  return (last & ((1 << unusedBits) - 1)) === 0;
+}
+
 /**
  * Verifies an agent token's signature, algorithm, `kid`, `typ`, issuer, audience and times,
  * then its claims' shape. Answers `undefined` for every bad token alike (the caller says 401).
+ * The signature segment must be canonical base64url, so a token has exactly one spelling.
  */
 export async function verifyAgentToken(env: Env, token: string): Promise<AgentClaims | undefined> {
   if (token.length > 4096) return undefined;
+  const segments = token.split(".");
+  if (segments.length !== 3 || !canonicalBase64url(segments[2] ?? "")) return undefined;
   try {
     const { payload } = await jwtVerify(
       token,

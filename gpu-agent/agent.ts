@@ -21,6 +21,7 @@ import {
   decodeFrame,
   encodeFrame,
   PREVIEW_FRAME_CAP,
+  salvageLeases,
   ToAgent,
   type FromAgent,
   type GpuHealth,
@@ -209,6 +210,11 @@ export class Agent extends EventEmitter {
     this.ws = ws;
     ws.binaryType = "nodebuffer";
     ws.on("unexpected-response", (_req, res) => {
+      if (res.statusCode === 403) {
+        this.log(
+          "the edge refused this agent id (403): it is bound to another live agent token; retrying (use another --cache-dir for a second agent)",
+        );
+      }
       if (res.statusCode === 401) {
         this.closed = true;
         this.emit(
@@ -271,7 +277,15 @@ export class Agent extends EventEmitter {
   private onFrame(bytes: Uint8Array): void {
     const frame = decodeFrame(bytes, ToAgent);
     if (!frame.ok) {
-      this.log(`dropping a malformed frame from the edge: ${frame.reason}`);
+      const salvaged = salvageLeases(bytes);
+      if (!salvaged) {
+        this.log(`dropping a malformed frame from the edge: ${frame.reason}`);
+        return;
+      }
+      // One bad lease does not cost the others: they run, and each bad one fails on its own.
+      for (const { job_id, epoch, reason } of salvaged.refused) this.refuseLease({ job_id, epoch }, reason);
+      for (const lease of salvaged.leases) this.accept(lease);
+      this.pump();
       return;
     }
     const msg = frame.msg;
@@ -279,7 +293,7 @@ export class Agent extends EventEmitter {
       case "agent.welcome": {
         this.welcomed = true;
         this.heartbeatMs = msg.heartbeat_ms;
-        for (const s of msg.stale) this.abandon(s.job_id, s.epoch, "stale after reconnect");
+        for (const s of msg.stale) this.refusedStale(s, "resume", "stale after reconnect");
         clearInterval(this.heartbeatTimer);
         this.heartbeatTimer = setInterval(() => void this.heartbeat(), this.heartbeatMs);
         this.heartbeatTimer.unref();
@@ -295,10 +309,10 @@ export class Agent extends EventEmitter {
         return;
       }
       case "agent.heartbeat_ack":
-        for (const s of msg.stale) this.abandon(s.job_id, s.epoch, "lease no longer held");
+        for (const s of msg.stale) this.refusedStale(s, "renewal", "lease no longer held");
         return;
       case "lease.stale":
-        this.abandon(msg.job_id, msg.epoch, "stale");
+        this.refusedStale(msg, "result, progress or log", "stale");
         return;
       case "job.cancel":
         this.abandon(msg.job_id, msg.epoch, "cancelled by the client");
@@ -318,6 +332,20 @@ export class Agent extends EventEmitter {
         this.log(`edge error ${msg.code}: ${msg.message}`);
         return;
     }
+  }
+
+  /** Fails a lease this agent cannot read (its job cannot run on any agent), without running it. */
+  private refuseLease(ref: LeaseRef, reason: string): void {
+    this.log(`failing ${ref.job_id}: its lease could not be decoded (${reason})`);
+    this.sendOrKeep({
+      v: AGENT_PROTOCOL_VERSION,
+      type: "job.fail",
+      trace: this.trace(),
+      ...ref,
+      code: "invalid_input",
+      message: `the lease could not be decoded: ${reason}`.slice(0, 4096),
+      retryable: false,
+    });
   }
 
   /** Takes a lease, or gives it straight back when it is over the credits asked for. */
@@ -352,6 +380,16 @@ export class Agent extends EventEmitter {
       credits: this.credits(),
       draining: this.stopping !== "no",
     });
+  }
+
+  /**
+   * The edge refused, as stale, something this agent sent under a lease (its resume, renewal,
+   * result, progress or upload): the lease is no longer its. Logged whether or not it still
+   * runs the job.
+   */
+  private refusedStale(ref: LeaseRef, what: string, why: string): void {
+    this.log(`the edge refused the ${what} of ${ref.job_id} at epoch ${ref.epoch} as stale`);
+    this.abandon(ref.job_id, ref.epoch, why);
   }
 
   private abandon(jobId: string, epoch: number, why: string): void {
@@ -457,7 +495,8 @@ export class Agent extends EventEmitter {
     } catch (err) {
       if (h.abandoned) return;
       if (err instanceof UploadError) {
-        if (!err.stale)
+        if (err.stale) this.refusedStale(ref, "upload", "stale");
+        else
           this.sendOrKeep({
             v: AGENT_PROTOCOL_VERSION,
             type: "job.fail",

@@ -37,6 +37,11 @@ export const HEARTBEAT_MS = 5_000;
 export const LEASE_TTL_MS = 30_000;
 /** After a socket closes, how long the agent has to reconnect before its leases go back (ms). */
 export const RECONNECT_GRACE_MS = 2 * HEARTBEAT_MS;
+/**
+ * How often a connection's heartbeats ask the registry whether its token is still live (ms),
+ * besides the first heartbeat: a connection that raced its token's revocation is closed then.
+ */
+export const TOKEN_CHECK_MS = 15_000;
 /** Header on the upgrade request carrying the verified token claims (set by the Worker only). */
 export const CLAIMS_HEADER = "x-floodgate-claims";
 
@@ -61,6 +66,8 @@ interface Attachment extends AgentClaimsLite {
   running: number;
   last_heartbeat: number;
   connected_at: number;
+  /** When the registry last said the token is live (ms); absent until the first heartbeat asks. */
+  token_checked_at?: number;
 }
 
 function trace(): string {
@@ -146,6 +153,13 @@ export class AgentActor extends DurableObject<Env> {
   private scheduler(jobId: string) {
     const route = parseJobId(jobId);
     return route ? actor<SchedulerActor>(this.env.SCHEDULER, schedulerName(route)) : undefined;
+  }
+
+  /** Whether the registry says the token is live; a registry that cannot answer changes nothing. */
+  private async tokenLive(tokenId: string): Promise<boolean> {
+    return await actor<RegistryActor>(this.env.REGISTRY, "global")
+      .tokenLive(tokenId)
+      .catch(() => true);
   }
 
   /** Groups lease refs by the scheduler shard that holds them. */
@@ -239,6 +253,9 @@ export class AgentActor extends DurableObject<Env> {
         };
         ws.serializeAttachment(next);
         const { renewed, stale } = await this.renewAll(att.agent_id, msg.leases);
+        // What this id holds but its hello does not name was lost with its previous process or
+        // connection: back to the queues now, not at the lease deadline.
+        await this.eachShard((s, agentId) => s.releaseUnlisted(agentId, msg.leases, att.connected_at));
         this.send(ws, {
           v: AGENT_PROTOCOL_VERSION,
           type: "agent.welcome",
@@ -261,8 +278,16 @@ export class AgentActor extends DurableObject<Env> {
         await this.requestWork(ws, att, msg.credits);
         return;
       case "agent.heartbeat": {
-        if (att.exp * 1000 < Date.now()) {
-          ws.close(CLOSE.unauthorized, "the agent token expired");
+        const now = Date.now();
+        const check = now - (att.token_checked_at ?? 0) >= TOKEN_CHECK_MS;
+        const dead =
+          att.exp * 1000 < now
+            ? "the agent token expired"
+            : check && !(await this.tokenLive(att.token_id))
+              ? "the agent token was revoked"
+              : undefined;
+        if (dead) {
+          ws.close(CLOSE.unauthorized, dead);
           await this.releaseAll("preempted");
           return;
         }
@@ -270,7 +295,8 @@ export class AgentActor extends DurableObject<Env> {
           ...att,
           gpus: msg.gpus.slice(0, 8),
           running: msg.leases.length,
-          last_heartbeat: Date.now(),
+          last_heartbeat: now,
+          token_checked_at: check ? now : att.token_checked_at,
         });
         const { stale } = await this.renewAll(att.agent_id, msg.leases);
         this.send(ws, { v: AGENT_PROTOCOL_VERSION, type: "agent.heartbeat_ack", trace: msg.trace, stale });
@@ -295,11 +321,12 @@ export class AgentActor extends DurableObject<Env> {
         return;
       }
       case "job.log": {
-        await actor<JobActor>(this.env.JOB, msg.job_id).log(
+        const ok = await actor<JobActor>(this.env.JOB, msg.job_id).log(
           { job_id: msg.job_id, epoch: msg.epoch, agent_id: att.agent_id },
           msg.level,
           msg.message,
         );
+        if (!ok) this.stale(ws, msg);
         return;
       }
       case "job.complete":

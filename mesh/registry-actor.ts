@@ -123,10 +123,29 @@ export class RegistryActor extends DurableObject<Env> {
     return this.store.agents();
   }
 
-  /** Whether a token id is known and not revoked. */
+  /** Whether a token id is known, not revoked and not expired. */
   async tokenLive(id: string): Promise<boolean> {
+    return this.live(id, Date.now());
+  }
+
+  private live(id: string, now: number): boolean {
     const t = this.store.token(id);
-    return t !== undefined && t.revoked_at === null;
+    return t !== undefined && t.revoked_at === null && t.expires_at > now;
+  }
+
+  /**
+   * Whether a token may act as an agent id: `dead` when the token is revoked, expired or
+   * unknown; `taken` when the id is bound to another live token. An agent id is bound to the
+   * token it connects with (`bind`), until that token dies or the agent is gone (its leases
+   * returned), so no other token can take over its socket, its leases or its uploads.
+   */
+  async agentAccess(tokenId: string, agentId: string, pool: string, bind: boolean): Promise<"ok" | "dead" | "taken"> {
+    const now = Date.now();
+    if (!this.live(tokenId, now)) return "dead";
+    const bound = this.store.agentToken(agentId);
+    if (bound !== undefined && bound !== tokenId && this.live(bound, now)) return "taken";
+    if (bind && bound !== tokenId) this.store.bindAgent(agentId, tokenId, pool, now);
+    return "ok";
   }
 
   async putAccount(id: string, name: string, tier: string) {

@@ -135,8 +135,8 @@ export class SchedulerActor extends DurableObject<Env> {
     return this.core.renew(agentId, refs, Date.now());
   }
 
-  async progress(ref: LeaseRef, phase: string, progress: Record<string, unknown> | null) {
-    return this.core.progress(ref, phase, progress);
+  async progress(ref: LeaseRef, phase: string, progress: Record<string, unknown> | null, agentId?: string) {
+    return this.core.progress(ref, phase, progress, agentId);
   }
 
   async complete(ref: LeaseRef, result: Completion, agentId?: string) {
@@ -151,6 +151,14 @@ export class SchedulerActor extends DurableObject<Env> {
     if (!this.core.configured) return 0;
     const n = this.core.release(agentId, reason, Date.now());
     this.deliver();
+    return n;
+  }
+
+  async releaseUnlisted(agentId: string, listed: LeaseRef[], connectedAt: number) {
+    if (!this.core.configured) return 0;
+    const n = this.core.releaseUnlisted(agentId, listed, connectedAt, Date.now());
+    this.deliver();
+    await this.arm();
     return n;
   }
 

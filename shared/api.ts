@@ -13,6 +13,15 @@ export const ModelName = z
 
 /** Request bodies are refused above this size (bytes). */
 export const MAX_BODY_BYTES = 1024 * 1024;
+/** JSON bodies are refused nested deeper than this many levels of objects and arrays. */
+export const MAX_BODY_DEPTH = 64;
+/**
+ * A job's `input` is refused nested deeper than this many levels: a lease carries the input
+ * three levels down a `job.leases` frame, whose decoders stop at 32 (shared/codec.ts).
+ */
+export const MAX_INPUT_DEPTH = 16;
+/** Keys a job's `input` may not have anywhere: agents' decoders refuse them (shared/codec.ts). */
+export const RESERVED_INPUT_KEYS: readonly string[] = ["__proto__", "constructor", "prototype"];
 /** Jobs in one batch submit. */
 export const MAX_BATCH = 100;
 

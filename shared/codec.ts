@@ -62,6 +62,41 @@ function check(v: unknown, depth: number): void {
   throw new CodecError(`not plain data: ${Object.prototype.toString.call(v)}`);
 }
 
+/** An item of a list decoded one by one: plain, or why not with the plain scalars at its top. */
+export type Item = { ok: true; value: Plain } | { ok: false; error: string; scalars: Record<string, string | number> };
+
+/**
+ * Decodes a msgpack map whose `key` holds an array, proving everything plain as {@link decode}
+ * does, except that the array's items are proved one by one: an item that is not plain does not
+ * spoil the others. Throws {@link CodecError} when the bytes are malformed, when anything
+ * outside the items is not plain, or when `key` does not hold an array.
+ */
+export function decodeItems(bytes: Uint8Array, key: string): { head: Record<string, Plain>; items: Item[] } {
+  const value = unpackOne(bytes);
+  if (value === null || typeof value !== "object" || Object.getPrototypeOf(value) !== Object.prototype) {
+    throw new CodecError("not a map");
+  }
+  const { [key]: list, ...head } = value as Record<string, unknown>;
+  if (!Array.isArray(list)) throw new CodecError(`${key} is not an array`);
+  check(head, 0);
+  const items = list.map((item): Item => {
+    try {
+      check(item, 2);
+      return { ok: true, value: item as Plain };
+    } catch (err) {
+      if (!(err instanceof CodecError)) throw err;
+      const scalars: Record<string, string | number> = {};
+      if (item !== null && typeof item === "object" && Object.getPrototypeOf(item) === Object.prototype) {
+        for (const [k, v] of Object.entries(item)) {
+          if (typeof v === "string" || (typeof v === "number" && Number.isFinite(v))) scalars[k] = v;
+        }
+      }
+      return { ok: false, error: err.message, scalars };
+    }
+  });
+  return { head: head as Record<string, Plain>, items };
+}
+
 /** Encodes plain data as msgpack. */
 export function encode(value: unknown): Uint8Array {
   return packr.pack(value);
@@ -72,18 +107,22 @@ export function encode(value: unknown): Uint8Array {
  * trailing bytes, extension types, non-plain values or nesting past {@link MAX_DEPTH}.
  */
 export function decode(bytes: Uint8Array): Plain {
+  const value = unpackOne(bytes);
+  check(value, 0);
+  return value as Plain;
+}
+
+/** Unpacks exactly one msgpack value, not yet proved plain. */
+function unpackOne(bytes: Uint8Array): unknown {
   // msgpackr recurses per nesting level: a frame of nested container headers ends in a
   // RangeError long before the frame cap's worth of bytes is read, which lands here too.
-  let value: unknown;
   try {
     const values = unpackr.unpackMultiple(bytes) as unknown[];
     if (values.length !== 1)
       throw new CodecError(values.length === 0 ? "empty frame" : "trailing bytes after the message");
-    value = values[0];
+    return values[0];
   } catch (err) {
     if (err instanceof CodecError) throw err;
     throw new CodecError(`malformed msgpack: ${(err as Error).message}`);
   }
-  check(value, 0);
-  return value as Plain;
 }

@@ -9,7 +9,7 @@
  * {@link CLOSE}'s codes and changes nothing else.
  */
 import { z } from "zod";
-import { CodecError, decode, encode } from "./codec.ts";
+import { CodecError, decode, decodeItems, encode } from "./codec.ts";
 
 export const AGENT_PROTOCOL_VERSION = 1;
 export const AGENT_SUBPROTOCOL = "floodgate.v1";
@@ -209,11 +209,14 @@ export const LeaseGrant = z.strictObject({
 });
 export type LeaseGrant = z.infer<typeof LeaseGrant>;
 
+/** Most leases one `job.leases` frame carries. */
+const MAX_LEASES_PER_FRAME = 320;
+
 export const JobLeases = z.strictObject({
   v: V,
   type: z.literal("job.leases"),
   trace: Trace,
-  leases: z.array(LeaseGrant).max(320),
+  leases: z.array(LeaseGrant).max(MAX_LEASES_PER_FRAME),
 });
 
 /** The edge's answer to a heartbeat: leases that are no longer the agent's. */
@@ -328,4 +331,38 @@ export function decodeFrame<S extends z.ZodType<FromAgent | ToAgent>>(
     return { ok: false, close: CLOSE.malformed, reason: "message in the wrong frame kind" };
   }
   return { ok: true, msg: parsed.data };
+}
+
+/**
+ * The leases of a `job.leases` control frame that {@link decodeFrame} refused as a whole
+ * because of some of its leases: each lease that is plain and schema-valid on its own is kept,
+ * and the others are named (where their job id and epoch can be read) so the agent fails only
+ * those jobs. `undefined` when the frame is not a `job.leases` frame that way.
+ */
+export function salvageLeases(
+  bytes: Uint8Array,
+): { leases: LeaseGrant[]; refused: (LeaseRef & { reason: string })[] } | undefined {
+  if (bytes[0] !== FRAME_KIND_CONTROL || bytes.length > CONTROL_FRAME_CAP) return undefined;
+  let decoded: ReturnType<typeof decodeItems>;
+  try {
+    decoded = decodeItems(bytes.subarray(1), "leases");
+  } catch {
+    return undefined;
+  }
+  if (!JobLeases.omit({ leases: true }).safeParse(decoded.head).success) return undefined;
+  if (decoded.items.length > MAX_LEASES_PER_FRAME) return undefined;
+  const leases: LeaseGrant[] = [];
+  const refused: (LeaseRef & { reason: string })[] = [];
+  for (const item of decoded.items) {
+    const lease = item.ok ? LeaseGrant.safeParse(item.value) : undefined;
+    if (lease?.success) {
+      leases.push(lease.data);
+      continue;
+    }
+    const fields = item.ok ? (item.value as Record<string, unknown>) : item.scalars;
+    const ref = LeaseRef.safeParse({ job_id: fields?.job_id, epoch: fields?.epoch });
+    const reason = item.ok ? `invalid lease: ${lease?.error.issues[0]?.message ?? "not a lease"}` : item.error;
+    if (ref.success) refused.push({ ...ref.data, reason });
+  }
+  return { leases, refused };
 }

@@ -7,47 +7,69 @@
 import { Hono, type MiddlewareHandler } from "hono";
 import { z } from "zod";
 import { FloodgateError } from "../../shared/errors.ts";
+import { sign, verify } from "../../shared/signing.ts";
+import type { AgentClaims } from "../../shared/tokens.ts";
 import { parseJobId, schedulerName } from "../../shared/ids.ts";
 import { AGENT_ID_HEADER, AGENT_SUBPROTOCOL, AgentId, OutputRecord } from "../../shared/wire.ts";
 import { actor, CLAIMS_HEADER, type AgentActor, type AgentClaimsLite, type SchedulerActor } from "../../mesh/index.ts";
 import type { AppEnv } from "../env.ts";
 import type { RouteDoc } from "../openapi.ts";
 import { registryStub } from "../registry-cache.ts";
+import { fileSecret } from "../files.ts";
 import { verifyAgentToken } from "../tokens.ts";
 import { readJson } from "../validate.ts";
 
+const CONNECT_PATH = "/v1/agent/connect";
 /** R2 multipart parts must be at least 5 MiB, except the last. */
 export const MIN_PART_BYTES = 5 * 1024 * 1024;
 /** Largest part the edge takes in one request (bytes). */
 export const MAX_PART_BYTES = 64 * 1024 * 1024;
-/** How long this isolate trusts that a token is not revoked (ms); revocation also closes live sockets at once. */
-const LIVE_CACHE_MS = 5_000;
-const live = new Map<string, { ok: boolean; until: number }>();
+/**
+ * How long this isolate trusts the registry's answer for an upload's token and agent id (ms).
+ * Connecting always asks the registry; uploads are fenced by the lease as well, and revoking a
+ * token gives its agents' leases back.
+ */
+const ACCESS_CACHE_MS = 5_000;
+type Access = "ok" | "dead" | "taken";
+const access = new Map<string, { answer: Access; until: number }>();
 
-async function tokenLive(env: Env, id: string): Promise<boolean> {
-  const hit = live.get(id);
-  if (hit && hit.until > Date.now()) return hit.ok;
-  const ok = await registryStub(env).tokenLive(id);
-  if (live.size > 10_000) live.clear();
-  live.set(id, { ok, until: Date.now() + LIVE_CACHE_MS });
-  return ok;
+/** What the registry says of a token acting as an agent id; `bind` (connect) binds the id to it. */
+async function agentAccess(env: Env, claims: AgentClaims, agentId: string, bind: boolean): Promise<Access> {
+  const key = `${claims.jti} ${agentId}`;
+  const hit = bind ? undefined : access.get(key);
+  if (hit && hit.until > Date.now()) return hit.answer;
+  const answer = await registryStub(env).agentAccess(claims.jti, agentId, claims.pool, bind);
+  if (access.size > 10_000) access.clear();
+  access.set(key, { answer, until: Date.now() + ACCESS_CACHE_MS });
+  return answer;
 }
 
-/** Forgets this isolate's liveness answer for a token (after this isolate revoked it). */
+/** Forgets this isolate's answers for a token (after this isolate revoked it). */
 export function forgetToken(id: string): void {
-  live.delete(id);
+  for (const key of access.keys()) if (key.startsWith(`${id} `)) access.delete(key);
 }
 
-/** Requires a valid, unrevoked agent token and an agent id; 401 otherwise. */
+/**
+ * Requires a valid, live agent token and an agent id the token may act as: 401 for a bad,
+ * expired or revoked token, 403 `agent_id_taken` for an id bound to another live token. A
+ * connect binds the id to its token.
+ */
 export const agentAuth: MiddlewareHandler<AppEnv> = async (c, next) => {
   const m = /^Bearer\s+(\S+)\s*$/i.exec(c.req.header("authorization") ?? "");
   const claims = m?.[1] ? await verifyAgentToken(c.env, m[1]) : undefined;
-  if (!claims || !(await tokenLive(c.env, claims.jti))) {
-    throw new FloodgateError("unauthorized", "the agent token is missing, invalid, expired or revoked");
-  }
+  const unauthorized = new FloodgateError("unauthorized", "the agent token is missing, invalid, expired or revoked");
+  if (!claims) throw unauthorized;
   const agentId = AgentId.safeParse(c.req.header(AGENT_ID_HEADER));
   if (!agentId.success)
     throw new FloodgateError("bad_request", `send the agent's id in ${AGENT_ID_HEADER} (agt_ and 16 of 0-9a-z)`);
+  const answer = await agentAccess(c.env, claims, agentId.data, c.req.path === CONNECT_PATH);
+  if (answer === "dead") throw unauthorized;
+  if (answer === "taken") {
+    throw new FloodgateError(
+      "agent_id_taken",
+      `agent id ${agentId.data} is bound to another live agent token; give this agent its own --cache-dir, or revoke the other token`,
+    );
+  }
   c.set("agent", { claims, agentId: agentId.data });
   await next();
 };
@@ -61,6 +83,46 @@ async function requireLease(env: Env, agentId: string, jobId: string, epoch: num
       "stale_lease",
       `the lease of ${jobId} at epoch ${epoch} is not this agent's; abandon the job`,
     );
+  }
+}
+
+/**
+ * The upload id an agent is given: R2's, with a signature binding it to its key, so a part or a
+ * complete naming an upload this edge did not start for that key is refused before storage.
+ */
+async function publicUploadId(env: Env, key: string, r2Id: string): Promise<string> {
+  return `${r2Id}.${await sign(fileSecret(env), `upload\n${key}\n${r2Id}`)}`;
+}
+
+const uploadNotFound = (): FloodgateError =>
+  new FloodgateError("upload_not_found", "no such upload for this key; start a new one with POST /v1/agent/uploads");
+
+/** R2's id of an upload, from the id the agent was given; 404 unless it was made for `key`. */
+async function r2UploadId(env: Env, key: string, given: string): Promise<string> {
+  const dot = given.lastIndexOf(".");
+  const r2Id = given.slice(0, Math.max(0, dot));
+  if (dot < 0 || !(await verify(fileSecret(env), `upload\n${key}\n${r2Id}`, given.slice(dot + 1)))) {
+    throw uploadNotFound();
+  }
+  return r2Id;
+}
+
+/**
+ * Runs a multipart call on R2, answering what the agent got wrong as a 4xx: an upload that is
+ * no longer there (completed or aborted) is 404, parts that do not match what was uploaded 400.
+ */
+async function storage<T>(call: () => Promise<T>): Promise<T> {
+  try {
+    return await call();
+  } catch (err) {
+    const code = /\((\d{5})\)\s*$/.exec(String((err as Error)?.message))?.[1];
+    // R2's codes: 10024 no such upload; 10025 a part not found, 10011 a part too small, 10048
+    // parts that do not form an upload (unequal sizes).
+    if (code === "10024") throw uploadNotFound();
+    if (code === "10025" || code === "10011" || code === "10048") {
+      throw new FloodgateError("invalid_upload", `storage refused the parts: ${(err as Error).message}`);
+    }
+    throw err;
   }
 }
 
@@ -95,7 +157,7 @@ const UploadComplete = z.strictObject({
 });
 
 export const agentRoutes = new Hono<AppEnv>()
-  .get("/v1/agent/connect", async (c) => {
+  .get(CONNECT_PATH, async (c) => {
     if (c.req.header("upgrade")?.toLowerCase() !== "websocket") {
       throw new FloodgateError("upgrade_required", "connect with a WebSocket upgrade (subprotocol floodgate.v1)");
     }
@@ -114,7 +176,12 @@ export const agentRoutes = new Hono<AppEnv>()
     const key = `outputs/${body.job_id}/${body.epoch}/${body.name}`;
     const upload = await c.env.OUTPUTS.createMultipartUpload(key, { httpMetadata: { contentType: body.content_type } });
     return c.json(
-      { upload_id: upload.uploadId, key, min_part_bytes: MIN_PART_BYTES, max_part_bytes: MAX_PART_BYTES },
+      {
+        upload_id: await publicUploadId(c.env, key, upload.uploadId),
+        key,
+        min_part_bytes: MIN_PART_BYTES,
+        max_part_bytes: MAX_PART_BYTES,
+      },
       201,
     );
   })
@@ -125,16 +192,22 @@ export const agentRoutes = new Hono<AppEnv>()
     const n = Number(c.req.param("n"));
     if (!Number.isInteger(n) || n < 1 || n > 10_000)
       throw new FloodgateError("bad_request", "part numbers are 1–10000");
+    const upload = c.env.OUTPUTS.resumeMultipartUpload(key, await r2UploadId(c.env, key, c.req.param("upload_id")));
     const bytes = await c.req.arrayBuffer();
-    const part = await c.env.OUTPUTS.resumeMultipartUpload(key, c.req.param("upload_id")).uploadPart(n, bytes);
+    const part = await storage(() => upload.uploadPart(n, bytes));
     return c.json({ part_number: part.partNumber, etag: part.etag });
   })
   .post("/v1/agent/uploads/:upload_id/complete", async (c) => {
     const body = await readJson(c, UploadComplete);
     const { jobId, epoch, name } = parseKey(body.key);
     await requireLease(c.env, c.get("agent").agentId, jobId, epoch);
-    const upload = c.env.OUTPUTS.resumeMultipartUpload(body.key, c.req.param("upload_id"));
-    const object = await upload.complete(body.parts.map((p) => ({ partNumber: p.part_number, etag: p.etag })));
+    const upload = c.env.OUTPUTS.resumeMultipartUpload(
+      body.key,
+      await r2UploadId(c.env, body.key, c.req.param("upload_id")),
+    );
+    const object = await storage(() =>
+      upload.complete(body.parts.map((p) => ({ partNumber: p.part_number, etag: p.etag }))),
+    );
     if (object.size !== body.size) {
       await c.env.OUTPUTS.delete(body.key);
       throw new FloodgateError("bad_request", `the upload is ${object.size} bytes, not the ${body.size} announced`);
@@ -169,7 +242,11 @@ export const agentDocs: RouteDoc[] = [
     summary: "Upgrade to the agent WebSocket (subprotocol floodgate.v1); 401 before the upgrade for a bad token",
     auth: "agent",
     headers: { [AGENT_ID_HEADER]: "The agent's instance id (agt_…), stable across reconnects" },
-    responses: { 101: { description: "Switching protocols" }, 426: { description: "Not a WebSocket upgrade" } },
+    responses: {
+      101: { description: "Switching protocols" },
+      403: { description: "The agent id is bound to another live token (agent_id_taken)" },
+      426: { description: "Not a WebSocket upgrade" },
+    },
   },
   {
     method: "post",
@@ -184,7 +261,11 @@ export const agentDocs: RouteDoc[] = [
     path: "/v1/agent/uploads/{upload_id}/parts/{n}",
     summary: "Upload part n (raw bytes; ≥ 5 MiB except the last; ?key= from the start)",
     auth: "agent",
-    responses: { 200: { description: "The part's etag" }, 409: { description: "Stale lease" } },
+    responses: {
+      200: { description: "The part's etag" },
+      404: { description: "No such upload for this key (upload_not_found)" },
+      409: { description: "Stale lease" },
+    },
   },
   {
     method: "post",
@@ -192,6 +273,11 @@ export const agentDocs: RouteDoc[] = [
     summary: "Complete an upload; answers the output record for job.complete",
     auth: "agent",
     body: UploadComplete,
-    responses: { 200: { description: "The output record", schema: OutputRecord }, 409: { description: "Stale lease" } },
+    responses: {
+      200: { description: "The output record", schema: OutputRecord },
+      400: { description: "Parts that do not match what was uploaded (invalid_upload)" },
+      404: { description: "No such upload for this key (upload_not_found)" },
+      409: { description: "Stale lease" },
+    },
   },
 ];

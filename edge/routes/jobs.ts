@@ -11,7 +11,9 @@ import {
   JobList,
   JobListQuery,
   JobView,
+  MAX_INPUT_DEPTH,
   ModelName,
+  RESERVED_INPUT_KEYS,
   SubmitAnswer,
   SubmitBody,
   type ModelConfig,
@@ -36,7 +38,7 @@ import type { AppEnv } from "../env.ts";
 import { raise } from "../errors.ts";
 import type { RouteDoc } from "../openapi.ts";
 import { modelByName, registry, validateInput } from "../registry-cache.ts";
-import { readJson, readParam, readQuery } from "../validate.ts";
+import { jsonProblem, readJson, readParam, readQuery } from "../validate.ts";
 
 export function scheduler(env: Env, route: JobRoute): Remote<SchedulerActor> {
   return actor<SchedulerActor>(env.SCHEDULER, schedulerName(route));
@@ -62,6 +64,12 @@ async function prepare(
   idemKey: string | undefined,
   at: string,
 ): Promise<Prepared> {
+  const unfit = jsonProblem(body.input, `${at}input`, MAX_INPUT_DEPTH, {
+    reserved: RESERVED_INPUT_KEYS,
+    why: `agents refuse ${RESERVED_INPUT_KEYS.join(", ")} keys`,
+    wellFormed: true,
+  });
+  if (unfit) return { ok: false, code: "invalid_input", message: unfit };
   try {
     validateInput(model, body.input, `${at}input`);
   } catch (err) {

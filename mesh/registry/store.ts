@@ -119,6 +119,24 @@ export class RegistryStore {
     );
   }
 
+  /** The token an agent id is bound to, when it is. */
+  agentToken(agentId: string): string | undefined {
+    return one<{ token_id: string }>(this.sql, "SELECT token_id FROM agents WHERE agent_id = ?", agentId)?.token_id;
+  }
+
+  /** Binds an agent id to a token (its name stays until the agent says hello). */
+  bindAgent(agentId: string, tokenId: string, pool: string, now: number): void {
+    this.sql.run(
+      `INSERT INTO agents (agent_id, token_id, pool, name, seen_at) VALUES (?, ?, ?, ?, ?)
+       ON CONFLICT (agent_id) DO UPDATE SET token_id = excluded.token_id, pool = excluded.pool, seen_at = excluded.seen_at`,
+      agentId,
+      tokenId,
+      pool,
+      agentId,
+      now,
+    );
+  }
+
   deleteAgent(agentId: string): void {
     this.sql.run("DELETE FROM agents WHERE agent_id = ?", agentId);
   }

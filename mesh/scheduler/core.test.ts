@@ -141,6 +141,17 @@ describe("SchedulerCore: leases and fencing", () => {
     expect([a, b].sort()).toEqual([la.job_id, lb.job_id].sort());
   });
 
+  it("progress naming the current epoch is refused from an agent that does not hold the lease", () => {
+    const { core, clock, submit } = harness();
+    const id = submit("acc_1", "api");
+    const lease = only(core.lease(AGENT_A, 1, clock.now));
+    const ref = { job_id: id, epoch: lease.epoch };
+    expect(failure(core.progress(ref, "sampling", { step: 9 }, AGENT_B.id)).code).toBe("conflict");
+    expect(core.store.job(id)).toMatchObject({ phase: "assigned", progress: null });
+    expect(core.progress(ref, "sampling", { step: 1 }, AGENT_A.id)).toEqual({ ok: true });
+    expect(core.store.job(id)).toMatchObject({ phase: "sampling", progress: JSON.stringify({ step: 1 }) });
+  });
+
   it("an expired lease requeues the job keeping its enqueue time and tag with attempts+1", () => {
     const { core, clock, submit } = harness();
     const id = submit("acc_1", "plus");
@@ -203,6 +214,29 @@ describe("SchedulerCore: leases and fencing", () => {
     expect(core.release(AGENT_A.id, "worker_lost", clock.now)).toBe(1);
     expect(core.store.job(id)).toMatchObject({ status: "failed", error_code: "worker_lost", spent: 1 });
     expect(core.release(AGENT_A.id, "worker_lost", clock.now)).toBe(0);
+  });
+
+  it("an agent that says hello without leases it held before that connection gets them requeued at once, spending an attempt", () => {
+    const { core, clock, submit } = harness();
+    const [kept, lost, other] = [submit("acc_1", "api"), submit("acc_1", "api"), submit("acc_1", "api")];
+    const held = core.lease(AGENT_A, 2, clock.now);
+    const byB = only(core.lease(AGENT_B, 1, clock.now));
+    const keep = held.find((l) => l.job_id === kept)!;
+    const connectedAt = clock.advance(1000);
+    // Granted after the new connection opened: the hello cannot have named it yet.
+    const fresh = submit("acc_1", "api");
+    const late = only(core.lease(AGENT_A, 3, clock.advance(10)));
+    expect(late.job_id).toBe(fresh);
+    const n = core.releaseUnlisted(AGENT_A.id, [{ job_id: kept, epoch: keep.epoch }], connectedAt, clock.advance(10));
+    expect(n).toBe(1);
+    expect(core.store.job(lost)).toMatchObject({ status: "queued", spent: 1, agent_id: null });
+    const view = core.view(lost, "acc_1", clock.now);
+    expect(view.ok && view.job.attempts.map((a) => [a.outcome, a.reason])).toEqual([["lease_expired", "worker_lost"]]);
+    expect(core.store.job(kept)).toMatchObject({ status: "running", agent_id: AGENT_A.id, spent: 0 });
+    expect(core.store.job(fresh)).toMatchObject({ status: "running", agent_id: AGENT_A.id });
+    expect(core.store.job(other)).toMatchObject({ status: "running", agent_id: AGENT_B.id, epoch: byB.epoch });
+    expect(core.releaseUnlisted(AGENT_A.id, [], connectedAt, clock.now)).toBe(1);
+    expect(core.store.job(kept)).toMatchObject({ status: "queued", spent: 1 });
   });
 
   it("a retryable failure requeues and spends an attempt; a non-retryable one fails at once", () => {

@@ -512,10 +512,25 @@ export class SchedulerCore {
     return { renewed, stale, deadline };
   }
 
-  /** Records the phase and progress of a running attempt, fenced by epoch. */
-  progress(ref: LeaseRef, phase: JobRow["phase"], progress: Record<string, unknown> | null): { ok: true } | Failure {
+  /**
+   * Records the phase and progress of a running attempt, fenced by epoch and, when the caller
+   * says who it is, by the lease holder too (as {@link complete} is).
+   */
+  progress(
+    ref: LeaseRef,
+    phase: JobRow["phase"],
+    progress: Record<string, unknown> | null,
+    agentId?: string,
+  ): { ok: true } | Failure {
     const job = this.store.job(ref.job_id);
-    if (!job || job.status !== "running" || job.epoch !== ref.epoch) return fail("conflict", "stale lease");
+    if (
+      !job ||
+      job.status !== "running" ||
+      job.epoch !== ref.epoch ||
+      (agentId !== undefined && job.agent_id !== agentId)
+    ) {
+      return fail("conflict", "stale lease");
+    }
     job.phase = phase;
     if (progress) job.progress = JSON.stringify(progress);
     this.store.saveJob(job);
@@ -652,6 +667,31 @@ export class SchedulerCore {
     }
     if (n > 0) {
       this.counters.commits++;
+      this.dispatch(now);
+    }
+    return n;
+  }
+
+  /**
+   * Requeues the leases an agent holds that it did not name when it said hello on a connection
+   * opened at `connectedAt`, among those granted before then: the process that held them is gone
+   * (the agent restarted with the same id) or they were lost with the old connection. They spend
+   * their attempts (`worker_lost`), as a lost agent's do, but go back now instead of at their
+   * deadline. Leases granted since the connection opened are left alone.
+   */
+  releaseUnlisted(agentId: string, listed: readonly LeaseRef[], connectedAt: number, now: number): number {
+    const named = new Set(listed.map((r) => `${r.job_id}@${r.epoch}`));
+    let n = 0;
+    for (const job of this.store.heldBy(agentId)) {
+      if (named.has(`${job.id}@${job.epoch}`)) continue;
+      const granted = (JSON.parse(job.attempts) as StoredAttempt[]).at(-1)?.started_at ?? now;
+      if (granted >= connectedAt) continue;
+      this.requeue(job, now, "worker_lost", true, "the agent reconnected without this lease");
+      n++;
+    }
+    if (n > 0) {
+      this.counters.commits++;
+      this.failuresInRow += n;
       this.dispatch(now);
     }
     return n;

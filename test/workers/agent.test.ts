@@ -1,5 +1,6 @@
 import { env, exports } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
+import { actor, type JobActor } from "../../mesh/index.ts";
 import { decode, encode } from "../../shared/codec.ts";
 import { CLOSE, FRAME_KIND_CONTROL, type LeaseGrant } from "../../shared/wire.ts";
 import { agentId, connect, hello, leaseOne, token, welcomed } from "./agent-helpers.ts";
@@ -148,6 +149,53 @@ describe("agent connections", () => {
     conn.ws.close(1000, "done");
   });
 
+  it("the lease holder's parts and completes naming an unknown upload id or a wrong etag are 404 upload_not_found or 400 invalid_upload", async () => {
+    const model = await makeModel();
+    const acct = await makeAccount();
+    const { body: job } = await submit(model, acct.key);
+    const { conn, id, t } = await welcomed(model);
+    const lease = await leaseOne(conn);
+    const headers = { authorization: `Bearer ${t.token}`, "x-floodgate-agent": id };
+    const start = async (name: string) =>
+      (
+        await call<{ upload_id: string; key: string }>("POST", "/v1/agent/uploads", {
+          body: { job_id: job.id, epoch: lease.epoch, name, content_type: "text/plain" },
+          headers,
+        })
+      ).body;
+    const put = async (uploadId: string, key: string) => {
+      const res = await exports.default.fetch(
+        new Request(
+          `http://edge.test/v1/agent/uploads/${encodeURIComponent(uploadId)}/parts/1?key=${encodeURIComponent(key)}`,
+          { method: "PUT", headers, body: new Uint8Array(4) },
+        ),
+      );
+      const body = (await res.json()) as { etag?: string; error?: { code: string } };
+      return { status: res.status, code: body.error?.code, etag: body.etag };
+    };
+    const complete = async (uploadId: string, key: string, etag: string) => {
+      const r = await call<{ error?: { code: string } }>(
+        "POST",
+        `/v1/agent/uploads/${encodeURIComponent(uploadId)}/complete`,
+        { body: { key, parts: [{ part_number: 1, etag }], size: 4, sha256: "0".repeat(64) }, headers },
+      );
+      return { status: r.status, code: r.body.error?.code };
+    };
+    const a = await start("a.txt");
+    const b = await start("b.txt");
+    const notFound = { status: 404, code: "upload_not_found" };
+    expect(await put("u1", a.key)).toMatchObject(notFound);
+    expect(await put(b.upload_id, a.key)).toMatchObject(notFound);
+    expect(await complete("u1", a.key, "e")).toEqual(notFound);
+    expect(await complete(b.upload_id, a.key, "e")).toEqual(notFound);
+    const part = await put(a.upload_id, a.key);
+    expect(part.status).toBe(200);
+    expect(await complete(a.upload_id, a.key, "not-the-etag")).toEqual({ status: 400, code: "invalid_upload" });
+    expect(await complete(a.upload_id, a.key, part.etag ?? "")).toEqual({ status: 200, code: undefined });
+    expect(await complete(a.upload_id, a.key, part.etag ?? "")).toEqual(notFound);
+    conn.ws.close(1000, "done");
+  });
+
   it("another agent naming the current epoch of a lease it does not hold is refused", async () => {
     const model = await makeModel();
     const acct = await makeAccount();
@@ -171,6 +219,25 @@ describe("agent connections", () => {
       status: "running",
       progress: null,
     });
+    holder.conn.ws.close(1000, "done");
+    intruder.conn.ws.close(1000, "done");
+  });
+
+  it("a job.log naming a lease the agent does not hold is answered with lease.stale and not shown", async () => {
+    const model = await makeModel();
+    const acct = await makeAccount();
+    const { body: job } = await submit(model, acct.key);
+    const holder = await welcomed(model);
+    const intruder = await welcomed(model);
+    const lease = await leaseOne(holder.conn);
+    const log = (epoch: number) =>
+      ({ v: 1, type: "job.log", trace: "t", job_id: job.id, epoch, level: "info", message: "hello" }) as const;
+    intruder.conn.send(log(lease.epoch));
+    expect(await intruder.conn.next("lease.stale", 2000)).toMatchObject({ job_id: job.id, epoch: lease.epoch });
+    holder.conn.send(log(lease.epoch + 1));
+    expect(await holder.conn.next("lease.stale", 2000)).toMatchObject({ job_id: job.id, epoch: lease.epoch + 1 });
+    const live = await actor<JobActor>(env.JOB, job.id).snapshot();
+    expect(live.logs).toEqual([]);
     holder.conn.ws.close(1000, "done");
     intruder.conn.ws.close(1000, "done");
   });

@@ -6,8 +6,8 @@
  * its schema, the rest is refused with 4400; and a frame's decode stays within a CPU budget.
  * Route: the same frames through the real connect route: each closes its connection with the
  * documented code (4400 malformed, 4402 out of order), or — a message about a lease the agent
- * never held — is answered `lease.stale`; a `job.log` or `job.release` about one changes
- * nothing; the connection of another agent and a queued job are untouched.
+ * never held — is answered `lease.stale`; a `job.release` about one changes nothing; the
+ * connection of another agent and a queued job are untouched.
  *
  * `FUZZ_RUNS` sets the runs (300 by default; `npm run fuzz` passes more through
  * test/fuzz.config.ts); the decoder property runs five times as many. Counts are logged.
@@ -28,7 +28,7 @@ import {
   PREVIEW_FRAME_CAP,
   ToAgent,
 } from "../../shared/wire.ts";
-import { agentId, hello, token } from "./agent-helpers.ts";
+import { agentId, hello, token, within } from "./agent-helpers.ts";
 import { call, makeAccount, makeModel, submit } from "./helpers.ts";
 
 const RUNS = Number(process.env.FUZZ_RUNS ?? 300);
@@ -103,13 +103,13 @@ const aboutJobs: fc.Arbitrary<Msg> = fc.oneof(
       data: fc.uint8Array({ maxLength: 2048 }),
     })
     .map((r): Msg => ({ v: 1, type: "job.preview", trace: "t", ...r })),
+  fc
+    .record({ job_id: jobId, epoch, level: fc.constantFrom("debug", "info", "warn", "error"), message: fc.string() })
+    .map((r): Msg => ({ v: 1, type: "job.log", trace: "t", ...r })),
 );
 
 /** Valid messages about never-held leases that are answered with nothing. */
 const silent: fc.Arbitrary<Msg> = fc.oneof(
-  fc
-    .record({ job_id: jobId, epoch, level: fc.constantFrom("debug", "info", "warn", "error"), message: fc.string() })
-    .map((r): Msg => ({ v: 1, type: "job.log", trace: "t", ...r })),
   fc
     .record({ leases: fc.array(ref, { minLength: 1, maxLength: 5 }), reason: fc.constantFrom("drained", "preempted") })
     .map((r): Msg => ({ v: 1, type: "job.release", trace: "t", ...r })),
@@ -561,20 +561,6 @@ interface RouteWorld {
 }
 
 let rw: RouteWorld;
-
-async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      p,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`${what}: nothing within ${ms} ms`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer ?? null);
-  }
-}
 
 /** Sends a heartbeat and waits for its ack: the connection is alive and answering in order. */
 async function alive(conn: Link): Promise<void> {

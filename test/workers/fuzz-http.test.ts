@@ -20,6 +20,8 @@ import {
   AgentTokenBody,
   BatchBody,
   MAX_BODY_BYTES,
+  MAX_BODY_DEPTH,
+  MAX_INPUT_DEPTH,
   ModelConfigBody,
   ModelName,
   SubmitBody,
@@ -27,7 +29,7 @@ import {
 import { DEMO_MODEL_CONFIG } from "../../shared/models.ts";
 import { DEFAULT_TIERS, TierList } from "../../shared/slo.ts";
 import { agentId, token } from "./agent-helpers.ts";
-import { ADMIN, call, makeAccount, makeModel, submit } from "./helpers.ts";
+import { ADMIN, call, makeAccount, makeModel, submit, unique } from "./helpers.ts";
 
 /** Runs per property; `npm run fuzz` raises it (test/fuzz.config.ts passes it into workerd). */
 const RUNS = Number(process.env.FUZZ_RUNS ?? 300);
@@ -176,7 +178,7 @@ const hostile: fc.Arbitrary<unknown> = fc.oneof(
   fc.integer({ min: 1, max: 2000 }).map((n) => "\ud83d\ude00".repeat(n)),
 );
 
-/** A value nested `depth` deep, kept well below where the edge overflows its stack (Known gaps). */
+/** A value nested `depth` deep, past the edge's nesting limits; the deepest cases are tested below. */
 const nested = fc.tuple(fc.integer({ min: 2, max: 200 }), fc.boolean(), hostile).map(([depth, arrays, leaf]) => {
   let v: unknown = leaf;
   for (let i = 0; i < depth; i++) v = arrays ? [v] : { a: v };
@@ -265,9 +267,8 @@ const BODY_ROUTES: BodyRoute[] = [
       try {
         return demoValidator.validate(p.data.input).valid;
       } catch {
-        // The validator throws on an input key with a lone surrogate, and so does the edge: a
-        // 500, not a 4xx (docs/reliability.md, Known gaps). Such bodies are left out.
-        return true;
+        // The validator throws on an input key with a lone surrogate; the edge refuses such keys.
+        return false;
       }
     },
   },
@@ -433,7 +434,7 @@ const jobShaped = fc
   .array(fc.constantFrom(...CROCKFORD), { minLength: 30, maxLength: 30 })
   .map((cs) => `job_${cs.join("")}`);
 
-/** Segments for ids. `rawPercent`: may carry percent sequences that do not decode (see Known gaps for files). */
+/** Segments for ids. `rawPercent`: may carry percent sequences that do not decode. */
 function segment(rawPercent: boolean): fc.Arbitrary<string> {
   const options: fc.Arbitrary<string>[] = [
     fc.string({ unit: "binary", minLength: 1, maxLength: 40 }).map((s) => encodeSegment(s, rawPercent) || "x"),
@@ -463,8 +464,7 @@ const ID_ROUTES: IdRoute[] = [
   { name: "job events", method: "GET", path: (s) => `/v1/jobs/${s}/events`, auth: user, rawPercent: true },
   { name: "stream token", method: "POST", path: (s) => `/v1/jobs/${s}/stream-token`, auth: user, rawPercent: true },
   { name: "preview", method: "GET", path: (s) => `/v1/jobs/${s}/preview?exp=1&sig=x`, auth: user, rawPercent: true },
-  // Only decodable keys: a percent sequence that does not decode is a 500 here (Known gaps).
-  { name: "file", method: "GET", path: (s) => `/v1/files/${s}?exp=9999999999&sig=x`, auth: user, rawPercent: false },
+  { name: "file", method: "GET", path: (s) => `/v1/files/${s}?exp=9999999999&sig=x`, auth: user, rawPercent: true },
   {
     name: "submit to a model",
     method: "POST",
@@ -888,6 +888,119 @@ describe("HTTP fuzzing: hostile but valid submits", () => {
     },
     TEST_TIMEOUT,
   );
+});
+
+/** An object nested `depth` levels deep, as JSON text (written out: no serializer recurses). */
+function nestedObject(depth: number): string {
+  return `${'{"a":'.repeat(depth)}1${"}".repeat(depth)}`;
+}
+
+interface Posted {
+  status: number;
+  body: { error?: { code: string }; jobs?: { ok: boolean; error?: { code: string } }[] };
+}
+
+/** A user's POST of a raw JSON text. */
+async function post(path: string, body: string, headers: Record<string, string> = {}): Promise<Posted> {
+  const got = await send({
+    method: "POST",
+    path,
+    headers: { ...user(), "content-type": "application/json", ...headers },
+    body,
+  });
+  return { status: got.status, body: JSON.parse(got.text) as Posted["body"] };
+}
+
+function code(r: Posted): { status: number; code: string | undefined } {
+  return { status: r.status, code: r.body.error?.code };
+}
+
+function batchCodes(r: Posted): { status: number; jobs: (string | undefined)[] | undefined } {
+  return { status: r.status, jobs: r.body.jobs?.map((j) => (j.ok ? "ok" : j.error?.code)) };
+}
+
+describe("hostile inputs are refused with 400 and a stable code, never a 5xx", () => {
+  it("an input key with a lone surrogate is 400 invalid_input, alone and inside a batch", async () => {
+    const open = await makeModel({ input_schema: { type: "object" } });
+    for (const model of [w.scratchModel, open]) {
+      const single = await post(`/v1/models/${model}/jobs`, '{"input":{"\\ud800":1,"prompt":"x"}}');
+      expect(code(single)).toEqual({ status: 400, code: "invalid_input" });
+      const nestedKey = await post(`/v1/models/${open}/jobs`, '{"input":{"a":{"x\\udfffy":1}}}');
+      expect(code(nestedKey)).toEqual({ status: 400, code: "invalid_input" });
+      const batch = await post(
+        `/v1/models/${model}/jobs/batch`,
+        '{"jobs":[{"input":{"prompt":"fine"}},{"input":{"\\ud800":1,"prompt":"x"}}]}',
+      );
+      expect(batchCodes(batch)).toEqual({ status: 202, jobs: ["ok", "invalid_input"] });
+    }
+  });
+
+  it(`a body nested past ${MAX_BODY_DEPTH} levels is 400 invalid_body and an input past ${MAX_INPUT_DEPTH} is 400 invalid_input, with or without an Idempotency-Key; an input of ${MAX_INPUT_DEPTH} levels is accepted`, async () => {
+    const open = await makeModel({ input_schema: { type: "object" } });
+    const jobs = `/v1/models/${open}/jobs`;
+    const idem = { "idempotency-key": `deep-${Date.now()}` };
+    for (const headers of [{}, idem]) {
+      expect(code(await post(jobs, `{"input":${nestedObject(5000)}}`, headers))).toEqual({
+        status: 400,
+        code: "invalid_body",
+      });
+      expect(code(await post(jobs, `{"input":${nestedObject(MAX_BODY_DEPTH)}}`, headers))).toEqual({
+        status: 400,
+        code: "invalid_body",
+      });
+      expect(code(await post(jobs, `{"input":${nestedObject(MAX_INPUT_DEPTH + 1)}}`, headers))).toEqual({
+        status: 400,
+        code: "invalid_input",
+      });
+    }
+    expect(code(await post(`${jobs}/batch`, `{"jobs":[{"input":${nestedObject(5000)}}]}`))).toEqual({
+      status: 400,
+      code: "invalid_body",
+    });
+    const batch = await post(
+      `${jobs}/batch`,
+      `{"jobs":[{"input":${nestedObject(MAX_INPUT_DEPTH)}},{"input":${nestedObject(MAX_INPUT_DEPTH + 1)}}]}`,
+    );
+    expect(batchCodes(batch)).toEqual({ status: 202, jobs: ["ok", "invalid_input"] });
+    expect((await post(jobs, `{"input":${nestedObject(MAX_INPUT_DEPTH)}}`, idem)).status).toBe(202);
+    const arrays = `{"input":{"a":${"[".repeat(MAX_INPUT_DEPTH)}1${"]".repeat(MAX_INPUT_DEPTH)}}}`;
+    expect(code(await post(jobs, arrays))).toEqual({ status: 400, code: "invalid_input" });
+  });
+
+  it("a model's input_schema nested 1,000 deep is 400 invalid_body", async () => {
+    const schema = `{"type":"object","properties":{"a":${'{"type":"object","properties":{"a":'.repeat(1000)}{}${"}}".repeat(1000)}}}`;
+    const got = await send({
+      method: "PUT",
+      path: `/v1/admin/models/${unique("deep")}`,
+      headers: { ...admin(), "content-type": "application/json" },
+      body: `{"input_schema":${schema}}`,
+    });
+    expect({ status: got.status, code: (JSON.parse(got.text) as { error?: { code: string } }).error?.code }).toEqual({
+      status: 400,
+      code: "invalid_body",
+    });
+  });
+
+  it("constructor and prototype keys anywhere in an input are 400 invalid_input, since agents refuse them; a __proto__ key anywhere in a body is 400 invalid_body", async () => {
+    const open = await makeModel({ input_schema: { type: "object" } });
+    for (const input of ['{"constructor":{"name":"x"}}', '{"prototype":1}', '{"a":{"b":[{"constructor":1}]}}']) {
+      expect(code(await post(`/v1/models/${open}/jobs`, `{"input":${input}}`))).toEqual({
+        status: 400,
+        code: "invalid_input",
+      });
+    }
+    for (const body of [
+      '{"input":{"__proto__":{"polluted":true}}}',
+      '{"input":{"a":[{"__proto__":1}]}}',
+      '{"input":{"prompt":"x"},"metadata":{"__proto__":"x"}}',
+    ]) {
+      expect(code(await post(`/v1/models/${open}/jobs`, body))).toEqual({ status: 400, code: "invalid_body" });
+    }
+    // Not keys: the same words as values are plain data.
+    expect(
+      (await post(`/v1/models/${open}/jobs`, '{"input":{"word":"constructor","list":["prototype"]}}')).status,
+    ).toBe(202);
+  });
 });
 
 describe("HTTP fuzzing: afterwards", () => {

@@ -424,6 +424,18 @@ describe("tenant isolation: agent uploads", () => {
       status: 409,
     },
     {
+      name: "the holder's id with another live token of the same pool",
+      headers: () => ({ ...bearer(w.peer.token), "x-floodgate-agent": w.agent.id }),
+      epoch: () => w.epoch,
+      status: 403,
+    },
+    {
+      name: "the holder's id with a token for another pool and model",
+      headers: () => ({ ...bearer(w.foreign.token), "x-floodgate-agent": w.agent.id }),
+      epoch: () => w.epoch,
+      status: 403,
+    },
+    {
       name: "the holder's id with a revoked token",
       headers: () => ({ ...bearer(w.revokedAgent), "x-floodgate-agent": w.agent.id }),
       epoch: () => w.epoch,

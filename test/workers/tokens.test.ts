@@ -14,8 +14,9 @@ import { CompactSign, decodeJwt, exportJWK, generateKeyPair, importJWK, type JWK
 import { beforeAll, describe, expect, it } from "vitest";
 import { verifyAgentToken } from "../../edge/tokens.ts";
 import { AGENT_TOKEN_TYPE } from "../../shared/tokens.ts";
+import { actor, type RegistryActor } from "../../mesh/index.ts";
 import { CLOSE, type LeaseGrant } from "../../shared/wire.ts";
-import { agentId, connect, hello, token } from "./agent-helpers.ts";
+import { agentId, connect, hello, leaseOne, token, welcomed, within } from "./agent-helpers.ts";
 import { ADMIN, call, makeAccount, makeModel, submit } from "./helpers.ts";
 
 /** Runs per property; `npm run fuzz` raises it (test/fuzz.config.ts passes it into workerd). */
@@ -69,14 +70,14 @@ function unsigned(header: Fields, payload: Fields, signature = ""): string {
   return `${b64url(JSON.stringify(header))}.${b64url(JSON.stringify(payload))}.${signature}`;
 }
 
-async function connectRaw(tok: string): Promise<Response> {
+async function connectRaw(tok: string, id = agentId()): Promise<Response> {
   return await exports.default.fetch(
     new Request("http://edge.test/v1/agent/connect", {
       headers: {
         upgrade: "websocket",
         "sec-websocket-protocol": "floodgate.v1",
         authorization: `Bearer ${tok}`,
-        "x-floodgate-agent": agentId(),
+        "x-floodgate-agent": id,
       },
     }),
   );
@@ -345,6 +346,21 @@ const BAD_CLASSES: BadClass[] = [
     },
   },
   {
+    name: "the signature re-encoded other than canonically (= padding, unused bits of its last character set)",
+    tokens: async () => {
+      const t = await craft({}, {});
+      const [h, p, s = ""] = t.split(".");
+      const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+      // The last character carries (bytes × 8) mod 6 bits of the signature; the rest no decoder reads.
+      const used = (fromB64url(s).length * 8) % 6;
+      const last = alphabet.indexOf(s.at(-1) ?? "");
+      const unused = (1 << (6 - used)) - 1;
+      const variants = [...alphabet].filter((_, i) => (i & ~unused) === (last & ~unused) && i !== last);
+      expect(variants).toHaveLength(unused);
+      return [`${t}=`, `${t}==`, `${h}.${p}.${s}%3D`, ...variants.map((c) => `${h}.${p}.${s.slice(0, -1)}${c}`)];
+    },
+  },
+  {
     name: "another token's signature spliced onto changed claims",
     tokens: async () => {
       const sig = ctx.live.split(".")[2] ?? "";
@@ -497,12 +513,11 @@ describe(`agent tokens: ${BAD_CLASSES.length + 3} classes of bad token, 0 accept
         .map(
           ([h, p, s]) => `${b64url(JSON.stringify(h))}.${b64url(JSON.stringify({ ...ctx.claims, ...p }))}.${b64url(s)}`,
         );
-      // Mutations of the signed part and of the signature. The signature's last character also
-      // carries bits no decoder reads, so it is left out: see docs/reliability.md, Known gaps.
+      // Mutations of the signed part and of the signature, its last character included.
       const signedLen = vh.length + 1 + vp.length;
       const mutated = fc
         .tuple(
-          fc.oneof(fc.nat({ max: signedLen - 1 }), fc.integer({ min: signedLen + 1, max: valid.length - 2 })),
+          fc.oneof(fc.nat({ max: signedLen - 1 }), fc.integer({ min: signedLen + 1, max: valid.length - 1 })),
           fc.constantFrom(..."ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_."),
           fc.constantFrom("replace", "insert", "delete"),
         )
@@ -550,6 +565,97 @@ describe(`agent tokens: ${BAD_CLASSES.length + 3} classes of bad token, 0 accept
     },
     60_000 + RUNS * 20,
   );
+});
+
+/** A connect with a token and an agent id: its status, and the error code of a refusal. */
+async function connectAs(tok: string, id: string): Promise<{ status: number; code?: string }> {
+  const res = await connectRaw(tok, id);
+  if (res.webSocket) {
+    res.webSocket.accept();
+    res.webSocket.close(1000, "done");
+    return { status: res.status };
+  }
+  return { status: res.status, code: ((await res.json()) as { error?: { code: string } }).error?.code };
+}
+
+describe("agent ids are bound to the token they connected with", () => {
+  it("another token presenting a connected agent's id is refused with 403 agent_id_taken; the agent keeps its socket and its lease", async () => {
+    const mine = await makeModel();
+    const theirs = await makeModel();
+    const acct = await makeAccount();
+    const { body: job } = await submit(mine, acct.key);
+    const holder = await welcomed(mine);
+    const lease = await leaseOne(holder.conn);
+    const foreign = await token([theirs]);
+    const samePool = await token([mine]);
+    for (const t of [foreign, samePool]) {
+      expect(await connectAs(t.token, holder.id)).toEqual({ status: 403, code: "agent_id_taken" });
+    }
+    const ref = { job_id: job.id, epoch: lease.epoch };
+    holder.conn.send({
+      v: 1,
+      type: "agent.heartbeat",
+      trace: "t",
+      leases: [ref],
+      gpus: [],
+      credits: 0,
+      draining: false,
+    });
+    expect(await holder.conn.next("agent.heartbeat_ack")).toMatchObject({ stale: [] });
+    expect(holder.conn.inbox.filter((m) => m.type === "job.leases")).toEqual([]);
+    // The token it connected with may connect again (a reconnect) and resumes the lease.
+    const again = await connect(holder.t.token, holder.id);
+    if (!again.conn) throw new Error("the agent's own token could not reconnect");
+    again.conn.send(hello(holder.id, [ref]));
+    expect(await again.conn.next("agent.welcome")).toMatchObject({ resumed: [ref], stale: [] });
+    again.conn.ws.close(1000, "done");
+  });
+
+  it("once the token an id is bound to is revoked, another token may take the id", async () => {
+    const model = await makeModel();
+    const holder = await welcomed(model);
+    const next = await token([model]);
+    expect(await connectAs(next.token, holder.id)).toEqual({ status: 403, code: "agent_id_taken" });
+    expect((await call("DELETE", `/v1/admin/agent-tokens/${holder.t.id}`, { key: ADMIN })).status).toBe(204);
+    expect((await within(holder.conn.closed, 3000, "the close")).code).toBe(CLOSE.unauthorized);
+    expect(await connectAs(next.token, holder.id)).toEqual({ status: 101 });
+  });
+});
+
+describe("revoked agent tokens", () => {
+  it("connect asks the registry every time: a token revoked outside this isolate cannot connect, even within the isolate's cache time", async () => {
+    const model = await makeModel();
+    const t = await token([model]);
+    expect(await connectAs(t.token, agentId())).toEqual({ status: 101 });
+    // Revoked at the registry, as another isolate does it: this isolate's caches are not told.
+    expect(await actor<RegistryActor>(env.REGISTRY, "global").revokeToken(t.id)).toMatchObject({ ok: true });
+    expect(await connectAs(t.token, agentId())).toEqual({ status: 401, code: "unauthorized" });
+  });
+
+  it("a connection whose token is revoked without its socket being closed is closed with 4401 at its next heartbeat, and its lease goes back", async () => {
+    const model = await makeModel();
+    const acct = await makeAccount();
+    const { body: job } = await submit(model, acct.key);
+    const { conn, t } = await welcomed(model);
+    const lease = await leaseOne(conn);
+    const { runInDurableObject } = await import("cloudflare:test");
+    const registry = env.REGISTRY.get(env.REGISTRY.idFromName("global"));
+    // The revocation raced the connection: the row says revoked, and no one closed the socket.
+    await runInDurableObject(registry, async (_i, state) => {
+      state.storage.sql.exec("UPDATE agent_tokens SET revoked_at = ? WHERE id = ?", Date.now(), t.id);
+    });
+    conn.send({
+      v: 1,
+      type: "agent.heartbeat",
+      trace: "t",
+      leases: [{ job_id: job.id, epoch: lease.epoch }],
+      gpus: [],
+      credits: 0,
+      draining: false,
+    });
+    expect((await within(conn.closed, 3000, "the close")).code).toBe(CLOSE.unauthorized);
+    expect((await call("GET", `/v1/jobs/${job.id}`, { key: acct.key })).body).toMatchObject({ status: "queued" });
+  });
 });
 
 describe("agent tokens while connected", () => {

@@ -1,0 +1,146 @@
+import type { AddressInfo } from "node:net";
+import { afterEach, describe, expect, it } from "vitest";
+import { WebSocketServer, type WebSocket } from "ws";
+import {
+  AGENT_PROTOCOL_VERSION,
+  AGENT_SUBPROTOCOL,
+  CONTROL_FRAME_CAP,
+  decodeFrame,
+  encodeFrame,
+  FromAgent,
+  PREVIEW_FRAME_CAP,
+  type LeaseGrant,
+} from "../shared/wire.ts";
+import { Agent, type RunnerLike } from "./agent.ts";
+
+const JOB = (n: number): string => `job_${String(n).padStart(30, "0")}`;
+
+function lease(n: number, input: Record<string, unknown>): LeaseGrant {
+  return { job_id: JOB(n), epoch: 1, deadline: Date.now() + 30_000, attempt: 1, model: "demo", version: "v1", input };
+}
+
+/** A runner that finishes every job at once with no frames and no outputs. */
+function instantRunner(ran: string[]): RunnerLike {
+  return {
+    maxBatch: 4,
+    models: [{ model: "demo", version: "v1" }],
+    run: async (job) => {
+      ran.push(job.job_id);
+      return { frames: [], outputs: [] };
+    },
+    cancel: () => {},
+    close: async () => {},
+    alive: true,
+    exited: new Promise(() => {}),
+  };
+}
+
+/** An edge that welcomes the agent and answers its first request for work with `frame`. */
+async function fakeEdge(frame: Uint8Array): Promise<{ url: string; received: FromAgent[]; close: () => void }> {
+  const server = new WebSocketServer({ port: 0, host: "127.0.0.1", handleProtocols: () => AGENT_SUBPROTOCOL });
+  const received: FromAgent[] = [];
+  let sent = false;
+  server.on("connection", (ws: WebSocket) => {
+    ws.on("message", (data: Buffer) => {
+      const f = decodeFrame(new Uint8Array(data), FromAgent);
+      if (!f.ok) return;
+      received.push(f.msg);
+      if (f.msg.type === "agent.hello") {
+        ws.send(
+          encodeFrame({
+            v: AGENT_PROTOCOL_VERSION,
+            type: "agent.welcome",
+            trace: "t",
+            heartbeat_ms: 60_000,
+            lease_ttl_ms: 30_000,
+            control_frame_cap: CONTROL_FRAME_CAP,
+            preview_frame_cap: PREVIEW_FRAME_CAP,
+            resumed: [],
+            stale: [],
+          }),
+        );
+      }
+      if (f.msg.type === "work.request" && !sent) {
+        sent = true;
+        ws.send(frame);
+      }
+    });
+  });
+  await new Promise<void>((resolve) => server.once("listening", () => resolve()));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    received,
+    close: () => {
+      for (const c of server.clients) c.terminate();
+      server.close();
+    },
+  };
+}
+
+let cleanup: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  for (const c of cleanup) await c();
+  cleanup = [];
+});
+
+describe("the agent and its leases", () => {
+  it("a job.leases frame with leases the agent cannot decode fails only those jobs (invalid_input, not retryable) and runs the others", async () => {
+    let deep: Record<string, unknown> = { leaf: 1 };
+    for (let i = 0; i < 40; i++) deep = { a: deep };
+    const frame = encodeFrame({
+      v: AGENT_PROTOCOL_VERSION,
+      type: "job.leases",
+      trace: "t",
+      leases: [
+        lease(1, { prompt: "fine" }),
+        lease(2, { constructor: { name: "x" } }),
+        lease(3, { a: [{ prototype: 1 }] }),
+        lease(4, deep),
+        lease(5, { prompt: "also fine" }),
+      ],
+    });
+    const edge = await fakeEdge(frame);
+    const ran: string[] = [];
+    const agent = new Agent({
+      url: edge.url,
+      token: "t".repeat(40),
+      name: "test",
+      agentId: "agt_0000000000000001",
+      slots: 4,
+      prefetch: 1,
+      maxVramPct: 100,
+      startRunner: async () => instantRunner(ran),
+      encoder: {
+        outputs: async () => [],
+        preview: async () => ({ content_type: "image/png", data: new Uint8Array() }),
+      },
+      gpus: async () => [],
+      log: () => {},
+    });
+    cleanup.push(async () => {
+      await agent.close();
+      edge.close();
+    });
+    await agent.start();
+    const ended = () =>
+      edge.received.flatMap((m) =>
+        m.type === "job.complete" || m.type === "job.fail"
+          ? [m as Extract<FromAgent, { type: "job.complete" | "job.fail" }>]
+          : [],
+      );
+    const deadline = Date.now() + 3_000;
+    while (ended().length < 5 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    const outcome = Object.fromEntries(
+      ended().map((m) => [m.job_id, m.type === "job.fail" ? `${m.code} retryable=${m.retryable}` : "complete"]),
+    );
+    expect(outcome).toEqual({
+      [JOB(1)]: "complete",
+      [JOB(2)]: "invalid_input retryable=false",
+      [JOB(3)]: "invalid_input retryable=false",
+      [JOB(4)]: "invalid_input retryable=false",
+      [JOB(5)]: "complete",
+    });
+    expect(ran.toSorted()).toEqual([JOB(1), JOB(5)]);
+  });
+});
