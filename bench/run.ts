@@ -113,7 +113,8 @@ async function main(argv: string[]): Promise<number> {
     loadavg_1m: { before: Math.round(loadBefore * 100) / 100, after: Math.round((loadavg()[0] as number) * 100) / 100 },
   };
   if (values.json) {
-    process.stdout.write(JSON.stringify({ ...meta, ...report }) + "\n");
+    const { extra, ...rest } = report;
+    process.stdout.write(JSON.stringify({ ...meta, ...rest, ...extra }) + "\n");
   } else {
     process.stdout.write(renderReport(name, report));
     process.stdout.write(

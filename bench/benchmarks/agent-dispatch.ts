@@ -9,16 +9,9 @@
 import type { Pool } from "undici";
 import { cpuMeter } from "../lib/cpu.ts";
 import { createAccount, MEASURED_PORT, schedulerStub, startEdge, type Edge, type SchedulerRpc } from "../lib/edge.ts";
-import {
-  mintAgentToken,
-  registerFastModel,
-  sleepFor,
-  startFleet,
-  waitFor,
-  stateFilesystem,
-  type Fleet,
-} from "../lib/fleet.ts";
-import { connect } from "../lib/load.ts";
+import { modelFleet, waitFor, stateFilesystem, type Fleet } from "../lib/fleet.ts";
+import { connect, openLoop, type LoadResult } from "../lib/load.ts";
+import { joinRuns, jobShots, SubmitTracker, waitForRuns, type Runs } from "../lib/runs.ts";
 import { loopDelayMeter, threadMeter, userSysMeter, type BusiestThread } from "../lib/threads.ts";
 import type { Benchmark, Report } from "../lib/report.ts";
 import { percentile, round, sleep } from "../lib/stats.ts";
@@ -28,85 +21,24 @@ const SERVICE_MS = 50;
 const SLOTS = 2;
 const PREFETCH = 1;
 
-interface Submitted {
-  /** Job id → when its submit was due (ms, performance.now()). */
-  dueById: Map<string, number>;
-  /** Job id → when its 202 arrived. */
-  answeredById: Map<string, number>;
-  sent: number;
-  statuses: Record<string, number>;
-  httpMs: number[];
-  errorSamples: string[];
-  maxSendLagMs: number;
-}
-
-/** Sends `rate` single submits per second for `durationS` on a timer; never waits on answers. */
+/** An open loop of `rate` single submits per second for `durationS`, tracking each job's due time. */
 async function openLoopSubmits(
   pool: Pool,
   key: string,
   model: string,
   rate: number,
   durationS: number,
-): Promise<Submitted> {
-  const out: Submitted = {
-    dueById: new Map(),
-    answeredById: new Map(),
-    sent: 0,
-    statuses: {},
-    httpMs: [],
-    errorSamples: [],
-    maxSendLagMs: 0,
-  };
-  const total = Math.round(rate * durationS);
-  const interval = 1000 / rate;
-  const pending: Promise<void>[] = [];
-  const headers = { authorization: `Bearer ${key}`, "content-type": "application/json" };
-  const fire = async (i: number, due: number): Promise<void> => {
-    out.sent++;
-    try {
-      const res = await pool.request({
-        method: "POST",
-        path: `/v1/models/${model}/jobs`,
-        headers,
-        body: JSON.stringify({ input: { prompt: `dispatch ${i}` } }),
-      });
-      const text = await res.body.text();
-      out.statuses[res.statusCode] = (out.statuses[res.statusCode] ?? 0) + 1;
-      if (res.statusCode !== 202) {
-        if (out.errorSamples.length < 5) out.errorSamples.push(`${res.statusCode} ${text.slice(0, 200)}`);
-        return;
-      }
-      const at = performance.now();
-      const id = (JSON.parse(text) as { id: string }).id;
-      out.httpMs.push(at - due);
-      out.dueById.set(id, due);
-      out.answeredById.set(id, at);
-    } catch (err) {
-      out.statuses.transport = (out.statuses.transport ?? 0) + 1;
-      if (out.errorSamples.length < 5) out.errorSamples.push(`transport ${(err as Error).message}`);
-    }
-  };
-  const start = performance.now();
-  let i = 0;
-  await new Promise<void>((resolve) => {
-    const tick = (): void => {
-      const now = performance.now();
-      while (i < total && start + i * interval <= now) {
-        const due = start + i * interval;
-        out.maxSendLagMs = Math.max(out.maxSendLagMs, now - due);
-        pending.push(fire(i, due));
-        i++;
-      }
-      if (i >= total) {
-        resolve();
-        return;
-      }
-      setTimeout(tick, Math.max(0, start + i * interval - performance.now()));
-    };
-    tick();
+): Promise<{ load: LoadResult; tracker: SubmitTracker }> {
+  const tracker = new SubmitTracker();
+  const load = await openLoop({
+    pool,
+    rate,
+    durationS,
+    shot: jobShots(model, key).single,
+    workerdPid: undefined,
+    onAnswer: tracker.onAnswer,
   });
-  await Promise.all(pending);
-  return out;
+  return { load, tracker };
 }
 
 interface Variant {
@@ -115,14 +47,11 @@ interface Variant {
   connected: number;
   connectS: number;
   durationS: number;
-  submitted: Submitted;
+  submitted: LoadResult;
   accepted: number;
-  latencies: number[];
-  /** Accepted jobs whose runner never started before the deadline. */
-  neverStarted: number;
-  runStartedBeforeAnswer: number;
+  /** Latencies, runs never started before the deadline, runs started before the 202, jobs/s. */
+  runs: Runs;
   completedByEdge: number;
-  e2eJobsPerS: number;
   duplicates: number;
   fatal: string[];
   workerdCpuMs: number;
@@ -163,17 +92,9 @@ async function measure(
   const userSys = userSysMeter(edge.workerdPid);
   const loop = loopDelayMeter();
   const t0 = performance.now();
-  const submitted = await openLoopSubmits(pool, key, model, rate, durationS);
-  const ids = [...submitted.dueById.keys()];
-  const endedIds = (): Set<string> => new Set(runLog.marks.slice(ends0).map((m) => m.jobId));
+  const { load: submitted, tracker } = await openLoopSubmits(pool, key, model, rate, durationS);
   // A backlog drains at the edge's pace: allow for as little as 40 jobs/s.
-  await waitFor(
-    () => {
-      const ended = endedIds();
-      return ids.every((id) => ended.has(id));
-    },
-    Math.max(20_000, (ids.length / 40) * 1000),
-  );
+  await waitForRuns(tracker, runLog, ends0, Math.max(20_000, (tracker.accepted / 40) * 1000));
   const tEnd = performance.now();
   const used = cpu();
   const workerdThread = threads();
@@ -182,24 +103,12 @@ async function measure(
   let completedByEdge = 0;
   for (let k = 0; k < 200; k++) {
     completedByEdge = (await stub.stats()).counters.completed - c0;
-    if (completedByEdge >= ids.length) break;
+    if (completedByEdge >= tracker.accepted) break;
     await sleep(10);
   }
-  const latencies: number[] = [];
-  let neverStarted = 0;
-  let beforeAnswer = 0;
-  for (const [id, due] of submitted.dueById) {
-    const start = runLog.starts.get(id);
-    if (start === undefined) neverStarted++;
-    else latencies.push(start - due);
-  }
-  // Push dispatch: a lease can reach an agent before the submit's 202 reaches the client.
-  for (const [id, answered] of submitted.answeredById) {
-    const start = runLog.starts.get(id);
-    if (start !== undefined && start < answered) beforeAnswer++;
-  }
-  const ended = runLog.marks.slice(ends0);
-  const lastEnd = Math.max(...ended.map((m) => m.end));
+  // Push dispatch: a lease can reach an agent before the submit's 202 reaches the client
+  // (runs.startedBeforeAnswer).
+  const runs = joinRuns(tracker, runLog, ends0, t0);
   const wallS = (tEnd - t0) / 1000;
   return {
     agents,
@@ -208,12 +117,9 @@ async function measure(
     connectS: fleet.connectMs / 1000,
     durationS,
     submitted,
-    accepted: ids.length,
-    latencies,
-    neverStarted,
-    runStartedBeforeAnswer: beforeAnswer,
+    accepted: tracker.accepted,
+    runs,
     completedByEdge,
-    e2eJobsPerS: ended.length / ((lastEnd - t0) / 1000),
     duplicates: runLog.duplicates - dup0,
     fatal: [...fleet.fatal],
     workerdCpuMs: used.workerdMs,
@@ -239,34 +145,26 @@ async function runFleet(
   log: (l: string) => void,
 ): Promise<Variant[]> {
   const model = `dispatch-${agents}`;
-  const config = await registerFastModel(edge, model, SERVICE_MS / 1000);
-  const token = await mintAgentToken(edge, [model]);
-  const stub = await schedulerStub(edge, { modelNumber: config.number, shard: 0 });
-  log(`${agents} agents (${SLOTS} slots, prefetch ${PREFETCH}) connecting…`);
   let fleet: Fleet | undefined;
   const pool = connect(edge.url, 64);
   const out: Variant[] = [];
   try {
-    fleet = await startFleet({
-      edge,
-      token,
-      models: [model],
+    const started = await modelFleet(edge, {
+      model,
       count: agents,
       slots: SLOTS,
       prefetch: PREFETCH,
-      behave: sleepFor(SERVICE_MS),
+      serviceMs: SERVICE_MS,
       idPrefix: `d${agents}`,
-      parallel: 25,
-      deadlineMs: 90_000,
+      log,
     });
+    fleet = started.fleet;
     const f = fleet;
-    log(`${f.connected}/${agents} connected in ${(f.connectMs / 1000).toFixed(1)} s`);
-    // Every agent's first work.request parks it on the shard; give the last ones a moment.
-    await sleep(1000);
+    const stub = await schedulerStub(edge, { modelNumber: started.config.number, shard: 0 });
     if (warmS > 0) {
       log(`warm-up: ${RATE} submits/s for ${warmS} s (not reported)…`);
       const w = await openLoopSubmits(pool, key, model, RATE, warmS);
-      await waitFor(() => [...w.dueById.keys()].every((id) => f.log.starts.has(id)), 20_000);
+      await waitFor(() => [...w.tracker.dueById.keys()].every((id) => f.log.starts.has(id)), 20_000);
       await sleep(500);
     }
     log(`${agents} agents idle for ${idleS} s (heartbeats only)…`);
@@ -360,14 +258,14 @@ export const agentDispatch: Benchmark = {
             v.connectS,
             v.submitted.sent,
             statuses(v),
-            percentile(v.latencies, 50),
-            percentile(v.latencies, 90),
-            percentile(v.latencies, 99),
-            Math.max(...v.latencies),
-            v.neverStarted,
-            v.e2eJobsPerS,
+            percentile(v.runs.latencies, 50),
+            percentile(v.runs.latencies, 90),
+            percentile(v.runs.latencies, 99),
+            Math.max(...v.runs.latencies),
+            v.runs.neverStarted,
+            v.runs.jobsPerS,
             v.completedByEdge,
-            percentile(v.submitted.httpMs, 50),
+            percentile(v.submitted.latencies, 50),
             v.workerdCpuMs / Math.max(1, v.accepted),
             v.workerdCpuMs / 1000 / v.meterS,
             `${v.workerdThread.cores.toFixed(2)} (${v.workerdThread.name})`,
@@ -385,12 +283,12 @@ export const agentDispatch: Benchmark = {
             const k = `a${v.agents}_r${v.rate}`;
             return [
               [`${k}_connected`, v.connected],
-              [`${k}_p50_ms`, round(percentile(v.latencies, 50))],
-              [`${k}_p99_ms`, round(percentile(v.latencies, 99))],
-              [`${k}_max_ms`, round(Math.max(...v.latencies))],
-              [`${k}_jobs_per_s`, round(v.e2eJobsPerS, 1)],
+              [`${k}_p50_ms`, round(percentile(v.runs.latencies, 50))],
+              [`${k}_p99_ms`, round(percentile(v.runs.latencies, 99))],
+              [`${k}_max_ms`, round(Math.max(...v.runs.latencies))],
+              [`${k}_jobs_per_s`, round(v.runs.jobsPerS, 1)],
               [`${k}_accepted`, v.accepted],
-              [`${k}_errors`, v.submitted.sent - v.accepted + v.neverStarted + v.duplicates + v.fatal.length],
+              [`${k}_errors`, v.submitted.sent - v.accepted + v.runs.neverStarted + v.duplicates + v.fatal.length],
               [`${k}_workerd_cpu_ms_per_job`, round(v.workerdCpuMs / Math.max(1, v.accepted))],
               [`${k}_workerd_cores`, round(v.workerdCpuMs / 1000 / v.meterS, 2)],
               [`${k}_other_cores`, round(v.othersCores, 2)],
@@ -400,8 +298,8 @@ export const agentDispatch: Benchmark = {
             ];
           }),
         ),
-        p50_ms: round(percentile(main.latencies, 50)),
-        p99_ms: round(percentile(main.latencies, 99)),
+        p50_ms: round(percentile(main.runs.latencies, 50)),
+        p99_ms: round(percentile(main.runs.latencies, 99)),
       },
       notes: [
         "Latency counts from each submit's scheduled send time (open loop; no coordinated omission) to the runner's run() call, so it includes the submit's HTTP path, the enqueue commit, the push to a parked agent's actor, the WebSocket frame and the agent's own handling.",
@@ -409,7 +307,7 @@ export const agentDispatch: Benchmark = {
         "jobs/s completed: runner ends over the time from the first submit to the last end; completed (edge): completions the scheduler actor counted (stats().counters).",
         ...variants.map(
           (v) =>
-            `${v.agents} agents at ${v.rate}/s: ${v.connected} connected in ${v.connectS.toFixed(1)} s; largest send lag ${v.submitted.maxSendLagMs.toFixed(1)} ms; runs that began before the submit's 202 reached the client: ${v.runStartedBeforeAnswer} of ${v.accepted}; runs started twice: ${v.duplicates}; agent fatal errors: ${v.fatal.length}.`,
+            `${v.agents} agents at ${v.rate}/s: ${v.connected} connected in ${v.connectS.toFixed(1)} s; largest send lag ${v.submitted.maxSendLagMs.toFixed(1)} ms; runs that began before the submit's 202 reached the client: ${v.runs.startedBeforeAnswer} of ${v.accepted}; runs started twice: ${v.duplicates}; agent fatal errors: ${v.fatal.length}.`,
         ),
         ...variants.flatMap((v) => v.submitted.errorSamples.map((e) => `error sample (${v.agents} agents): ${e}`)),
         ...variants.flatMap((v) => v.fatal.slice(0, 3).map((e) => `agent fatal (${v.agents} agents): ${e}`)),

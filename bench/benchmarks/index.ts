@@ -7,8 +7,18 @@ import { agentDispatch } from "./agent-dispatch.ts";
 import { agentGap } from "./agent-gap.ts";
 import { commits } from "./commits.ts";
 import { depth } from "./depth.ts";
+import { dispatch } from "./dispatch.ts";
 import { fairness } from "./fairness.ts";
 import { streams } from "./streams.ts";
 import { submit } from "./submit.ts";
 
-export const BENCHMARKS: readonly Benchmark[] = [depth, submit, commits, agentGap, agentDispatch, streams, fairness];
+export const BENCHMARKS: readonly Benchmark[] = [
+  depth,
+  submit,
+  commits,
+  agentGap,
+  agentDispatch,
+  dispatch,
+  streams,
+  fairness,
+];

@@ -39,15 +39,34 @@ export function machineBusyMs(): number {
   }
 }
 
-/** A CPU meter over one measurement: this process, workerd (if any), and everything else. */
-export function cpuMeter(workerdPid?: number): () => { selfMs: number; workerdMs: number; othersMs: number } {
+/**
+ * A CPU meter over one measurement: this process, each named group of processes (CPU summed
+ * over its pids), and everything else on the machine.
+ */
+export function groupCpuMeter<K extends string>(
+  groups: Record<K, readonly (number | undefined)[]>,
+): () => { selfMs: number; groups: Record<K, number>; othersMs: number } {
+  const names = Object.keys(groups) as K[];
+  const read = (name: K): number => groups[name].reduce<number>((sum, pid) => sum + processCpuMs(pid), 0);
   const self0 = selfCpuMs();
-  const wd0 = processCpuMs(workerdPid);
+  const before = names.map(read);
   const all0 = machineBusyMs();
   return () => {
     const selfMs = selfCpuMs() - self0;
-    const workerdMs = processCpuMs(workerdPid) - wd0;
-    const othersMs = Math.max(0, machineBusyMs() - all0 - selfMs - workerdMs);
-    return { selfMs, workerdMs, othersMs };
+    const used = Object.fromEntries(names.map((name, i) => [name, read(name) - (before[i] as number)])) as Record<
+      K,
+      number
+    >;
+    const ours = names.reduce((sum, name) => sum + used[name], selfMs);
+    return { selfMs, groups: used, othersMs: Math.max(0, machineBusyMs() - all0 - ours) };
+  };
+}
+
+/** A CPU meter over one measurement: this process, workerd (if any), and everything else. */
+export function cpuMeter(workerdPid?: number): () => { selfMs: number; workerdMs: number; othersMs: number } {
+  const meter = groupCpuMeter({ workerd: [workerdPid] });
+  return () => {
+    const { selfMs, groups, othersMs } = meter();
+    return { selfMs, workerdMs: groups.workerd, othersMs };
   };
 }

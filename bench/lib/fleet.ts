@@ -243,6 +243,44 @@ export async function startFleet(opts: {
   };
 }
 
+/**
+ * A fresh model `model` (1 shard, `expected_runtime_s` = the service time) with `count` agents
+ * on it whose runners hold a slot `serviceMs` each: connected 25 at a time (90 s at most), then
+ * a second for each agent's first work request to park it on the shard. The caller stops the
+ * fleet.
+ */
+export async function modelFleet(
+  edge: Edge,
+  opts: {
+    model: string;
+    count: number;
+    slots: number;
+    prefetch: number;
+    serviceMs: number;
+    idPrefix: string;
+    log: (line: string) => void;
+  },
+): Promise<{ config: ModelConfig; fleet: Fleet }> {
+  const config = await registerFastModel(edge, opts.model, opts.serviceMs / 1000);
+  const token = await mintAgentToken(edge, [opts.model]);
+  opts.log(`${opts.count} agents (${opts.slots} slots, prefetch ${opts.prefetch}) connecting…`);
+  const fleet = await startFleet({
+    edge,
+    token,
+    models: [opts.model],
+    count: opts.count,
+    slots: opts.slots,
+    prefetch: opts.prefetch,
+    behave: sleepFor(opts.serviceMs),
+    idPrefix: opts.idPrefix,
+    parallel: 25,
+    deadlineMs: 90_000,
+  });
+  opts.log(`${fleet.connected}/${opts.count} connected in ${(fleet.connectMs / 1000).toFixed(1)} s`);
+  await sleep(1000);
+  return { config, fleet };
+}
+
 /** Polls `done` every 5 ms until it holds or `timeoutMs` passes; answers whether it held. */
 export async function waitFor(done: () => boolean, timeoutMs: number): Promise<boolean> {
   const end = performance.now() + timeoutMs;

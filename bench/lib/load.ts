@@ -59,15 +59,23 @@ export function connect(url: string, connections: number): Pool {
   });
 }
 
+/**
+ * Called with each answer that has the expected status, parsed as JSON, and when its request
+ * was due (open loop) or sent (closed loop) and answered, on `performance.now()`'s clock.
+ */
+export type OnAnswer = (answer: unknown, dueAt: number, answeredAt: number) => void;
+
 interface Tally {
   result: LoadResult;
   /** Parses batch answers to count accepted items; single submits count by status alone. */
   countItems: boolean;
+  onAnswer: OnAnswer | undefined;
 }
 
-function newTally(countItems: boolean): Tally {
+function newTally(countItems: boolean, onAnswer: OnAnswer | undefined): Tally {
   return {
     countItems,
+    onAnswer,
     result: {
       sent: 0,
       statuses: {},
@@ -111,11 +119,13 @@ async function fire(pool: Pool, shot: Shot, startedAt: number, tally: Tally): Pr
       return;
     }
     r.latencies.push(ms);
+    const parsed: unknown = tally.countItems || tally.onAnswer ? JSON.parse(text) : undefined;
+    tally.onAnswer?.(parsed, startedAt, startedAt + ms);
     if (!tally.countItems) {
       r.accepted += shot.jobs;
       return;
     }
-    const answer = JSON.parse(text) as { jobs?: { ok: boolean; error?: unknown }[] };
+    const answer = parsed as { jobs?: { ok: boolean; error?: unknown }[] };
     for (const j of answer.jobs ?? []) {
       if (j.ok) r.accepted++;
       else {
@@ -141,8 +151,9 @@ export async function openLoop(opts: {
   shot: (i: number) => Shot;
   workerdPid: number | undefined;
   countItems?: boolean;
+  onAnswer?: OnAnswer;
 }): Promise<LoadResult> {
-  const tally = newTally(opts.countItems ?? false);
+  const tally = newTally(opts.countItems ?? false, opts.onAnswer);
   const total = Math.round(opts.rate * opts.durationS);
   const interval = 1000 / opts.rate; // ms
   const pending: Promise<void>[] = [];
@@ -172,7 +183,8 @@ export async function openLoop(opts: {
 
 /**
  * Runs `clients` closed-loop clients for `durationS` seconds (and at most `maxRequests` sends
- * in all): each sends its next request as soon as its last one is answered.
+ * in all): each sends its next request as soon as its last one is answered, and once `gate`
+ * (when given) resolves.
  */
 export async function closedLoop(opts: {
   pool: Pool;
@@ -182,14 +194,21 @@ export async function closedLoop(opts: {
   shot: (i: number) => Shot;
   workerdPid: number | undefined;
   countItems?: boolean;
+  onAnswer?: OnAnswer;
+  /** Awaited before each send; the send time (latency's start) is taken after it. */
+  gate?: () => Promise<void>;
 }): Promise<LoadResult> {
-  const tally = newTally(opts.countItems ?? false);
+  const tally = newTally(opts.countItems ?? false, opts.onAnswer);
   const cpu = cpuMeter(opts.workerdPid);
   const start = performance.now();
   const end = start + opts.durationS * 1000;
   let n = 0;
   const client = async (): Promise<void> => {
     while (performance.now() < end && n < opts.maxRequests) {
+      if (opts.gate) {
+        await opts.gate();
+        if (performance.now() >= end) break;
+      }
       const shot = opts.shot(n++);
       await fire(opts.pool, shot, performance.now(), tally);
     }

@@ -22,6 +22,8 @@ export interface Report {
   metrics: Record<string, number | boolean | null>;
   /** What a reader needs to interpret the tables. */
   notes: string[];
+  /** Nested results, added as top-level keys of the `--json` object (not shown in the tables). */
+  extra?: Record<string, unknown>;
 }
 
 /** Options every benchmark takes. */

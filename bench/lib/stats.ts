@@ -29,3 +29,26 @@ export function round(v: number, digits = 3): number | null {
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
+
+/**
+ * CLOCK_MONOTONIC in ms with sub-µs precision (process.hrtime): one clock for every process on
+ * the machine, and the clock Node's `performance.now()` counts on from the process's start.
+ */
+export function monotonicMs(): number {
+  return Number(process.hrtime.bigint()) / 1e6;
+}
+
+/**
+ * {@link monotonicMs} − `performance.now()` in this process, to µs: the tightest of a few
+ * bracketed reads (the first reads of either clock can be slow).
+ */
+export function monotonicOffsetMs(): number {
+  let best = { width: Infinity, offset: 0 };
+  for (let i = 0; i < 20; i++) {
+    const before = performance.now();
+    const mono = monotonicMs();
+    const after = performance.now();
+    if (after - before < best.width) best = { width: after - before, offset: mono - (before + after) / 2 };
+  }
+  return best.offset;
+}
