@@ -117,6 +117,8 @@ interface Held {
 export class FatalAgentError extends Error {}
 
 const RETRYABLE = new Set(["oom", "runner_crashed", "runner_closed", "runner_busy", "timeout", "protocol_error"]);
+/** How long a cancelled job may take to end before its runner is taken for hung and restarted (ms). */
+const CANCEL_GRACE_MS = 10_000;
 
 export class Agent extends EventEmitter {
   private readonly opts: AgentOptions;
@@ -397,8 +399,17 @@ export class Agent extends EventEmitter {
     if (!h || h.lease.epoch !== epoch) return;
     h.abandoned = true;
     this.log(`abandoning ${jobId}: ${why}`);
-    if (h.state === "running") this.runner?.cancel(jobId);
-    else this.held.delete(jobId);
+    if (h.state === "running") {
+      const runner = this.runner;
+      runner?.cancel(jobId);
+      // A runner that does not end a cancelled job is hung inside it, and the slot with it:
+      // restart the runner (its other jobs are retried alone, as after a crash).
+      setTimeout(() => {
+        if (this.held.get(jobId) !== h || this.runner !== runner || !runner?.alive || this.closed) return;
+        this.log(`${jobId} did not end ${CANCEL_GRACE_MS / 1000} s after its cancel; restarting the runner`);
+        void runner.close();
+      }, CANCEL_GRACE_MS).unref();
+    } else this.held.delete(jobId);
     this.pump();
   }
 

@@ -132,7 +132,10 @@ export class SchedulerActor extends DurableObject<Env> {
   }
 
   async renew(agentId: string, refs: LeaseRef[]) {
-    return this.core.renew(agentId, refs, Date.now());
+    const out = this.core.renew(agentId, refs, Date.now());
+    // A lease past its run timeout went back to its queue: a parked agent may take it now.
+    this.deliver();
+    return out;
   }
 
   async progress(ref: LeaseRef, phase: string, progress: Record<string, unknown> | null, agentId?: string) {

@@ -141,6 +141,28 @@ describe("SchedulerCore: leases and fencing", () => {
     expect([a, b].sort()).toEqual([la.job_id, lb.job_id].sort());
   });
 
+  it("a lease whose attempt ran past run_timeout_s is not renewed: the job goes back with run_timeout and an attempt spent", () => {
+    const { core, clock, submit } = harness({ run_timeout_s: 60, max_attempts: 2 });
+    const id = submit("acc_1", "api");
+    const first = only(core.lease(AGENT_A, 1, clock.now));
+    const ref = { job_id: id, epoch: first.epoch };
+    // A hung runner's agent keeps heartbeating: renewed until the attempt has run 60 s.
+    clock.advance(59_000);
+    expect(core.renew(AGENT_A.id, [ref], clock.now).renewed).toEqual([ref]);
+    clock.advance(1_000);
+    const out = core.renew(AGENT_A.id, [ref], clock.now);
+    expect(out).toMatchObject({ renewed: [], stale: [ref] });
+    expect(core.store.job(id)).toMatchObject({ status: "queued", spent: 1, agent_id: null });
+    const view = core.view(id, "acc_1", clock.now);
+    expect(view.ok && view.job.attempts.at(-1)).toMatchObject({ outcome: "failed", reason: "run_timeout" });
+    // The agent's late result is stale; the second attempt times out too and the job fails.
+    expect(core.complete(ref, { status: "succeeded", outputs: [] }, clock.now).ok).toBe(false);
+    const second = only(core.lease(AGENT_B, 1, clock.now));
+    clock.advance(60_000);
+    core.renew(AGENT_B.id, [{ job_id: id, epoch: second.epoch }], clock.now);
+    expect(core.store.job(id)).toMatchObject({ status: "failed", error_code: "run_timeout" });
+  });
+
   it("progress naming the current epoch is refused from an agent that does not hold the lease", () => {
     const { core, clock, submit } = harness();
     const id = submit("acc_1", "api");

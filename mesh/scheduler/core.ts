@@ -487,7 +487,10 @@ export class SchedulerCore {
 
   /**
    * Extends the leases an agent still holds at the epoch it names; the rest come back as
-   * `stale` (requeued, cancelled or leased to another) and the agent abandons them.
+   * `stale` (requeued, cancelled or leased to another) and the agent abandons them. A lease
+   * whose attempt has run for the model's `run_timeout_s` is not extended: its job goes back to
+   * its queue (`run_timeout`, spending an attempt) and the lease comes back as `stale`, so a
+   * runner hung inside a job cannot hold it forever by heartbeating.
    */
   renew(
     agentId: string,
@@ -498,9 +501,24 @@ export class SchedulerCore {
     const renewed: LeaseRef[] = [];
     const stale: LeaseRef[] = [];
     const deadline = now + this.leaseTtlMs;
+    const runTimeoutMs = (this.config?.model.run_timeout_s ?? Infinity) * 1000;
+    let timedOut = 0;
     for (const ref of refs) {
       const job = this.store.job(ref.job_id);
       if (job && job.status === "running" && job.agent_id === agentId && job.epoch === ref.epoch) {
+        const started = (JSON.parse(job.attempts) as StoredAttempt[]).at(-1)?.started_at ?? now;
+        if (now - started >= runTimeoutMs) {
+          this.requeue(
+            job,
+            now,
+            "run_timeout",
+            true,
+            `the attempt ran longer than run_timeout_s (${runTimeoutMs / 1000} s)`,
+          );
+          stale.push(ref);
+          timedOut++;
+          continue;
+        }
         job.lease_deadline = deadline;
         this.store.saveJob(job);
         renewed.push(ref);
@@ -508,7 +526,8 @@ export class SchedulerCore {
         stale.push(ref);
       }
     }
-    if (renewed.length > 0) this.counters.commits++;
+    if (timedOut > 0) this.dispatch(now);
+    if (renewed.length + timedOut > 0) this.counters.commits++;
     return { renewed, stale, deadline };
   }
 

@@ -184,6 +184,7 @@ const arbConfig = fc.record({
   queue_ttl_s: fc.constantFrom(60, 300, 3600),
   retention_s: fc.constantFrom(60, 600),
   expected_runtime_s: fc.constantFrom(1, 10, 60),
+  run_timeout_s: fc.constantFrom(45, 600),
 });
 
 /** A job as the reference model holds it. */
@@ -607,9 +608,16 @@ function receive(m: Model, r: Real, msg: Msg): void {
       const renewed: LeaseRef[] = [];
       const stale: LeaseRef[] = [];
       const beliefs = m.beliefs[msg.agent]!;
+      let timedOut = 0;
       for (const ref of msg.refs) {
         const j = m.holds(agent, ref);
-        if (j) {
+        if (j && m.now - j.grantedAt! >= m.config.run_timeout_s * 1000) {
+          // Past the run timeout the lease is not extended: the job goes back (an attempt spent).
+          m.requeue(j, true);
+          timedOut++;
+          stale.push(ref);
+          if (beliefs.get(ref.job_id) === ref.epoch) beliefs.delete(ref.job_id);
+        } else if (j) {
           j.deadline = m.now + DEFAULT_LEASE_TTL_MS;
           renewed.push(ref);
         } else {
@@ -618,6 +626,7 @@ function receive(m: Model, r: Real, msg: Msg): void {
           if (beliefs.get(ref.job_id) === ref.epoch) beliefs.delete(ref.job_id);
         }
       }
+      if (timedOut > 0) m.dispatch();
       assert.deepEqual(out, { renewed, stale, deadline: m.now + DEFAULT_LEASE_TTL_MS });
       return;
     }

@@ -9,7 +9,7 @@ interface JobView {
   id: string;
   status: string;
   phase: string;
-  attempts: { agent: string; epoch: number; outcome: string; reason: string | null }[];
+  attempts: { agent: string; epoch: number; outcome: string; reason: string | null; ended_at: string | null }[];
   outputs: { name: string; url: string; size: number; content_type: string }[] | null;
   error: { code: string } | null;
 }
@@ -21,15 +21,22 @@ let index = 0;
 
 function agent(
   agentToken: string,
-  opts: { runner?: string; env?: NodeJS.ProcessEnv; output?: (s: string) => void } = {},
+  opts: {
+    runner?: string;
+    env?: NodeJS.ProcessEnv;
+    output?: (s: string) => void;
+    index?: number;
+    extraArgs?: string[];
+  } = {},
 ): ChildProcess {
-  index += 1;
+  if (opts.index === undefined) index += 1;
   const child = startAgent({
     url: stack.config.url,
     token: agentToken,
     state: stack.state,
-    index,
+    index: opts.index ?? index,
     runner: opts.runner ?? "synthetic",
+    extraArgs: opts.extraArgs,
     env: { ...process.env, FLOODGATE_SYNTHETIC_MODELS: SYNTH, ...opts.env },
     stdio: "pipe",
   });
@@ -135,6 +142,34 @@ describe("agents end to end", () => {
     await Promise.all(procs.map((p) => waitExit(p, 15_000)));
   }, 150_000);
 
+  it("an agent restarted with the same id after kill -9 gets its old leases requeued at its hello, not at their deadline", async () => {
+    const t = await token([SYNTH]);
+    let out = "";
+    const first = agent(t.token, { output: (s) => (out += s) });
+    const same = index;
+    await until("the agent to connect", 20_000, async () => (out.includes("connected") ? true : undefined));
+    const job = await api<{ id: string }>(stack, "POST", `/v1/models/${SYNTH}/jobs`, {
+      input: { steps: 50, service_ms: 60_000 },
+    });
+    await until("the job to run", 20_000, async () =>
+      (await api<JobView>(stack, "GET", `/v1/jobs/${job.body.id}`)).body.phase === "sampling" ? true : undefined,
+    );
+    first.kill("SIGKILL");
+    await waitExit(first, 5_000);
+    const killedAt = Date.now();
+    const second = agent(t.token, { index: same });
+    const view = await until("the lost lease to go back", 20_000, async () => {
+      const v = (await api<JobView>(stack, "GET", `/v1/jobs/${job.body.id}`)).body;
+      return v.attempts[0]?.ended_at ? v : undefined;
+    });
+    expect(view.attempts[0]).toMatchObject({ outcome: "lease_expired", reason: "worker_lost" });
+    // The reconnect grace is 10 s and the lease 30 s: the hello gave it back before either.
+    expect(Date.parse(view.attempts[0]!.ended_at!) - killedAt).toBeLessThan(8_000);
+    expect((await api(stack, "POST", `/v1/jobs/${job.body.id}/cancel`)).status).toBe(200);
+    second.kill("SIGTERM");
+    await waitExit(second, 15_000);
+  }, 60_000);
+
   it("a runner crash sends the job back with runner_crashed, the agent starts a new runner, and other jobs go on", async () => {
     const t = await token([SYNTH]);
     const p = agent(t.token);
@@ -172,6 +207,42 @@ describe("agents end to end", () => {
     p.kill("SIGTERM");
     await waitExit(p, 15_000);
   }, 60_000);
+
+  it("a runner hung inside a job loses it at run_timeout_s (the job fails run_timeout) and is restarted, freeing its slot", async () => {
+    const HANG = "synth-hang";
+    const put = await api(
+      stack,
+      "PUT",
+      `/v1/admin/models/${HANG}`,
+      { input_schema: { type: "object" }, max_attempts: 1, run_timeout_s: 2, expected_runtime_s: 1 },
+      stack.config.admin_key,
+    );
+    expect(put.status).toBe(201);
+    const t = await token([SYNTH, HANG]);
+    let out = "";
+    // One slot and no prefetch: the next job can only run once the hung one's slot is free.
+    const p = agent(t.token, {
+      env: { FLOODGATE_SYNTHETIC_MODELS: `${SYNTH},${HANG}` },
+      extraArgs: ["--slots", "1", "--prefetch", "0"],
+      output: (s) => (out += s),
+    });
+    const hung = await api<{ id: string }>(stack, "POST", `/v1/models/${HANG}/jobs`, {
+      input: { fault: "stall", steps: 2, service_ms: 50 },
+    });
+    expect(hung.status).toBe(202);
+    const [timedOut] = await terminal([hung.body.id], 20_000);
+    expect(timedOut?.status).toBe("failed");
+    expect(timedOut?.error?.code).toBe("run_timeout");
+    expect(timedOut?.attempts.map((a) => a.reason)).toEqual(["run_timeout"]);
+    const next = await api<{ id: string }>(stack, "POST", `/v1/models/${SYNTH}/jobs`, {
+      input: { steps: 2, service_ms: 50 },
+    });
+    const [done] = await terminal([next.body.id], 30_000);
+    expect(done?.status).toBe("succeeded");
+    expect(out).toContain("restarting the runner");
+    p.kill("SIGTERM");
+    await waitExit(p, 15_000);
+  }, 90_000);
 
   it("revoking its token disconnects a live agent within one heartbeat; it exits and its jobs go back", async () => {
     const t = await token([SYNTH]);
