@@ -23,6 +23,11 @@ const TIERS = ["api", "enterprise", "plus", "light", "free"] as const;
 const TERMINAL = new Set(["succeeded", "failed", "cancelled", "expired"]);
 /** Job inputs that make every attempt fail, and how many of each a run submits per 1,000 jobs. */
 const FAULT_JOBS: Record<string, number> = { poison: 4, crash: 1, oom: 2, error: 1, stall: 1 };
+/**
+ * A `stall` job needs `max_attempts` run timeouts (a minute or more) to end, so it is submitted
+ * in the first half of the run, and the short run, whose drain is shorter than that, has none.
+ */
+const EARLY_FAULTS = new Set(["stall"]);
 /** The chaos model's run timeout (s): what ends an attempt of a `stall` job, whose runner hangs. */
 const RUN_TIMEOUT_S = 15;
 
@@ -46,12 +51,14 @@ export interface ChaosOptions {
   /** Probability that a job crashes its runner (the synthetic runner's `--fault-rate`). */
   runner_fault_rate: number;
   max_attempts: number;
+  /** Fault jobs per 1,000 submits, by the synthetic runner's `fault` input. */
+  fault_jobs: Record<string, number>;
   log: (line: string) => void;
 }
 
 /** Settings of the three sizes of run. */
 export function preset(mode: "full" | "quick" | "short"): Omit<ChaosOptions, "seed" | "out" | "log"> {
-  const common = { max_attempts: 4, runner_fault_rate: 0.002 };
+  const common = { max_attempts: 4, runner_fault_rate: 0.002, fault_jobs: FAULT_JOBS };
   switch (mode) {
     case "full":
       return {
@@ -108,6 +115,7 @@ export function preset(mode: "full" | "quick" | "short"): Omit<ChaosOptions, "se
         backlog: 100,
         window_ms: 26_000,
         drain_ms: 25_000,
+        fault_jobs: Object.fromEntries(Object.entries(FAULT_JOBS).filter(([f]) => !EARLY_FAULTS.has(f))),
         faults: {
           kill_every_ms: 7_000,
           cut_every_ms: 9_000,
@@ -349,10 +357,11 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
 
     // The logical submits, drawn from the seed.
     const faultAt = new Map<number, string>();
-    for (const [fault, per1000] of Object.entries(FAULT_JOBS)) {
+    for (const [fault, per1000] of Object.entries(opts.fault_jobs)) {
       const n = Math.max(1, Math.round((opts.jobs * per1000) / 1000));
+      const span = EARLY_FAULTS.has(fault) ? Math.ceil(opts.jobs / 2) : opts.jobs;
       for (let k = 0; k < n; k++) {
-        let i = Math.floor(draw() * opts.jobs);
+        let i = Math.floor(draw() * span);
         while (faultAt.has(i)) i = (i + 1) % opts.jobs;
         faultAt.set(i, fault);
       }
