@@ -109,4 +109,6 @@ async function main(argv: string[]): Promise<number> {
   return r.verdict.ok ? 0 : 1;
 }
 
-process.exitCode = await main(process.argv.slice(2));
+// The verdict is written (stdout and stderr are synchronous for files and pipes on Linux): leave
+// now, whatever handle the stopped stack may have left behind in this process.
+process.exit(await main(process.argv.slice(2)));
