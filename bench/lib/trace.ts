@@ -4,18 +4,7 @@
  * few heavy accounts that flood one tier each. The same seed gives the same trace, job for job,
  * so every policy replays exactly the same arrivals and service times.
  */
-
-/** A small, fast, seeded PRNG (mulberry32): uniform in [0, 1). */
-export function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { rng } from "../../shared/rng.ts";
 
 /** A standard normal deviate (Box–Muller) from a uniform source. */
 function normal(u: () => number): number {

@@ -12,6 +12,7 @@ import * as fc from "fast-check";
 import { Packr } from "msgpackr";
 import { afterAll, describe, expect, it } from "vitest";
 import { encode, MAX_DEPTH } from "../../shared/codec.ts";
+import { plain } from "../../test/support/plain.ts";
 import { FromRunner, MAX_RUNNER_FRAME, ToRunner, lengthPrefix } from "../../shared/runner.ts";
 import { type FrameResult, FrameDecoder, type ProtocolError, encodeFrame, readFrames } from "./io.ts";
 
@@ -181,18 +182,6 @@ function unbytes(v: unknown): unknown {
 
 function normal<T>(rs: FrameResult<T>[]): unknown {
   return unbytes(rs);
-}
-
-function plain(v: unknown, depth = 0): boolean {
-  if (depth > MAX_DEPTH) return false;
-  if (v === null || typeof v === "boolean" || typeof v === "string") return true;
-  if (typeof v === "number") return Number.isFinite(v);
-  if (v instanceof Uint8Array) return true;
-  if (Array.isArray(v)) return v.every((x) => plain(x, depth + 1));
-  if (typeof v !== "object" || Object.getPrototypeOf(v) !== Object.prototype) return false;
-  const keys = Object.getOwnPropertyNames(v);
-  if (keys.some((k) => k === "__proto__" || k === "constructor" || k === "prototype")) return false;
-  return keys.every((k) => plain((v as Record<string, unknown>)[k], depth + 1));
 }
 
 function feed<T>(dec: FrameDecoder<T>, parts: Uint8Array[]): FrameResult<T>[] {

@@ -14,6 +14,7 @@
  */
 import { readFileSync } from "node:fs";
 import { z } from "zod";
+import { rng } from "../../shared/rng.ts";
 import { type JobContext, JobFailure, type RunnerModel, main } from "../runner/runtime.ts";
 
 export const DemoInput = z.object({
@@ -47,18 +48,6 @@ export function hash32(text: string, salt = 0): number {
     h = Math.imul(h, 0x01000193) >>> 0;
   }
   return h;
-}
-
-/** mulberry32: a small, fast, seeded PRNG of uniform [0, 1) floats. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 type Rgb = [number, number, number];

@@ -19,6 +19,7 @@
  */
 import { parseArgs } from "node:util";
 import { z } from "zod";
+import { rng } from "../../shared/rng.ts";
 import { type JobContext, JobFailure, type RunnerModel, main } from "../runner/runtime.ts";
 
 export const SyntheticConfig = z.object({
@@ -74,18 +75,6 @@ export function syntheticConfig(argv: string[], env: NodeJS.ProcessEnv): Synthet
     faultRate: Number(values["fault-rate"]),
     seed: Number(values.seed),
   });
-}
-
-/** mulberry32 (as in the demo model): seeded uniform [0, 1). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));

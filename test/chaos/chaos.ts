@@ -13,7 +13,7 @@ import type { JobView } from "../../shared/api.ts";
 import { startAgent, waitExit } from "../../cli/dev.ts";
 import { api, freePort, startStack, type Stack } from "../e2e/stack.ts";
 import { check, type Verdict } from "./checker.ts";
-import { rng } from "../../bench/lib/trace.ts";
+import { rng } from "../../shared/rng.ts";
 import { planFaults, type FaultMix, type PlannedFault } from "./faults.ts";
 import { HistoryWriter, readHistory, type SeenJob } from "./history.ts";
 import { openLink, type AgentLink } from "./proxy.ts";

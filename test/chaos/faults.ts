@@ -3,7 +3,7 @@
  * and ends inside the window; which agent a fault hits is drawn from the same seed when it fires
  * (`pick`, a number in [0, 1) the run maps onto the agents it has then).
  */
-import { rng } from "../../bench/lib/trace.ts";
+import { rng } from "../../shared/rng.ts";
 
 export type FaultKind =
   /** `kill -9` of an agent and its runner; a new agent starts (same id or a new one). */

@@ -35,8 +35,9 @@ export interface Conn {
   send: (m: FromAgent) => void;
 }
 
-export async function connect(tok: string, id = agentId()): Promise<{ status: number; conn?: Conn; id: string }> {
-  const answer = await exports.default.fetch(
+/** The edge's answer to an agent's WebSocket upgrade with token `tok` and agent id `id`. */
+export async function connectRequest(tok: string, id = agentId()): Promise<Response> {
+  return await exports.default.fetch(
     new Request("http://edge.test/v1/agent/connect", {
       headers: {
         upgrade: "websocket",
@@ -46,6 +47,10 @@ export async function connect(tok: string, id = agentId()): Promise<{ status: nu
       },
     }),
   );
+}
+
+export async function connect(tok: string, id = agentId()): Promise<{ status: number; conn?: Conn; id: string }> {
+  const answer = await connectRequest(tok, id);
   if (answer.status !== 101 || !answer.webSocket) return { status: answer.status, id };
   const ws = answer.webSocket;
   ws.accept();

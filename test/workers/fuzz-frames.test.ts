@@ -12,11 +12,11 @@
  * `FUZZ_RUNS` sets the runs (300 by default; `npm run fuzz` passes more through
  * test/fuzz.config.ts); the decoder property runs five times as many. Counts are logged.
  */
-import { exports } from "cloudflare:workers";
 import { Packr } from "msgpackr";
 import * as fc from "fast-check";
 import { beforeAll, describe, expect, it } from "vitest";
 import { encode, MAX_DEPTH } from "../../shared/codec.ts";
+import { plain } from "../support/plain.ts";
 import {
   CLOSE,
   CONTROL_FRAME_CAP,
@@ -28,7 +28,7 @@ import {
   PREVIEW_FRAME_CAP,
   ToAgent,
 } from "../../shared/wire.ts";
-import { agentId, hello, token, within } from "./agent-helpers.ts";
+import { agentId, connectRequest, hello, token, within } from "./agent-helpers.ts";
 import { call, makeAccount, makeModel, submit } from "./helpers.ts";
 
 const RUNS = Number(process.env.FUZZ_RUNS ?? 300);
@@ -293,19 +293,6 @@ const malformed: fc.Arbitrary<{ what: string; bytes: Uint8Array }> = fc.oneof(
   }),
 );
 
-/** Whether every value in `v` is plain data: plain objects, arrays, bytes, finite numbers, strings, booleans, null. */
-function plain(v: unknown, depth = 0): boolean {
-  if (depth > MAX_DEPTH) return false;
-  if (v === null || typeof v === "boolean" || typeof v === "string") return true;
-  if (typeof v === "number") return Number.isFinite(v);
-  if (v instanceof Uint8Array) return true;
-  if (Array.isArray(v)) return v.every((x) => plain(x, depth + 1));
-  if (typeof v !== "object" || Object.getPrototypeOf(v) !== Object.prototype) return false;
-  const keys = Object.getOwnPropertyNames(v);
-  if (keys.some((k) => k === "__proto__" || k === "constructor" || k === "prototype")) return false;
-  return keys.every((k) => plain((v as Record<string, unknown>)[k], depth + 1));
-}
-
 // ---- decoder ----
 
 describe("agent frames: the decoder", () => {
@@ -495,16 +482,7 @@ interface Link {
  * timers, and thousands of connections with a timer left per wait run out of them.
  */
 async function open(tok: string, id = agentId()): Promise<{ conn: Link; id: string }> {
-  const res = await exports.default.fetch(
-    new Request("http://edge.test/v1/agent/connect", {
-      headers: {
-        upgrade: "websocket",
-        "sec-websocket-protocol": "floodgate.v1",
-        authorization: `Bearer ${tok}`,
-        "x-floodgate-agent": id,
-      },
-    }),
-  );
+  const res = await connectRequest(tok, id);
   const ws = res.webSocket;
   if (res.status !== 101 || !ws) throw new Error(`connect answered ${res.status}`);
   ws.accept();

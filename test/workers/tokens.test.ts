@@ -8,7 +8,7 @@
  * is proven in agent.test.ts ("revoking a token closes its live agents with 4401 and fences
  * their leases"); the rate limit and key hashing in admin.test.ts and isolation.test.ts.
  */
-import { env, exports } from "cloudflare:workers";
+import { env } from "cloudflare:workers";
 import * as fc from "fast-check";
 import { CompactSign, decodeJwt, exportJWK, generateKeyPair, importJWK, type JWK } from "jose";
 import { beforeAll, describe, expect, it } from "vitest";
@@ -16,7 +16,7 @@ import { verifyAgentToken } from "../../edge/tokens.ts";
 import { AGENT_TOKEN_TYPE } from "../../shared/tokens.ts";
 import { actor, type RegistryActor } from "../../mesh/index.ts";
 import { CLOSE, type LeaseGrant } from "../../shared/wire.ts";
-import { agentId, connect, hello, leaseOne, token, welcomed, within } from "./agent-helpers.ts";
+import { agentId, connect, connectRequest, hello, leaseOne, token, welcomed, within } from "./agent-helpers.ts";
 import { ADMIN, call, makeAccount, makeModel, submit } from "./helpers.ts";
 
 /** Runs per property; `npm run fuzz` raises it (test/fuzz.config.ts passes it into workerd). */
@@ -70,19 +70,6 @@ function unsigned(header: Fields, payload: Fields, signature = ""): string {
   return `${b64url(JSON.stringify(header))}.${b64url(JSON.stringify(payload))}.${signature}`;
 }
 
-async function connectRaw(tok: string, id = agentId()): Promise<Response> {
-  return await exports.default.fetch(
-    new Request("http://edge.test/v1/agent/connect", {
-      headers: {
-        upgrade: "websocket",
-        "sec-websocket-protocol": "floodgate.v1",
-        authorization: `Bearer ${tok}`,
-        "x-floodgate-agent": id,
-      },
-    }),
-  );
-}
-
 /** What a token gets: from the verifier, at connect, and on the upload route (which shares the check). */
 interface Outcome {
   token: string;
@@ -95,7 +82,7 @@ interface Outcome {
 
 async function outcome(tok: string): Promise<Outcome> {
   const verified = (await verifyAgentToken(env, tok)) !== undefined;
-  const res = await connectRaw(tok);
+  const res = await connectRequest(tok);
   const socket = res.webSocket !== null;
   if (res.webSocket) {
     res.webSocket.accept();
@@ -395,7 +382,7 @@ describe("agent tokens: the harness", () => {
   it("a token crafted by this suite's signer with no defect verifies and connects (so each refusal below is its defect's)", async () => {
     const tok = await craft({}, {});
     expect(await verifyAgentToken(env, tok)).toMatchObject({ jti: ctx.claims.jti });
-    const res = await connectRaw(tok);
+    const res = await connectRequest(tok);
     expect(res.status).toBe(101);
     res.webSocket?.accept();
     res.webSocket?.close(1000, "done");
@@ -404,7 +391,7 @@ describe("agent tokens: the harness", () => {
   it("a token signed by the older key of the set (k-test-1) still verifies and connects: rotation by kid", async () => {
     const tok = await craft({ kid: "k-test-1" }, {}, ctx.k1);
     expect(await verifyAgentToken(env, tok)).toMatchObject({ jti: ctx.claims.jti });
-    const res = await connectRaw(tok);
+    const res = await connectRequest(tok);
     expect(res.status).toBe(101);
     res.webSocket?.accept();
     res.webSocket?.close(1000, "done");
@@ -442,7 +429,7 @@ describe(`agent tokens: ${BAD_CLASSES.length + 3} classes of bad token, 0 accept
     expect((await call("DELETE", `/v1/admin/agent-tokens/${t.id}`, { key: ADMIN })).status).toBe(204);
     // Revocation is a registry row, not a property of the signature: the verifier alone passes it.
     expect(await verifyAgentToken(env, t.token)).toMatchObject({ jti: t.id });
-    const res = await connectRaw(t.token);
+    const res = await connectRequest(t.token);
     expect(res.status).toBe(401);
     expect(res.webSocket).toBeNull();
   });
@@ -546,7 +533,7 @@ describe(`agent tokens: ${BAD_CLASSES.length + 3} classes of bad token, 0 accept
           if ((await verifyAgentToken(env, t)) !== undefined) accepted++;
           // Only visible ASCII can travel in a header; the rest was checked by the verifier alone.
           if (/^[\x21-\x7e]+$/.test(t)) {
-            const res = await connectRaw(t);
+            const res = await connectRequest(t);
             if (res.status === 101) {
               connected++;
               res.webSocket?.accept();
@@ -569,7 +556,7 @@ describe(`agent tokens: ${BAD_CLASSES.length + 3} classes of bad token, 0 accept
 
 /** A connect with a token and an agent id: its status, and the error code of a refusal. */
 async function connectAs(tok: string, id: string): Promise<{ status: number; code?: string }> {
-  const res = await connectRaw(tok, id);
+  const res = await connectRequest(tok, id);
   if (res.webSocket) {
     res.webSocket.accept();
     res.webSocket.close(1000, "done");

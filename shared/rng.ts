@@ -1,0 +1,15 @@
+/**
+ * mulberry32: a small, fast, seeded PRNG of uniform [0, 1) floats. The demo and synthetic
+ * runners draw their pixels and faults from it, the benchmarks and the chaos run their traces
+ * and fault plans, so a seed means the same sequence everywhere.
+ */
+export function rng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
