@@ -506,8 +506,12 @@ export class SchedulerCore {
     for (const ref of refs) {
       const job = this.store.job(ref.job_id);
       if (job && job.status === "running" && job.agent_id === agentId && job.epoch === ref.epoch) {
-        const started = (JSON.parse(job.attempts) as StoredAttempt[]).at(-1)?.started_at ?? now;
-        if (now - started >= runTimeoutMs) {
+        // The job's first start bounds its current attempt's: read the attempts only when
+        // even the first start is a run timeout ago.
+        const timedOutNow =
+          now - (job.started_at ?? now) >= runTimeoutMs &&
+          now - ((JSON.parse(job.attempts) as StoredAttempt[]).at(-1)?.started_at ?? now) >= runTimeoutMs;
+        if (timedOutNow) {
           this.requeue(
             job,
             now,
