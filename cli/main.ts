@@ -5,7 +5,8 @@
  */
 import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 import { z } from "zod";
-import { parseAgentConfig } from "../gpu-agent/config.ts";
+import { agentArgOptions, agentFlagsHelp, parseAgentConfig } from "../gpu-agent/config.ts";
+import { PRETEND_GPUS_ENV } from "../gpu-agent/gpu.ts";
 import { runAgent } from "../gpu-agent/main.ts";
 import { CLIENT_HELP, clientCommand, isClientCommand } from "./client-commands.ts";
 import { dev } from "./dev.ts";
@@ -38,20 +39,13 @@ Options:
 
 const AGENT_HELP = `floodgate agent — attach this machine to an edge and serve jobs
 
-Options (each also from an environment variable):
-  --url URL            the edge, e.g. https://floodgate.example.com     FLOODGATE_URL
-  --token TOKEN        an agent token (POST /v1/admin/agent-tokens)     FLOODGATE_AGENT_TOKEN
-  --slots N            jobs run at once (default: the runner's max_batch) FLOODGATE_SLOTS
-  --prefetch N         jobs staged beyond the slots (default 1)          FLOODGATE_PREFETCH
-  --name NAME          shown to admins (default: the host name)         FLOODGATE_AGENT_NAME
-  --runner KIND        demo | synthetic | python (default demo)          FLOODGATE_RUNNER
-  --cache-dir DIR      the agent's id and caches (default .floodgate/agent) FLOODGATE_CACHE_DIR
-  --max-vram-pct PCT   take no new work above this GPU memory use (default 95) FLOODGATE_MAX_VRAM_PCT
-  --model NAME         the python runner's model (default reference)     FLOODGATE_MODEL
-  --model-size SIZE    tiny | small | large (default tiny)               FLOODGATE_MODEL_SIZE
-  --python PATH        the interpreter for --runner python (default: the first of
-                       python3 on the PATH and /usr/bin/python3 that can import torch) FLOODGATE_PYTHON
+Options (each also from the environment variable in parentheses):
+${agentFlagsHelp()}
   -h, --help           this text
+
+Several agents may run on one host from the same directory (one per GPU with --gpus N, or
+one per group): each takes an identity of its own under --cache-dir and keeps it across its
+restarts. ${PRETEND_GPUS_ENV}=N makes the agent see N GPUs that do not exist (tests, laptops).
 
 --runner python serves a PyTorch model (gpu-agent/python) with continuous batching; the
 reference model's random weights are generated into --cache-dir on first use. Exit code 2
@@ -116,25 +110,7 @@ export async function main(argv: string[]): Promise<number> {
       case "agent": {
         let values: Record<string, unknown>;
         try {
-          values = parseArgs({
-            args: rest,
-            strict: true,
-            allowPositionals: false,
-            options: {
-              url: { type: "string" },
-              token: { type: "string" },
-              slots: { type: "string" },
-              prefetch: { type: "string" },
-              name: { type: "string" },
-              runner: { type: "string" },
-              "cache-dir": { type: "string" },
-              "max-vram-pct": { type: "string" },
-              model: { type: "string" },
-              "model-size": { type: "string" },
-              python: { type: "string" },
-              help: { type: "boolean", short: "h" },
-            },
-          }).values;
+          values = parseArgs({ args: rest, strict: true, allowPositionals: false, options: agentArgOptions() }).values;
         } catch (err) {
           throw new UsageError((err as Error).message);
         }

@@ -9,15 +9,14 @@
  */
 import { randomBytes } from "node:crypto";
 import { EventEmitter } from "node:events";
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { hostname } from "node:os";
-import { join } from "node:path";
 import { WebSocket } from "ws";
 import {
   AGENT_ID_HEADER,
+  AGENT_INSTANCE_HEADER,
   AGENT_PROTOCOL_VERSION,
   AGENT_SUBPROTOCOL,
-  AgentId,
+  CLOSE,
   decodeFrame,
   encodeFrame,
   PREVIEW_FRAME_CAP,
@@ -76,29 +75,22 @@ export interface AgentOptions {
   url: string;
   token: string;
   name: string;
+  /** The id this agent speaks as (gpu-agent/identity.ts). */
   agentId: string;
+  /**
+   * Called when the edge refuses the id as in use by another live agent process (close 4410, a
+   * machine image cloned with its identity): answers a fresh id to reconnect with. Absent, the
+   * agent stops with an error that says what to do.
+   */
+  freshId?: () => string;
   slots?: number | undefined;
   prefetch: number;
   maxVramPct: number;
   startRunner: () => Promise<RunnerLike>;
   encoder: Encoder;
-  /** GPU health source (nvidia-smi by default). */
+  /** Health of the GPUs this agent serves with (nvidia-smi by default, all it sees). */
   gpus?: () => Promise<GpuHealth[]>;
   log?: (line: string) => void;
-}
-
-/** Reads the agent's stable id from its cache directory, creating it on first start. */
-export function stableAgentId(cacheDir: string): string {
-  mkdirSync(cacheDir, { recursive: true });
-  const file = join(cacheDir, "agent-id");
-  if (existsSync(file)) {
-    const held = AgentId.safeParse(readFileSync(file, "utf8").trim());
-    if (held.success) return held.data;
-  }
-  const alphabet = "0123456789abcdefghjkmnpqrstvwxyz";
-  const id = `agt_${[...randomBytes(16)].map((b) => alphabet[b & 31]).join("")}`;
-  writeFileSync(file, id + "\n");
-  return id;
 }
 
 interface Held {
@@ -134,12 +126,17 @@ export class Agent extends EventEmitter {
   private welcomed = false;
   private closed = false;
   private readonly log: (line: string) => void;
+  /** The id this agent speaks as now (a fresh one after the edge refused a cloned id). */
+  private agentId: string;
+  /** This process, as the edge tells it from another process with the same id. */
+  private readonly instance = randomBytes(12).toString("base64url");
   /** Jobs that ended here (for tests and benchmarks). */
   completed = 0;
 
   constructor(opts: AgentOptions) {
     super();
     this.opts = opts;
+    this.agentId = opts.agentId;
     this.log = opts.log ?? ((l) => process.stderr.write(`[agent ${opts.name}] ${l}\n`));
   }
 
@@ -205,7 +202,11 @@ export class Agent extends EventEmitter {
     if (this.closed) return;
     this.welcomed = false;
     const ws = new WebSocket(this.wsUrl(), AGENT_SUBPROTOCOL, {
-      headers: { authorization: `Bearer ${this.opts.token}`, [AGENT_ID_HEADER]: this.opts.agentId },
+      headers: {
+        authorization: `Bearer ${this.opts.token}`,
+        [AGENT_ID_HEADER]: this.agentId,
+        [AGENT_INSTANCE_HEADER]: this.instance,
+      },
       maxPayload: PREVIEW_FRAME_CAP,
       handshakeTimeout: 10_000,
     });
@@ -214,7 +215,7 @@ export class Agent extends EventEmitter {
     ws.on("unexpected-response", (_req, res) => {
       if (res.statusCode === 403) {
         this.log(
-          "the edge refused this agent id (403): it is bound to another live agent token; retrying (use another --cache-dir for a second agent)",
+          `the edge refused agent id ${this.agentId} (403): it is bound to another live agent token; retrying (revoke the other token, or remove this agent's identity directory for a fresh id)`,
         );
       }
       if (res.statusCode === 401) {
@@ -234,7 +235,7 @@ export class Agent extends EventEmitter {
         v: AGENT_PROTOCOL_VERSION,
         type: "agent.hello",
         trace: this.trace(),
-        agent_id: this.opts.agentId,
+        agent_id: this.agentId,
         name: this.opts.name,
         gpus: this.gpus,
         versions: [...(this.runner?.models ?? [])],
@@ -250,7 +251,25 @@ export class Agent extends EventEmitter {
       this.welcomed = false;
       if (this.ws === ws) this.ws = undefined;
       if (this.closed) return;
-      if (code === 4401) {
+      if (code === CLOSE.id_in_use) {
+        const taken = this.agentId;
+        if (!this.opts.freshId) {
+          this.closed = true;
+          this.emit(
+            "fatal",
+            new FatalAgentError(
+              `agent id ${taken} is in use by another live agent process (a machine image cloned with its identity?): give this agent a fresh id`,
+            ),
+          );
+          return;
+        }
+        this.agentId = this.opts.freshId();
+        // Leases held under the old id belong to the other process's id now; none of ours.
+        this.log(
+          `agent id ${taken} is in use by another live agent process (a machine image cloned with its identity?); reconnecting as ${this.agentId}`,
+        );
+      }
+      if (code === CLOSE.unauthorized) {
         this.closed = true;
         this.emit(
           "fatal",
@@ -490,7 +509,7 @@ export class Agent extends EventEmitter {
       });
       const encoded = [...(await this.opts.encoder.outputs(result.frames)), ...result.outputs];
       const records: OutputRecord[] = [];
-      const target = { baseUrl: this.opts.url.replace(/\/$/, ""), token: this.opts.token, agentId: this.opts.agentId };
+      const target = { baseUrl: this.opts.url.replace(/\/$/, ""), token: this.opts.token, agentId: this.agentId };
       for (const o of encoded) {
         if (h.abandoned) return;
         records.push(await uploadOutput(target, ref, { name: o.name, content_type: o.content_type, source: [o.data] }));

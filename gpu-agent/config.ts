@@ -3,6 +3,7 @@
  * zod schema. Flags win over the environment.
  */
 import { z } from "zod";
+import { parseGpuSelection } from "./gpu.ts";
 
 export const RUNNERS = ["demo", "synthetic", "python"] as const;
 /** Sizes of the python runner's reference model (gpu-agent/python/floodgate_runner/reference). */
@@ -20,6 +21,18 @@ export const AgentConfig = z.strictObject({
   /** A name for people (admin listings); the host name when absent. */
   name: z.string().min(1).max(128).optional(),
   runner: z.enum(RUNNERS).default("demo"),
+  /** The GPUs this agent serves with: `all` it sees, or indices such as `0,1`. */
+  gpus: z
+    .string()
+    .default("all")
+    .transform((text, ctx) => {
+      const parsed = parseGpuSelection(text);
+      if (!parsed.ok) {
+        ctx.addIssue({ code: "custom", message: parsed.message });
+        return z.NEVER;
+      }
+      return parsed.gpus;
+    }),
   /** The model the python runner serves (built in: `reference`); the other runners ignore it. */
   model: z
     .string()
@@ -32,27 +45,75 @@ export const AgentConfig = z.strictObject({
    * /usr/bin/python3 that can import torch (gpu-agent/python-runner.ts).
    */
   python: z.string().min(1).optional(),
-  /** Where the agent keeps its id and caches; `.floodgate/agent` when absent. */
+  /**
+   * Where the agent keeps its identity and caches; `.floodgate/agent` when absent. Agents on one
+   * host may share it: each takes an identity of its own (gpu-agent/identity.ts).
+   */
   cache_dir: z.string().min(1).default(".floodgate/agent"),
   /** Above this share of any GPU's memory in use, the agent takes no new work. */
   max_vram_pct: z.coerce.number().min(1).max(100).default(95),
 });
 export type AgentConfig = z.infer<typeof AgentConfig>;
 
-/** Flag names and the environment variables that stand in for them. */
-export const ENV_OF: Record<keyof AgentConfig, string> = {
-  url: "FLOODGATE_URL",
-  token: "FLOODGATE_AGENT_TOKEN",
-  slots: "FLOODGATE_SLOTS",
-  prefetch: "FLOODGATE_PREFETCH",
-  name: "FLOODGATE_AGENT_NAME",
-  runner: "FLOODGATE_RUNNER",
-  model: "FLOODGATE_MODEL",
-  model_size: "FLOODGATE_MODEL_SIZE",
-  python: "FLOODGATE_PYTHON",
-  cache_dir: "FLOODGATE_CACHE_DIR",
-  max_vram_pct: "FLOODGATE_MAX_VRAM_PCT",
+/** How a flag is shown in `floodgate agent --help`, and the variable that stands in for it. */
+interface FlagDoc {
+  env: string;
+  /** The value's placeholder in the help (`URL`, `N`). */
+  arg: string;
+  help: string;
+}
+
+/** Every flag of `floodgate agent`: its variable and its help line, in the order shown. */
+export const AGENT_FLAGS: Record<keyof AgentConfig, FlagDoc> = {
+  url: { env: "FLOODGATE_URL", arg: "URL", help: "the edge, e.g. https://floodgate.example.com" },
+  token: { env: "FLOODGATE_AGENT_TOKEN", arg: "TOKEN", help: "an agent token (POST /v1/admin/agent-tokens)" },
+  slots: { env: "FLOODGATE_SLOTS", arg: "N", help: "jobs run at once (default: the runner's max_batch)" },
+  prefetch: { env: "FLOODGATE_PREFETCH", arg: "N", help: "jobs staged beyond the slots (default 1)" },
+  name: { env: "FLOODGATE_AGENT_NAME", arg: "NAME", help: "shown to admins (default: the host name)" },
+  runner: { env: "FLOODGATE_RUNNER", arg: "KIND", help: "demo | synthetic | python (default demo)" },
+  gpus: {
+    env: "FLOODGATE_GPUS",
+    arg: "LIST",
+    help: "the GPUs to serve with: all (default) or indices such as 0,1; the runner gets CUDA_VISIBLE_DEVICES",
+  },
+  model: { env: "FLOODGATE_MODEL", arg: "NAME", help: "the python runner's model (default reference)" },
+  model_size: { env: "FLOODGATE_MODEL_SIZE", arg: "SIZE", help: "tiny | small | large (default tiny)" },
+  python: {
+    env: "FLOODGATE_PYTHON",
+    arg: "PATH",
+    help: "the interpreter for --runner python (default: the first of python3 on the PATH and /usr/bin/python3 that can import torch)",
+  },
+  cache_dir: {
+    env: "FLOODGATE_CACHE_DIR",
+    arg: "DIR",
+    help: "identities and caches, shareable by the agents of one host (default .floodgate/agent)",
+  },
+  max_vram_pct: {
+    env: "FLOODGATE_MAX_VRAM_PCT",
+    arg: "PCT",
+    help: "take no new work above this GPU memory use (default 95)",
+  },
 };
+
+/** The flag spelling of a configuration key (`cache_dir` → `cache-dir`). */
+export function flagName(key: string): string {
+  return key.replaceAll("_", "-");
+}
+
+/** `parseArgs` options for every flag of `floodgate agent`, plus `--help`. */
+export function agentArgOptions(): Record<string, { type: "string" } | { type: "boolean"; short: string }> {
+  const out: Record<string, { type: "string" } | { type: "boolean"; short: string }> = {};
+  for (const key of Object.keys(AGENT_FLAGS)) out[flagName(key)] = { type: "string" };
+  out.help = { type: "boolean", short: "h" };
+  return out;
+}
+
+/** The options section of `floodgate agent --help`, rendered from {@link AGENT_FLAGS}. */
+export function agentFlagsHelp(): string {
+  const rows = Object.entries(AGENT_FLAGS).map(([key, f]) => [`--${flagName(key)} ${f.arg}`, f.help, f.env]);
+  const width = Math.max(...rows.map((r) => (r[0] ?? "").length)) + 2;
+  return rows.map(([flag = "", help, env]) => `  ${flag.padEnd(width)}${help} (${env})`).join("\n");
+}
 
 /** Merges flags over the environment and parses; an error names the flag and its variable. */
 export function parseAgentConfig(
@@ -60,21 +121,21 @@ export function parseAgentConfig(
   env: Record<string, string | undefined>,
 ): { ok: true; config: AgentConfig } | { ok: false; message: string } {
   const raw: Record<string, unknown> = {};
-  for (const [key, envName] of Object.entries(ENV_OF)) {
-    const flag = flags[key.replaceAll("_", "-")] ?? flags[key];
-    const value = flag ?? env[envName];
+  for (const [key, doc] of Object.entries(AGENT_FLAGS)) {
+    const flag = flags[flagName(key)] ?? flags[key];
+    const value = flag ?? env[doc.env];
     if (value !== undefined && value !== "") raw[key] = value;
   }
   const parsed = AgentConfig.safeParse(raw);
   if (parsed.success) return { ok: true, config: parsed.data };
   const issue = parsed.error.issues[0];
   const key = String(issue?.path[0] ?? "");
-  const envName = ENV_OF[key as keyof AgentConfig];
+  const envName = AGENT_FLAGS[key as keyof AgentConfig]?.env;
   const missing = raw[key] === undefined;
   return {
     ok: false,
     message: missing
-      ? `--${key.replaceAll("_", "-")} is required (or set ${envName})`
-      : `--${key.replaceAll("_", "-")}${envName ? ` / ${envName}` : ""}: ${issue?.message}`,
+      ? `--${flagName(key)} is required (or set ${envName})`
+      : `--${flagName(key)}${envName ? ` / ${envName}` : ""}: ${issue?.message}`,
   };
 }

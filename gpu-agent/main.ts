@@ -5,9 +5,11 @@
  */
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { Agent, defaultName, FatalAgentError, stableAgentId, type Encoder, type RunnerLike } from "./agent.ts";
+import { Agent, defaultName, FatalAgentError, type Encoder, type RunnerLike } from "./agent.ts";
 import type { AgentConfig } from "./config.ts";
 import { encodeOutputs, encodePng } from "./encode.ts";
+import { cudaVisibleDevices, gpuHealth } from "./gpu.ts";
+import { claimIdentity, identityGroup } from "./identity.ts";
 import { findPython, PYTHON_MODELS, pythonRunnerArgs, type Probe } from "./python-runner.ts";
 import { RunnerHost } from "./runner/host.ts";
 
@@ -90,18 +92,26 @@ export async function runAgent(
   }
   if (config.runner === "python") log(`[agent] python runner: ${command} ${args.join(" ")}`);
   const name = config.name ?? defaultName();
+  const identity = claimIdentity(resolve(config.cache_dir), identityGroup(config.gpus));
+  log(`[agent ${name}] agent id ${identity.agentId} (${join(config.cache_dir, identity.slot)})`);
+  const cuda = cudaVisibleDevices(config.gpus);
+  const runnerEnv = cuda === undefined ? process.env : { ...process.env, CUDA_VISIBLE_DEVICES: cuda };
   const agent = new Agent({
     url: config.url,
     token: config.token,
     name,
-    agentId: stableAgentId(resolve(config.cache_dir)),
+    agentId: identity.agentId,
+    freshId: () => identity.renew(),
     slots: config.slots,
     prefetch: config.prefetch,
     maxVramPct: config.max_vram_pct,
-    startRunner: async () => asRunner(await RunnerHost.start({ command, args, onLog: (l) => log(`[runner] ${l}`) })),
+    startRunner: async () =>
+      asRunner(await RunnerHost.start({ command, args, env: runnerEnv, onLog: (l) => log(`[runner] ${l}`) })),
     encoder,
+    gpus: () => gpuHealth(config.gpus),
     log: (l) => log(`[agent ${name}] ${l}`),
   });
+  process.once("exit", () => identity.release());
   return await new Promise<number>((resolveExit) => {
     let terms = 0;
     const onTerm = (): void => {

@@ -13,6 +13,8 @@ import { DurableObject } from "cloudflare:workers";
 import type { ModelConfig } from "../shared/api.ts";
 import { parseJobId, schedulerName } from "../shared/ids.ts";
 import {
+  AGENT_ID_HEADER,
+  AGENT_INSTANCE_HEADER,
   AGENT_PROTOCOL_VERSION,
   AGENT_SUBPROTOCOL,
   CLOSE,
@@ -20,6 +22,7 @@ import {
   decodeFrame,
   encodeFrame,
   FromAgent,
+  HELLO_TIMEOUT_MS,
   PREVIEW_FRAME_CAP,
   type GpuHealth,
   type LeaseRef,
@@ -42,6 +45,11 @@ export const RECONNECT_GRACE_MS = 2 * HEARTBEAT_MS;
  * besides the first heartbeat: a connection that raced its token's revocation is closed then.
  */
 export const TOKEN_CHECK_MS = 15_000;
+/**
+ * A connection whose last heartbeat is this recent belongs to a live agent process: another
+ * process presenting its id is refused (ms).
+ */
+const LIVE_MS = 3 * HEARTBEAT_MS;
 /** Header on the upgrade request carrying the verified token claims (set by the Worker only). */
 export const CLAIMS_HEADER = "x-floodgate-claims";
 
@@ -56,6 +64,10 @@ export interface AgentClaimsLite {
 /** Per-connection state, kept in the socket attachment (≤ 2 KiB) so it survives hibernation. */
 interface Attachment extends AgentClaimsLite {
   agent_id: string;
+  /** The agent process behind this connection (its AGENT_INSTANCE_HEADER). */
+  instance: string;
+  /** Refused as a second live process with this id: closing, and deaf to what it sends. */
+  refused: boolean;
   hello: boolean;
   name: string;
   slots: number;
@@ -77,18 +89,33 @@ function trace(): string {
 export class AgentActor extends DurableObject<Env> {
   private models: { at: number; list: ModelConfig[] } | undefined;
 
-  /** The upgrade, forwarded by the Worker after it verified the token. */
+  /**
+   * The upgrade, forwarded by the Worker after it verified the token. Nothing is written before
+   * the agent says hello: a socket that never does is closed after {@link HELLO_TIMEOUT_MS}.
+   */
   override async fetch(request: Request): Promise<Response> {
     const claims = JSON.parse(request.headers.get(CLAIMS_HEADER) ?? "null") as AgentClaimsLite | null;
-    const agentId = request.headers.get("x-floodgate-agent");
-    if (!claims || !agentId) return new Response("missing claims", { status: 400 });
-    for (const old of this.ctx.getWebSockets()) old.close(CLOSE.replaced, "another connection took over this agent id");
+    const agentId = request.headers.get(AGENT_ID_HEADER);
+    const instance = request.headers.get(AGENT_INSTANCE_HEADER);
+    if (!claims || !agentId || !instance) return new Response("missing claims", { status: 400 });
+    const now = Date.now();
+    // Another process already speaking as this id, and alive, keeps it: the newcomer is a clone.
+    const rival = this.ctx.getWebSockets().some((old) => {
+      const att = old.deserializeAttachment() as Attachment | null;
+      return (
+        old.readyState === WebSocket.OPEN &&
+        att !== null &&
+        att.instance !== instance &&
+        now - att.last_heartbeat < LIVE_MS
+      );
+    });
     const pair = new WebSocketPair();
     const [client, server] = [pair[0], pair[1]];
     this.ctx.acceptWebSocket(server);
     const att: Attachment = {
       ...claims,
       agent_id: agentId,
+      instance,
       hello: false,
       name: agentId,
       slots: 0,
@@ -96,18 +123,29 @@ export class AgentActor extends DurableObject<Env> {
       versions: [],
       gpus: [],
       running: 0,
-      last_heartbeat: Date.now(),
-      connected_at: Date.now(),
+      last_heartbeat: now,
+      connected_at: now,
+      refused: rival,
     };
     server.serializeAttachment(att);
-    // Remembered durably so leases can be returned even if the socket is gone for good.
-    await this.ctx.storage.put("agent", {
-      agent_id: agentId,
-      token_id: claims.token_id,
-      models: claims.models,
-      pool: claims.pool,
-    });
-    await this.ctx.storage.deleteAlarm();
+    if (rival) {
+      // Closed once the upgrade has been answered: a close sent before the 101 is lost on the
+      // way through a proxy, and the agent would wait on a socket that never opens.
+      setTimeout(
+        () =>
+          server.close(CLOSE.id_in_use, `agent id ${agentId} is in use by another live agent process; take a fresh id`),
+        0,
+      );
+    } else {
+      for (const old of this.ctx.getWebSockets()) {
+        if (old !== server) old.close(CLOSE.replaced, "a newer connection of this agent process took over");
+      }
+      setTimeout(() => {
+        if ((server.deserializeAttachment() as Attachment | null)?.hello === false) {
+          server.close(CLOSE.hello_timeout, `no agent.hello within ${HELLO_TIMEOUT_MS / 1000} s`);
+        }
+      }, HELLO_TIMEOUT_MS);
+    }
     return new Response(null, {
       status: 101,
       webSocket: client,
@@ -231,6 +269,7 @@ export class AgentActor extends DurableObject<Env> {
     }
     const msg = frame.msg;
     const att = ws.deserializeAttachment() as Attachment;
+    if (att.refused) return;
     if (!att.hello && msg.type !== "agent.hello") {
       ws.close(CLOSE.protocol, "the first message must be agent.hello");
       return;
@@ -252,6 +291,15 @@ export class AgentActor extends DurableObject<Env> {
           last_heartbeat: Date.now(),
         };
         ws.serializeAttachment(next);
+        // Remembered durably from the first hello on, so leases can be returned even if the
+        // socket is gone for good; a pending "gone for good" alarm is called off.
+        await this.ctx.storage.put("agent", {
+          agent_id: att.agent_id,
+          token_id: att.token_id,
+          models: att.models,
+          pool: att.pool,
+        });
+        await this.ctx.storage.deleteAlarm();
         const { renewed, stale } = await this.renewAll(att.agent_id, msg.leases);
         // What this id holds but its hello does not name was lost with its previous process or
         // connection: back to the queues now, not at the lease deadline.
@@ -380,6 +428,8 @@ export class AgentActor extends DurableObject<Env> {
   private async disconnected(closed: WebSocket): Promise<void> {
     const others = this.ctx.getWebSockets().filter((w) => w !== closed && w.readyState === WebSocket.OPEN);
     if (others.length > 0) return;
+    // An agent that never said hello holds nothing and has nothing stored.
+    if ((await this.ctx.storage.get("agent")) === undefined) return;
     await this.ctx.storage.setAlarm(Date.now() + RECONNECT_GRACE_MS);
     // It stops waiting for new work at once, so no scheduler hands it a job it cannot receive.
     await this.eachShard((s, agentId) => s.unpark(agentId));

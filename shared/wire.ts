@@ -15,6 +15,15 @@ export const AGENT_PROTOCOL_VERSION = 1;
 export const AGENT_SUBPROTOCOL = "floodgate.v1";
 /** Header naming the agent instance (stable across reconnects) on the connect request. */
 export const AGENT_ID_HEADER = "x-floodgate-agent";
+/**
+ * Header naming the agent process on the connect request: random, made once per process start
+ * and kept across its reconnects. A reconnect with the same instance takes over the agent id's
+ * connection; another instance presenting an id whose connection is alive is refused (4410).
+ */
+export const AGENT_INSTANCE_HEADER = "x-floodgate-instance";
+export const AgentInstance = z
+  .string()
+  .regex(/^[0-9A-Za-z_-]{8,64}$/, "an agent instance is 8–64 of A-Z, a-z, 0-9, '_', '-'");
 export const AgentId = z.string().regex(/^agt_[0-9a-z]{16}$/, "an agent id is agt_ and 16 of 0-9a-z");
 
 export const FRAME_KIND_CONTROL = 0x01;
@@ -32,11 +41,21 @@ export const CLOSE = {
   unauthorized: 4401,
   /** A message arrived out of order (e.g. anything before `agent.hello`). */
   protocol: 4402,
-  /** Another connection with the same agent id took over. */
+  /** No `agent.hello` arrived within {@link HELLO_TIMEOUT_MS} of the upgrade. */
+  hello_timeout: 4408,
+  /** Another connection of the same agent process (same instance) took over. */
   replaced: 4409,
+  /**
+   * Another live agent process already speaks as this agent id (a machine image cloned with its
+   * identity): the newcomer must take a fresh id (the Node agent does so by itself).
+   */
+  id_in_use: 4410,
   /** The edge asked the agent to go (drained, shutting down). */
   going_away: 1001,
 } as const;
+
+/** How long after the upgrade the edge waits for `agent.hello` before closing (ms). */
+export const HELLO_TIMEOUT_MS = 10_000;
 
 const V = z.literal(AGENT_PROTOCOL_VERSION);
 /** msgpack bin: arrives as a Uint8Array (or a subclass, such as Node's Buffer). */
@@ -51,6 +70,8 @@ export const LeaseRef = z.strictObject({ job_id: JobId, epoch: Epoch });
 export type LeaseRef = z.infer<typeof LeaseRef>;
 
 export const GpuHealth = z.strictObject({
+  /** The GPU's index as the host numbers it (nvidia-smi, CUDA_VISIBLE_DEVICES). */
+  index: z.number().int().min(0).max(63),
   name: z.string().max(128).optional(),
   util_pct: z.number().min(0).max(100).optional(),
   vram_used_mb: z.number().min(0).optional(),

@@ -7,6 +7,7 @@
 import { WebSocket } from "ws";
 import {
   AGENT_ID_HEADER,
+  AGENT_INSTANCE_HEADER,
   AGENT_PROTOCOL_VERSION,
   AGENT_SUBPROTOCOL,
   decodeFrame,
@@ -35,7 +36,11 @@ export async function openProbe(opts: {
   u.protocol = "ws:";
   u.pathname = "/v1/agent/connect";
   const ws = new WebSocket(u.toString(), AGENT_SUBPROTOCOL, {
-    headers: { authorization: `Bearer ${opts.token}`, [AGENT_ID_HEADER]: opts.agentId },
+    headers: {
+      authorization: `Bearer ${opts.token}`,
+      [AGENT_ID_HEADER]: opts.agentId,
+      [AGENT_INSTANCE_HEADER]: `probe-${opts.agentId}`,
+    },
     handshakeTimeout: 10_000,
   });
   ws.binaryType = "nodebuffer";

@@ -10,7 +10,14 @@ import { FloodgateError } from "../../shared/errors.ts";
 import { sign, verify } from "../../shared/signing.ts";
 import type { AgentClaims } from "../../shared/tokens.ts";
 import { parseJobId, schedulerName } from "../../shared/ids.ts";
-import { AGENT_ID_HEADER, AGENT_SUBPROTOCOL, AgentId, OutputRecord } from "../../shared/wire.ts";
+import {
+  AGENT_ID_HEADER,
+  AGENT_INSTANCE_HEADER,
+  AGENT_SUBPROTOCOL,
+  AgentId,
+  AgentInstance,
+  OutputRecord,
+} from "../../shared/wire.ts";
 import { actor, CLAIMS_HEADER, type AgentActor, type AgentClaimsLite, type SchedulerActor } from "../../mesh/index.ts";
 import type { AppEnv } from "../env.ts";
 import type { RouteDoc } from "../openapi.ts";
@@ -67,7 +74,7 @@ export const agentAuth: MiddlewareHandler<AppEnv> = async (c, next) => {
   if (answer === "taken") {
     throw new FloodgateError(
       "agent_id_taken",
-      `agent id ${agentId.data} is bound to another live agent token; give this agent its own --cache-dir, or revoke the other token`,
+      `agent id ${agentId.data} is bound to another live agent token; start this agent with a fresh id (remove its identity directory), or revoke the other token`,
     );
   }
   c.set("agent", { claims, agentId: agentId.data });
@@ -164,6 +171,12 @@ export const agentRoutes = new Hono<AppEnv>()
     const protocols = (c.req.header("sec-websocket-protocol") ?? "").split(",").map((p) => p.trim());
     if (!protocols.includes(AGENT_SUBPROTOCOL))
       throw new FloodgateError("bad_request", `offer the WebSocket subprotocol ${AGENT_SUBPROTOCOL}`);
+    if (!AgentInstance.safeParse(c.req.header(AGENT_INSTANCE_HEADER)).success) {
+      throw new FloodgateError(
+        "bad_request",
+        `send the agent process's instance in ${AGENT_INSTANCE_HEADER} (8–64 of A-Z, a-z, 0-9, '_', '-', random per process)`,
+      );
+    }
     const { claims, agentId } = c.get("agent");
     const lite: AgentClaimsLite = { token_id: claims.jti, pool: claims.pool, models: claims.models, exp: claims.exp };
     const headers = new Headers(c.req.raw.headers);
@@ -241,7 +254,10 @@ export const agentDocs: RouteDoc[] = [
     path: "/v1/agent/connect",
     summary: "Upgrade to the agent WebSocket (subprotocol floodgate.v1); 401 before the upgrade for a bad token",
     auth: "agent",
-    headers: { [AGENT_ID_HEADER]: "The agent's instance id (agt_…), stable across reconnects" },
+    headers: {
+      [AGENT_ID_HEADER]: "The agent's id (agt_…), stable across the agent's restarts and reconnects",
+      [AGENT_INSTANCE_HEADER]: "The agent process (random per process start, kept across its reconnects)",
+    },
     responses: {
       101: { description: "Switching protocols" },
       403: { description: "The agent id is bound to another live token (agent_id_taken)" },

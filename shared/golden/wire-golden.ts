@@ -124,8 +124,8 @@ const PREVIEW_PNG = fromHex(
   "89504e470d0a1a0a0000000d494844520000000200000002080600000072b60d240000001b49444154785e63f81fc0f0ffff1686ff0c1a1a27fefffaf5eb3f0059180b05ec620c530000000049454e44ae426082",
 );
 /** An H100's health, keys in schema order (the vectors' bytes follow it). */
-function h100(util_pct: number, vram_used_mb: number, temp_c: number): GpuHealth {
-  return { name: "NVIDIA H100 80GB HBM3", util_pct, vram_used_mb, vram_total_mb: 81_559, temp_c };
+function h100(util_pct: number, vram_used_mb: number, temp_c: number, index = 0): GpuHealth {
+  return { index, name: "NVIDIA H100 80GB HBM3", util_pct, vram_used_mb, vram_total_mb: 81_559, temp_c };
 }
 
 type Example =
@@ -160,7 +160,7 @@ function examples(): Example[] {
         trace: AGENT_TRACE_2,
         agent_id: AGENT,
         name: "gpu-node-17",
-        gpus: [{ name: "NVIDIA L4" }, {}],
+        gpus: [{ index: 0, name: "NVIDIA L4" }, { index: 1 }],
         versions: [
           { model: "sdxl-turbo", version: "2024-11-02.1" },
           { model: "demo", version: "0.1.0" },

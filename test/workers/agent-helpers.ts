@@ -35,8 +35,24 @@ export interface Conn {
   send: (m: FromAgent) => void;
 }
 
-/** The edge's answer to an agent's WebSocket upgrade with token `tok` and agent id `id`. */
-export async function connectRequest(tok: string, id = agentId()): Promise<Response> {
+/** One agent process per agent id unless a test says otherwise: reconnects keep their instance. */
+const instances = new Map<string, string>();
+
+/** The instance (AGENT_INSTANCE_HEADER) of the process speaking as `id` in these tests. */
+export function instanceOf(id: string): string {
+  let held = instances.get(id);
+  if (held === undefined) {
+    held = `inst-${crypto.randomUUID()}`;
+    instances.set(id, held);
+  }
+  return held;
+}
+
+/**
+ * The edge's answer to an agent's WebSocket upgrade with token `tok` and agent id `id`, from the
+ * agent process `instance` (by default the one process these tests run as `id`).
+ */
+export async function connectRequest(tok: string, id = agentId(), instance = instanceOf(id)): Promise<Response> {
   return await exports.default.fetch(
     new Request("http://edge.test/v1/agent/connect", {
       headers: {
@@ -44,13 +60,18 @@ export async function connectRequest(tok: string, id = agentId()): Promise<Respo
         "sec-websocket-protocol": "floodgate.v1",
         authorization: `Bearer ${tok}`,
         "x-floodgate-agent": id,
+        "x-floodgate-instance": instance,
       },
     }),
   );
 }
 
-export async function connect(tok: string, id = agentId()): Promise<{ status: number; conn?: Conn; id: string }> {
-  const answer = await connectRequest(tok, id);
+export async function connect(
+  tok: string,
+  id = agentId(),
+  instance = instanceOf(id),
+): Promise<{ status: number; conn?: Conn; id: string }> {
+  const answer = await connectRequest(tok, id, instance);
   if (answer.status !== 101 || !answer.webSocket) return { status: answer.status, id };
   const ws = answer.webSocket;
   ws.accept();

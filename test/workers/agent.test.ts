@@ -345,6 +345,63 @@ describe("agent connections", () => {
     expect(welcome).toMatchObject({ resumed: [{ job_id: job.id, epoch: lease.epoch }], stale: [ghost] });
     second.conn.ws.close(1000, "done");
   });
+
+  it("another live process presenting an agent id is refused with 4410; the first keeps its connection", async () => {
+    const model = await makeModel();
+    const { conn, id, t } = await welcomed(model);
+    const acct = await makeAccount();
+    const { body: job } = await submit(model, acct.key);
+    const lease = await leaseOne(conn);
+    const clone = await connect(t.token, id, "clone-of-a-machine-image");
+    if (!clone.conn) throw new Error("no connection");
+    // What the clone says before its close arrives changes nothing: its hello names no lease.
+    clone.conn.send(hello(id));
+    const refused = await clone.conn.closed;
+    expect(refused.code).toBe(CLOSE.id_in_use);
+    expect(refused.reason).toMatch(/in use by another live agent process/);
+    // The first agent is untouched: it still gets answers.
+    const held = [{ job_id: job.id, epoch: lease.epoch }];
+    conn.send({ v: 1, type: "agent.heartbeat", trace: "t", leases: held, gpus: [], credits: 0, draining: false });
+    expect(await conn.next("agent.heartbeat_ack")).toMatchObject({ stale: [] });
+    expect((await call("GET", `/v1/jobs/${job.id}`, { key: acct.key })).body).toMatchObject({ status: "running" });
+    conn.ws.close(1000, "done");
+  });
+
+  it("the same agent process reconnecting takes its id's connection over and resumes its leases", async () => {
+    const model = await makeModel();
+    const acct = await makeAccount();
+    const { body: job } = await submit(model, acct.key);
+    const { conn, id, t } = await welcomed(model);
+    const lease = await leaseOne(conn);
+    // A network drop the edge has not noticed yet: the old socket still looks open.
+    const again = await connect(t.token, id);
+    if (!again.conn) throw new Error("no connection");
+    expect((await conn.closed).code).toBe(CLOSE.replaced);
+    again.conn.send(hello(id, [{ job_id: job.id, epoch: lease.epoch }]));
+    expect(await again.conn.next("agent.welcome")).toMatchObject({
+      resumed: [{ job_id: job.id, epoch: lease.epoch }],
+      stale: [],
+    });
+    again.conn.ws.close(1000, "done");
+  });
+
+  it("a connection that never says hello is closed with 4408 and leaves nothing stored", async () => {
+    const { runInDurableObject } = await import("cloudflare:test");
+    const model = await makeModel();
+    const t = await token([model]);
+    const c = await connect(t.token);
+    if (!c.conn) throw new Error("no connection");
+    const stub = env.AGENT.get(env.AGENT.idFromName(c.id));
+    const stored = async (): Promise<unknown[]> =>
+      await runInDurableObject(stub, async (_i, state) => [
+        await state.storage.get("agent"),
+        await state.storage.getAlarm(),
+      ]);
+    expect(await stored()).toEqual([undefined, null]);
+    const closed = await c.conn.closed;
+    expect(closed.code).toBe(CLOSE.hello_timeout);
+    expect(await stored()).toEqual([undefined, null]);
+  }, 30_000);
 });
 
 it("the codec used by the actors rejects non-plain values", () => {
