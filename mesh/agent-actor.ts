@@ -238,17 +238,22 @@ export class AgentActor extends DurableObject<Env> {
     const models = (await this.modelConfigs()).filter(
       (m) => att.models.includes(m.name) && (loaded.size === 0 || loaded.has(m.name)),
     );
-    const agent = { id: att.agent_id, pool: att.pool, versions: att.versions.map((v) => v.version) };
     const capacity = att.slots + att.prefetch;
     let left = credits;
     const granted: Lease[] = [];
     // Random order spreads agents over models and shards; every shard is asked so each parks
     // the agent (an agent that receives more than its credits gives the extra back at once).
+    // Each model's shards learn the versions of that model the agent serves: a job pinned to
+    // another version is not leased to it.
     const shards = models.flatMap((m) =>
-      Array.from({ length: m.shards }, (_, shard) => ({ modelNumber: m.number, shard })),
+      Array.from({ length: m.shards }, (_, shard) => ({
+        route: { modelNumber: m.number, shard },
+        versions: att.versions.filter((v) => v.model === m.name).map((v) => v.version),
+      })),
     );
     shards.sort(() => Math.random() - 0.5);
-    for (const route of shards) {
+    for (const { route, versions } of shards) {
+      const agent = { id: att.agent_id, pool: att.pool, versions };
       const leases = await actor<SchedulerActor>(this.env.SCHEDULER, schedulerName(route)).lease(agent, capacity, left);
       granted.push(...leases);
       left = Math.max(0, left - leases.length);

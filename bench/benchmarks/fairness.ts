@@ -171,7 +171,7 @@ interface HeadProbe {
 /**
  * Wraps an SLO policy's `take` to look, every `every` grants between `fromMs` and `toMs`, at
  * what the pick ranks each tier by: the head by `(tag, id)` (`store.headOf`, the pick's own
- * query) against the tier's oldest queued job (`store.oldestQueued`). Reads only.
+ * query) against the tier's oldest queued job (`store.oldestJob`). Reads only.
  */
 function probeHeads<P extends Policy & { core: SchedulerCore }>(
   policy: P,
@@ -187,8 +187,9 @@ function probeHeads<P extends Policy & { core: SchedulerCore }>(
     take(slot, nowMs) {
       if (nowMs >= fromMs && nowMs < toMs && ++grants % every === 0) {
         for (const t of TIERS) {
-          const head = policy.core.store.headOf(t.name);
-          const oldest = policy.core.store.oldestQueued(t.name);
+          // The trace pins no version: every job waits in its tier's one lane.
+          const head = policy.core.store.headOf(t.name, null);
+          const oldest = policy.core.store.oldestJob(t.name, null)?.enqueued_at;
           if (!head || oldest === undefined || nowMs <= oldest) continue;
           const a = acc.get(t.name)!;
           if (trace[Number(head.id.slice(4))]?.kind === "single") a.one++;

@@ -943,3 +943,61 @@ describe("SchedulerCore: snapshot, deadlines and restart", () => {
     expect(new SchedulerCore(core.store.sql).configured?.model.max_attempts).toBe(5);
   });
 });
+
+describe("pinned versions", () => {
+  function pinned(h: Harness, account: string, version: string): string {
+    const id = newJobId({ modelNumber: 0, shard: 0 }, h.clock.now);
+    const [out] = h.core.enqueue(
+      [{ id, account_id: account, tier: "plus", body: { model: "demo", input: {}, version } }],
+      h.clock.now,
+    );
+    expect(out).toMatchObject({ ok: true, id });
+    return id;
+  }
+  const V1: AgentRef = { id: "agent_v1", pool: "p", versions: ["v1"] };
+  const V2: AgentRef = { id: "agent_v2", pool: "p", versions: ["v2"] };
+  const NONE: AgentRef = { id: "agent_none", pool: "p", versions: [] };
+
+  it("a job pinned to a version is leased only to an agent serving that version, and names it", () => {
+    const h = harness();
+    const a = pinned(h, "acc_1", "v2");
+    const b = h.submit("acc_1", "plus");
+    // The older pinned job is not the v1 agent's: it gets the unpinned one.
+    expect(h.core.lease(V1, 4, h.clock.now).map((l) => l.job_id)).toEqual([b]);
+    expect(h.core.lease(NONE, 4, h.clock.now)).toEqual([]);
+    const lease = only(h.core.lease(V2, 4, h.clock.now));
+    expect(lease).toMatchObject({ job_id: a, version: "v2" });
+  });
+
+  it("a parked agent is pushed only jobs pinned to its versions; a requeued pinned job waits for its version", () => {
+    const h = harness();
+    expect(h.core.lease(V1, 2, h.clock.now, 2)).toEqual([]);
+    expect(h.core.lease(V2, 2, h.clock.now, 2)).toEqual([]);
+    const a = pinned(h, "acc_1", "v2");
+    const pushed = h.core.takeDeliveries();
+    expect([...pushed.keys()]).toEqual([V2.id]);
+    const lease = only(pushed.get(V2.id) ?? []);
+    expect(lease.job_id).toBe(a);
+    // Its agent gives it back: the v1 agent, still parked, must not get it.
+    h.core.lease(V1, 2, h.clock.now, 2);
+    expect(h.core.releaseLeases(V2.id, [{ job_id: a, epoch: lease.epoch }], "drained", h.clock.now)).toBe(1);
+    const again = h.core.takeDeliveries();
+    expect(again.get(V1.id)).toBeUndefined();
+    expect(only(again.get(V2.id) ?? []).job_id).toBe(a);
+    // The v1 agent stayed parked through jobs it could not take: the next unpinned one is its.
+    const b = h.submit("acc_1", "plus");
+    expect(only(h.core.takeDeliveries().get(V1.id) ?? []).job_id).toBe(b);
+  });
+
+  it("queue positions and stats count pinned and unpinned jobs of a tier together", () => {
+    const h = harness();
+    // One account: its jobs' fair tags grow in submit order, whatever their lanes.
+    pinned(h, "acc_1", "v2");
+    h.submit("acc_1", "plus");
+    pinned(h, "acc_1", "v9");
+    expect(depthOf(h.core, "plus", h.clock.now)).toEqual({ depth: 3, running: 0 });
+    const last = pinned(h, "acc_1", "v2");
+    const view = h.core.view(last, "acc_1", h.clock.now);
+    expect(view.ok && view.job.queue?.position).toBe(3);
+  });
+});

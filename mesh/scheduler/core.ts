@@ -13,7 +13,7 @@ import { fail, type Failure } from "../../shared/errors.ts";
 import { canTransition, isTerminal, type FailureReason, type JobStatus, type WaitReason } from "../../shared/job.ts";
 import { fairTag, pickHead, projectedWaitS, urgency, type TierConfig } from "../../shared/slo.ts";
 import { migrate, type Sql } from "../sql/sql.ts";
-import { MIGRATIONS, SchedulerStore, type JobRow } from "./store.ts";
+import { MIGRATIONS, SchedulerStore, type JobRow, type Lane } from "./store.ts";
 
 /** Lease lifetime unless renewed (ms). */
 export const DEFAULT_LEASE_TTL_MS = 30_000;
@@ -123,7 +123,10 @@ export class SchedulerCore {
   readonly store: SchedulerStore;
   readonly counters: SchedulerCounters = { commits: 0, enqueued: 0, leased: 0, completed: 0 };
   private config: SchedulerConfig | undefined;
+  /** Queued jobs per tier. */
   private readonly depth = new Map<string, number>();
+  /** Queued jobs per tier and lane (pinned version, or `null`); lanes with none are dropped. */
+  private readonly lanes = new Map<string, Map<Lane, number>>();
   private readonly running = new Map<string, number>();
   private readonly drain = new Map<string, Ewma>();
   private runtime: Ewma | undefined;
@@ -143,8 +146,9 @@ export class SchedulerCore {
     const stored = this.store.getMeta("config");
     if (stored !== undefined) this.config = JSON.parse(stored) as SchedulerConfig;
     for (const r of this.store.countsByStatus()) {
-      (r.status === "queued" ? this.depth : this.running).set(r.tier, r.n);
+      if (r.status === "running") this.running.set(r.tier, r.n);
     }
+    for (const r of this.store.queuedLanes()) this.countQueued(r.tier, r.version, r.n);
   }
 
   get configured(): SchedulerConfig | undefined {
@@ -182,6 +186,56 @@ export class SchedulerCore {
     map.set(tier, (map.get(tier) ?? 0) + by);
   }
 
+  /** Counts `by` more (or fewer) queued jobs in a tier's lane. */
+  private countQueued(tier: string, lane: Lane, by: number): void {
+    this.bump(this.depth, tier, by);
+    let lanes = this.lanes.get(tier);
+    if (!lanes) {
+      lanes = new Map();
+      this.lanes.set(tier, lanes);
+    }
+    const n = (lanes.get(lane) ?? 0) + by;
+    if (n > 0) lanes.set(lane, n);
+    else lanes.delete(lane);
+  }
+
+  /** The lanes of a tier that hold queued jobs. */
+  private lanesOf(tier: string): Lane[] {
+    return [...(this.lanes.get(tier)?.keys() ?? [])];
+  }
+
+  /** The lanes of a tier an agent serving `versions` may take jobs from. */
+  private lanesFor(tier: string, versions: readonly string[] | undefined): Lane[] {
+    return this.lanesOf(tier).filter((l) => l === null || (versions?.includes(l) ?? false));
+  }
+
+  /** Whether any queued job is in a lane the agent may serve (in memory: no query). */
+  private hasWorkFor(agent: AgentRef): boolean {
+    for (const tier of this.lanes.keys()) if (this.lanesFor(tier, agent.versions).length > 0) return true;
+    return false;
+  }
+
+  /** A tier's oldest queued job over `lanes` (default: all), ties by id. */
+  private oldestOf(tier: string, lanes: readonly Lane[] = this.lanesOf(tier)) {
+    let best: { id: string; enqueued_at: number } | undefined;
+    for (const lane of lanes) {
+      const o = this.store.oldestJob(tier, lane);
+      if (o && (!best || o.enqueued_at < best.enqueued_at || (o.enqueued_at === best.enqueued_at && o.id < best.id)))
+        best = o;
+    }
+    return best;
+  }
+
+  /** A tier's head by `(tag, id)` over `lanes` (default: all). */
+  private headOf(tier: string, lanes: readonly Lane[] = this.lanesOf(tier)) {
+    let best: { id: string; tag: number; enqueued_at: number } | undefined;
+    for (const lane of lanes) {
+      const h = this.store.headOf(tier, lane);
+      if (h && (!best || h.tag < best.tag || (h.tag === best.tag && h.id < best.id))) best = h;
+    }
+    return best;
+  }
+
   private drainRate(tier: string, now: number): number {
     const e = this.drain.get(tier);
     if (!e) return 0;
@@ -208,7 +262,7 @@ export class SchedulerCore {
     const tier = this.tier(tierName);
     if (!tier) return { waitS: 0, refused: false, retryAfterS: 0 };
     const depth = this.depth.get(tierName) ?? 0;
-    const oldest = depth > 0 ? this.store.oldestQueued(tierName) : undefined;
+    const oldest = depth > 0 ? this.oldestOf(tierName)?.enqueued_at : undefined;
     // The decayed grant rate runs towards 0 in a quiet tier, where one queued job would then
     // project hours: a tier that is served at all drains at least one job per cost.
     const drain = this.drainRate(tierName, now);
@@ -271,6 +325,7 @@ export class SchedulerCore {
         tag,
         enqueued_at: now,
         body: JSON.stringify({ ...item.body, model: config.model.name }),
+        version: item.body.version ?? null,
       });
       // An id that comes back after its job was deleted (an idempotent retry) carries its last
       // epoch on, so no epoch is ever handed out twice.
@@ -279,7 +334,7 @@ export class SchedulerCore {
         this.store.setEpoch(item.id, lastEpoch);
         this.store.forgetTombstone(item.id);
       }
-      this.bump(this.depth, item.tier, 1);
+      this.countQueued(item.tier, item.body.version ?? null, 1);
       this.counters.enqueued++;
       wrote = true;
       return { ok: true, id: item.id, status: "queued", tier: item.tier, created_at: now, existed: false };
@@ -339,10 +394,12 @@ export class SchedulerCore {
         this.waiting.delete(id);
         continue;
       }
+      // Nothing it may serve (the queued jobs are pinned to versions it lacks): it keeps waiting.
+      if (!this.hasWorkFor(w.agent)) continue;
       const room = Math.max(0, w.capacity - this.store.countHeldBy(id));
       const leases = this.pick(w.agent, Math.min(w.want, room), now);
-      this.waiting.delete(id);
       if (leases.length === 0) continue;
+      this.waiting.delete(id);
       const left = w.want - leases.length;
       if (left > 0) this.waiting.set(id, { ...w, want: left });
       this.deliveries.set(id, [...(this.deliveries.get(id) ?? []), ...leases]);
@@ -368,8 +425,10 @@ export class SchedulerCore {
     const config = this.need();
     const ranks = new Map<string, TierRank>();
     const load = (t: Pick<TierConfig, "name" | "slo_s">): void => {
-      const head = (this.depth.get(t.name) ?? 0) > 0 ? this.store.headOf(t.name) : undefined;
-      const oldest = head ? this.store.oldestJob(t.name) : undefined;
+      // Only the lanes this agent may serve: a job pinned to a version it lacks is not its.
+      const lanes = this.lanesFor(t.name, agent.versions);
+      const head = lanes.length > 0 ? this.headOf(t.name, lanes) : undefined;
+      const oldest = head ? this.oldestOf(t.name, lanes) : undefined;
       if (!head || !oldest) {
         ranks.delete(t.name);
         return;
@@ -464,7 +523,7 @@ export class SchedulerCore {
     });
     job.attempts = JSON.stringify(attempts);
     this.store.saveJob(job);
-    this.bump(this.depth, job.tier, -1);
+    this.countQueued(job.tier, job.version, -1);
     this.bump(this.running, job.tier, 1);
     this.noteGrant(job.tier, now);
     this.counters.leased++;
@@ -625,7 +684,7 @@ export class SchedulerCore {
       job.error_message = message ?? code;
     }
     if (wasRunning) this.bump(this.running, job.tier, -1);
-    if (wasQueued) this.bump(this.depth, job.tier, -1);
+    if (wasQueued) this.countQueued(job.tier, job.version, -1);
   }
 
   /**
@@ -655,7 +714,7 @@ export class SchedulerCore {
     job.progress = null;
     this.store.saveJob(job);
     this.bump(this.running, job.tier, -1);
-    this.bump(this.depth, job.tier, 1);
+    this.countQueued(job.tier, job.version, 1);
     return "queued";
   }
 
@@ -741,7 +800,7 @@ export class SchedulerCore {
       job.lease_deadline = null;
       this.store.saveJob(job);
       this.bump(this.running, job.tier, -1);
-      this.bump(this.depth, job.tier, 1);
+      this.countQueued(job.tier, job.version, 1);
       n++;
     }
     if (n > 0) {
@@ -782,7 +841,8 @@ export class SchedulerCore {
     if (requeued > 0) this.dispatch(now);
     for (const t of this.tiersInPlay(config)) {
       if ((this.depth.get(t.name) ?? 0) === 0) continue;
-      for (const job of this.store.expiredQueued(t.name, now - config.model.queue_ttl_s * 1000, SWEEP_BATCH)) {
+      const before = now - config.model.queue_ttl_s * 1000;
+      for (const job of this.lanesOf(t.name).flatMap((l) => this.store.expiredQueued(t.name, l, before, SWEEP_BATCH))) {
         this.finish(
           job,
           "expired",
@@ -814,7 +874,7 @@ export class SchedulerCore {
     if (lease !== undefined) times.push(lease);
     for (const t of this.tiersInPlay(config)) {
       if ((this.depth.get(t.name) ?? 0) === 0) continue;
-      const oldest = this.store.oldestQueued(t.name);
+      const oldest = this.oldestOf(t.name)?.enqueued_at;
       if (oldest !== undefined) times.push(oldest + config.model.queue_ttl_s * 1000);
     }
     const fin = this.store.oldestFinished();
@@ -889,9 +949,12 @@ export class SchedulerCore {
   /** Queued jobs ahead of this one in its tier: exact for small queues, interpolated by tag beyond. */
   position(job: JobRow): number {
     const depth = this.depth.get(job.tier) ?? 0;
-    if (depth <= EXACT_POSITION_DEPTH) return this.store.countAhead(job.tier, job.tag, job.id);
-    const head = this.store.headOf(job.tier)?.tag ?? job.tag;
-    const tail = this.store.lastQueuedTag(job.tier) ?? job.tag;
+    const lanes = this.lanesOf(job.tier);
+    if (depth <= EXACT_POSITION_DEPTH) {
+      return lanes.reduce((n, l) => n + this.store.countAhead(job.tier, l, job.tag, job.id), 0);
+    }
+    const head = this.headOf(job.tier)?.tag ?? job.tag;
+    const tail = Math.max(...lanes.map((l) => this.store.lastQueuedTag(job.tier, l) ?? job.tag));
     if (tail <= head) return 0;
     return Math.round(((job.tag - head) / (tail - head)) * (depth - 1));
   }
@@ -950,7 +1013,7 @@ export class SchedulerCore {
     const config = this.config;
     if (!config) return [];
     return config.tiers.map((t) => {
-      const oldest = (this.depth.get(t.name) ?? 0) > 0 ? this.store.oldestQueued(t.name) : undefined;
+      const oldest = (this.depth.get(t.name) ?? 0) > 0 ? this.oldestOf(t.name)?.enqueued_at : undefined;
       const waitedMs = oldest === undefined ? 0 : now - oldest;
       return {
         tier: t.name,

@@ -1,8 +1,9 @@
 /**
  * All SQL of the scheduler actor: its migrations and every query, behind typed methods. The
- * hot query is the pick (`headOf`), served by the partial index `jobs_pick (tier, tag, id) WHERE
- * status = 'queued'`, so one pick costs O(tiers · log depth) however deep the queues are
- * (proved by `EXPLAIN QUERY PLAN` in store.test.ts).
+ * hot query is the pick (`headOf`), served by the partial index `jobs_pick (tier, version, tag,
+ * id) WHERE status = 'queued'`, so one pick costs O(tiers · lanes · log depth) however deep the
+ * queues are (proved by `EXPLAIN QUERY PLAN` in store.test.ts). A lane is the jobs of a tier
+ * pinned to one model version, or (`version IS NULL`) those any version may run.
  */
 import { getMeta, one, setMeta, type Sql, type SqlValue } from "../sql/sql.ts";
 
@@ -47,6 +48,14 @@ export const MIGRATIONS: readonly string[] = [
   // The pick serves a tier's oldest queued job by (enqueued_at, id): one index seek, ties by id.
   `DROP INDEX jobs_wait;
    CREATE INDEX jobs_wait ON jobs (tier, enqueued_at, id) WHERE status = 'queued'`,
+  // A job pinned to a model version waits in its own lane of its tier (NULL: any version), so
+  // an agent's pick seeks only the lanes it may serve.
+  `ALTER TABLE jobs ADD COLUMN version TEXT;
+   UPDATE jobs SET version = json_extract(body, '$.version');
+   DROP INDEX jobs_pick;
+   CREATE INDEX jobs_pick ON jobs (tier, version, tag, id) WHERE status = 'queued';
+   DROP INDEX jobs_wait;
+   CREATE INDEX jobs_wait ON jobs (tier, version, enqueued_at, id) WHERE status = 'queued'`,
 ];
 
 /** A job row as stored. */
@@ -67,6 +76,8 @@ export interface JobRow {
   lease_deadline: number | null;
   spent: number;
   body: string;
+  /** The model version the job is pinned to (`null`: any). */
+  version: string | null;
   progress: string | null;
   outputs: string | null;
   error_code: string | null;
@@ -82,13 +93,28 @@ export interface HeadRow {
   enqueued_at: number;
 }
 
-/** The query the pick runs once per tier; exported for the query-plan test. */
+/** The query the pick runs once per tier and lane; exported for the query-plan test. */
 export const HEAD_QUERY =
-  "SELECT id, tag, enqueued_at FROM jobs WHERE status = 'queued' AND tier = ? ORDER BY tag, id LIMIT 1";
+  "SELECT id, tag, enqueued_at FROM jobs WHERE status = 'queued' AND tier = ? AND version IS ? ORDER BY tag, id LIMIT 1";
 
-/** A tier's oldest queued job, ties by id: the pick's rank, and admission's oldest wait. */
+/** A lane's oldest queued job, ties by id: the pick's rank, and admission's oldest wait. */
 export const OLDEST_QUERY =
-  "SELECT id, enqueued_at FROM jobs WHERE status = 'queued' AND tier = ? ORDER BY enqueued_at, id LIMIT 1";
+  "SELECT id, enqueued_at FROM jobs WHERE status = 'queued' AND tier = ? AND version IS ? ORDER BY enqueued_at, id LIMIT 1";
+
+/** Queued jobs of a lane ahead of a (tag, id): a queue position. */
+export const AHEAD_QUERY =
+  "SELECT count(*) AS n FROM jobs WHERE status = 'queued' AND tier = ? AND version IS ? AND (tag < ? OR (tag = ? AND id < ?))";
+
+/** A lane's last queued tag: where position interpolation ends. */
+export const TAIL_QUERY =
+  "SELECT tag FROM jobs WHERE status = 'queued' AND tier = ? AND version IS ? ORDER BY tag DESC, id DESC LIMIT 1";
+
+/** A lane's jobs queued before a time, oldest first: the queue-TTL sweep. */
+export const EXPIRED_QUERY =
+  "SELECT * FROM jobs WHERE status = 'queued' AND tier = ? AND version IS ? AND enqueued_at <= ? ORDER BY enqueued_at LIMIT ?";
+
+/** A lane: a tier's jobs pinned to one version, or (`null`) those any version may run. */
+export type Lane = string | null;
 
 /** Typed access to the scheduler's tables. */
 export class SchedulerStore {
@@ -110,10 +136,10 @@ export class SchedulerStore {
     return one<JobRow>(this.sql, "SELECT * FROM jobs WHERE id = ?", id);
   }
 
-  insertJob(j: Pick<JobRow, "id" | "account_id" | "tier" | "tag" | "enqueued_at" | "body">): void {
+  insertJob(j: Pick<JobRow, "id" | "account_id" | "tier" | "tag" | "enqueued_at" | "body" | "version">): void {
     this.sql.run(
-      `INSERT INTO jobs (id, account_id, tier, status, phase, tag, enqueued_at, created_at, body)
-       VALUES (?, ?, ?, 'queued', 'waiting', ?, ?, ?, ?)`,
+      `INSERT INTO jobs (id, account_id, tier, status, phase, tag, enqueued_at, created_at, body, version)
+       VALUES (?, ?, ?, 'queued', 'waiting', ?, ?, ?, ?, ?)`,
       j.id,
       j.account_id,
       j.tier,
@@ -121,6 +147,7 @@ export class SchedulerStore {
       j.enqueued_at,
       j.enqueued_at,
       j.body,
+      j.version,
     );
   }
 
@@ -143,38 +170,28 @@ export class SchedulerStore {
     );
   }
 
-  headOf(tier: string): HeadRow | undefined {
-    return one<HeadRow>(this.sql, HEAD_QUERY, tier);
+  headOf(tier: string, lane: Lane): HeadRow | undefined {
+    return one<HeadRow>(this.sql, HEAD_QUERY, tier, lane);
   }
 
-  oldestQueued(tier: string): number | undefined {
-    return this.oldestJob(tier)?.enqueued_at;
+  oldestJob(tier: string, lane: Lane): { id: string; enqueued_at: number } | undefined {
+    return one<{ id: string; enqueued_at: number }>(this.sql, OLDEST_QUERY, tier, lane);
   }
 
-  oldestJob(tier: string): { id: string; enqueued_at: number } | undefined {
-    return one<{ id: string; enqueued_at: number }>(this.sql, OLDEST_QUERY, tier);
+  /** Queued jobs of a lane ahead of `tag`: walks the index range, so callers bound its use. */
+  countAhead(tier: string, lane: Lane, tag: number, id: string): number {
+    return one<{ n: number }>(this.sql, AHEAD_QUERY, tier, lane, tag, tag, id)?.n ?? 0;
   }
 
-  /** Queued jobs ahead of `tag` in a tier: walks the index range, so callers bound its use. */
-  countAhead(tier: string, tag: number, id: string): number {
-    return (
-      one<{ n: number }>(
-        this.sql,
-        "SELECT count(*) AS n FROM jobs WHERE status = 'queued' AND tier = ? AND (tag < ? OR (tag = ? AND id < ?))",
-        tier,
-        tag,
-        tag,
-        id,
-      )?.n ?? 0
+  lastQueuedTag(tier: string, lane: Lane): number | undefined {
+    return one<{ tag: number }>(this.sql, TAIL_QUERY, tier, lane)?.tag;
+  }
+
+  /** Queued jobs per tier and lane. */
+  queuedLanes(): { tier: string; version: Lane; n: number }[] {
+    return this.sql.all<{ tier: string; version: Lane; n: number }>(
+      "SELECT tier, version, count(*) AS n FROM jobs WHERE status = 'queued' GROUP BY tier, version",
     );
-  }
-
-  lastQueuedTag(tier: string): number | undefined {
-    return one<{ tag: number }>(
-      this.sql,
-      "SELECT tag FROM jobs WHERE status = 'queued' AND tier = ? ORDER BY tag DESC, id DESC LIMIT 1",
-      tier,
-    )?.tag;
   }
 
   countsByStatus(): { tier: string; status: string; n: number }[] {
@@ -202,13 +219,8 @@ export class SchedulerStore {
     );
   }
 
-  expiredQueued(tier: string, before: number, limit: number): JobRow[] {
-    return this.sql.all<JobRow>(
-      "SELECT * FROM jobs WHERE status = 'queued' AND tier = ? AND enqueued_at <= ? ORDER BY enqueued_at LIMIT ?",
-      tier,
-      before,
-      limit,
-    );
+  expiredQueued(tier: string, lane: Lane, before: number, limit: number): JobRow[] {
+    return this.sql.all<JobRow>(EXPIRED_QUERY, tier, lane, before, limit);
   }
 
   nextLeaseDeadline(): number | undefined {

@@ -105,7 +105,11 @@ export async function connect(
   return { status: 101, id, conn: { ws, inbox, closed, next, send: (m) => ws.send(encodeFrame(m)) } };
 }
 
-export function hello(id: string, leases: { job_id: string; epoch: number }[] = []): FromAgent {
+export function hello(
+  id: string,
+  leases: { job_id: string; epoch: number }[] = [],
+  versions: { model: string; version: string }[] = [],
+): FromAgent {
   return {
     v: AGENT_PROTOCOL_VERSION,
     type: "agent.hello",
@@ -113,7 +117,7 @@ export function hello(id: string, leases: { job_id: string; epoch: number }[] = 
     agent_id: id,
     name: "test-agent",
     gpus: [],
-    versions: [],
+    versions,
     slots: 2,
     prefetch: 1,
     leases,

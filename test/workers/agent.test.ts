@@ -402,6 +402,81 @@ describe("agent connections", () => {
     expect(closed.code).toBe(CLOSE.hello_timeout);
     expect(await stored()).toEqual([undefined, null]);
   }, 30_000);
+
+  it("jobs pinned round-robin to the versions of three agents each run only on the agent serving their version", async () => {
+    const model = await makeModel();
+    const acct = await makeAccount();
+    const t = await token([model]);
+    const versions = ["2026-12-01.1", "2026-12-01.2", "2026-12-01.3"];
+    const agents = await Promise.all(
+      versions.map(async (version) => {
+        const c = await connect(t.token);
+        if (!c.conn) throw new Error("no connection");
+        c.conn.send(hello(c.id, [], [{ model, version }]));
+        await c.conn.next("agent.welcome");
+        return { conn: c.conn, id: c.id, version };
+      }),
+    );
+    // Several rounds, so pushes to parked agents, work requests and requeues all get their turn.
+    for (let round = 0; round < 4; round++) {
+      for (const a of agents) a.conn.send({ v: 1, type: "work.request", trace: "t", credits: 3 });
+      const jobs: { id: string; version: string }[] = [];
+      for (let i = 0; i < 9; i++) {
+        const version = versions[i % 3] as string;
+        const r = await call<{ id: string }>("POST", `/v1/models/${model}/jobs`, {
+          key: acct.key,
+          body: { input: { prompt: `job ${i}` }, version },
+        });
+        expect(r.status).toBe(202);
+        jobs.push({ id: r.body.id, version });
+      }
+      for (const a of agents) {
+        const leases: LeaseGrant[] = [];
+        while (leases.length < 3)
+          leases.push(...((await a.conn.next("job.leases")) as { leases: LeaseGrant[] }).leases);
+        expect(leases.map((l) => l.version)).toEqual([a.version, a.version, a.version]);
+        for (const l of leases) {
+          expect(jobs.find((j) => j.id === l.job_id)?.version).toBe(a.version);
+          // Give every other lease back (drained): a requeue must find the same agent again.
+          if (round % 2 === 1) {
+            a.conn.send({
+              v: 1,
+              type: "job.release",
+              trace: "t",
+              leases: [{ job_id: l.job_id, epoch: l.epoch }],
+              reason: "drained",
+            });
+            for (let i = 0; i < 100; i++) {
+              const v = await call<{ status: string }>("GET", `/v1/jobs/${l.job_id}`, { key: acct.key });
+              if (v.body.status === "queued") break;
+              await new Promise((r) => setTimeout(r, 20));
+            }
+            a.conn.send({ v: 1, type: "work.request", trace: "t", credits: 1 });
+            const again = ((await a.conn.next("job.leases")) as { leases: LeaseGrant[] }).leases;
+            expect(again.map((g) => [g.job_id, g.version])).toEqual([[l.job_id, a.version]]);
+            l.epoch = (again[0] as LeaseGrant).epoch;
+          }
+          a.conn.send({ v: 1, type: "job.complete", trace: "t", job_id: l.job_id, epoch: l.epoch, outputs: [] });
+        }
+      }
+      for (const j of jobs) {
+        const read = async () =>
+          await call<{ status: string; attempts: { agent: string; version: string }[] }>("GET", `/v1/jobs/${j.id}`, {
+            key: acct.key,
+          });
+        let view = await read();
+        // The next round's requests for work count on these completions having landed.
+        for (let i = 0; i < 200 && view.body.status !== "succeeded"; i++) {
+          await new Promise((r) => setTimeout(r, 20));
+          view = await read();
+        }
+        expect(view.body.status).toBe("succeeded");
+        const holder = agents.find((a) => a.version === j.version);
+        expect(view.body.attempts.every((x) => x.agent === holder?.id && x.version === j.version)).toBe(true);
+      }
+    }
+    for (const a of agents) a.conn.ws.close(1000, "done");
+  }, 60_000);
 });
 
 it("the codec used by the actors rejects non-plain values", () => {

@@ -119,7 +119,7 @@ describe("the scheduler actor", () => {
     );
     const plan = await runInDurableObject<SchedulerActor, string>(stub, (_i, state) =>
       state.storage.sql
-        .exec(`EXPLAIN QUERY PLAN ${HEAD_QUERY}`, "plus")
+        .exec(`EXPLAIN QUERY PLAN ${HEAD_QUERY}`, "plus", null)
         .toArray()
         .map((r) => String(r.detail))
         .join("\n"),
