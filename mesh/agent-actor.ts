@@ -23,6 +23,7 @@ import {
   encodeFrame,
   FromAgent,
   HELLO_TIMEOUT_MS,
+  leaseFrames,
   PREVIEW_FRAME_CAP,
   type GpuHealth,
   type LeaseRef,
@@ -153,6 +154,40 @@ export class AgentActor extends DurableObject<Env> {
     });
   }
 
+  /**
+   * Sends leases in as many frames as the control-frame cap needs. A lease too large for any
+   * frame (its input predates the input bound) cannot reach any agent: its job fails with
+   * `invalid_input`, as the edge's decision, not blamed on this agent, and the others go on.
+   */
+  private sendLeases(ws: WebSocket, agentId: string, leases: readonly Lease[]): void {
+    const { frames, oversized } = leaseFrames(trace(), leases);
+    for (const f of frames) {
+      try {
+        ws.send(f);
+      } catch {
+        // The socket is closing; its close handler returns the leases.
+      }
+    }
+    for (const l of oversized) {
+      this.ctx.waitUntil(
+        (
+          this.scheduler(l.job_id)
+            ?.complete(
+              { job_id: l.job_id, epoch: l.epoch },
+              {
+                status: "failed",
+                code: "invalid_input",
+                message: `the job's lease is larger than an agent frame (${CONTROL_FRAME_CAP} bytes); its input cannot be delivered`,
+                retryable: false,
+              },
+              agentId,
+            )
+            .then(() => undefined) ?? Promise.resolve()
+        ).catch(() => undefined),
+      );
+    }
+  }
+
   private send(ws: WebSocket, msg: ToAgent): void {
     try {
       ws.send(encodeFrame(msg));
@@ -258,8 +293,7 @@ export class AgentActor extends DurableObject<Env> {
       granted.push(...leases);
       left = Math.max(0, left - leases.length);
     }
-    if (granted.length > 0)
-      this.send(ws, { v: AGENT_PROTOCOL_VERSION, type: "job.leases", trace: trace(), leases: granted });
+    if (granted.length > 0) this.sendLeases(ws, att.agent_id, granted);
   }
 
   override async webSocketMessage(ws: WebSocket, message: ArrayBuffer | string): Promise<void> {
@@ -478,7 +512,7 @@ export class AgentActor extends DurableObject<Env> {
   async deliver(leases: Lease[]): Promise<LeaseRef[]> {
     const open = this.open();
     if (!open) return leases.map((l) => ({ job_id: l.job_id, epoch: l.epoch }));
-    this.send(open.ws, { v: AGENT_PROTOCOL_VERSION, type: "job.leases", trace: trace(), leases });
+    this.sendLeases(open.ws, open.att.agent_id, leases);
     return [];
   }
 

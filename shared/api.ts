@@ -20,6 +20,12 @@ export const MAX_BODY_DEPTH = 64;
  * three levels down a `job.leases` frame, whose decoders stop at 32 (shared/codec.ts).
  */
 export const MAX_INPUT_DEPTH = 16;
+/**
+ * Largest job `input`, msgpack-encoded (bytes): a lease carrying it always fits one agent
+ * control frame (64 KiB, shared/wire.ts) with room for the lease's other fields. Larger inputs
+ * travel as files.
+ */
+export const MAX_INPUT_BYTES = 32 * 1024;
 /** Keys a job's `input` may not have anywhere: agents' decoders refuse them (shared/codec.ts). */
 export const RESERVED_INPUT_KEYS: readonly string[] = ["__proto__", "constructor", "prototype"];
 /** Jobs in one batch submit. */

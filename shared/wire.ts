@@ -311,6 +311,41 @@ export function encodeFrame(msg: FromAgent | ToAgent): Uint8Array {
   return out;
 }
 
+/**
+ * Packs leases into as few `job.leases` frames as fit under {@link CONTROL_FRAME_CAP} (and
+ * {@link MAX_LEASES_PER_FRAME}), in order. A lease too large for a frame of its own comes back
+ * in `oversized`: it cannot be delivered to any agent, and must not take the others with it.
+ */
+export function leaseFrames(
+  trace: string,
+  leases: readonly LeaseGrant[],
+): { frames: Uint8Array[]; oversized: LeaseGrant[] } {
+  const frame = (batch: LeaseGrant[]): Uint8Array =>
+    encodeFrame({ v: AGENT_PROTOCOL_VERSION, type: "job.leases", trace, leases: batch });
+  // The empty frame's bytes, plus room for the array header to grow to its widest (5 bytes).
+  const budget = CONTROL_FRAME_CAP - frame([]).length - 5;
+  const frames: Uint8Array[] = [];
+  const oversized: LeaseGrant[] = [];
+  let batch: LeaseGrant[] = [];
+  let used = 0;
+  for (const lease of leases) {
+    const size = encode(lease).length;
+    if (size > budget) {
+      oversized.push(lease);
+      continue;
+    }
+    if (batch.length > 0 && (used + size > budget || batch.length >= MAX_LEASES_PER_FRAME)) {
+      frames.push(frame(batch));
+      batch = [];
+      used = 0;
+    }
+    batch.push(lease);
+    used += size;
+  }
+  if (batch.length > 0) frames.push(frame(batch));
+  return { frames, oversized };
+}
+
 export type FrameResult<T> = { ok: true; msg: T } | { ok: false; close: number; reason: string };
 
 function capOf(kind: number | undefined): number | undefined {

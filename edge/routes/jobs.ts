@@ -11,6 +11,7 @@ import {
   JobList,
   JobListQuery,
   JobView,
+  MAX_INPUT_BYTES,
   MAX_INPUT_DEPTH,
   ModelName,
   RESERVED_INPUT_KEYS,
@@ -19,6 +20,7 @@ import {
   type ModelConfig,
 } from "../../shared/api.ts";
 import { canonicalJson } from "../../shared/canonical.ts";
+import { encode } from "../../shared/codec.ts";
 import { FloodgateError, type Failure } from "../../shared/errors.ts";
 import { newJobId, parseJobId, schedulerName, type JobRoute } from "../../shared/ids.ts";
 import { sha256Hex } from "../../shared/keys.ts";
@@ -70,6 +72,14 @@ async function prepare(
     wellFormed: true,
   });
   if (unfit) return { ok: false, code: "invalid_input", message: unfit };
+  const bytes = encode(body.input).length;
+  if (bytes > MAX_INPUT_BYTES) {
+    return {
+      ok: false,
+      code: "payload_too_large",
+      message: `${at}input is ${bytes} bytes encoded (msgpack); the limit is ${MAX_INPUT_BYTES} bytes: send large inputs as files`,
+    };
+  }
   try {
     validateInput(model, body.input, `${at}input`);
   } catch (err) {

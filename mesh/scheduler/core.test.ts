@@ -614,7 +614,7 @@ describe("SchedulerCore: enqueue and admission", () => {
     const { core, clock, submit } = harness();
     submit("acc_1", "free");
     clock.advance(900_000);
-    expect(core.admission("free", clock.now)).toEqual({ waitS: 900, refused: false, retryAfterS: 0 });
+    expect(core.admission("free", "acc_2", clock.now)).toEqual({ waitS: 900, refused: false, retryAfterS: 0 });
     submit("acc_1", "free");
     clock.advance(1);
     const id = newJobId({ modelNumber: 0, shard: 0 }, clock.now);
@@ -636,32 +636,60 @@ describe("SchedulerCore: enqueue and admission", () => {
     ).toMatchObject({ ok: true, existed: false });
 
     // api: SLO 120 s, k 8 (960 s). 100 queued and one grant gives a drain of 1/60 jobs/s, floored
-    // at one job per cost (10 s): 99 × 10 s = 990 s projected, so refused, retry after at most one SLO.
+    // at one job per cost (10 s): acc_1's next job would follow its 99 queued, 990 s projected,
+    // so it is refused, retry after at most one SLO.
     const h = harness();
-    const items = Array.from({ length: 100 }, () => ({
+    const flood = (account: string) => ({
       id: newJobId({ modelNumber: 0, shard: 0 }, h.clock.now),
-      account_id: "acc_1",
+      account_id: account,
       tier: "api",
       body: { model: "demo", input: {} },
-    }));
-    expect(h.core.enqueue(items, h.clock.now).every((o) => o.ok)).toBe(true);
+    });
+    expect(
+      h.core
+        .enqueue(
+          Array.from({ length: 100 }, () => flood("acc_1")),
+          h.clock.now,
+        )
+        .every((o) => o.ok),
+    ).toBe(true);
     only(h.core.lease(AGENT_A, 1, h.clock.now));
-    const verdict = h.core.admission("api", h.clock.now);
+    const verdict = h.core.admission("api", "acc_1", h.clock.now);
     expect(verdict.waitS).toBeCloseTo(990, 6);
     expect(verdict).toMatchObject({ refused: true, retryAfterS: 30 });
-    const [out] = h.core.enqueue(
-      [
-        {
-          id: newJobId({ modelNumber: 0, shard: 0 }, h.clock.now),
-          account_id: "acc_2",
-          tier: "api",
-          body: { model: "demo", input: {} },
-        },
-      ],
-      h.clock.now,
-    );
+    const [out] = h.core.enqueue([flood("acc_1")], h.clock.now);
     expect(failure(out!)).toMatchObject({ code: "overloaded", retry_after_s: 30 });
-    expect(failure(out!).message).toContain("8 × its 120 s SLO");
+    expect(failure(out!).message).toContain("8 × the tier's 120 s SLO");
+  });
+
+  it("a flooding account is shed from its tier while another account of the tier is still admitted", () => {
+    // Three batches of 100 from acc_1 in api; a trickle of grants drains the tier slowly.
+    const h = harness();
+    const item = (account: string) => ({
+      id: newJobId({ modelNumber: 0, shard: 0 }, h.clock.now),
+      account_id: account,
+      tier: "api",
+      body: { model: "demo", input: {} },
+    });
+    const outcomes = [1, 2, 3].flatMap(() => {
+      const out = h.core.enqueue(
+        Array.from({ length: 100 }, () => item("acc_1")),
+        h.clock.now,
+      );
+      for (const l of h.core.lease(AGENT_A, 1, h.clock.now)) {
+        h.core.complete({ job_id: l.job_id, epoch: l.epoch }, { status: "succeeded", outputs: [] }, h.clock.now);
+      }
+      h.clock.advance(1_000);
+      return out;
+    });
+    expect(outcomes.some((o) => !o.ok && o.code === "overloaded")).toBe(true);
+    expect(h.core.admission("api", "acc_1", h.clock.now).refused).toBe(true);
+    // Another api account's next job would run after few of the flood's jobs: admitted.
+    const other = h.core.admission("api", "acc_2", h.clock.now);
+    expect(other.refused).toBe(false);
+    expect(other.waitS).toBeLessThan(h.core.admission("api", "acc_1", h.clock.now).waitS / 10);
+    const [ok] = h.core.enqueue([item("acc_2")], h.clock.now);
+    expect(ok).toMatchObject({ ok: true, status: "queued" });
   });
 
   it("a quiet tier is not refused on a drain rate that decayed while nothing was queued", () => {
@@ -674,7 +702,7 @@ describe("SchedulerCore: enqueue and admission", () => {
     }
     clock.advance(3_600_000);
     for (let i = 0; i < 5; i++) submit("acc_1", "api");
-    const verdict = core.admission("api", clock.now);
+    const verdict = core.admission("api", "acc_1", clock.now);
     expect(verdict.refused).toBe(false);
     expect(verdict.waitS).toBeLessThanOrEqual(5 * 10);
   });

@@ -257,23 +257,51 @@ export class SchedulerCore {
     this.runtime = { value: prev + (seconds - prev) * 0.1, at: 0 };
   }
 
-  /** The projected wait of a tier (s) and whether new submits to it are refused. */
-  admission(tierName: string, now: number): { waitS: number; refused: boolean; retryAfterS: number } {
+  /**
+   * The projected wait (s) of an account's next job in a tier, and whether new submits of that
+   * account to it are refused. The wait is the account's own share's: jobs ahead of the tag its
+   * next job would get (start-time fair queuing serves the tier in tag order) over the tier's
+   * drain rate, so a flooding account, whose next tag lies past its own backlog, is shed while
+   * another account of the tier, whose next job would run soon, is not. A tier nothing drains
+   * projects how long its oldest job has waited, for every account.
+   */
+  admission(
+    tierName: string,
+    accountId: string,
+    now: number,
+  ): { waitS: number; refused: boolean; retryAfterS: number } {
     const tier = this.tier(tierName);
     if (!tier) return { waitS: 0, refused: false, retryAfterS: 0 };
     const depth = this.depth.get(tierName) ?? 0;
-    const oldest = depth > 0 ? this.oldestOf(tierName)?.enqueued_at : undefined;
-    // The decayed grant rate runs towards 0 in a quiet tier, where one queued job would then
-    // project hours: a tier that is served at all drains at least one job per cost.
-    const drain = this.drainRate(tierName, now);
-    const waitS = projectedWaitS(
-      depth,
-      drain > 0 ? Math.max(drain, 1 / this.costS()) : 0,
-      oldest === undefined ? 0 : (now - oldest) / 1000,
-    );
+    let waitS = 0;
+    if (depth > 0) {
+      // The decayed grant rate runs towards 0 in a quiet tier, where one queued job would then
+      // project hours: a tier that is served at all drains at least one job per cost.
+      const drain = this.drainRate(tierName, now);
+      if (drain > 0) {
+        const cost = this.costS();
+        const tag = fairTag(this.virtualTime(tierName), this.store.lastTag(accountId, tierName), cost);
+        waitS = this.aheadOf(tierName, tag, depth) / Math.max(drain, 1 / cost);
+      } else {
+        const oldest = this.oldestOf(tierName)?.enqueued_at;
+        waitS = projectedWaitS(depth, 0, oldest === undefined ? 0 : (now - oldest) / 1000);
+      }
+    }
     const limit = tier.admission_k * tier.slo_s;
     const refused = waitS > limit;
     return { waitS, refused, retryAfterS: refused ? Math.max(1, Math.ceil(Math.min(waitS - limit, tier.slo_s))) : 0 };
+  }
+
+  /**
+   * Queued jobs of a tier with a tag below `tag`, interpolated between the tier's head and last
+   * tags (two index seeks per lane, whatever the depth).
+   */
+  private aheadOf(tier: string, tag: number, depth: number): number {
+    const head = this.headOf(tier)?.tag;
+    if (head === undefined || tag <= head) return 0;
+    const tail = Math.max(...this.lanesOf(tier).map((l) => this.store.lastQueuedTag(tier, l) ?? head));
+    if (tag > tail || tail <= head) return depth;
+    return ((tag - head) / (tail - head)) * depth;
   }
 
   /**
@@ -283,6 +311,7 @@ export class SchedulerCore {
   enqueue(items: readonly EnqueueItem[], now: number, admit = true): EnqueueOutcome[] {
     const config = this.need();
     const cost = this.costS();
+    /** Admission verdicts by tier and account, so a batch asks once for each. */
     const verdicts = new Map<string, ReturnType<SchedulerCore["admission"]>>();
     let wrote = false;
     const out = items.map((item): EnqueueOutcome => {
@@ -300,15 +329,16 @@ export class SchedulerCore {
       const tier = this.tier(item.tier);
       if (!tier) return fail("bad_request", `unknown tier ${item.tier}`);
       if (admit) {
-        let v = verdicts.get(item.tier);
+        const key = `${item.tier}\n${item.account_id}`;
+        let v = verdicts.get(key);
         if (!v) {
-          v = this.admission(item.tier, now);
-          verdicts.set(item.tier, v);
+          v = this.admission(item.tier, item.account_id, now);
+          verdicts.set(key, v);
         }
         if (v.refused) {
           return fail(
             "overloaded",
-            `tier ${item.tier} is over capacity: projected wait ${Math.round(v.waitS)} s passes ${tier.admission_k} × its ${tier.slo_s} s SLO; retry later`,
+            `tier ${item.tier} is over capacity for this account: its next job's projected wait of ${Math.round(v.waitS)} s passes ${tier.admission_k} × the tier's ${tier.slo_s} s SLO; retry later, or wait for its queued jobs to drain`,
             v.retryAfterS,
           );
         }

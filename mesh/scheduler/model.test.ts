@@ -487,8 +487,10 @@ function item(id: string, account: string, tier: string): EnqueueItem {
 
 function enqueueAndCheck(m: Model, r: Real, items: EnqueueItem[]): void {
   const verdicts = new Map<string, boolean>();
+  const verdictKey = (e: EnqueueItem): string => `${e.tier}\n${e.account_id}`;
   for (const entry of items) {
-    if (!verdicts.has(entry.tier)) verdicts.set(entry.tier, r.core.admission(entry.tier, m.now).refused);
+    const key = verdictKey(entry);
+    if (!verdicts.has(key)) verdicts.set(key, r.core.admission(entry.tier, entry.account_id, m.now).refused);
   }
   assert.strictEqual(r.core.costS(), m.cost(), "cost of a job");
   const cost = m.cost();
@@ -515,7 +517,7 @@ function enqueueAndCheck(m: Model, r: Real, items: EnqueueItem[]): void {
       assert.isUndefined(r.core.store.job(entry.id));
       return;
     }
-    if (verdicts.get(entry.tier)) {
+    if (verdicts.get(verdictKey(entry))) {
       assert.strictEqual(!o.ok && o.code, "overloaded");
       assert.isAtLeast((!o.ok && o.retry_after_s) || 0, 1, "retry_after_s");
       assert.isUndefined(r.core.store.job(entry.id));
