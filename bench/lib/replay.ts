@@ -135,7 +135,7 @@ function jobId(n: number): string {
  * {@link OLDEST_QUERY}, so with admission off this is exactly that pick.
  */
 const HEAD_WAIT_QUERY =
-  "SELECT id, enqueued_at FROM jobs WHERE status = 'queued' AND tier = ? ORDER BY tag, id LIMIT 1";
+  "SELECT id, enqueued_at FROM jobs WHERE status = 'queued' AND tier = ? AND version IS ? ORDER BY tag, id LIMIT 1";
 
 /** A what-if without touching mesh/: the {@link Sql} adapter answers {@link OLDEST_QUERY} with {@link HEAD_WAIT_QUERY}. */
 function headUrgency(inner: Sql): Sql {
