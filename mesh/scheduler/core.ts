@@ -472,7 +472,10 @@ export class SchedulerCore {
       job_id: job.id,
       epoch: job.epoch,
       deadline: job.lease_deadline,
-      attempt: attempts.length,
+      // Attempts that count against max_attempts, this one included: a grant drained, preempted
+      // or never delivered did not spend one, so a queued job (spent < max_attempts) never
+      // sees an attempt past max_attempts.
+      attempt: job.spent + 1,
       model: body.model,
       version,
       input: body.input,
