@@ -930,7 +930,8 @@ export class SchedulerCore {
       version: body.version ?? null,
       attempts,
       queue,
-      progress: job.progress === null ? null : (JSON.parse(job.progress) as Record<string, unknown>),
+      // Stored as {@link progress} was handed it; agents report progress to job actors instead.
+      progress: job.progress === null ? null : (JSON.parse(job.progress) as JobView["progress"]),
       outputs: job.outputs === null ? null : (JSON.parse(job.outputs) as Record<string, unknown>[]),
       error: job.error_code === null ? null : { code: job.error_code, message: job.error_message ?? job.error_code },
       timings: {

@@ -361,7 +361,8 @@ export function directionSchema(schema: z.ZodType): Record<string, unknown> {
     unrepresentable: "any",
     override: (ctx) => {
       if (ctx.zodSchema instanceof z.ZodCustom) {
-        ctx.jsonSchema.description = "raw bytes: msgpack bin (bin 8/16/32); JSON has no equivalent";
+        const own = ctx.jsonSchema.description;
+        ctx.jsonSchema.description = `${own ? `${own} ` : ""}Raw bytes: msgpack bin (bin 8/16/32); JSON has no equivalent.`;
         ctx.jsonSchema["x-msgpack-type"] = "bin";
       }
     },

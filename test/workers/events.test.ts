@@ -50,6 +50,11 @@ async function readSse(res: Response, stop: (e: Sse, all: Sse[]) => boolean, ms 
   }
 }
 
+/** The sequence number of an event's id (`<generation>.<sequence>`). */
+function seq(e: Sse): number {
+  return Number(e.id.split(".")[1]);
+}
+
 function events(id: string, key: string, headers: Record<string, string> = {}, query = ""): Promise<Response> {
   return exports.default.fetch(
     new Request(`http://edge.test/v1/jobs/${id}/events${query}`, {
@@ -146,7 +151,6 @@ describe("job events", () => {
         step,
         total: 9,
       });
-    const seq = (e: Sse): number => Number(e.id.split(".")[1]);
     // A first subscriber makes the job actor follow the job: after the progress, the status
     // changes to phase sampling, an event newer than the progress.
     const watching = readSse(
