@@ -278,7 +278,7 @@ describe("jobs.events", () => {
               reason: null,
             },
           ],
-          progress: { step: 3, total: 10, phase: "sampling" },
+          progress: { step: 3, total: 10, phase: "sampling", updated_at: "2025-01-01T00:00:02.000Z" },
         }),
         jobView(JOB, { status: "succeeded", phase: "done", queue: null, outputs: [OUTPUT] }),
       ];

@@ -15,6 +15,7 @@ import { fileDocs, fileRoutes } from "./files.ts";
 import { adminDocs, adminRoutes } from "./routes/admin.ts";
 import { agentAuth, agentDocs, agentRoutes, MAX_PART_BYTES } from "./routes/agent.ts";
 import { jobDocs, jobRoutes } from "./routes/jobs.ts";
+import { protocolDocs, protocolRoutes } from "./routes/protocol.ts";
 
 export const VERSION = "0.1.0";
 
@@ -28,7 +29,10 @@ const systemDocs: RouteDoc[] = [
     responses: { 200: { description: "OpenAPI 3.1" } },
   },
 ];
-const docs = openApiDocument([...systemDocs, ...jobDocs, ...adminDocs, ...agentDocs, ...fileDocs], VERSION);
+const docs = openApiDocument(
+  [...systemDocs, ...jobDocs, ...adminDocs, ...agentDocs, ...fileDocs, ...protocolDocs],
+  VERSION,
+);
 
 const PART_PATH = /^\/v1\/agent\/uploads\/[^/]+\/parts\//;
 
@@ -63,6 +67,7 @@ export function buildApp(): Hono<AppEnv> {
   app.route("/", adminRoutes);
   app.route("/", agentRoutes);
   app.route("/", fileRoutes);
+  app.route("/", protocolRoutes);
   app.notFound(() => {
     throw new FloodgateError("not_found", "no such route; GET /openapi.json lists them");
   });

@@ -120,5 +120,5 @@ describe("agent identity", () => {
     } finally {
       for (const c of children) c.stdin.end();
     }
-  });
+  }, 60_000);
 });

@@ -315,6 +315,11 @@ export class AgentActor extends DurableObject<Env> {
     }
     switch (msg.type) {
       case "agent.hello": {
+        // A second hello would re-run the lease reconciliation of a first one mid-session.
+        if (att.hello) {
+          ws.close(CLOSE.protocol, "agent.hello comes once per connection");
+          return;
+        }
         if (msg.agent_id !== att.agent_id) {
           ws.close(CLOSE.protocol, "agent.hello names another agent id than the connection");
           return;

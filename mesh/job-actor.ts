@@ -66,6 +66,11 @@ function sseFrame(e: JobEvent): Uint8Array {
   return enc.encode(`id: ${e.id}\nevent: ${e.event}\ndata: ${JSON.stringify(e.data)}\n\n`);
 }
 
+/** The sequence number of an event id (`<generation>.<sequence>`). */
+function seqOf(id: string): number {
+  return Number(id.split(".")[1]);
+}
+
 function base64(bytes: Uint8Array): string {
   let s = "";
   for (let i = 0; i < bytes.length; i += 0x8000) s += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
@@ -312,7 +317,9 @@ export class JobActor extends DurableObject<Env> {
       const progress = latest("progress");
       if (progress && status?.event === "status" && status.data.status === "running") out.push(progress);
     }
-    return out;
+    // In id order, as everything on a stream: the latest status may be newer than the latest
+    // progress, and a subscriber resumes from the last id it saw.
+    return out.sort((a, b) => seqOf(a.id) - seqOf(b.id));
   }
 
   /** A subscriber, forwarded by the Worker after it checked who may read this job. */

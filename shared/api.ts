@@ -3,7 +3,7 @@
  * with them and generates `/openapi.json` from them) and by the client SDK.
  */
 import { z } from "zod";
-import { AttemptOutcome, JobPhase, JobStatus, WaitReason } from "./job.ts";
+import { AttemptOutcome, JobPhase, JobStatus, ProgressPhase, WaitReason } from "./job.ts";
 import { TierName } from "./slo.ts";
 
 /** Model names appear in paths: lowercase, digits, `-`, `_`, `.`; at most 64 characters. */
@@ -91,6 +91,17 @@ export const Attempt = z.object({
 });
 export type Attempt = z.infer<typeof Attempt>;
 
+/** A running job's latest progress, as its agent last reported it: `progress` of a job view. */
+export const JobProgressView = z
+  .object({
+    step: z.number().int().describe("Steps done in this phase."),
+    total: z.number().int().describe("Steps in this phase."),
+    phase: ProgressPhase,
+    updated_at: z.string().nullable().describe("When the agent reported it, ISO 8601."),
+  })
+  .describe("The current attempt's latest progress.");
+export type JobProgressView = z.infer<typeof JobProgressView>;
+
 export const JobView = z.object({
   id: z.string(),
   model: z.string(),
@@ -103,7 +114,9 @@ export const JobView = z.object({
   version: z.string().nullable(),
   attempts: z.array(Attempt),
   queue: z.object({ position: z.number().int(), eta_s: z.number().nullable(), reason: WaitReason }).nullable(),
-  progress: z.record(z.string(), z.unknown()).nullable(),
+  progress: JobProgressView.nullable().describe(
+    "While running, once the current attempt's agent has reported progress (`GET /v1/jobs/{id}` only); null otherwise.",
+  ),
   outputs: z.array(z.record(z.string(), z.unknown())).nullable(),
   error: z.object({ code: z.string(), message: z.string() }).nullable(),
   timings: z.object({

@@ -97,9 +97,44 @@ export function decodeItems(bytes: Uint8Array, key: string): { head: Record<stri
   return { head: head as Record<string, Plain>, items };
 }
 
-/** Encodes plain data as msgpack. */
+/** msgpack's int 32 formats hold integers from here… */
+const INT32_MIN = -0x8000_0000;
+/** …to here; msgpackr writes any other number as float64, integers included. */
+const UINT32_MAX = 0xffff_ffff;
+
+/**
+ * `value` with every safe integer beyond 32 bits (a deadline in ms, a byte count) turned into a
+ * BigInt, which msgpackr writes as int 64, so a reader in another language gets an integer
+ * where the schema says integer, not a float. Containers are copied only where something changed.
+ */
+function widenIntegers(value: unknown): unknown {
+  if (typeof value === "number") {
+    return Number.isSafeInteger(value) && (value > UINT32_MAX || value < INT32_MIN) ? BigInt(value) : value;
+  }
+  if (value === null || typeof value !== "object" || value instanceof Uint8Array) return value;
+  if (Array.isArray(value)) {
+    let out: unknown[] | undefined;
+    value.forEach((item: unknown, i) => {
+      const widened = widenIntegers(item);
+      if (widened !== item) (out ??= [...value])[i] = widened;
+    });
+    return out ?? value;
+  }
+  let out: Record<string, unknown> | undefined;
+  for (const [key, item] of Object.entries(value)) {
+    const widened = widenIntegers(item);
+    // defineProperty, not assignment: a "__proto__" key stays a key (the decoder refuses it).
+    if (widened !== item) Object.defineProperty((out ??= { ...value }), key, { value: widened, enumerable: true });
+  }
+  return out ?? value;
+}
+
+/**
+ * Encodes plain data as msgpack: integers in the smallest int format that holds them (int 64
+ * beyond 32 bits), other numbers as float64.
+ */
 export function encode(value: unknown): Uint8Array {
-  return packr.pack(value);
+  return packr.pack(widenIntegers(value));
 }
 
 /**

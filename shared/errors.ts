@@ -2,6 +2,8 @@
  * The one table of error codes that cross a wire. The edge renders every error as
  * `{"error":{"code","message"}}` with the HTTP status listed here; agents, the client SDK and
  * the CLI switch on `code`, never on the message, so codes are stable and only ever added.
+ * What each code means is {@link ERROR_WHEN}; docs/protocol.md's error table is generated from
+ * both (test/gen-golden.ts).
  */
 export const ERROR_CODES = {
   bad_request: 400,
@@ -17,7 +19,6 @@ export const ERROR_CODES = {
   model_not_found: 404,
   job_not_found: 404,
   account_not_found: 404,
-  method_not_allowed: 405,
   idempotency_conflict: 409,
   job_not_finished: 409,
   conflict: 409,
@@ -32,6 +33,38 @@ export const ERROR_CODES = {
 } as const satisfies Record<string, number>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
+
+/** When the edge answers with each code: the "when" column of docs/protocol.md's error table. */
+export const ERROR_WHEN: Readonly<Record<ErrorCode, string>> = {
+  bad_request:
+    "a malformed header or path part (`Idempotency-Key`, `X-Floodgate-Agent`, a part number, an output key), a WebSocket upgrade without the `floodgate.v1` subprotocol, an upload whose size differs from the one announced, or an unknown tier",
+  invalid_body: "the body is not JSON, fails its schema, is nested past 64 levels or has a `__proto__` key",
+  invalid_input: "`input` fails the model's JSON Schema or the input rules (Jobs, below)",
+  invalid_query: "a query parameter or path parameter fails its schema",
+  invalid_upload: "an upload's parts do not match what was uploaded (etags, sizes)",
+  unauthorized: "no key, or an unknown, malformed, expired or revoked key, agent token or stream token",
+  forbidden: "a user key on an admin route, or an output URL whose signature is wrong or expired",
+  agent_id_taken: "an agent id bound to another live agent token (Connecting, below)",
+  not_found: "no such route, output, preview, key or agent token",
+  upload_not_found: "an upload id not started for that key, or already completed",
+  model_not_found: "no such model",
+  job_not_found: "no such job — also another account's job",
+  account_not_found: "no such account",
+  idempotency_conflict: "an `Idempotency-Key` reused with another body within 24 h",
+  job_not_finished: "deleting a job that has not ended",
+  conflict:
+    "a state conflict: an account that exists, shrinking a model's shards, a registry that holds the most models a job id can name",
+  stale_lease: "an agent's upload names a lease (job id and epoch) the agent does not hold: abandon the job",
+  payload_too_large:
+    "a body over 1 MiB, a job `input` over 32 KiB msgpack-encoded (send large inputs as files), or an upload part over 64 MiB",
+  upgrade_required: "`GET /v1/agent/connect` without `Upgrade: websocket`",
+  unsupported_media_type: "a body that is not sent as `application/json`",
+  rate_limited: "the account is over its rate limit",
+  overloaded:
+    "the projected wait of the account's next job in its tier (the jobs ahead of its fair-queuing tag over the tier's drain rate) is past the tier's `k × SLO`",
+  internal: "a bug; report the `X-Request-Id`",
+  unavailable: "the edge is misconfigured (e.g. no signing keys)",
+};
 
 /** The JSON body of every error answer. */
 export interface ErrorBody {

@@ -10,71 +10,135 @@
  * stream ends after a terminal event: `succeeded`, `failed`, `cancelled` or `expired`.
  */
 import { z } from "zod";
-import { JobPhase, JobStatus, WaitReason } from "./job.ts";
+import { JobPhase, JobStatus, ProgressPhase, WaitReason } from "./job.ts";
 
-export const StatusData = z.object({
-  status: JobStatus,
-  phase: JobPhase,
-  /** While queued: jobs ahead in its tier, the estimated wait, and why it waits. */
-  queue: z.object({ position: z.number().int(), eta_s: z.number().nullable(), reason: WaitReason }).nullable(),
-  /** While running: the agent and the attempt number. */
-  agent: z.string().nullable(),
-  attempt: z.number().int().nullable(),
-  /** Present and true when the subscriber's Last-Event-ID could not be resumed. */
-  reset: z.boolean().optional(),
-});
+export const StatusData = z
+  .object({
+    status: JobStatus.describe("The job's status."),
+    phase: JobPhase.describe("Its finer phase, for people watching."),
+    queue: z
+      .object({
+        position: z.number().int().describe("Jobs ahead of it in its tier."),
+        eta_s: z.number().nullable().describe("Estimated wait, seconds; null when no estimate can be made yet."),
+        reason: WaitReason.describe(
+          "Why it waits: `capacity` (agents are busy), `no_agent` (none connected), `agents_unhealthy` (its model's attempts keep failing).",
+        ),
+      })
+      .nullable()
+      .describe("While queued: its place and estimated wait; null otherwise."),
+    agent: z.string().nullable().describe("While running: the id of the agent running it; null otherwise."),
+    attempt: z
+      .number()
+      .int()
+      .nullable()
+      .describe(
+        "While running: how many attempts the job has had (its `attempts` in `GET /v1/jobs/{id}`, the current one included, drained and preempted ones too); null otherwise.",
+      ),
+    reset: z
+      .boolean()
+      .optional()
+      .describe(
+        "Present and true when the subscriber's `Last-Event-ID` could not be resumed: events may have been missed; this is the state now.",
+      ),
+  })
+  .describe("The job's state changed (and the first event of every subscription).");
 
-export const ProgressData = z.object({
-  phase: z.enum(["loading", "sampling", "decoding", "uploading"]),
-  step: z.number().int(),
-  total: z.number().int(),
-});
+export const ProgressData = z
+  .object({
+    phase: ProgressPhase,
+    step: z.number().int().describe("Steps done in this phase."),
+    total: z.number().int().describe("Steps in this phase."),
+  })
+  .describe("The agent reported progress.");
 
-export const PreviewData = z.object({
-  content_type: z.string(),
-  size: z.number().int(),
-  /** A signed URL of the preview image (SSE, larger previews). */
-  url: z.string().optional(),
-  /** The image itself, base64 (SSE, small previews). */
-  data_base64: z.string().optional(),
-  /** The image itself (WebSocket frames). */
-  bytes: z.custom<Uint8Array>((v) => v instanceof Uint8Array).optional(),
-});
+/** Previews up to this size (bytes) travel inline in SSE; larger ones by signed URL. */
+export const INLINE_PREVIEW_BYTES = 48 * 1024;
 
-export const LogData = z.object({ level: z.enum(["debug", "info", "warn", "error"]), message: z.string() });
+export const PreviewData = z
+  .object({
+    content_type: z.string().describe("The image's media type (`image/png`, `image/gif`, `image/jpeg`, `image/webp`)."),
+    size: z.number().int().describe("The image's size, bytes."),
+    url: z
+      .string()
+      .optional()
+      .describe(
+        `SSE, previews over ${INLINE_PREVIEW_BYTES} bytes: a signed URL of the image (it serves the newest preview).`,
+      ),
+    data_base64: z
+      .string()
+      .optional()
+      .describe(`SSE, previews up to ${INLINE_PREVIEW_BYTES} bytes: the image, base64.`),
+    bytes: z
+      .custom<Uint8Array>((v) => v instanceof Uint8Array)
+      .optional()
+      .describe("WebSocket frames only: the image (msgpack bin)."),
+  })
+  .describe("A new preview image of the job in progress. A resumed stream carries only the newest preview's image.");
 
-export const OutputView = z.looseObject({
-  name: z.string(),
-  content_type: z.string(),
-  size: z.number().int(),
-  sha256: z.string(),
-  url: z.string(),
-});
+export const LogData = z
+  .object({
+    level: z.enum(["debug", "info", "warn", "error"]).describe("Severity."),
+    message: z.string().describe("The line."),
+  })
+  .describe("The agent logged a line for the job's owner.");
+
+export const OutputView = z
+  .looseObject({
+    name: z.string().describe("File name."),
+    content_type: z.string().describe("Media type."),
+    size: z.number().int().describe("Bytes."),
+    sha256: z.string().describe("SHA-256 of the bytes, 64 lowercase hex chars."),
+    url: z.string().describe("A signed URL, valid one hour."),
+  })
+  .describe("An output file.");
+
+const EventId = z
+  .string()
+  .describe(
+    "`<generation>.<sequence>`: strictly increasing along one stream; send the last one you saw as `Last-Event-ID` to resume.",
+  );
+const ErrorData = z
+  .object({
+    error: z
+      .object({
+        code: z
+          .string()
+          .describe(
+            "The reason: a `job.fail` code (`oom`, `model_error`, …), `worker_lost`, `run_timeout`; `queue_ttl` for an expired job.",
+          ),
+        message: z.string().describe("For people."),
+      })
+      .describe("Why."),
+  })
+  .describe("Why the job ended.");
 
 export const JobEvent = z.discriminatedUnion("event", [
-  z.object({ id: z.string(), event: z.literal("status"), data: StatusData }),
-  z.object({ id: z.string(), event: z.literal("progress"), data: ProgressData }),
-  z.object({ id: z.string(), event: z.literal("preview"), data: PreviewData }),
-  z.object({ id: z.string(), event: z.literal("log"), data: LogData }),
-  z.object({ id: z.string(), event: z.literal("succeeded"), data: z.object({ outputs: z.array(OutputView) }) }),
+  z.object({ id: EventId, event: z.literal("status"), data: StatusData }),
+  z.object({ id: EventId, event: z.literal("progress"), data: ProgressData }),
+  z.object({ id: EventId, event: z.literal("preview"), data: PreviewData }),
+  z.object({ id: EventId, event: z.literal("log"), data: LogData }),
   z.object({
-    id: z.string(),
-    event: z.literal("failed"),
-    data: z.object({ error: z.object({ code: z.string(), message: z.string() }) }),
+    id: EventId,
+    event: z.literal("succeeded"),
+    data: z
+      .object({ outputs: z.array(OutputView).describe("The job's outputs.") })
+      .describe("The job succeeded: the last event."),
   }),
-  z.object({ id: z.string(), event: z.literal("cancelled"), data: z.object({}) }),
+  z.object({ id: EventId, event: z.literal("failed"), data: ErrorData.describe("The job failed: the last event.") }),
   z.object({
-    id: z.string(),
+    id: EventId,
+    event: z.literal("cancelled"),
+    data: z.object({}).describe("The job was cancelled: the last event. `data` is `{}`."),
+  }),
+  z.object({
+    id: EventId,
     event: z.literal("expired"),
-    data: z.object({ error: z.object({ code: z.string(), message: z.string() }) }),
+    data: ErrorData.describe("The job waited past its model's `queue_ttl_s`: the last event."),
   }),
 ]);
 export type JobEvent = z.infer<typeof JobEvent>;
 export type JobEventName = JobEvent["event"];
 
 export const TERMINAL_EVENTS: readonly JobEventName[] = ["succeeded", "failed", "cancelled", "expired"];
-
-/** Previews up to this size (bytes) travel inline in SSE; larger ones by signed URL. */
-export const INLINE_PREVIEW_BYTES = 48 * 1024;
 
 export const StreamTokenAnswer = z.object({ token: z.string(), expires_at: z.string() });

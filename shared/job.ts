@@ -15,6 +15,12 @@ export type JobStatus = z.infer<typeof JobStatus>;
 export const JobPhase = z.enum(["waiting", "assigned", "loading", "sampling", "decoding", "uploading", "done"]);
 export type JobPhase = z.infer<typeof JobPhase>;
 
+/** The phases an agent reports progress in: the running part of {@link JobPhase}. */
+export const ProgressPhase = JobPhase.extract(["loading", "sampling", "decoding", "uploading"]).describe(
+  "`loading`: the model loads; `sampling`: denoising steps; `decoding`: frames decode; `uploading`: outputs upload.",
+);
+export type ProgressPhase = z.infer<typeof ProgressPhase>;
+
 const TRANSITIONS: Record<JobStatus, readonly JobStatus[]> = {
   queued: ["running", "cancelled", "expired", "failed"],
   running: ["queued", "succeeded", "failed", "cancelled"],

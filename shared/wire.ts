@@ -10,10 +10,11 @@
  */
 import { z } from "zod";
 import { CodecError, decode, decodeItems, encode } from "./codec.ts";
+import { ProgressPhase } from "./job.ts";
 
 export const AGENT_PROTOCOL_VERSION = 1;
 export const AGENT_SUBPROTOCOL = "floodgate.v1";
-/** Header naming the agent instance (stable across reconnects) on the connect request. */
+/** Header naming the agent (its id, kept across its restarts and reconnects) on the connect request. */
 export const AGENT_ID_HEADER = "x-floodgate-agent";
 /**
  * Header naming the agent process on the connect request: random, made once per process start
@@ -35,161 +36,298 @@ export const PREVIEW_FRAME_CAP = 1024 * 1024;
 
 /** WebSocket close codes (4000–4999 are the application's, RFC 6455 §7.4.2). */
 export const CLOSE = {
-  /** A frame could not be decoded, failed its schema, or was over its cap. */
   malformed: 4400,
-  /** The token was revoked or expired while connected. */
   unauthorized: 4401,
-  /** A message arrived out of order (e.g. anything before `agent.hello`). */
   protocol: 4402,
-  /** No `agent.hello` arrived within {@link HELLO_TIMEOUT_MS} of the upgrade. */
   hello_timeout: 4408,
-  /** Another connection of the same agent process (same instance) took over. */
   replaced: 4409,
-  /**
-   * Another live agent process already speaks as this agent id (a machine image cloned with its
-   * identity): the newcomer must take a fresh id (the Node agent does so by itself).
-   */
   id_in_use: 4410,
-  /** The edge asked the agent to go (drained, shutting down). */
-  going_away: 1001,
 } as const;
+
+/**
+ * When the edge closes an agent's connection with each {@link CLOSE} code: the close-code table
+ * of docs/protocol.md is generated from it. Any other code (1000, or 1001/1006 from the platform)
+ * is not a verdict on the agent: reconnect.
+ */
+export const CLOSE_WHEN: Readonly<Record<keyof typeof CLOSE, string>> = {
+  malformed:
+    "a text frame, an unknown kind byte, a frame over its cap, undecodable msgpack, a message that fails its schema, or a message in the wrong kind of frame",
+  unauthorized:
+    "the token expired or was revoked while connected (checked on heartbeats and at revocation); its leases go back without spending attempts. Do not reconnect with that token",
+  protocol:
+    "out of order: anything before `agent.hello`, a second `agent.hello` on the connection, or a hello whose `agent_id` is not the connection's `X-Floodgate-Agent`",
+  hello_timeout:
+    "no `agent.hello` arrived within 10 s (`HELLO_TIMEOUT_MS`) of the upgrade; nothing was recorded for the connection. Reconnect and say hello first",
+  replaced:
+    "a newer connection of the same agent process (same `X-Floodgate-Instance`) took over, e.g. after a network drop the edge had not noticed; the newer one stays",
+  id_in_use:
+    "another live agent process (another `X-Floodgate-Instance`, heartbeating within the last 15 s) already speaks as this agent id, e.g. a machine image cloned with its identity. Take a fresh agent id and reconnect; the other keeps its connection and its leases",
+};
 
 /** How long after the upgrade the edge waits for `agent.hello` before closing (ms). */
 export const HELLO_TIMEOUT_MS = 10_000;
 
-const V = z.literal(AGENT_PROTOCOL_VERSION);
+const V = z.literal(AGENT_PROTOCOL_VERSION).describe("Protocol version: always 1.");
 /** msgpack bin: arrives as a Uint8Array (or a subclass, such as Node's Buffer). */
 const Bytes = z.custom<Uint8Array>((v) => v instanceof Uint8Array, "expected bytes (msgpack bin)");
-const Trace = z.string().min(1).max(64);
-const JobId = z.string().regex(/^job_[0-9a-z]{30}$/);
-const Epoch = z.number().int().min(1);
-const ModelName = z.string().min(1).max(64);
-const Version = z.string().min(1).max(128);
+const Trace = z
+  .string()
+  .min(1)
+  .max(64)
+  .describe(
+    "Trace id for logs (the Node agent sends 16 hex chars, the edge a UUID). `agent.welcome` and `agent.heartbeat_ack` echo the trace of the message they answer, `lease.stale` that of the message it refuses.",
+  );
+const JobId = z
+  .string()
+  .regex(/^job_[0-9a-z]{30}$/)
+  .describe("Job id: `job_` and 30 of 0-9a-z.");
+const Epoch = z
+  .number()
+  .int()
+  .min(1)
+  .describe("Lease epoch: every grant of a job gives it a higher one; with `job_id` it names one lease.");
+const ModelName = z.string().min(1).max(64).describe("Model name.");
+const Version = z.string().min(1).max(128).describe("Model version, as the runner names it.");
 
-export const LeaseRef = z.strictObject({ job_id: JobId, epoch: Epoch });
+export const LeaseRef = z
+  .strictObject({ job_id: JobId, epoch: Epoch })
+  .describe("One lease: a job and the epoch it was granted at.");
 export type LeaseRef = z.infer<typeof LeaseRef>;
 
-export const GpuHealth = z.strictObject({
-  /** The GPU's index as the host numbers it (nvidia-smi, CUDA_VISIBLE_DEVICES). */
-  index: z.number().int().min(0).max(63),
-  name: z.string().max(128).optional(),
-  util_pct: z.number().min(0).max(100).optional(),
-  vram_used_mb: z.number().min(0).optional(),
-  vram_total_mb: z.number().min(0).optional(),
-  temp_c: z.number().min(-50).max(200).optional(),
-});
+export const GpuHealth = z
+  .strictObject({
+    index: z
+      .number()
+      .int()
+      .min(0)
+      .max(63)
+      .describe("The GPU's index as its host numbers it (nvidia-smi's `index`, `CUDA_VISIBLE_DEVICES`)."),
+    name: z.string().max(128).optional().describe("Product name, e.g. `NVIDIA H100 80GB HBM3`."),
+    util_pct: z.number().min(0).max(100).optional().describe("Utilisation, percent."),
+    vram_used_mb: z.number().min(0).optional().describe("Memory in use, MiB (as nvidia-smi reports it)."),
+    vram_total_mb: z.number().min(0).optional().describe("Memory in total, MiB."),
+    temp_c: z.number().min(-50).max(200).optional().describe("Temperature, °C."),
+  })
+  .describe(
+    "One GPU the agent serves with (only those of its `--gpus` selection), as nvidia-smi reports it; `index` is required, send the other fields you know.",
+  );
 export type GpuHealth = z.infer<typeof GpuHealth>;
 
 // ---- agent → edge ----
 
-export const AgentHello = z.strictObject({
-  v: V,
-  type: z.literal("agent.hello"),
-  trace: Trace,
-  agent_id: AgentId,
-  name: z.string().min(1).max(128),
-  gpus: z.array(GpuHealth).max(64),
-  /** Model versions loaded, by model. */
-  versions: z.array(z.strictObject({ model: ModelName, version: Version })).max(64),
-  slots: z.number().int().min(1).max(256),
-  prefetch: z.number().int().min(0).max(64),
-  /** Leases the agent is still running, to resume after a reconnect. */
-  leases: z.array(LeaseRef).max(512),
-});
+export const AgentHello = z
+  .strictObject({
+    v: V,
+    type: z.literal("agent.hello"),
+    trace: Trace,
+    agent_id: AgentId.describe(
+      "The agent's id: equal to the connection's `X-Floodgate-Agent` header (else close 4402). Keep it across restarts and reconnects.",
+    ),
+    name: z.string().min(1).max(128).describe("A name for people, e.g. the host name; admins see its first 64 chars."),
+    gpus: z
+      .array(GpuHealth)
+      .max(64)
+      .describe("The GPUs this agent runs on (admins see the first 8); empty on a machine without one."),
+    versions: z
+      .array(
+        z
+          .strictObject({
+            model: ModelName.describe("A model the agent's token allows."),
+            version: Version.describe("The version of it the agent's runner serves."),
+          })
+          .describe("A model version the agent serves."),
+      )
+      .max(64)
+      .describe(
+        "The model versions the agent can run now, one per model (the edge keeps the first 16). It is given jobs of the models listed here that its token allows; an empty list means every model of its token, at any version. A lease with no pinned version names the first version listed.",
+      ),
+    slots: z.number().int().min(1).max(256).describe("Jobs the agent runs at once."),
+    prefetch: z
+      .number()
+      .int()
+      .min(0)
+      .max(64)
+      .describe("Jobs it may hold staged beyond its slots, to hide the gap between jobs (the Node agent: 1)."),
+    leases: z
+      .array(LeaseRef)
+      .max(512)
+      .describe(
+        "Leases the agent still runs, to resume after a reconnect; empty on a first start. Leases its id holds that are not listed, granted before this connection opened, go back to their queues at once (an attempt spent, reason `worker_lost`).",
+      ),
+  })
+  .describe(
+    "The first message on every connection, and only once: who the agent is, what it runs and which leases it still holds. Answered by `agent.welcome`. Anything before it, or a second hello, closes the connection with 4402.",
+  );
 
 /** The agent has room for `credits` more jobs (free slots plus prefetch). */
-export const WorkRequest = z.strictObject({
-  v: V,
-  type: z.literal("work.request"),
-  trace: Trace,
-  credits: z.number().int().min(0).max(320),
-});
+export const WorkRequest = z
+  .strictObject({
+    v: V,
+    type: z.literal("work.request"),
+    trace: Trace,
+    credits: z
+      .number()
+      .int()
+      .min(0)
+      .max(320)
+      .describe(
+        "How many jobs the agent can take now: free slots + prefetch − leases it holds (running or staged). A total that replaces the previous request, not an increment.",
+      ),
+  })
+  .describe(
+    "Asks for work whenever the agent has room. Answered by `job.leases` at once for what is queued; what cannot be granted waits up to 15 s (renewed by each heartbeat with credits) and is pushed as jobs arrive. No answer when there is no work.",
+  );
 
-export const AgentHeartbeat = z.strictObject({
-  v: V,
-  type: z.literal("agent.heartbeat"),
-  trace: Trace,
-  /** Every lease the agent holds: all are renewed in one call per scheduler shard. */
-  leases: z.array(LeaseRef).max(512),
-  gpus: z.array(GpuHealth).max(64),
-  /** Free capacity, as in `work.request`; 0 while draining or above the VRAM threshold. */
-  credits: z.number().int().min(0).max(320),
-  draining: z.boolean(),
-});
+export const AgentHeartbeat = z
+  .strictObject({
+    v: V,
+    type: z.literal("agent.heartbeat"),
+    trace: Trace,
+    leases: z
+      .array(LeaseRef)
+      .max(512)
+      .describe(
+        "Every lease the agent holds, running or staged. Each is renewed for `lease_ttl_ms`, except one whose attempt has run for the model's `run_timeout_s`; one not listed expires at its deadline.",
+      ),
+    gpus: z.array(GpuHealth).max(64).describe("The GPUs' health now (admins see the first 8)."),
+    credits: z
+      .number()
+      .int()
+      .min(0)
+      .max(320)
+      .describe(
+        "As in `work.request`, a total: more than 0 also asks for work. 0 while draining or above the VRAM threshold.",
+      ),
+    draining: z
+      .boolean()
+      .describe("Required. True while the agent finishes its jobs and takes none new: no work is asked for it."),
+  })
+  .describe(
+    "Every `heartbeat_ms`: renews the agent's leases and reports its GPUs. Answered by `agent.heartbeat_ack`. A heartbeat after the token expired or was revoked closes the connection with 4401.",
+  );
 
-export const ProgressPhase = z.enum(["loading", "sampling", "decoding", "uploading"]);
-
-export const AgentJobProgress = z.strictObject({
-  v: V,
-  type: z.literal("job.progress"),
-  trace: Trace,
-  job_id: JobId,
-  epoch: Epoch,
-  phase: ProgressPhase,
-  step: z.number().int().min(0),
-  total: z.number().int().min(1),
-});
+export const AgentJobProgress = z
+  .strictObject({
+    v: V,
+    type: z.literal("job.progress"),
+    trace: Trace,
+    job_id: JobId,
+    epoch: Epoch,
+    phase: ProgressPhase,
+    step: z.number().int().min(0).describe("Steps done in this phase, normally at most `total`."),
+    total: z.number().int().min(1).describe("Steps in this phase."),
+  })
+  .describe(
+    "A running job's progress, shown to its owner (event `progress`, `progress` of `GET /v1/jobs/{id}`). Renews nothing. No answer, or `lease.stale` when refused.",
+  );
 
 /** A preview frame (PNG or GIF bytes), sent as a {@link FRAME_KIND_PREVIEW} frame. */
-export const AgentJobPreview = z.strictObject({
-  v: V,
-  type: z.literal("job.preview"),
-  trace: Trace,
-  job_id: JobId,
-  epoch: Epoch,
-  content_type: z.enum(["image/png", "image/gif", "image/jpeg", "image/webp"]),
-  data: Bytes,
-});
+export const AgentJobPreview = z
+  .strictObject({
+    v: V,
+    type: z.literal("job.preview"),
+    trace: Trace,
+    job_id: JobId,
+    epoch: Epoch,
+    content_type: z
+      .enum(["image/png", "image/gif", "image/jpeg", "image/webp"])
+      .describe("The image format of `data`."),
+    data: Bytes.describe("The image."),
+  })
+  .describe(
+    "A small image of the job in progress, shown to its owner and not kept; in a preview frame (kind 0x02) only. No answer, or `lease.stale` when refused.",
+  );
 
-export const AgentJobLog = z.strictObject({
-  v: V,
-  type: z.literal("job.log"),
-  trace: Trace,
-  job_id: JobId,
-  epoch: Epoch,
-  level: z.enum(["debug", "info", "warn", "error"]),
-  message: z.string().max(4096),
-});
+export const AgentJobLog = z
+  .strictObject({
+    v: V,
+    type: z.literal("job.log"),
+    trace: Trace,
+    job_id: JobId,
+    epoch: Epoch,
+    level: z.enum(["debug", "info", "warn", "error"]).describe("Severity."),
+    message: z.string().max(4096).describe("The line, for the job's owner."),
+  })
+  .describe(
+    "A log line for the job's owner (event `log`; the newest 100 are kept while the job runs). No answer, or `lease.stale` when refused.",
+  );
 
 /** An output already uploaded through the edge (`/v1/agent/uploads`). */
-export const OutputRecord = z.strictObject({
-  name: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,63}$/),
-  key: z.string().min(1).max(512),
-  content_type: z.string().min(1).max(128),
-  size: z.number().int().min(0),
-  sha256: z.string().regex(/^[0-9a-f]{64}$/),
-});
+export const OutputRecord = z
+  .strictObject({
+    name: z
+      .string()
+      .regex(/^[a-z0-9][a-z0-9._-]{0,63}$/)
+      .describe("File name: 1–64 of a-z, 0-9, `.`, `_`, `-`, starting with a letter or digit; one output per name."),
+    key: z
+      .string()
+      .min(1)
+      .max(512)
+      .describe("Where it is stored, as the upload answered: `outputs/<job id>/<epoch>/<name>`."),
+    content_type: z.string().min(1).max(128).describe("Its media type, as the upload was started with."),
+    size: z.number().int().min(0).describe("Bytes."),
+    sha256: z
+      .string()
+      .regex(/^[0-9a-f]{64}$/)
+      .describe("SHA-256 of the bytes: 64 lowercase hex chars."),
+  })
+  .describe("An output already uploaded through the edge: the record its upload's `complete` answered, as it is.");
 export type OutputRecord = z.infer<typeof OutputRecord>;
 
-export const AgentJobComplete = z.strictObject({
-  v: V,
-  type: z.literal("job.complete"),
-  trace: Trace,
-  job_id: JobId,
-  epoch: Epoch,
-  outputs: z.array(OutputRecord).max(32),
-});
+export const AgentJobComplete = z
+  .strictObject({
+    v: V,
+    type: z.literal("job.complete"),
+    trace: Trace,
+    job_id: JobId,
+    epoch: Epoch,
+    outputs: z.array(OutputRecord).max(32).describe("The job's outputs, uploaded first; may be empty."),
+  })
+  .describe(
+    "The job succeeded. No answer when accepted (the lease ends, the job's owner is told); `lease.stale` when refused (not the job's current lease, or not this agent's).",
+  );
 
-export const AgentJobFail = z.strictObject({
-  v: V,
-  type: z.literal("job.fail"),
-  trace: Trace,
-  job_id: JobId,
-  epoch: Epoch,
-  code: z.enum(["oom", "runner_crashed", "model_error", "invalid_input", "run_timeout", "upload_failed", "cancelled"]),
-  message: z.string().max(4096),
-  /** Whether another attempt may succeed (`oom`, `runner_crashed`: yes). */
-  retryable: z.boolean(),
-});
+export const AgentJobFail = z
+  .strictObject({
+    v: V,
+    type: z.literal("job.fail"),
+    trace: Trace,
+    job_id: JobId,
+    epoch: Epoch,
+    code: z
+      .enum(["oom", "runner_crashed", "model_error", "invalid_input", "run_timeout", "upload_failed", "cancelled"])
+      .describe(
+        "Why: `oom` out of GPU memory; `runner_crashed` the runner died; `model_error` the model failed; `invalid_input` the input cannot run; `run_timeout` the runner gave up; `upload_failed` an output could not be uploaded; `cancelled` after a `job.cancel`.",
+      ),
+    message: z.string().max(4096).describe("For people."),
+    retryable: z
+      .boolean()
+      .describe(
+        "Whether another attempt may succeed (`oom`, `runner_crashed`: yes). A retryable failure sends the job back to its queue, spending an attempt; otherwise, or past `max_attempts`, the job fails with `code` as its reason.",
+      ),
+  })
+  .describe("The attempt failed. No answer when accepted; `lease.stale` when refused.");
 
 /** The agent gives leases back without spending their attempts (drain, shutdown). */
-export const AgentJobRelease = z.strictObject({
-  v: V,
-  type: z.literal("job.release"),
-  trace: Trace,
-  leases: z.array(LeaseRef).min(1).max(512),
-  reason: z.enum(["drained", "preempted"]),
-});
+export const AgentJobRelease = z
+  .strictObject({
+    v: V,
+    type: z.literal("job.release"),
+    trace: Trace,
+    leases: z
+      .array(LeaseRef)
+      .min(1)
+      .max(512)
+      .describe("The leases given back; those the agent does not hold are ignored."),
+    reason: z
+      .enum(["drained", "preempted"])
+      .describe(
+        "`drained`: the agent drains or shuts down; `preempted`: it was given more than it has room for, or its machine is taken away.",
+      ),
+  })
+  .describe(
+    "Gives leases back without spending their attempts: their jobs go back to their queues at once. No answer.",
+  );
 
 export const FromAgent = z.discriminatedUnion("type", [
   AgentHello,
@@ -206,87 +344,137 @@ export type FromAgent = z.infer<typeof FromAgent>;
 
 // ---- edge → agent ----
 
-export const Welcome = z.strictObject({
-  v: V,
-  type: z.literal("agent.welcome"),
-  trace: Trace,
-  heartbeat_ms: z.number().int().min(100),
-  lease_ttl_ms: z.number().int().min(1000),
-  control_frame_cap: z.number().int(),
-  preview_frame_cap: z.number().int(),
-  /** Leases from `agent.hello` that are still the agent's (the rest are stale). */
-  resumed: z.array(LeaseRef),
-  stale: z.array(LeaseRef),
-});
+export const Welcome = z
+  .strictObject({
+    v: V,
+    type: z.literal("agent.welcome"),
+    trace: Trace,
+    heartbeat_ms: z.number().int().min(100).describe("Send `agent.heartbeat` this often, ms."),
+    lease_ttl_ms: z.number().int().min(1000).describe("A lease ends this long after its grant or last renewal, ms."),
+    control_frame_cap: z.number().int().describe("Largest control frame, bytes, kind byte included."),
+    preview_frame_cap: z.number().int().describe("Largest preview frame, bytes, kind byte included."),
+    resumed: z
+      .array(LeaseRef)
+      .describe("Leases of the hello that are still the agent's, renewed now: keep running them."),
+    stale: z
+      .array(LeaseRef)
+      .describe("Leases of the hello that are not: abandon them (stop their runners, send nothing more about them)."),
+  })
+  .describe("The answer to `agent.hello`: the session's settings, and which of the hello's leases are still held.");
 
-export const LeaseGrant = z.strictObject({
-  job_id: JobId,
-  epoch: Epoch,
-  deadline: z.number().int(),
-  attempt: z.number().int().min(1),
-  model: ModelName,
-  version: Version.nullable(),
-  input: z.record(z.string(), z.unknown()),
-});
+export const LeaseGrant = z
+  .strictObject({
+    job_id: JobId,
+    epoch: Epoch.describe("This lease's epoch: name it in every message about the job."),
+    deadline: z
+      .number()
+      .int()
+      .describe(
+        "When the lease ends unless renewed: ms since the Unix epoch, an integer (msgpack int 64). A heartbeat listing the lease moves it to now + `lease_ttl_ms`.",
+      ),
+    attempt: z
+      .number()
+      .int()
+      .min(1)
+      .describe(
+        "Which attempt this is: the attempts spent so far (those that count against the model's `max_attempts`) + 1, so never above `max_attempts`. A grant given back without spending one (drained, preempted, never delivered) does not raise it.",
+      ),
+    model: ModelName.describe("The model to run."),
+    version: Version.nullable().describe(
+      "The version to run: the job's pinned version, else the first version the agent's hello listed; nil when neither (run the version the runner serves).",
+    ),
+    input: z
+      .record(z.string(), z.unknown())
+      .describe(
+        "The job's input, checked by the edge against the model's JSON Schema: a map nested at most 16 levels, without `__proto__`, `constructor` or `prototype` keys.",
+      ),
+  })
+  .describe("A job handed to the agent.");
 export type LeaseGrant = z.infer<typeof LeaseGrant>;
 
 /** Most leases one `job.leases` frame carries. */
 const MAX_LEASES_PER_FRAME = 320;
 
-export const JobLeases = z.strictObject({
-  v: V,
-  type: z.literal("job.leases"),
-  trace: Trace,
-  leases: z.array(LeaseGrant).max(MAX_LEASES_PER_FRAME),
-});
+export const JobLeases = z
+  .strictObject({
+    v: V,
+    type: z.literal("job.leases"),
+    trace: Trace,
+    leases: z.array(LeaseGrant).max(MAX_LEASES_PER_FRAME).describe("The leases granted."),
+  })
+  .describe(
+    "Jobs for the agent: the answer to a request for work, or pushed while a request waits. More than it has room for: give the extra back at once with `job.release` (`preempted`). A lease it cannot decode on its own (its input breaks the decoder's rules) costs only its job: answer it with `job.fail` `invalid_input`, not retryable, and run the others.",
+  );
 
 /** The edge's answer to a heartbeat: leases that are no longer the agent's. */
-export const HeartbeatAck = z.strictObject({
-  v: V,
-  type: z.literal("agent.heartbeat_ack"),
-  trace: Trace,
-  stale: z.array(LeaseRef),
-});
+export const HeartbeatAck = z
+  .strictObject({
+    v: V,
+    type: z.literal("agent.heartbeat_ack"),
+    trace: Trace,
+    stale: z
+      .array(LeaseRef)
+      .describe(
+        "Leases of the heartbeat that are no longer the agent's (requeued, cancelled, timed out or leased to another): abandon them. Every other lease it listed was renewed.",
+      ),
+  })
+  .describe("The answer to `agent.heartbeat`.");
 
 /** Something the agent sent about a lease it no longer holds; it must abandon the job. */
-export const LeaseStale = z.strictObject({
-  v: V,
-  type: z.literal("lease.stale"),
-  trace: Trace,
-  job_id: JobId,
-  epoch: z.number().int(),
-});
+export const LeaseStale = z
+  .strictObject({
+    v: V,
+    type: z.literal("lease.stale"),
+    trace: Trace,
+    job_id: JobId,
+    epoch: z.number().int().describe("The epoch the refused message named."),
+  })
+  .describe(
+    "A progress, preview, log, `job.complete` or `job.fail` named a lease the agent does not hold: it changed nothing. Abandon the job and send nothing more about it.",
+  );
 
-export const EdgeJobCancel = z.strictObject({
-  v: V,
-  type: z.literal("job.cancel"),
-  trace: Trace,
-  job_id: JobId,
-  epoch: Epoch,
-});
+export const EdgeJobCancel = z
+  .strictObject({
+    v: V,
+    type: z.literal("job.cancel"),
+    trace: Trace,
+    job_id: JobId,
+    epoch: Epoch,
+  })
+  .describe(
+    "The job's owner cancelled it; its lease has ended. Stop its runner at the next step and send nothing more about it.",
+  );
 
-export const AgentConfig = z.strictObject({
-  v: V,
-  type: z.literal("agent.config"),
-  trace: Trace,
-  heartbeat_ms: z.number().int().min(100).optional(),
-  lease_ttl_ms: z.number().int().min(1000).optional(),
-});
+export const AgentConfig = z
+  .strictObject({
+    v: V,
+    type: z.literal("agent.config"),
+    trace: Trace,
+    heartbeat_ms: z.number().int().min(100).optional().describe("Send heartbeats this often from now on, ms."),
+    lease_ttl_ms: z.number().int().min(1000).optional().describe("Leases now live this long without renewal, ms."),
+  })
+  .describe("New settings for this connection; a field left out keeps its value.");
 
-export const AgentDrain = z.strictObject({
-  v: V,
-  type: z.literal("agent.drain"),
-  trace: Trace,
-  reason: z.string().max(256),
-});
+export const AgentDrain = z
+  .strictObject({
+    v: V,
+    type: z.literal("agent.drain"),
+    trace: Trace,
+    reason: z.string().max(256).describe("Why, for people."),
+  })
+  .describe(
+    "Finish the running jobs and take none new: give the staged ones back (`job.release` `drained`) and send `draining: true` from now on.",
+  );
 
-export const EdgeError = z.strictObject({
-  v: V,
-  type: z.literal("error"),
-  trace: Trace,
-  code: z.string().max(64),
-  message: z.string().max(4096),
-});
+export const EdgeError = z
+  .strictObject({
+    v: V,
+    type: z.literal("error"),
+    trace: Trace,
+    code: z.string().max(64).describe("A stable code naming the problem, for programs."),
+    message: z.string().max(4096).describe("For people."),
+  })
+  .describe("A problem the edge reports without closing the connection: log it.");
 
 export const ToAgent = z.discriminatedUnion("type", [
   Welcome,

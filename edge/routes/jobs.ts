@@ -34,6 +34,7 @@ import {
   type SchedulerActor,
 } from "../../mesh/index.ts";
 import { StreamTokenAnswer } from "../../shared/events.ts";
+import { ProgressPhase } from "../../shared/job.ts";
 import { streamToken } from "../../shared/signing.ts";
 import { fileSecret, outputUrl } from "../files.ts";
 import type { AppEnv } from "../env.ts";
@@ -168,14 +169,16 @@ async function present(env: Env, origin: string, job: JobView, live: boolean): P
   if (!live || job.status !== "running") return { ...job, outputs };
   const snap = await actor<JobActor>(env.JOB, job.id).snapshot();
   const current = job.attempts.at(-1)?.epoch === snap.epoch;
-  if (!current || snap.progress === null) return { ...job, outputs };
+  const phase = ProgressPhase.safeParse(snap.phase);
+  if (!current || snap.progress === null || !phase.success) return { ...job, outputs };
   return {
     ...job,
     outputs,
-    phase: (snap.phase ?? job.phase) as JobView["phase"],
+    phase: phase.data,
     progress: {
-      ...snap.progress,
-      phase: snap.phase,
+      step: snap.progress.step,
+      total: snap.progress.total,
+      phase: phase.data,
       updated_at: snap.updated_at === null ? null : new Date(snap.updated_at).toISOString(),
     },
   };

@@ -261,6 +261,36 @@ describe("SchedulerCore: leases and fencing", () => {
     expect(core.store.job(kept)).toMatchObject({ status: "queued", spent: 1 });
   });
 
+  it("a lease's attempt counts the attempts spent, this one included: drained, preempted and undelivered grants do not raise it, and it never passes max_attempts", () => {
+    const { core, clock, submit } = harness({ max_attempts: 3 });
+    const id = submit("acc_1", "api");
+    const attempts: number[] = [];
+    const grant = (): Lease => {
+      const lease = only(core.lease(AGENT_A, 1, clock.now));
+      attempts.push(lease.attempt);
+      return lease;
+    };
+    // Three grants given back without spending an attempt.
+    grant();
+    core.release(AGENT_A.id, "drained", clock.now);
+    const preempted = grant();
+    core.releaseLeases(AGENT_A.id, [{ job_id: id, epoch: preempted.epoch }], "preempted", clock.now);
+    expect(core.undeliver(AGENT_A.id, [{ job_id: id, epoch: grant().epoch }], clock.now)).toBe(1);
+    // Then attempts that count: a lost agent, a retryable failure, a lost agent again.
+    grant();
+    core.release(AGENT_A.id, "worker_lost", clock.now);
+    const oom = { status: "failed", code: "oom", message: "CUDA out of memory", retryable: true } as const;
+    expect(core.complete({ job_id: id, epoch: grant().epoch }, oom, clock.now)).toMatchObject({ status: "queued" });
+    grant();
+    core.release(AGENT_A.id, "worker_lost", clock.now);
+    expect(attempts).toEqual([1, 1, 1, 1, 2, 3]);
+    expect(core.store.job(id)).toMatchObject({ status: "failed", spent: 3, error_code: "worker_lost" });
+    expect(core.lease(AGENT_A, 1, clock.now)).toEqual([]);
+    // The job's record keeps every grant that reached an agent, including those that spent nothing.
+    const view = core.view(id, "acc_1", clock.now);
+    expect(view.ok && view.job.attempts.map((a) => a.n)).toEqual([1, 2, 3, 4, 5]);
+  });
+
   it("a retryable failure requeues and spends an attempt; a non-retryable one fails at once", () => {
     const { core, clock, submit } = harness({ max_attempts: 2 });
     const id = submit("acc_1", "api");

@@ -561,7 +561,10 @@ export class SchedulerCore {
       job_id: job.id,
       epoch: job.epoch,
       deadline: job.lease_deadline,
-      attempt: attempts.length,
+      // Attempts that count against max_attempts, this one included: a grant drained, preempted
+      // or never delivered did not spend one, so a queued job (spent < max_attempts) never
+      // sees an attempt past max_attempts.
+      attempt: job.spent + 1,
       model: body.model,
       version,
       input: body.input,
@@ -1020,7 +1023,8 @@ export class SchedulerCore {
       version: body.version ?? null,
       attempts,
       queue,
-      progress: job.progress === null ? null : (JSON.parse(job.progress) as Record<string, unknown>),
+      // Stored as {@link progress} was handed it; agents report progress to job actors instead.
+      progress: job.progress === null ? null : (JSON.parse(job.progress) as JobView["progress"]),
       outputs: job.outputs === null ? null : (JSON.parse(job.outputs) as Record<string, unknown>[]),
       error: job.error_code === null ? null : { code: job.error_code, message: job.error_message ?? job.error_code },
       timings: {

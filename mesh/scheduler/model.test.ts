@@ -394,7 +394,10 @@ class Model {
       }
       this.grants.push({ agent, job_id: job.id, epoch: job.epoch });
       this.beliefs[agent]!.set(job.id, job.epoch);
-      out.push({ job_id: job.id, epoch: job.epoch, deadline: job.deadline, attempt: job.attempts });
+      // The attempt a lease names counts spent attempts, never past max_attempts.
+      const attempt = job.spent + 1;
+      assert.isAtMost(attempt, this.config.max_attempts, `${job.id} granted past max_attempts`);
+      out.push({ job_id: job.id, epoch: job.epoch, deadline: job.deadline, attempt });
     }
     return out;
   }

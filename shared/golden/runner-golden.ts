@@ -340,8 +340,8 @@ export function runnerVectors(): GoldenVectorsFile {
       "A frame on the wire is a 4-byte big-endian length, then that many bytes: one msgpack map.",
       "`msgpack` is the frame body in lowercase hex, without the length prefix; `frame` (invalid vectors) includes it.",
       'In `value`, msgpack bin (raw bytes) is written {"$bytes": "<lowercase hex>"}; everything else is plain JSON.',
-      "Decoding `msgpack` must give `value`. Encoders need not give the same bytes (key order and number widths may differ); these were written with keys in schema order, the shortest str/bin/map/array headers, the smallest int encoding for integers within 32 bits, and float64 for every other number.",
-      "Integers beyond 32 bits arrive as float64 (a JavaScript number): a reader must accept an integral float wherever an integer is expected (see `big` in the job.run example).",
+      "Decoding `msgpack` must give `value`. Encoders need not give the same bytes (key order and number widths may differ); these were written with keys in schema order, the shortest str/bin/map/array headers, the smallest int encoding for every integer (int 64 beyond 32 bits), and float64 for every other number.",
+      "Integers beyond 32 bits are int 64 (see `big` in the job.run example); a reader should still accept an integral float wherever an integer is expected, as other encoders may write one.",
       "reject_at: length = refuse on the length prefix alone; end_of_stream = the stream ends inside the frame; decode = not one plain msgpack value; schema = plain, but fails runner.schema.json.",
     ],
     vectors: examples().map(({ name, direction, message }) => {
@@ -361,7 +361,8 @@ export function directionSchema(schema: z.ZodType): Record<string, unknown> {
     unrepresentable: "any",
     override: (ctx) => {
       if (ctx.zodSchema instanceof z.ZodCustom) {
-        ctx.jsonSchema.description = "raw bytes: msgpack bin (bin 8/16/32); JSON has no equivalent";
+        const own = ctx.jsonSchema.description;
+        ctx.jsonSchema.description = `${own ? `${own} ` : ""}Raw bytes: msgpack bin (bin 8/16/32); JSON has no equivalent.`;
         ctx.jsonSchema["x-msgpack-type"] = "bin";
       }
     },

@@ -3,7 +3,7 @@ import { describe, expect, it } from "vitest";
 import { actor, type JobActor } from "../../mesh/index.ts";
 import { decode, encode } from "../../shared/codec.ts";
 import { CLOSE, FRAME_KIND_CONTROL, type LeaseGrant } from "../../shared/wire.ts";
-import { agentId, connect, hello, leaseOne, token, welcomed } from "./agent-helpers.ts";
+import { agentId, connect, hello, leaseOne, token, welcomed, within } from "./agent-helpers.ts";
 import { ADMIN, call, makeAccount, makeModel, submit } from "./helpers.ts";
 
 describe("agent connections", () => {
@@ -300,6 +300,28 @@ describe("agent connections", () => {
     if (!c.conn) throw new Error("no connection");
     c.conn.send({ v: 1, type: "work.request", trace: "t", credits: 1 });
     expect((await c.conn.closed).code).toBe(CLOSE.protocol);
+  });
+
+  it("a second agent.hello on a connection closes it with 4402 and changes nothing: its leases resume on a new connection", async () => {
+    const model = await makeModel();
+    const acct = await makeAccount();
+    const { body: job } = await submit(model, acct.key);
+    const { conn, id, t } = await welcomed(model);
+    const lease = await leaseOne(conn);
+    expect(lease.job_id).toBe(job.id);
+    // Naming no leases, as a first start would: were it taken, the job would go back to its queue.
+    conn.send(hello(id));
+    expect((await within(conn.closed, 3000, "a second hello")).code).toBe(CLOSE.protocol);
+    const view = await call<{ status: string; attempts: unknown[] }>("GET", `/v1/jobs/${job.id}`, { key: acct.key });
+    expect(view.body).toMatchObject({ status: "running", attempts: [{ epoch: lease.epoch, outcome: "running" }] });
+    const again = await connect(t.token, id);
+    if (!again.conn) throw new Error("no connection");
+    again.conn.send(hello(id, [{ job_id: job.id, epoch: lease.epoch }]));
+    expect(await again.conn.next("agent.welcome")).toMatchObject({
+      resumed: [{ job_id: job.id, epoch: lease.epoch }],
+      stale: [],
+    });
+    again.conn.ws.close(1000, "done");
   });
 
   it("revoking a token closes its live agents with 4401 and fences their leases", async () => {

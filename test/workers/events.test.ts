@@ -50,6 +50,11 @@ async function readSse(res: Response, stop: (e: Sse, all: Sse[]) => boolean, ms 
   }
 }
 
+/** The sequence number of an event's id (`<generation>.<sequence>`). */
+function seq(e: Sse): number {
+  return Number(e.id.split(".")[1]);
+}
+
 function events(id: string, key: string, headers: Record<string, string> = {}, query = ""): Promise<Response> {
   return exports.default.fetch(
     new Request(`http://edge.test/v1/jobs/${id}/events${query}`, {
@@ -126,6 +131,52 @@ describe("job events", () => {
     const c = await readSse(reset, (e) => e.event === "progress");
     expect(c[0]).toMatchObject({ event: "status", data: { status: "running", reset: true } });
     expect(c[1]).toMatchObject({ event: "progress", data: { step: 7 } });
+    conn.ws.close(1000, "done");
+  });
+
+  it("a subscriber arriving after progress and a later status change gets ids in increasing order, and resuming from any of them misses nothing", async () => {
+    const model = await makeModel();
+    const acct = await makeAccount();
+    const { body: job } = await submit(model, acct.key);
+    const { conn, lease } = await agentFor(model);
+    const l = await lease();
+    const progress = (step: number): void =>
+      conn.send({
+        v: 1,
+        type: "job.progress",
+        trace: "t",
+        job_id: job.id,
+        epoch: l.epoch,
+        phase: "sampling",
+        step,
+        total: 9,
+      });
+    // A first subscriber makes the job actor follow the job: after the progress, the status
+    // changes to phase sampling, an event newer than the progress.
+    const watching = readSse(
+      await events(job.id, acct.key),
+      (e) => e.event === "status" && e.data.phase === "sampling",
+    );
+    progress(1);
+    await watching;
+    const late = await readSse(await events(job.id, acct.key), (_e, all) => all.length === 2);
+    expect(late.map((e) => [e.event, e.data.phase])).toEqual([
+      ["progress", "sampling"],
+      ["status", "sampling"],
+    ]);
+    const ids = late.map(seq);
+    expect(ids).toEqual(ids.toSorted((a, b) => a - b));
+    expect(new Set(ids).size).toBe(ids.length);
+    // Resuming from each id seen: what the late subscriber saw after it, then what came since.
+    progress(2);
+    for (const [i, seen] of late.entries()) {
+      const resumed = await readSse(
+        await events(job.id, acct.key, { "last-event-id": seen.id }),
+        (e) => e.event === "progress" && e.data.step === 2,
+      );
+      expect(resumed.slice(0, -1)).toEqual(late.slice(i + 1));
+      expect(resumed.map(seq).every((n, k, all) => n > seq(seen) && (k === 0 || n > (all[k - 1] ?? 0)))).toBe(true);
+    }
     conn.ws.close(1000, "done");
   });
 

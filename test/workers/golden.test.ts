@@ -27,6 +27,9 @@ import {
 import wireJson from "../../shared/golden/wire-vectors.json";
 import { FromRunner, MAX_RUNNER_FRAME, ToRunner } from "../../shared/runner.ts";
 import { decodeFrame, encodeFrame } from "../../shared/wire.ts";
+import runnerSchemaJson from "../../shared/golden/runner.schema.json";
+import wireSchemaJson from "../../shared/golden/wire.schema.json";
+import { call } from "./helpers.ts";
 
 // A JSON module's inferred type is wider than its file's (strings, not unions; no Json type):
 // read as unknown, as shared/golden.test.ts reads them. The last test proves each file equal
@@ -108,5 +111,27 @@ describe("the golden files in workerd", () => {
   it("the builders give in workerd the same files as in Node", () => {
     expect(JSON.parse(JSON.stringify(wireVectors()))).toEqual(wireFile);
     expect(JSON.parse(JSON.stringify(runnerVectors()))).toEqual(runnerFile);
+  });
+});
+
+describe("the edge serves the golden files", () => {
+  const served: [string, unknown][] = [
+    ["/v1/protocol/agent.schema.json", wireSchemaJson],
+    ["/v1/protocol/agent-vectors.json", wireJson],
+    ["/v1/protocol/runner.schema.json", runnerSchemaJson],
+    ["/v1/protocol/runner-vectors.json", runnerJson],
+  ];
+
+  it.each(served)("GET %s answers the file as it is in shared/golden/, without a key", async (path, file) => {
+    const r = await call("GET", path);
+    expect(r.status).toBe(200);
+    expect(r.headers.get("content-type")).toContain("application/json");
+    expect(r.body).toEqual(file);
+  });
+
+  it("/openapi.json lists each of them as open to all", async () => {
+    const doc = (await call<{ paths: Record<string, { get?: { security?: unknown[] } }> }>("GET", "/openapi.json"))
+      .body;
+    for (const [path] of served) expect(doc.paths[path]?.get?.security).toEqual([]);
   });
 });

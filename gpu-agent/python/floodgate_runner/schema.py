@@ -155,7 +155,8 @@ def truncate(s: str, limit: int = 4096) -> str:
 
 
 def _is_int(v: Any) -> bool:
-    # Integers beyond 32 bits arrive from the agent as float64: an integral float is an integer.
+    # An encoder may write an integer as a float (msgpackr does beyond 32 bits unless handed a
+    # BigInt): an integral float is an integer.
     if isinstance(v, bool):
         return False
     return isinstance(v, int) or (isinstance(v, float) and math.isfinite(v) and v.is_integer())
