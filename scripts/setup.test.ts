@@ -7,6 +7,7 @@
 import { spawnSync } from "node:child_process";
 import {
   chmodSync,
+  copyFileSync,
   existsSync,
   mkdirSync,
   mkdtempSync,
@@ -87,13 +88,17 @@ function runSetup(m: Machine): Run {
   }
   fake("python", `PYTHONPATH="${m.python ? modules : join(dir, "none")}" exec ${PYTHON} -S "$@"`);
 
+  // The script itself, copied where the unprivileged user can read it whatever the checkout's modes.
+  const script = join(dir, "setup.sh");
+  copyFileSync(SCRIPT, script);
+  chmodSync(script, 0o755);
   const env = { PATH: bin, FLOODGATE_SETUP_PYTHON: join(bin, "python") };
   const drop = m.asUser && ROOT;
   const [cmd, args] = drop
-    ? [which("setpriv"), ["--reuid=65534", "--regid=65534", "--clear-groups", which("bash"), SCRIPT]]
-    : [which("bash"), [SCRIPT]];
+    ? [which("setpriv"), ["--reuid=65534", "--regid=65534", "--clear-groups", which("bash"), script]]
+    : [which("bash"), [script]];
   const t0 = performance.now();
-  const r = spawnSync(cmd, args, { env, encoding: "utf8", timeout: 30_000 });
+  const r = spawnSync(cmd, args, { cwd: dir, env, encoding: "utf8", timeout: 30_000 });
   const ms = performance.now() - t0;
   return {
     status: r.status,
