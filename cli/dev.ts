@@ -2,15 +2,18 @@
  * `floodgate dev`: the whole platform on one machine. Runs the edge under `wrangler dev`
  * (workerd, state persisted under `--state`), creates on first start the secrets, a demo
  * account and an agent token, writes `<state>/local.json`, prints the keys, and stops
- * everything it started on SIGINT/SIGTERM. A second start reuses the state and keys.
+ * everything it started on SIGINT/SIGTERM/SIGHUP. A second start reuses the state and keys.
+ * One launcher per state: what a killed one left running is stopped by its watchdog or by the
+ * next start, and a start on a state a live launcher owns is refused (cli/dev-instance.ts).
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { generateKeyPairSync, randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, realpathSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
 import { BUILT_IN_MODELS } from "../shared/models.ts";
+import { claimState, type Instance } from "./dev-instance.ts";
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 
@@ -168,6 +171,10 @@ export async function startEdge(opts: {
   state: string;
   envFile: string;
   quiet?: boolean;
+  /** Added to this process's environment for wrangler and workerd. */
+  env?: Record<string, string>;
+  /** Called as soon as wrangler is spawned, before it is healthy. */
+  onSpawn?: (child: ChildProcess) => void;
 }): Promise<{ url: string; child: ChildProcess }> {
   const url = `http://127.0.0.1:${opts.port}`;
   // Run wrangler with this Node (the project's pinned one), whatever the PATH holds.
@@ -197,9 +204,10 @@ export async function startEdge(opts: {
       cwd: ROOT,
       stdio: ["ignore", opts.quiet ? "ignore" : "inherit", "inherit"],
       detached: true,
-      env: { ...process.env, ...LOCAL_ENV },
+      env: { ...process.env, ...LOCAL_ENV, ...opts.env },
     },
   );
+  opts.onSpawn?.(child);
   try {
     await waitHealthy(url, child, 60_000);
   } catch (err) {
@@ -276,21 +284,41 @@ export async function waitExit(child: ChildProcess, ms: number): Promise<void> {
 }
 
 export async function dev(opts: DevOptions): Promise<number> {
-  const state = resolve(opts.state);
-  mkdirSync(state, { recursive: true });
+  mkdirSync(opts.state, { recursive: true });
+  const state = realpathSync(opts.state);
+  const log = opts.quiet ? () => {} : (s: string) => process.stdout.write(s + "\n");
+  const instance = await claimState(state, log);
+  try {
+    return await run(opts, state, instance, log);
+  } finally {
+    instance.release();
+  }
+}
+
+async function run(opts: DevOptions, state: string, instance: Instance, log: (line: string) => void): Promise<number> {
   const { file: envFile, secrets } = ensureSecrets(state);
-  const { url, child } = await startEdge({ port: opts.port, state, envFile, quiet: opts.quiet });
+  const env = { ...process.env, ...instance.env };
+  const { url, child } = await startEdge({
+    port: opts.port,
+    state,
+    envFile,
+    quiet: opts.quiet,
+    env: instance.env,
+    onSpawn: (c) => instance.add(c, "edge", true),
+  });
   let config: LocalConfig;
   try {
     config = await bootstrap(url, secrets.ADMIN_KEY, state);
   } catch (err) {
     stopProcess(child);
+    await waitExit(child, 10_000);
     throw err;
   }
-  const agents = Array.from({ length: opts.agents }, (_, index) =>
-    startAgent({ url, token: config.agent_token, state, index, quiet: opts.quiet }),
-  );
-  const log = opts.quiet ? () => {} : (s: string) => process.stdout.write(s + "\n");
+  const agents = Array.from({ length: opts.agents }, (_, index) => {
+    const agent = startAgent({ url, token: config.agent_token, state, index, quiet: opts.quiet, env });
+    instance.add(agent, "agent", false);
+    return agent;
+  });
   log(`Floodgate is running at ${config.url}`);
   log(`  user key    ${config.api_key}`);
   log(`  admin key   ${config.admin_key}`);
@@ -312,13 +340,14 @@ export async function dev(opts: DevOptions): Promise<number> {
       stopping = true;
       void shutdown();
     };
-    process.once("SIGINT", onSignal);
-    process.once("SIGTERM", onSignal);
+    // SIGHUP: the terminal was closed. Once each: a second Ctrl-C ends the launcher at once,
+    // and its watchdog stops the rest.
+    const signals = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
+    for (const sig of signals) process.once(sig, onSignal);
     child.once("exit", (code) => {
-      process.off("SIGINT", onSignal);
-      process.off("SIGTERM", onSignal);
+      for (const sig of signals) process.off(sig, onSignal);
       for (const a of agents) a.kill("SIGKILL");
-      resolveExit(stopping ? 0 : (code ?? 1));
+      void Promise.all(agents.map((a) => waitExit(a, 5_000))).then(() => resolveExit(stopping ? 0 : (code ?? 1)));
     });
   });
 }

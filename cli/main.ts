@@ -35,6 +35,9 @@ Options:
   --agents N    local agents with the demo model (default 1)
   --state DIR   where state, secrets and local.json live (default .floodgate)
   -h, --help    this text
+
+One floodgate dev per state: a second start on a state a running one owns is refused, and a
+start after one was killed first stops whatever it left running.
 `;
 
 const AGENT_HELP = `floodgate agent — attach this machine to an edge and serve jobs
