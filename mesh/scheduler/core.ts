@@ -29,6 +29,11 @@ const UNHEALTHY_AFTER = 5;
 const PARK_MS = 15_000;
 /** How long a deleted job's last epoch is remembered: past the 24 h idempotency window (ms). */
 const TOMBSTONE_MS = 48 * 3600 * 1000;
+/**
+ * The share of a tier's admission limit (`k × SLO`) past which an account that already has jobs
+ * queued in the tier is refused: such accounts are shed before the rest.
+ */
+export const BACKLOG_SHED = 0.5;
 /** Rows one sweep handles per kind, so an alarm stays short; the next alarm takes the rest. */
 const SWEEP_BATCH = 500;
 
@@ -127,6 +132,8 @@ export class SchedulerCore {
   private readonly depth = new Map<string, number>();
   /** Queued jobs per tier and lane (pinned version, or `null`); lanes with none are dropped. */
   private readonly lanes = new Map<string, Map<Lane, number>>();
+  /** Queued jobs per tier and account (`tier\naccount`); accounts with none are dropped. */
+  private readonly queuedBy = new Map<string, number>();
   private readonly running = new Map<string, number>();
   private readonly drain = new Map<string, Ewma>();
   private runtime: Ewma | undefined;
@@ -148,7 +155,7 @@ export class SchedulerCore {
     for (const r of this.store.countsByStatus()) {
       if (r.status === "running") this.running.set(r.tier, r.n);
     }
-    for (const r of this.store.queuedLanes()) this.countQueued(r.tier, r.version, r.n);
+    for (const r of this.store.queuedLanes()) this.countQueued(r.tier, r.version, r.account_id, r.n);
   }
 
   get configured(): SchedulerConfig | undefined {
@@ -187,8 +194,12 @@ export class SchedulerCore {
   }
 
   /** Counts `by` more (or fewer) queued jobs in a tier's lane. */
-  private countQueued(tier: string, lane: Lane, by: number): void {
+  private countQueued(tier: string, lane: Lane, account: string, by: number): void {
     this.bump(this.depth, tier, by);
+    const key = `${tier}\n${account}`;
+    const mine = (this.queuedBy.get(key) ?? 0) + by;
+    if (mine > 0) this.queuedBy.set(key, mine);
+    else this.queuedBy.delete(key);
     let lanes = this.lanes.get(tier);
     if (!lanes) {
       lanes = new Map();
@@ -258,50 +269,36 @@ export class SchedulerCore {
   }
 
   /**
-   * The projected wait (s) of an account's next job in a tier, and whether new submits of that
-   * account to it are refused. The wait is the account's own share's: jobs ahead of the tag its
-   * next job would get (start-time fair queuing serves the tier in tag order) over the tier's
-   * drain rate, so a flooding account, whose next tag lies past its own backlog, is shed while
-   * another account of the tier, whose next job would run soon, is not. A tier nothing drains
-   * projects how long its oldest job has waited, for every account.
+   * The projected wait (s) of a tier, and whether an account's new submits to it are refused.
+   * The wait is the tier's: `max(depth / drain rate, its oldest job's wait)`. Past `k × SLO` the
+   * tier is over capacity and refuses everyone. Accounts that already hold queued jobs in the
+   * tier are shed first, from {@link BACKLOG_SHED} of that limit: fair queuing serves an account
+   * with nothing queued next to the job in service, while a flooding account's next job would
+   * follow its own backlog. So one account's flood closes the tier to that account well before
+   * the tier's wait reaches the limit that closes it to the others.
    */
   admission(
     tierName: string,
     accountId: string,
     now: number,
-  ): { waitS: number; refused: boolean; retryAfterS: number } {
+  ): { waitS: number; refused: boolean; retryAfterS: number; backlogged: boolean } {
     const tier = this.tier(tierName);
-    if (!tier) return { waitS: 0, refused: false, retryAfterS: 0 };
+    if (!tier) return { waitS: 0, refused: false, retryAfterS: 0, backlogged: false };
     const depth = this.depth.get(tierName) ?? 0;
-    let waitS = 0;
-    if (depth > 0) {
-      // The decayed grant rate runs towards 0 in a quiet tier, where one queued job would then
-      // project hours: a tier that is served at all drains at least one job per cost.
-      const drain = this.drainRate(tierName, now);
-      if (drain > 0) {
-        const cost = this.costS();
-        const tag = fairTag(this.virtualTime(tierName), this.store.lastTag(accountId, tierName), cost);
-        waitS = this.aheadOf(tierName, tag, depth) / Math.max(drain, 1 / cost);
-      } else {
-        const oldest = this.oldestOf(tierName)?.enqueued_at;
-        waitS = projectedWaitS(depth, 0, oldest === undefined ? 0 : (now - oldest) / 1000);
-      }
-    }
-    const limit = tier.admission_k * tier.slo_s;
+    const oldest = depth > 0 ? this.oldestOf(tierName)?.enqueued_at : undefined;
+    // The decayed grant rate runs towards 0 in a quiet tier, where one queued job would then
+    // project hours: a tier that is served at all drains at least one job per cost.
+    const drain = this.drainRate(tierName, now);
+    const waitS = projectedWaitS(
+      depth,
+      drain > 0 ? Math.max(drain, 1 / this.costS()) : 0,
+      oldest === undefined ? 0 : (now - oldest) / 1000,
+    );
+    const backlogged = (this.queuedBy.get(`${tierName}\n${accountId}`) ?? 0) > 0;
+    const limit = tier.admission_k * tier.slo_s * (backlogged ? BACKLOG_SHED : 1);
     const refused = waitS > limit;
-    return { waitS, refused, retryAfterS: refused ? Math.max(1, Math.ceil(Math.min(waitS - limit, tier.slo_s))) : 0 };
-  }
-
-  /**
-   * Queued jobs of a tier with a tag below `tag`, interpolated between the tier's head and last
-   * tags (two index seeks per lane, whatever the depth).
-   */
-  private aheadOf(tier: string, tag: number, depth: number): number {
-    const head = this.headOf(tier)?.tag;
-    if (head === undefined || tag <= head) return 0;
-    const tail = Math.max(...this.lanesOf(tier).map((l) => this.store.lastQueuedTag(tier, l) ?? head));
-    if (tag > tail || tail <= head) return depth;
-    return ((tag - head) / (tail - head)) * depth;
+    const retryAfterS = refused ? Math.max(1, Math.ceil(Math.min(waitS - limit, tier.slo_s))) : 0;
+    return { waitS, refused, retryAfterS, backlogged };
   }
 
   /**
@@ -338,7 +335,7 @@ export class SchedulerCore {
         if (v.refused) {
           return fail(
             "overloaded",
-            `tier ${item.tier} is over capacity for this account: its next job's projected wait of ${Math.round(v.waitS)} s passes ${tier.admission_k} × the tier's ${tier.slo_s} s SLO; retry later, or wait for its queued jobs to drain`,
+            `tier ${item.tier} is over capacity for this account: its projected wait of ${Math.round(v.waitS)} s passes ${v.backlogged ? `${BACKLOG_SHED} × ` : ""}${tier.admission_k} × its ${tier.slo_s} s SLO${v.backlogged ? ", and this account already has jobs queued in it" : ""}; retry later`,
             v.retryAfterS,
           );
         }
@@ -364,7 +361,7 @@ export class SchedulerCore {
         this.store.setEpoch(item.id, lastEpoch);
         this.store.forgetTombstone(item.id);
       }
-      this.countQueued(item.tier, item.body.version ?? null, 1);
+      this.countQueued(item.tier, item.body.version ?? null, item.account_id, 1);
       this.counters.enqueued++;
       wrote = true;
       return { ok: true, id: item.id, status: "queued", tier: item.tier, created_at: now, existed: false };
@@ -553,7 +550,7 @@ export class SchedulerCore {
     });
     job.attempts = JSON.stringify(attempts);
     this.store.saveJob(job);
-    this.countQueued(job.tier, job.version, -1);
+    this.countQueued(job.tier, job.version, job.account_id, -1);
     this.bump(this.running, job.tier, 1);
     this.noteGrant(job.tier, now);
     this.counters.leased++;
@@ -717,7 +714,7 @@ export class SchedulerCore {
       job.error_message = message ?? code;
     }
     if (wasRunning) this.bump(this.running, job.tier, -1);
-    if (wasQueued) this.countQueued(job.tier, job.version, -1);
+    if (wasQueued) this.countQueued(job.tier, job.version, job.account_id, -1);
   }
 
   /**
@@ -747,7 +744,7 @@ export class SchedulerCore {
     job.progress = null;
     this.store.saveJob(job);
     this.bump(this.running, job.tier, -1);
-    this.countQueued(job.tier, job.version, 1);
+    this.countQueued(job.tier, job.version, job.account_id, 1);
     return "queued";
   }
 
@@ -833,7 +830,7 @@ export class SchedulerCore {
       job.lease_deadline = null;
       this.store.saveJob(job);
       this.bump(this.running, job.tier, -1);
-      this.countQueued(job.tier, job.version, 1);
+      this.countQueued(job.tier, job.version, job.account_id, 1);
       n++;
     }
     if (n > 0) {

@@ -187,10 +187,10 @@ export class SchedulerStore {
     return one<{ tag: number }>(this.sql, TAIL_QUERY, tier, lane)?.tag;
   }
 
-  /** Queued jobs per tier and lane. */
-  queuedLanes(): { tier: string; version: Lane; n: number }[] {
-    return this.sql.all<{ tier: string; version: Lane; n: number }>(
-      "SELECT tier, version, count(*) AS n FROM jobs WHERE status = 'queued' GROUP BY tier, version",
+  /** Queued jobs per tier, lane and account. */
+  queuedLanes(): { tier: string; version: Lane; account_id: string; n: number }[] {
+    return this.sql.all<{ tier: string; version: Lane; account_id: string; n: number }>(
+      "SELECT tier, version, account_id, count(*) AS n FROM jobs WHERE status = 'queued' GROUP BY tier, version, account_id",
     );
   }
 
