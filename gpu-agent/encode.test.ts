@@ -129,6 +129,17 @@ describe("encoding result frames", () => {
     expect(warnings).toEqual([expect.stringContaining("Unknown encoder 'libx264'")]);
   });
 
+  it("one frame makes no video.mp4 and starts no ffmpeg: the PNG is the whole result", async () => {
+    const warnings: string[] = [];
+    // This ffmpeg fails loudly whenever it runs: no warning means it never ran.
+    const out = await encodeOutputs(frames(1, 8, 8), {
+      ffmpeg: fakeFfmpeg("ffmpeg-never", "fail"),
+      onWarning: (w) => warnings.push(w),
+    });
+    expect(out.map((o) => o.name)).toEqual(["animation.gif", "last.png"]);
+    expect(warnings).toEqual([]);
+  });
+
   it("ffmpeg: false skips the MP4 without looking for ffmpeg", async () => {
     const out = await encodeOutputs(frames(1, 4, 4), { ffmpeg: false });
     expect(out.map((o) => o.name)).toEqual(["animation.gif", "last.png"]);

@@ -30,6 +30,11 @@ const FAULT_JOBS: Record<string, number> = { poison: 4, crash: 1, oom: 2, error:
 const EARLY_FAULTS = new Set(["stall"]);
 /** The chaos model's run timeout (s): what ends an attempt of a `stall` job, whose runner hangs. */
 const RUN_TIMEOUT_S = 15;
+/**
+ * How long the drain waits with no open job moving before it calls them stuck (ms): past a
+ * stall's run timeout and its lease's expiry, the longest a healthy job can sit unchanged.
+ */
+const QUIET_MS = (RUN_TIMEOUT_S + 30 + 15) * 1000;
 
 export interface ChaosOptions {
   mode: string;
@@ -46,8 +51,13 @@ export interface ChaosOptions {
   /** Faults start and end inside this window, from the first submit (ms). */
   window_ms: number;
   faults: FaultMix;
-  /** After the last submit and the window, how long jobs may take to end (ms). */
-  drain_ms: number;
+  /**
+   * After the last submit and the window, jobs are waited for until every one has ended; or
+   * until none has moved (status, attempt or progress step of any open job) for `quiet_ms`,
+   * which reads as stuck; or, while they still move, until `cap_ms` has passed, which reads as
+   * a slow machine (still making progress), not lost work.
+   */
+  drain: { quiet_ms: number; cap_ms: number };
   /** Probability that a job crashes its runner (the synthetic runner's `--fault-rate`). */
   runner_fault_rate: number;
   max_attempts: number;
@@ -70,7 +80,7 @@ export function preset(mode: "full" | "quick" | "short"): Omit<ChaosOptions, "se
         rate: 15,
         backlog: 400,
         window_ms: 600_000,
-        drain_ms: 300_000,
+        drain: { quiet_ms: QUIET_MS, cap_ms: 1_800_000 },
         faults: {
           kill_every_ms: 5_000,
           cut_every_ms: 8_000,
@@ -92,7 +102,7 @@ export function preset(mode: "full" | "quick" | "short"): Omit<ChaosOptions, "se
         rate: 4.5,
         backlog: 200,
         window_ms: 95_000,
-        drain_ms: 60_000,
+        drain: { quiet_ms: QUIET_MS, cap_ms: 600_000 },
         faults: {
           kill_every_ms: 5_000,
           cut_every_ms: 7_000,
@@ -114,7 +124,7 @@ export function preset(mode: "full" | "quick" | "short"): Omit<ChaosOptions, "se
         rate: 5,
         backlog: 100,
         window_ms: 26_000,
-        drain_ms: 25_000,
+        drain: { quiet_ms: QUIET_MS, cap_ms: 120_000 },
         fault_jobs: Object.fromEntries(Object.entries(FAULT_JOBS).filter(([f]) => !EARLY_FAULTS.has(f))),
         faults: {
           kill_every_ms: 7_000,
@@ -447,7 +457,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
     };
 
     const submitOp = async (o: Op): Promise<void> => {
-      const giveUpAt = Date.now() + Math.max(120_000, opts.drain_ms);
+      const giveUpAt = Date.now() + Math.max(120_000, opts.drain.quiet_ms);
       for (let attempt = 1; ; attempt++) {
         const copies = attempt === 1 ? o.copies : 1;
         const outcomes = await Promise.all(Array.from({ length: copies }, (_, c) => sendOnce(o, attempt, c)));
@@ -657,15 +667,27 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
       await faultsDone;
       await depthPoll;
 
-      // Drain: every accepted job must end.
-      const drainUntil = Date.now() + opts.drain_ms;
-      let drained = false;
-      while (Date.now() < drainUntil) {
-        const open = await countOpen(url, accounts);
-        if (open === 0) {
-          drained = true;
+      // Drain: every accepted job must end. Waiting ends early only when nothing moves.
+      const drainStart = Date.now();
+      let lastMoved = drainStart;
+      let before = "";
+      let drain: "all_ended" | "no_progress" | "cap" = "cap";
+      for (;;) {
+        const now = Date.now();
+        const open = await openJobs(url, accounts);
+        if (open?.count === 0) {
+          drain = "all_ended";
           break;
         }
+        if (open !== undefined && open.fingerprint !== before) {
+          before = open.fingerprint;
+          lastMoved = now;
+        }
+        if (now - lastMoved > opts.drain.quiet_ms) {
+          drain = "no_progress";
+          break;
+        }
+        if (now - drainStart > opts.drain.cap_ms) break;
         await sleep(1_000);
       }
       phase.observing = false;
@@ -681,7 +703,8 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
       history.write({
         t: Date.now(),
         type: "end",
-        drained,
+        drained: drain === "all_ended",
+        drain,
         fault_window_ms: opts.window_ms,
         submit_ms: submitMs,
         duration_ms: Date.now() - started,
@@ -711,8 +734,16 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
 }
 
 /** Jobs of these accounts still queued or running (first pages only: enough to say "not yet"). */
-async function countOpen(url: string, accounts: readonly Account[]): Promise<number> {
-  let open = 0;
+/**
+ * The accounts' open (queued or running) jobs: how many (up to 100 per status and account) and
+ * a fingerprint of where each stands (status, attempts, progress step), which changes whenever
+ * any of them moves. `undefined` when the edge could not be read.
+ */
+async function openJobs(
+  url: string,
+  accounts: readonly Account[],
+): Promise<{ count: number; fingerprint: string } | undefined> {
+  const marks: string[] = [];
   for (const a of accounts) {
     for (const status of ["queued", "running"]) {
       try {
@@ -720,14 +751,17 @@ async function countOpen(url: string, accounts: readonly Account[]): Promise<num
           headers: { authorization: `Bearer ${a.key}` },
           signal: AbortSignal.timeout(10_000),
         });
-        if (r.status !== 200) return Number.POSITIVE_INFINITY;
-        open += ((await r.json()) as { jobs: unknown[] }).jobs.length;
+        if (r.status !== 200) return undefined;
+        const { jobs } = (await r.json()) as {
+          jobs: { id: string; status: string; attempts: unknown[]; progress: { step?: number } | null }[];
+        };
+        for (const j of jobs) marks.push(`${j.id}:${j.status}:${j.attempts.length}:${j.progress?.step ?? ""}`);
       } catch {
-        return Number.POSITIVE_INFINITY;
+        return undefined;
       }
     }
   }
-  return open;
+  return { count: marks.length, fingerprint: marks.sort().join(",") };
 }
 
 /** Every job of an account, page by page; each view is handed to `onSeen`. */

@@ -192,6 +192,21 @@ describe("chaos checker", () => {
     expect(v).toMatchObject({ ok: false, stuck: 2, stuck_running: 1, stuck_queued: 1 });
   });
 
+  it("open jobs left when nothing moved for the drain's quiet period are stuck; left at the drain cap while moving, they are slow, not stuck", () => {
+    const open = (drain: "no_progress" | "cap") =>
+      check(
+        history(3, (events) => {
+          finalOf(events, "job_0").seen = job(0, "running", [attempt(1, "running", T + 1_000)]);
+          const end = events.find((e) => e.type === "end");
+          if (end?.type === "end") Object.assign(end, { drained: false, drain });
+        }),
+      );
+    expect(open("no_progress")).toMatchObject({ ok: false, stuck: 1, still_moving: 0 });
+    const slow = open("cap");
+    expect(slow).toMatchObject({ ok: true, stuck: 0, still_moving: 1, lost: 0 });
+    expect(verdictLine(slow)).toContain("still moving at the drain cap 1");
+  });
+
   it("one Idempotency-Key answered with two job ids, or listed twice, is a split submit", () => {
     const answered = check(
       history(2, (events) => {

@@ -7,7 +7,10 @@
  * - **duplicated**: a job seen with two different visible results, seen terminal and later not,
  *   or with more than one succeeded attempt.
  * - **split**: a logical submit (one Idempotency-Key) that made more than one job.
- * - **stuck**: an accepted job that is not terminal at the end (a lease still held, or queued).
+ * - **stuck**: an accepted job that is not terminal at the end (a lease still held, or queued),
+ *   when the drain ended because no open job had moved for its quiet period. Open jobs left when
+ *   the drain's cap ended it while they still moved are counted apart (`still_moving`): a slow
+ *   machine, not a hang.
  * - **stale accepted**: a job whose visible result came from an epoch that was not its last, from
  *   an attempt a client had already seen end otherwise, or from an epoch at which the edge had
  *   refused something as stale before it accepted the result.
@@ -50,6 +53,8 @@ export interface Verdict {
   duplicated: number;
   split: number;
   stuck: number;
+  /** Jobs still open, and still moving, when the drain's cap ended the run: slow, not stuck. */
+  still_moving: number;
   stuck_running: number;
   stuck_queued: number;
   stale_refused: number;
@@ -342,6 +347,13 @@ export function check(events: readonly HistoryEvent[]): Verdict {
   if (lostJobs.length > 0) problems.push(`lost ${lostJobs.length}: ${examples(lostJobs)}`);
   if (duplicated.length > 0) problems.push(`duplicated ${duplicated.length}: ${examples(duplicated)}`);
   if (splitOps.length > 0) problems.push(`split ${splitOps.length}: ${examples(splitOps)}`);
+  // Jobs still open when the drain's cap ended it while they moved ran slowly, not stuck: they
+  // are reported apart. Open jobs left when nothing moved for the quiet period are stuck.
+  const slow = end?.type === "end" && end.drain === "cap" ? [...stuckRunning, ...stuckQueued] : [];
+  if (slow.length > 0) {
+    stuckRunning.length = 0;
+    stuckQueued.length = 0;
+  }
   if (stuckRunning.length + stuckQueued.length > 0)
     problems.push(`stuck ${stuckRunning.length + stuckQueued.length}: ${examples([...stuckRunning, ...stuckQueued])}`);
   if (staleAccepted.length > 0) problems.push(`stale accepted ${staleAccepted.length}: ${examples(staleAccepted)}`);
@@ -358,6 +370,7 @@ export function check(events: readonly HistoryEvent[]): Verdict {
     duplicated: duplicated.length,
     split: splitOps.length,
     stuck: stuckRunning.length + stuckQueued.length,
+    still_moving: slow.length,
     stuck_running: stuckRunning.length,
     stuck_queued: stuckQueued.length,
     stale_refused: staleRefused,
@@ -409,6 +422,7 @@ export function verdictLine(v: Verdict): string {
     `lost ${v.lost}`,
     `duplicated ${v.duplicated}`,
     `stuck ${v.stuck}`,
+    ...(v.still_moving > 0 ? [`still moving at the drain cap ${v.still_moving}`] : []),
     `split ${v.split}`,
     `stale accepted ${v.stale_accepted}`,
     `stale refused ${v.stale_refused}`,

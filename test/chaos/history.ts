@@ -90,6 +90,11 @@ export type HistoryEvent =
       t: number;
       type: "end";
       drained: boolean;
+      /**
+       * How the drain ended: every accepted job ended; no open job moved for the quiet period
+       * (what is left is stuck); or the cap passed while jobs still moved (a slow machine).
+       */
+      drain?: "all_ended" | "no_progress" | "cap";
       /** The fault plan's window, from the first submit (ms). */
       fault_window_ms: number;
       /** From the first submit until the last one was answered (ms). */
