@@ -13,8 +13,10 @@ import { errorResponse } from "./errors.ts";
 import { openApiDocument, type RouteDoc } from "./openapi.ts";
 import { fileDocs, fileRoutes } from "./files.ts";
 import { adminDocs, adminRoutes } from "./routes/admin.ts";
-import { agentAuth, agentDocs, agentRoutes, MAX_PART_BYTES } from "./routes/agent.ts";
+import { MAX_PART_BYTES } from "../shared/outputs.ts";
+import { agentAuth, agentDocs, agentRoutes } from "./routes/agent.ts";
 import { jobDocs, jobRoutes } from "./routes/jobs.ts";
+import { uploadDocs, uploadRoutes } from "./routes/uploads.ts";
 
 export const VERSION = "0.1.0";
 
@@ -28,7 +30,10 @@ const systemDocs: RouteDoc[] = [
     responses: { 200: { description: "OpenAPI 3.1" } },
   },
 ];
-const docs = openApiDocument([...systemDocs, ...jobDocs, ...adminDocs, ...agentDocs, ...fileDocs], VERSION);
+const docs = openApiDocument(
+  [...systemDocs, ...jobDocs, ...adminDocs, ...agentDocs, ...uploadDocs, ...fileDocs],
+  VERSION,
+);
 
 const PART_PATH = /^\/v1\/agent\/uploads\/[^/]+\/parts\//;
 
@@ -62,6 +67,7 @@ export function buildApp(): Hono<AppEnv> {
   app.route("/", jobRoutes);
   app.route("/", adminRoutes);
   app.route("/", agentRoutes);
+  app.route("/", uploadRoutes);
   app.route("/", fileRoutes);
   app.notFound(() => {
     throw new FloodgateError("not_found", "no such route; GET /openapi.json lists them");

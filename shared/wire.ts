@@ -130,13 +130,22 @@ export const AgentJobLog = z.strictObject({
   message: z.string().max(4096),
 });
 
-/** An output already uploaded through the edge (`/v1/agent/uploads`). */
+/** Most outputs one attempt may have (one `job.complete` carries them all). */
+export const MAX_OUTPUTS = 32;
+
+/** An output already uploaded through the edge (`/v1/agent/uploads`), as the edge answered it. */
 export const OutputRecord = z.strictObject({
   name: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,63}$/),
   key: z.string().min(1).max(512),
   content_type: z.string().min(1).max(128),
   size: z.number().int().min(0),
   sha256: z.string().regex(/^[0-9a-f]{64}$/),
+  /**
+   * The edge's HMAC over key, size, sha256 and content type (shared/signing.ts), proving it
+   * stored and hashed these bytes itself; `job.complete` is refused for a record without a
+   * valid one.
+   */
+  receipt: z.string().regex(/^[A-Za-z0-9_-]{43}$/),
 });
 export type OutputRecord = z.infer<typeof OutputRecord>;
 
@@ -146,7 +155,7 @@ export const AgentJobComplete = z.strictObject({
   trace: Trace,
   job_id: JobId,
   epoch: Epoch,
-  outputs: z.array(OutputRecord).max(32),
+  outputs: z.array(OutputRecord).max(MAX_OUTPUTS),
 });
 
 export const AgentJobFail = z.strictObject({
@@ -244,6 +253,21 @@ export const EdgeJobCancel = z.strictObject({
   epoch: Epoch,
 });
 
+/**
+ * The edge refused a `job.complete`: its outputs were not what the edge verified for this lease,
+ * or not what the model requires. The attempt ended as a failure (`invalid_output`); the agent
+ * abandons the job.
+ */
+export const JobRefused = z.strictObject({
+  v: V,
+  type: z.literal("job.refused"),
+  trace: Trace,
+  job_id: JobId,
+  epoch: Epoch,
+  code: z.enum(["invalid_output"]),
+  message: z.string().max(4096),
+});
+
 export const AgentConfig = z.strictObject({
   v: V,
   type: z.literal("agent.config"),
@@ -273,6 +297,7 @@ export const ToAgent = z.discriminatedUnion("type", [
   HeartbeatAck,
   LeaseStale,
   EdgeJobCancel,
+  JobRefused,
   AgentConfig,
   AgentDrain,
   EdgeError,
