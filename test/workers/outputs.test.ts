@@ -136,6 +136,20 @@ function forged(h: Held, name = "image.png"): OutputRecord {
   };
 }
 
+/**
+ * Leaves what a cleanup that never ran would leave under a job: a stray file and an open
+ * multipart upload with its marker, under an epoch of its own.
+ */
+async function strays(jobId: string): Promise<{ key: string; uploadId: string }> {
+  await env.OUTPUTS.put(`outputs/${jobId}/99/stray.json`, "{}");
+  const key = `outputs/${jobId}/99/open.json`;
+  const upload = await env.OUTPUTS.createMultipartUpload(key);
+  await upload.uploadPart(1, new Uint8Array(4));
+  const marker: UploadMarker = { upload_id: upload.uploadId, key, size: "4" };
+  await env.OUTPUTS.put(`uploads/${jobId}/99/open.json`, null, { customMetadata: { ...marker } });
+  return { key, uploadId: upload.uploadId };
+}
+
 describe("outputs the edge checks", () => {
   it("a job.complete naming an object never uploaded ends the attempt as invalid_output and is retried; the job never succeeds with a broken URL", async () => {
     const h = await held({ max_attempts: 2 });
@@ -400,20 +414,6 @@ describe("bytes gone", () => {
     expect(await stillOpen(open)).toBe(false);
     h.conn.ws.close(1000, "done");
   });
-
-  /**
-   * Leaves what a cleanup that never ran would leave under a job: a stray file and an open
-   * multipart upload with its marker, under an epoch of its own.
-   */
-  async function strays(jobId: string): Promise<{ key: string; uploadId: string }> {
-    await env.OUTPUTS.put(`outputs/${jobId}/99/stray.json`, "{}");
-    const key = `outputs/${jobId}/99/open.json`;
-    const upload = await env.OUTPUTS.createMultipartUpload(key);
-    await upload.uploadPart(1, new Uint8Array(4));
-    const marker: UploadMarker = { upload_id: upload.uploadId, key, size: "4" };
-    await env.OUTPUTS.put(`uploads/${jobId}/99/open.json`, null, { customMetadata: { ...marker } });
-    return { key, uploadId: upload.uploadId };
-  }
 
   it("DELETE of a cancelled job with uploads leaves no object under it, finished or not", async () => {
     const h = await held();
