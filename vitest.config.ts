@@ -7,11 +7,12 @@ import { generateKeyPairSync } from "node:crypto";
 import { cloudflareTest } from "@cloudflare/vitest-plugin";
 import { defineConfig } from "vitest/config";
 
-/** Test-only secrets, made fresh for each run. */
+/** Test-only secrets, made fresh for each run, and the edge's public URL. */
 export function testSecrets(): Record<string, string> {
   const { privateKey } = generateKeyPairSync("ed25519");
   const older = generateKeyPairSync("ed25519").privateKey;
   return {
+    PUBLIC_URL: "http://edge.test",
     ADMIN_KEY: "fga_test-admin-key",
     FILE_SIGNING_KEY: "test-file-signing-key-0123456789abcdef",
     AGENT_SIGNING_KEYS: JSON.stringify({

@@ -434,10 +434,15 @@ async function download(
   return size;
 }
 
-/** Downloads a job's outputs into `dir`; a URL that expired is refreshed by reading the job. */
+/**
+ * Downloads a job's outputs into `dir`; a URL that expired is refreshed by reading the job.
+ * URLs are resolved against the edge's URL (an edge without a configured public URL signs them
+ * relative to itself).
+ */
 async function saveOutputs(
   io: Io,
   fg: FloodgateClient,
+  baseUrl: string,
   jobId: string,
   outputs: Output[],
   dir: string,
@@ -452,7 +457,7 @@ async function saveOutputs(
     const expect = { size: o.size, sha256: o.sha256 };
     let size: number;
     try {
-      size = await download(io, o.url, file, expect, signal);
+      size = await download(io, new URL(o.url, baseUrl).href, file, expect, signal);
     } catch (err) {
       const status = (err as { status?: number }).status;
       if (status !== 403 && status !== 404) throw err;
@@ -460,7 +465,7 @@ async function saveOutputs(
       fresh ??= await fg.jobs.get(jobId, { signal });
       const again = fresh.outputs?.find((x) => x.name === o.name)?.url;
       if (typeof again !== "string") throw err;
-      size = await download(io, again, file, expect, signal);
+      size = await download(io, new URL(again, baseUrl).href, file, expect, signal);
     }
     screen.line(`saved ${relative(io.cwd, file) || file} (${formatBytes(size)})`);
     saved.push(file);
@@ -550,7 +555,7 @@ async function watchJob(io: Io, fg: FloodgateClient, baseUrl: string, jobId: str
         case "succeeded": {
           screen.clear();
           clearInterval(ticker);
-          const saved = await saveOutputs(io, fg, jobId, e.data.outputs, dir, stop.signal, screen);
+          const saved = await saveOutputs(io, fg, baseUrl, jobId, e.data.outputs, dir, stop.signal, screen);
           if (!o.json) for (const f of saved) io.stdout(`${f}\n`);
           return 0;
         }

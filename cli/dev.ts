@@ -194,6 +194,9 @@ export async function startEdge(opts: {
       join(opts.state, "wrangler"),
       "--env-file",
       opts.envFile,
+      // Signed output URLs start with the edge's public URL, here its local one.
+      "--var",
+      `PUBLIC_URL:${url}`,
       "--log-level",
       "warn",
       "--show-interactive-dev-session=false",

@@ -13,9 +13,11 @@ import { errorResponse } from "./errors.ts";
 import { openApiDocument, type RouteDoc } from "./openapi.ts";
 import { fileDocs, fileRoutes } from "./files.ts";
 import { adminDocs, adminRoutes } from "./routes/admin.ts";
-import { agentAuth, agentDocs, agentRoutes, MAX_PART_BYTES } from "./routes/agent.ts";
+import { MAX_PART_BYTES } from "../shared/outputs.ts";
+import { agentAuth, agentDocs, agentRoutes } from "./routes/agent.ts";
 import { jobDocs, jobRoutes } from "./routes/jobs.ts";
 import { protocolDocs, protocolRoutes } from "./routes/protocol.ts";
+import { uploadDocs, uploadRoutes } from "./routes/uploads.ts";
 
 export const VERSION = "0.1.0";
 
@@ -30,7 +32,7 @@ const systemDocs: RouteDoc[] = [
   },
 ];
 const docs = openApiDocument(
-  [...systemDocs, ...jobDocs, ...adminDocs, ...agentDocs, ...fileDocs, ...protocolDocs],
+  [...systemDocs, ...jobDocs, ...adminDocs, ...agentDocs, ...uploadDocs, ...fileDocs, ...protocolDocs],
   VERSION,
 );
 
@@ -66,6 +68,7 @@ export function buildApp(): Hono<AppEnv> {
   app.route("/", jobRoutes);
   app.route("/", adminRoutes);
   app.route("/", agentRoutes);
+  app.route("/", uploadRoutes);
   app.route("/", fileRoutes);
   app.route("/", protocolRoutes);
   app.notFound(() => {

@@ -1,6 +1,7 @@
 /**
  * Secrets of the Worker, which `wrangler types` cannot see in wrangler.toml. Set them with
- * `wrangler secret put`, or let `floodgate dev` write them to its env file.
+ * `wrangler secret put`, or let `floodgate dev` write them to its env file; and the optional
+ * variables wrangler.toml leaves unset.
  */
 import type { Principal } from "../mesh/index.ts";
 import type { AgentClaims } from "../shared/tokens.ts";
@@ -10,8 +11,14 @@ interface Secrets {
   ADMIN_KEY: string;
   /** JSON `{"active": kid, "keys": [private JWKs, each with its kid]}` signing agent tokens. */
   AGENT_SIGNING_KEYS: string;
-  /** HMAC key (any long random string) that signs output URLs. */
+  /** HMAC key (any long random string) that signs output URLs and output receipts. */
   FILE_SIGNING_KEY: string;
+  /**
+   * The edge's public URL (a `[vars]` entry or `--var`; `floodgate dev` sets its local URL):
+   * signed output and preview URLs start with its origin, never with the request's `Host`.
+   * Unset, they are relative to the API.
+   */
+  PUBLIC_URL?: string;
 }
 
 declare global {

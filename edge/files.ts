@@ -1,11 +1,17 @@
 /**
  * Output files and previews: served through signed, expiring URLs. A URL is signed afresh on
  * every read of its job (shared/signing.ts, HMAC-SHA256 with FILE_SIGNING_KEY), so sharing one
- * gives access for its lifetime only; a tampered or expired signature is 403.
+ * gives access for its lifetime only; a tampered or expired signature is 403. URLs start with the
+ * configured public origin (PUBLIC_URL), never the request's Host.
+ *
+ * Files are what agents uploaded, served from the API's own origin, so no answer may let a
+ * browser run them there: every answer says `nosniff` and a sandboxing Content-Security-Policy,
+ * and only images and video are served inline; everything else is an attachment.
  */
-import { Hono } from "hono";
+import { Hono, type MiddlewareHandler } from "hono";
 import { FloodgateError } from "../shared/errors.ts";
-import { signedOutputUrl, verify } from "../shared/signing.ts";
+import { INLINE_MEDIA_TYPES, mediaType } from "../shared/outputs.ts";
+import { publicOrigin, signedOutputUrl, verify } from "../shared/signing.ts";
 import { actor, type JobActor } from "../mesh/index.ts";
 import type { AppEnv } from "./env.ts";
 import type { RouteDoc } from "./openapi.ts";
@@ -15,9 +21,24 @@ export function fileSecret(env: Env): string {
   return env.FILE_SIGNING_KEY;
 }
 
-/** A signed URL for an output key. */
-export async function outputUrl(env: Env, origin: string, key: string): Promise<string> {
-  return await signedOutputUrl(fileSecret(env), origin, key);
+/** A signed URL for an output key, at the edge's public origin. */
+export async function outputUrl(env: Env, key: string): Promise<string> {
+  return await signedOutputUrl(fileSecret(env), publicOrigin(env.PUBLIC_URL), key);
+}
+
+/**
+ * Headers on every file and preview answer, errors included: no type sniffing, and a policy
+ * that lets nothing load or run (`sandbox` also gives the document an opaque origin).
+ */
+export const FILE_SAFETY_HEADERS: Readonly<Record<string, string>> = {
+  "x-content-type-options": "nosniff",
+  "content-security-policy": "default-src 'none'; sandbox",
+};
+
+/** `inline` for media a browser only displays, `attachment` for everything else. */
+function disposition(contentType: string | undefined, name: string): string {
+  const kind = contentType !== undefined && INLINE_MEDIA_TYPES.has(mediaType(contentType)) ? "inline" : "attachment";
+  return `${kind}; filename="${name}"`;
 }
 
 async function checkSigned(
@@ -34,7 +55,14 @@ async function checkSigned(
     throw new FloodgateError("forbidden", "the URL has expired; read the job again for a fresh URL");
 }
 
+const safe: MiddlewareHandler<AppEnv> = async (c, next) => {
+  await next();
+  for (const [k, v] of Object.entries(FILE_SAFETY_HEADERS)) c.res.headers.set(k, v);
+};
+
 export const fileRoutes = new Hono<AppEnv>()
+  .use("/v1/files/*", safe)
+  .use("/v1/jobs/:id/preview", safe)
   .get("/v1/files/*", async (c) => {
     let key: string;
     try {
@@ -47,6 +75,11 @@ export const fileRoutes = new Hono<AppEnv>()
     if (!object) throw new FloodgateError("not_found", "no such output (deleted, or past retention)");
     const headers = new Headers();
     object.writeHttpMetadata(headers);
+    // Output names are [a-z0-9._-], safe in a quoted filename.
+    headers.set(
+      "content-disposition",
+      disposition(object.httpMetadata?.contentType, key.slice(key.lastIndexOf("/") + 1)),
+    );
     headers.set("etag", object.httpEtag);
     headers.set("content-length", String(object.size));
     headers.set("cache-control", "private, max-age=3600");
@@ -58,7 +91,11 @@ export const fileRoutes = new Hono<AppEnv>()
     const preview = await actor<JobActor>(c.env.JOB, id).previewBytes();
     if (!preview) throw new FloodgateError("not_found", "no preview for this job right now");
     return new Response(preview.data, {
-      headers: { "content-type": preview.content_type, "cache-control": "no-store" },
+      headers: {
+        "content-type": preview.content_type,
+        "content-disposition": disposition(preview.content_type, `${id}-preview`),
+        "cache-control": "no-store",
+      },
     });
   });
 

@@ -338,6 +338,11 @@ export class Agent extends EventEmitter {
       case "job.cancel":
         this.abandon(msg.job_id, msg.epoch, "cancelled by the client");
         return;
+      case "job.refused":
+        // The attempt has ended as a failure on the edge's side; it may be retried elsewhere.
+        this.log(`the edge refused the result of ${msg.job_id} at epoch ${msg.epoch} (${msg.code}): ${msg.message}`);
+        this.abandon(msg.job_id, msg.epoch, "result refused");
+        return;
       case "agent.config":
         if (msg.heartbeat_ms !== undefined && msg.heartbeat_ms !== this.heartbeatMs) {
           this.heartbeatMs = msg.heartbeat_ms;
@@ -512,7 +517,14 @@ export class Agent extends EventEmitter {
       const target = { baseUrl: this.opts.url.replace(/\/$/, ""), token: this.opts.token, agentId: this.agentId };
       for (const o of encoded) {
         if (h.abandoned) return;
-        records.push(await uploadOutput(target, ref, { name: o.name, content_type: o.content_type, source: [o.data] }));
+        records.push(
+          await uploadOutput(target, ref, {
+            name: o.name,
+            content_type: o.content_type,
+            size: o.data.length,
+            source: [o.data],
+          }),
+        );
       }
       this.sendOrKeep({
         v: AGENT_PROTOCOL_VERSION,

@@ -1,13 +1,14 @@
 /**
  * Output uploads: through the edge to R2 as a multipart upload, authorised by the agent token
- * and the lease epoch. Parts are sent as they are cut from the source, so an output of
- * hundreds of MB never has to be in one request.
+ * and the lease epoch. The start announces the output's size (the edge checks it against the
+ * model's caps before anything is stored); parts are sent as they are cut from the source, each
+ * exactly the part size the edge answered but the last, so an output of hundreds of MB never
+ * has to be in one request. The edge hashes what it stored and answers the record, with its
+ * receipt, that `job.complete` carries.
  */
 import { createHash } from "node:crypto";
+import { DEFAULT_PART_BYTES } from "../shared/outputs.ts";
 import { AGENT_ID_HEADER, OutputRecord } from "../shared/wire.ts";
-
-/** Size of the parts the agent sends (bytes); R2 needs ≥ 5 MiB for every part but the last. */
-export const PART_BYTES = 8 * 1024 * 1024;
 
 export class UploadError extends Error {
   readonly status: number;
@@ -68,55 +69,49 @@ async function* parts(
 
 /**
  * Uploads one output of a job the agent holds at `epoch` and answers its record for
- * `job.complete`. The sha256 and size are computed as the bytes go.
+ * `job.complete`. `size` is announced at the start; the sha256 is computed as the bytes go.
  */
 export async function uploadOutput(
   t: UploadTarget,
   lease: { job_id: string; epoch: number },
-  output: { name: string; content_type: string; source: AsyncIterable<Uint8Array> | Iterable<Uint8Array> },
-  partBytes = PART_BYTES,
+  output: {
+    name: string;
+    content_type: string;
+    size: number;
+    source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>;
+  },
+  partBytes = DEFAULT_PART_BYTES,
 ): Promise<OutputRecord> {
   const started = (await call(
     t,
     "POST",
     "/v1/agent/uploads",
-    JSON.stringify({ job_id: lease.job_id, epoch: lease.epoch, name: output.name, content_type: output.content_type }),
-  )) as { upload_id: string; key: string };
+    JSON.stringify({
+      job_id: lease.job_id,
+      epoch: lease.epoch,
+      name: output.name,
+      content_type: output.content_type,
+      size: output.size,
+      part_bytes: partBytes,
+    }),
+  )) as { upload_id: string; key: string; part_bytes: number };
   const hash = createHash("sha256");
-  let size = 0;
   const done: { part_number: number; etag: string }[] = [];
+  const put = async (n: number, part: Uint8Array<ArrayBuffer>): Promise<void> => {
+    const path = `/v1/agent/uploads/${encodeURIComponent(started.upload_id)}/parts/${n}?key=${encodeURIComponent(started.key)}`;
+    const res = (await call(t, "PUT", path, part, false)) as { part_number: number; etag: string };
+    done.push({ part_number: res.part_number, etag: res.etag });
+  };
+  let size = 0;
   let n = 0;
-  for await (const part of parts(output.source, partBytes)) {
+  for await (const part of parts(output.source, started.part_bytes)) {
     n += 1;
     hash.update(part);
     size += part.length;
-    const q = `?key=${encodeURIComponent(started.key)}`;
-    const res = (await call(
-      t,
-      "PUT",
-      `/v1/agent/uploads/${encodeURIComponent(started.upload_id)}/parts/${n}${q}`,
-      part,
-      false,
-    )) as {
-      part_number: number;
-      etag: string;
-    };
-    done.push({ part_number: res.part_number, etag: res.etag });
+    await put(n, part);
   }
-  if (n === 0) {
-    // An empty output is still one (empty) part.
-    const res = (await call(
-      t,
-      "PUT",
-      `/v1/agent/uploads/${encodeURIComponent(started.upload_id)}/parts/1?key=${encodeURIComponent(started.key)}`,
-      new Uint8Array(0),
-      false,
-    )) as {
-      part_number: number;
-      etag: string;
-    };
-    done.push(res);
-  }
+  // An empty output is still one (empty) part.
+  if (n === 0) await put(1, new Uint8Array(0));
   const record = await call(
     t,
     "POST",

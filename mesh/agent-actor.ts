@@ -12,6 +12,7 @@
 import { DurableObject } from "cloudflare:workers";
 import type { ModelConfig } from "../shared/api.ts";
 import { parseJobId, schedulerName } from "../shared/ids.ts";
+import { outputPolicy } from "../shared/outputs.ts";
 import {
   AGENT_ID_HEADER,
   AGENT_INSTANCE_HEADER,
@@ -27,9 +28,11 @@ import {
   PREVIEW_FRAME_CAP,
   type GpuHealth,
   type LeaseRef,
+  type OutputRecord,
   type ToAgent,
 } from "../shared/wire.ts";
 import type { JobActor } from "./job-actor.ts";
+import { checkOutputs, type OutputCheck } from "./outputs.ts";
 import type { RegistryActor } from "./registry-actor.ts";
 import { actor, type Remote } from "./remote.ts";
 import type { SchedulerActor } from "./scheduler-actor.ts";
@@ -226,6 +229,18 @@ export class AgentActor extends DurableObject<Env> {
   private scheduler(jobId: string) {
     const route = parseJobId(jobId);
     return route ? actor<SchedulerActor>(this.env.SCHEDULER, schedulerName(route)) : undefined;
+  }
+
+  /** A `job.complete`'s outputs checked against the edge's receipts and the model's policy. */
+  private async checkCompletion(ref: LeaseRef, records: OutputRecord[]): Promise<OutputCheck> {
+    const number = parseJobId(ref.job_id)?.modelNumber;
+    let model = (await this.modelConfigs()).find((m) => m.number === number);
+    if (!model) {
+      // A model registered since the snapshot was taken.
+      this.models = undefined;
+      model = (await this.modelConfigs()).find((m) => m.number === number);
+    }
+    return await checkOutputs(records, ref, outputPolicy(model?.outputs), this.env.FILE_SIGNING_KEY ?? "");
   }
 
   /** Whether the registry says the token is live; a registry that cannot answer changes nothing. */
@@ -425,22 +440,32 @@ export class AgentActor extends DurableObject<Env> {
       case "job.fail": {
         const sched = this.scheduler(msg.job_id);
         const ref = { job_id: msg.job_id, epoch: msg.epoch };
+        // Outputs are recorded only as the edge verified them; anything else fails the attempt.
+        const checked = msg.type === "job.complete" ? await this.checkCompletion(ref, msg.outputs) : undefined;
         const out = sched
           ? await sched.complete(
               ref,
-              msg.type === "job.complete"
-                ? { status: "succeeded", outputs: msg.outputs }
-                : { status: "failed", code: msg.code, message: msg.message, retryable: msg.retryable },
+              msg.type === "job.fail"
+                ? { status: "failed", code: msg.code, message: msg.message, retryable: msg.retryable }
+                : checked?.ok
+                  ? { status: "succeeded", outputs: checked.outputs }
+                  : { status: "failed", code: "invalid_output", message: checked?.message ?? "", retryable: true },
               att.agent_id,
             )
           : undefined;
-        if (!out?.ok) this.stale(ws, msg);
-        else
-          this.ctx.waitUntil(
-            actor<JobActor>(this.env.JOB, msg.job_id)
-              .ended(ref, out.status)
-              .catch(() => undefined),
-          );
+        if (!out?.ok) {
+          this.stale(ws, msg);
+          return;
+        }
+        if (checked && !checked.ok) {
+          const refused = { code: "invalid_output" as const, message: checked.message.slice(0, 4096) };
+          this.send(ws, { v: AGENT_PROTOCOL_VERSION, type: "job.refused", trace: msg.trace, ...ref, ...refused });
+        }
+        this.ctx.waitUntil(
+          actor<JobActor>(this.env.JOB, msg.job_id)
+            .ended(ref, out.status)
+            .catch(() => undefined),
+        );
         return;
       }
       case "job.release": {

@@ -17,7 +17,7 @@ import { encode } from "../shared/codec.ts";
 import { INLINE_PREVIEW_BYTES, TERMINAL_EVENTS, type JobEvent } from "../shared/events.ts";
 import { parseJobId, schedulerName } from "../shared/ids.ts";
 import { isTerminal } from "../shared/job.ts";
-import { signedOutputUrl, signedPreviewUrl } from "../shared/signing.ts";
+import { publicOrigin, signedOutputUrl, signedPreviewUrl } from "../shared/signing.ts";
 import type { LeaseRef } from "../shared/wire.ts";
 import { actor } from "./remote.ts";
 import type { SchedulerActor } from "./scheduler-actor.ts";
@@ -37,7 +37,6 @@ const KEEPALIVE_MS = 15_000;
 export const SUBSCRIBE_HEADERS = {
   job: "x-floodgate-job",
   account: "x-floodgate-account",
-  origin: "x-floodgate-origin",
 } as const;
 
 export interface JobLive {
@@ -95,7 +94,6 @@ export class JobActor extends DurableObject<Env> {
   private readonly subscribers = new Set<Subscriber>();
   private jobId: string | undefined;
   private accountId: string | undefined;
-  private origin = "";
   private lastStatus = "";
   private finished = false;
   private following: ReturnType<typeof setTimeout> | undefined;
@@ -237,7 +235,7 @@ export class JobActor extends DurableObject<Env> {
         : {
             content_type: p.content_type,
             size: p.data.length,
-            url: await signedPreviewUrl(this.env.FILE_SIGNING_KEY, this.origin, this.jobId),
+            url: await signedPreviewUrl(this.env.FILE_SIGNING_KEY, publicOrigin(this.env.PUBLIC_URL), this.jobId),
             bytes: p.data,
           },
     });
@@ -272,7 +270,7 @@ export class JobActor extends DurableObject<Env> {
       const outputs = await Promise.all(
         (job.outputs ?? []).map(async (o) => ({
           ...(o as { name: string; content_type: string; size: number; sha256: string; key: string }),
-          url: await signedOutputUrl(this.env.FILE_SIGNING_KEY, this.origin, String(o.key)),
+          url: await signedOutputUrl(this.env.FILE_SIGNING_KEY, publicOrigin(this.env.PUBLIC_URL), String(o.key)),
         })),
       );
       this.publish({ event: "succeeded", data: { outputs } });
@@ -329,7 +327,6 @@ export class JobActor extends DurableObject<Env> {
     if (!jobId || !accountId) return new Response("missing subscriber headers", { status: 400 });
     this.jobId = jobId;
     this.accountId = accountId;
-    this.origin = request.headers.get(SUBSCRIBE_HEADERS.origin) ?? this.origin;
     // Progress may have been logged before anyone subscribed; a status snapshot comes first.
     if (!this.events.some((e) => e.event === "status")) await this.follow();
     const url = new URL(request.url);

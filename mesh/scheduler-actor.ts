@@ -16,6 +16,7 @@ import {
 } from "./scheduler/core.ts";
 import type { AgentActor } from "./agent-actor.ts";
 import type { JobActor } from "./job-actor.ts";
+import { endAttemptFiles, purgeJobFiles } from "./job-files.ts";
 import { actor } from "./remote.ts";
 import { durableSql } from "./sql/durable.ts";
 
@@ -47,26 +48,33 @@ export class SchedulerActor extends DurableObject<Env> {
     this.armedAt = undefined;
     if (this.core.configured) this.core.sweep(Date.now());
     this.deliver();
-    this.deleteOutputs();
+    this.cleanFiles();
     await this.arm(true);
   }
 
   /**
-   * Deletes the output files of deleted jobs (by their client or past retention). After the
-   * rows are gone, so a failure here leaves orphaned files, never a job without its outputs.
+   * Cleans up the files of what the last event ended: ended attempts' unfinished uploads are
+   * aborted (and the files of those that did not succeed deleted); deleted jobs lose every
+   * file. Runs after the rows are written, so a failure here leaves orphaned files, never a job
+   * without its outputs.
    */
-  private deleteOutputs(): void {
-    for (const id of this.core.takeOutputsGone()) {
-      const purge = async (): Promise<void> => {
-        let cursor: string | undefined;
-        do {
-          const page = await this.env.OUTPUTS.list({ prefix: `outputs/${id}/`, cursor });
-          if (page.objects.length > 0) await this.env.OUTPUTS.delete(page.objects.map((o) => o.key));
-          cursor = page.truncated ? page.cursor : undefined;
-        } while (cursor);
-      };
-      this.ctx.waitUntil(purge().catch(() => undefined));
-    }
+  private cleanFiles(): void {
+    const bucket = this.env.OUTPUTS;
+    const ended = this.core.takeAttemptsEnded();
+    const gone = this.core.takeJobsGone();
+    if (ended.length === 0 && gone.length === 0) return;
+    const work = async (): Promise<void> => {
+      const goneSet = new Set(gone);
+      const tasks = [
+        ...ended.filter((a) => !goneSet.has(a.job_id)).map((a) => endAttemptFiles(bucket, a.job_id, a.epoch, a.kept)),
+        ...gone.map((id) => purgeJobFiles(bucket, id)),
+      ];
+      const failed = (await Promise.allSettled(tasks)).filter((r) => r.status === "rejected");
+      if (failed.length > 0) {
+        console.warn(JSON.stringify({ level: "warn", what: "file cleanup", failed: failed.length }));
+      }
+    };
+    this.ctx.waitUntil(work());
   }
 
   /**
@@ -88,6 +96,7 @@ export class SchedulerActor extends DurableObject<Env> {
         if (undelivered.length > 0) {
           this.core.undeliver(agentId, undelivered, Date.now());
           this.deliver();
+          this.cleanFiles();
         }
       };
       this.ctx.waitUntil(send());
@@ -120,6 +129,7 @@ export class SchedulerActor extends DurableObject<Env> {
     if (!this.core.configured) return 0;
     const n = this.core.releaseLeases(agentId, refs, reason, Date.now());
     this.deliver();
+    this.cleanFiles();
     return n;
   }
 
@@ -135,6 +145,7 @@ export class SchedulerActor extends DurableObject<Env> {
     const out = this.core.renew(agentId, refs, Date.now());
     // A lease past its run timeout went back to its queue: a parked agent may take it now.
     this.deliver();
+    this.cleanFiles();
     return out;
   }
 
@@ -146,6 +157,7 @@ export class SchedulerActor extends DurableObject<Env> {
     if (!this.core.configured) return { ok: false as const, code: "conflict" as const, message: "unknown job" };
     const out = this.core.complete(ref, result, Date.now(), agentId);
     this.deliver();
+    this.cleanFiles();
     await this.arm();
     return out;
   }
@@ -154,6 +166,7 @@ export class SchedulerActor extends DurableObject<Env> {
     if (!this.core.configured) return 0;
     const n = this.core.release(agentId, reason, Date.now());
     this.deliver();
+    this.cleanFiles();
     return n;
   }
 
@@ -161,6 +174,7 @@ export class SchedulerActor extends DurableObject<Env> {
     if (!this.core.configured) return 0;
     const n = this.core.releaseUnlisted(agentId, listed, connectedAt, Date.now());
     this.deliver();
+    this.cleanFiles();
     await this.arm();
     return n;
   }
@@ -176,6 +190,7 @@ export class SchedulerActor extends DurableObject<Env> {
   async cancel(id: string, accountId: string) {
     const out = this.core.cancel(id, accountId, Date.now());
     if (!out.ok) return out;
+    this.cleanFiles();
     if (out.notify) {
       const { agent_id, job_id, epoch } = out.notify;
       // The running agent hears of it and stops its runner at the next step.
@@ -196,7 +211,7 @@ export class SchedulerActor extends DurableObject<Env> {
 
   async remove(id: string, accountId: string) {
     const out = this.core.remove(id, accountId);
-    this.deleteOutputs();
+    this.cleanFiles();
     return out;
   }
 

@@ -4,6 +4,7 @@
  */
 import { z } from "zod";
 import { AttemptOutcome, JobPhase, JobStatus, ProgressPhase, WaitReason } from "./job.ts";
+import { OutputsConfig } from "./outputs.ts";
 import { TierName } from "./slo.ts";
 
 /** Model names appear in paths: lowercase, digits, `-`, `_`, `.`; at most 64 characters. */
@@ -208,6 +209,12 @@ export const ModelConfigBody = z.strictObject({
   expected_runtime_s: z.number().positive().max(86400).default(10),
   /** Scheduler shards; job ids say which shard holds them. */
   shards: z.number().int().min(1).max(32).default(1),
+  /**
+   * What a successful attempt must produce and what its outputs may be (shared/outputs.ts):
+   * required names, a minimum count, a content-type allow-list and size caps. Without it: no
+   * output required, the safe media types, 256 MiB an output and 1 GiB an attempt.
+   */
+  outputs: OutputsConfig.optional(),
 });
 export type ModelConfigBody = z.infer<typeof ModelConfigBody>;
 

@@ -37,11 +37,12 @@ export type ErrorCode = keyof typeof ERROR_CODES;
 /** When the edge answers with each code: the "when" column of docs/protocol.md's error table. */
 export const ERROR_WHEN: Readonly<Record<ErrorCode, string>> = {
   bad_request:
-    "a malformed header or path part (`Idempotency-Key`, `X-Floodgate-Agent`, a part number, an output key), a WebSocket upgrade without the `floodgate.v1` subprotocol, an upload whose size differs from the one announced, or an unknown tier",
+    "a malformed header or path part (`Idempotency-Key`, `X-Floodgate-Agent`, `X-Floodgate-Instance`, a part number, an output key), a WebSocket upgrade without the `floodgate.v1` subprotocol, or an unknown tier",
   invalid_body: "the body is not JSON, fails its schema, is nested past 64 levels or has a `__proto__` key",
   invalid_input: "`input` fails the model's JSON Schema or the input rules (Jobs, below)",
   invalid_query: "a query parameter or path parameter fails its schema",
-  invalid_upload: "an upload's parts do not match what was uploaded (etags, sizes)",
+  invalid_upload:
+    "an upload's parts, size or sha256 are not what was stored: a part shorter than its place implies, etags that do not match, or a complete whose size or SHA-256 differs from the stored bytes' (Output uploads)",
   unauthorized: "no key, or an unknown, malformed, expired or revoked key, agent token or stream token",
   forbidden: "a user key on an admin route, or an output URL whose signature is wrong or expired",
   agent_id_taken: "an agent id bound to another live agent token (Connecting, below)",
@@ -50,18 +51,20 @@ export const ERROR_WHEN: Readonly<Record<ErrorCode, string>> = {
   model_not_found: "no such model",
   job_not_found: "no such job — also another account's job",
   account_not_found: "no such account",
-  idempotency_conflict: "an `Idempotency-Key` reused with another body within 24 h",
+  idempotency_conflict:
+    "an `Idempotency-Key` reused with another body within 24 h, or reused after the job it made was deleted",
   job_not_finished: "deleting a job that has not ended",
   conflict:
-    "a state conflict: an account that exists, shrinking a model's shards, a registry that holds the most models a job id can name",
+    "a state conflict: an account that exists, shrinking a model's shards, a registry that holds the most models a job id can name, an output name uploaded twice in one attempt",
   stale_lease: "an agent's upload names a lease (job id and epoch) the agent does not hold: abandon the job",
   payload_too_large:
-    "a body over 1 MiB, a job `input` over 32 KiB msgpack-encoded (send large inputs as files), or an upload part over 64 MiB",
+    "a body over 1 MiB, a job `input` over 32 KiB msgpack-encoded (send large inputs as files), an upload part over 64 MiB or past its announced size, or an output over its model's `max_bytes` (an attempt over `max_job_bytes`)",
   upgrade_required: "`GET /v1/agent/connect` without `Upgrade: websocket`",
-  unsupported_media_type: "a body that is not sent as `application/json`",
+  unsupported_media_type:
+    "a body that is not sent as `application/json`, or an output whose media type its model's `outputs.content_types` does not allow",
   rate_limited: "the account is over its rate limit",
   overloaded:
-    "the projected wait of the account's next job in its tier (the jobs ahead of its fair-queuing tag over the tier's drain rate) is past the tier's `k × SLO`",
+    "the tier's projected wait is past its `k × SLO`, or past half of that for an account that already has jobs queued in the tier (a flood is shed first)",
   internal: "a bug; report the `X-Request-Id`",
   unavailable: "the edge is misconfigured (e.g. no signing keys)",
 };

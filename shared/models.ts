@@ -4,6 +4,21 @@
  */
 import type { ModelConfigBody } from "./api.ts";
 
+const MiB = 1024 * 1024;
+
+/**
+ * The outputs every built-in runner produces for a job (gpu-agent/encode.ts encodes the frames
+ * into `animation.gif` and `last.png`, and `video.mp4` where ffmpeg runs; both runners write
+ * `params.json`): an attempt that does not deliver them has failed.
+ */
+const VIDEO_OUTPUTS: NonNullable<ModelConfigBody["outputs"]> = {
+  required: ["animation.gif", "last.png", "params.json"],
+  min: 3,
+  content_types: ["image/gif", "image/png", "video/mp4", "application/json"],
+  max_bytes: 64 * MiB,
+  max_job_bytes: 192 * MiB,
+};
+
 /**
  * The input schema of a text-to-video model: a prompt, an optional seed, and bounded steps,
  * frames and frame size (a multiple of 16 pixels).
@@ -31,6 +46,7 @@ export const DEMO_MODEL_CONFIG: Partial<ModelConfigBody> & Pick<ModelConfigBody,
   max_attempts: 3,
   run_timeout_s: 300,
   expected_runtime_s: 5,
+  outputs: VIDEO_OUTPUTS,
 };
 /**
  * The PyTorch runner's reference model (`floodgate agent --runner python --model reference`): a
@@ -45,6 +61,7 @@ export const REFERENCE_MODEL_CONFIG: Partial<ModelConfigBody> & Pick<ModelConfig
   max_attempts: 3,
   run_timeout_s: 600,
   expected_runtime_s: 10,
+  outputs: VIDEO_OUTPUTS,
 };
 
 /** Every model `floodgate dev` registers, by name; the local agent token covers them all. */

@@ -99,7 +99,7 @@ describe("the error-code and close-code tables are what the code sends", () => {
   it("the scan finds codes in each form they are raised in", () => {
     const sent = errorCodesSent();
     // `new FloodgateError("stale_lease", …)`, a ternary's both arms, `fail("overloaded", …)` and a failure value.
-    expect(sent.get("stale_lease")).toContain("edge/routes/agent.ts");
+    expect(sent.get("stale_lease")).toContain("edge/routes/uploads.ts");
     expect(sent.get("forbidden")).toContain("edge/auth/index.ts");
     expect(sent.get("unauthorized")).toContain("edge/auth/index.ts");
     expect(sent.get("overloaded")).toContain("mesh/scheduler/core.ts");

@@ -1,8 +1,10 @@
 /**
- * HMAC-SHA256 signatures (Web Crypto, available to the Worker and Node alike) for the URLs and
- * tokens the edge hands out: output files, previews and job stream tokens. Signatures are
- * base64url; comparisons are constant-time.
+ * HMAC-SHA256 signatures (Web Crypto, available to the Worker and Node alike) for the URLs,
+ * tokens and receipts the edge hands out: output files, previews, job stream tokens and output
+ * receipts. Each kind signs its own labelled message, so a signature of one kind is never valid
+ * as another. Signatures are base64url; comparisons are constant-time.
  */
+import { FloodgateError } from "./errors.ts";
 import { timingSafeEqual } from "./keys.ts";
 
 const keys = new Map<string, CryptoKey>();
@@ -36,6 +38,26 @@ export async function sign(secret: string, message: string): Promise<string> {
 /** Whether `signature` is `message` signed with `secret`. */
 export async function verify(secret: string, message: string, signature: string): Promise<boolean> {
   return timingSafeEqual(signature, await sign(secret, message));
+}
+
+/**
+ * The origin signed URLs start with: the configured public URL's (`PUBLIC_URL`), never the
+ * request's `Host`, which any caller sets. With none configured it is `""`, and URLs are
+ * relative to the API (`/v1/files/…`), resolved by clients against the URL they called.
+ */
+export function publicOrigin(configured: string | undefined): string {
+  const value = configured?.trim() ?? "";
+  if (value === "") return "";
+  let url: URL | undefined;
+  try {
+    url = new URL(value);
+  } catch {
+    url = undefined;
+  }
+  if (!url || (url.protocol !== "https:" && url.protocol !== "http:")) {
+    throw new FloodgateError("unavailable", "the edge's PUBLIC_URL is not an http(s) URL");
+  }
+  return url.origin;
 }
 
 /** Lifetime of a signed output or preview URL (s). */
@@ -84,4 +106,30 @@ export async function readStreamToken(
   if (Number(exp) < Date.now() / 1000) return undefined;
   if (!(await verify(secret, `stream\n${jobId}.${accountId}.${exp}`, sig))) return undefined;
   return { jobId, accountId };
+}
+
+/** What an output receipt covers: the output as the edge stored and hashed it. */
+export interface ReceiptFields {
+  key: string;
+  size: number;
+  sha256: string;
+  content_type: string;
+}
+
+function receiptMessage(o: ReceiptFields): string {
+  return `output-receipt\n${o.key}\n${o.size}\n${o.sha256}\n${o.content_type}`;
+}
+
+/**
+ * The edge's receipt for an output it stored and hashed itself: agents carry it back in
+ * `job.complete`, and the edge records only outputs whose receipt it verifies, so a record
+ * cannot name bytes the edge never checked, another size or digest, or another job's object.
+ */
+export async function outputReceipt(secret: string, o: ReceiptFields): Promise<string> {
+  return await sign(secret, receiptMessage(o));
+}
+
+/** Whether `receipt` is the edge's receipt for exactly this output. */
+export async function verifyOutputReceipt(secret: string, o: ReceiptFields, receipt: string): Promise<boolean> {
+  return await verify(secret, receiptMessage(o), receipt);
 }

@@ -252,7 +252,10 @@ export const AgentJobLog = z
     "A log line for the job's owner (event `log`; the newest 100 are kept while the job runs). No answer, or `lease.stale` when refused.",
   );
 
-/** An output already uploaded through the edge (`/v1/agent/uploads`). */
+/** Most outputs one attempt may have (one `job.complete` carries them all). */
+export const MAX_OUTPUTS = 32;
+
+/** An output already uploaded through the edge (`/v1/agent/uploads`), as the edge answered it. */
 export const OutputRecord = z
   .strictObject({
     name: z
@@ -270,6 +273,12 @@ export const OutputRecord = z
       .string()
       .regex(/^[0-9a-f]{64}$/)
       .describe("SHA-256 of the bytes: 64 lowercase hex chars."),
+    receipt: z
+      .string()
+      .regex(/^[A-Za-z0-9_-]{43}$/)
+      .describe(
+        "The edge's HMAC over key, size, sha256 and content type (43 base64url chars), proving it stored and hashed these bytes itself: `job.complete` is refused for a record without a valid one. Send it back as the upload answered it.",
+      ),
   })
   .describe("An output already uploaded through the edge: the record its upload's `complete` answered, as it is.");
 export type OutputRecord = z.infer<typeof OutputRecord>;
@@ -281,10 +290,13 @@ export const AgentJobComplete = z
     trace: Trace,
     job_id: JobId,
     epoch: Epoch,
-    outputs: z.array(OutputRecord).max(32).describe("The job's outputs, uploaded first; may be empty."),
+    outputs: z
+      .array(OutputRecord)
+      .max(MAX_OUTPUTS)
+      .describe("The job's outputs, uploaded first; what the model requires must be among them."),
   })
   .describe(
-    "The job succeeded. No answer when accepted (the lease ends, the job's owner is told); `lease.stale` when refused (not the job's current lease, or not this agent's).",
+    "The job succeeded. No answer when accepted (the lease ends, the job's owner is told); `job.refused` when its outputs are not what the edge stored for this lease or not what the model requires (the attempt ends as a failure); `lease.stale` when refused as not the job's current lease, or not this agent's.",
   );
 
 export const AgentJobFail = z
@@ -445,6 +457,20 @@ export const EdgeJobCancel = z
     "The job's owner cancelled it; its lease has ended. Stop its runner at the next step and send nothing more about it.",
   );
 
+export const JobRefused = z
+  .strictObject({
+    v: V,
+    type: z.literal("job.refused"),
+    trace: Trace,
+    job_id: JobId,
+    epoch: Epoch,
+    code: z.enum(["invalid_output"]).describe("Why: `invalid_output`, the only code so far."),
+    message: z.string().max(4096).describe("What was wrong with the outputs, for people."),
+  })
+  .describe(
+    "The edge refused a `job.complete`: its outputs were not what the edge verified for this lease, or not what the model requires. The attempt ended as a failure (`invalid_output`, retried by the usual rules); abandon the job.",
+  );
+
 export const AgentConfig = z
   .strictObject({
     v: V,
@@ -482,6 +508,7 @@ export const ToAgent = z.discriminatedUnion("type", [
   HeartbeatAck,
   LeaseStale,
   EdgeJobCancel,
+  JobRefused,
   AgentConfig,
   AgentDrain,
   EdgeError,

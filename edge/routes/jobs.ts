@@ -158,12 +158,10 @@ async function submit(env: Env, accountId: string, model: ModelConfig, prepared:
  * Finishes a job view for its owner: outputs get freshly signed URLs, and a running job's
  * phase and progress come live from its job actor (they never pass through the scheduler).
  */
-async function present(env: Env, origin: string, job: JobView, live: boolean): Promise<JobView> {
+async function present(env: Env, job: JobView, live: boolean): Promise<JobView> {
   const outputs = job.outputs
     ? await Promise.all(
-        job.outputs.map(async (o) =>
-          typeof o.key === "string" ? { ...o, url: await outputUrl(env, origin, o.key) } : o,
-        ),
+        job.outputs.map(async (o) => (typeof o.key === "string" ? { ...o, url: await outputUrl(env, o.key) } : o)),
       )
     : null;
   if (!live || job.status !== "running") return { ...job, outputs };
@@ -222,7 +220,7 @@ export const jobRoutes = new Hono<AppEnv>()
     const id = c.req.param("id");
     const out = await scheduler(c.env, routeOf(id)).view(id, c.get("principal").account_id);
     if (!out.ok) raise(out);
-    return c.json(await present(c.env, new URL(c.req.url).origin, out.job, true));
+    return c.json(await present(c.env, out.job, true));
   })
   .get("/v1/jobs", async (c) => {
     const q = readQuery(c, JobListQuery);
@@ -235,8 +233,7 @@ export const jobRoutes = new Hono<AppEnv>()
       routes.map((r) => scheduler(c.env, r).list(accountId, q.status, q.limit + 1, q.cursor)),
     );
     const merged = pages.flat().sort((a, b) => (a.id < b.id ? 1 : a.id > b.id ? -1 : 0));
-    const origin = new URL(c.req.url).origin;
-    const jobs = await Promise.all(merged.slice(0, q.limit).map((j) => present(c.env, origin, j, false)));
+    const jobs = await Promise.all(merged.slice(0, q.limit).map((j) => present(c.env, j, false)));
     const answer: JobList = { jobs, next_cursor: merged.length > q.limit ? (jobs.at(-1)?.id ?? null) : null };
     return c.json(answer);
   })
@@ -257,14 +254,13 @@ export const jobRoutes = new Hono<AppEnv>()
     const headers = new Headers(c.req.raw.headers);
     headers.set(SUBSCRIBE_HEADERS.job, id);
     headers.set(SUBSCRIBE_HEADERS.account, accountId);
-    headers.set(SUBSCRIBE_HEADERS.origin, new URL(c.req.url).origin);
     return await c.env.JOB.get(c.env.JOB.idFromName(id)).fetch(new Request(c.req.raw, { headers }));
   })
   .post("/v1/jobs/:id/cancel", async (c) => {
     const id = c.req.param("id");
     const out = await scheduler(c.env, routeOf(id)).cancel(id, c.get("principal").account_id);
     if (!out.ok) raise(out);
-    return c.json(await present(c.env, new URL(c.req.url).origin, out.job, false));
+    return c.json(await present(c.env, out.job, false));
   })
   .delete("/v1/jobs/:id", async (c) => {
     const id = c.req.param("id");

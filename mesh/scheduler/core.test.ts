@@ -862,6 +862,63 @@ describe("SchedulerCore: cancel, expiry, retention, removal", () => {
     expect(epochs.filter((e) => e <= first.epoch)).toEqual([]);
   });
 
+  it("a deleted job's id enqueued again is refused as idempotency_conflict, and the job stays deleted", () => {
+    const { core, clock, submit } = harness({ retention_s: 60 });
+    const removed = submit("acc_1", "api");
+    const retained = submit("acc_1", "api");
+    core.cancel(removed, "acc_1", clock.now);
+    core.cancel(retained, "acc_1", clock.now);
+    expect(core.remove(removed, "acc_1")).toEqual({ ok: true });
+    clock.advance(60_000);
+    expect(core.sweep(clock.now).deleted).toBe(1);
+    for (const id of [removed, retained]) {
+      const [out] = core.enqueue(
+        [{ id, account_id: "acc_1", tier: "api", body: { model: "demo", input: {} } }],
+        clock.now,
+      );
+      expect(failure(out!).code).toBe("idempotency_conflict");
+      expect(core.store.job(id)).toBeUndefined();
+    }
+  });
+
+  it("every ended attempt is handed over for its files, kept only when it succeeded", () => {
+    const { core, clock, submit } = harness({ max_attempts: 5 });
+    const ok = submit("acc_1", "api");
+    const retried = submit("acc_1", "api");
+    const cancelled = submit("acc_1", "api");
+    const [a, b, c] = core.lease(AGENT_A, 3, clock.now) as [Lease, Lease, Lease];
+    core.complete({ job_id: ok, epoch: a.epoch }, { status: "succeeded", outputs: [] }, clock.now);
+    core.complete(
+      { job_id: retried, epoch: b.epoch },
+      { status: "failed", code: "invalid_output", message: "x", retryable: true },
+      clock.now,
+    );
+    core.cancel(cancelled, "acc_1", clock.now);
+    expect(core.takeAttemptsEnded()).toEqual([
+      { job_id: ok, epoch: a.epoch, kept: true },
+      { job_id: retried, epoch: b.epoch, kept: false },
+      { job_id: cancelled, epoch: c.epoch, kept: false },
+    ]);
+    expect(core.takeAttemptsEnded()).toEqual([]);
+    // A lease that runs out, or whose agent is lost, ends its attempt too.
+    const again = only(core.lease(AGENT_B, 1, clock.now));
+    expect(core.release(AGENT_B.id, "worker_lost", clock.now)).toBe(1);
+    expect(core.takeAttemptsEnded()).toEqual([{ job_id: retried, epoch: again.epoch, kept: false }]);
+  });
+
+  it("a deleted job is handed over for its files whether or not it recorded outputs, by remove or by retention", () => {
+    const { core, clock, submit } = harness({ retention_s: 60 });
+    const noOutputs = submit("acc_1", "api");
+    const retained = submit("acc_1", "api");
+    core.cancel(noOutputs, "acc_1", clock.now);
+    core.cancel(retained, "acc_1", clock.now);
+    core.remove(noOutputs, "acc_1");
+    expect(core.takeJobsGone()).toEqual([noOutputs]);
+    clock.advance(60_000);
+    core.sweep(clock.now);
+    expect(core.takeJobsGone()).toEqual([retained]);
+  });
+
   it("remove refuses unfinished jobs", () => {
     const { core, clock, submit } = harness();
     const a = submit("acc_1", "api");
@@ -1008,16 +1065,18 @@ describe("SchedulerCore: snapshot, deadlines and restart", () => {
   });
 });
 
+/** Enqueues a job pinned to `version` now and returns its id. */
+function pinned(h: Harness, account: string, version: string): string {
+  const id = newJobId({ modelNumber: 0, shard: 0 }, h.clock.now);
+  const [out] = h.core.enqueue(
+    [{ id, account_id: account, tier: "plus", body: { model: "demo", input: {}, version } }],
+    h.clock.now,
+  );
+  expect(out).toMatchObject({ ok: true, id });
+  return id;
+}
+
 describe("pinned versions", () => {
-  function pinned(h: Harness, account: string, version: string): string {
-    const id = newJobId({ modelNumber: 0, shard: 0 }, h.clock.now);
-    const [out] = h.core.enqueue(
-      [{ id, account_id: account, tier: "plus", body: { model: "demo", input: {}, version } }],
-      h.clock.now,
-    );
-    expect(out).toMatchObject({ ok: true, id });
-    return id;
-  }
   const V1: AgentRef = { id: "agent_v1", pool: "p", versions: ["v1"] };
   const V2: AgentRef = { id: "agent_v2", pool: "p", versions: ["v2"] };
   const NONE: AgentRef = { id: "agent_none", pool: "p", versions: [] };

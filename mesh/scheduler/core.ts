@@ -36,6 +36,8 @@ const TOMBSTONE_MS = 48 * 3600 * 1000;
 export const BACKLOG_SHED = 0.5;
 /** Rows one sweep handles per kind, so an alarm stays short; the next alarm takes the rest. */
 const SWEEP_BATCH = 500;
+/** File work (ended attempts, deleted jobs) held for the actor at most; older entries drop. */
+const MAX_PENDING_FILE_WORK = 10_000;
 
 /** What the scheduler needs to know of its model and the tiers. */
 export interface SchedulerConfig {
@@ -95,6 +97,13 @@ export type Completion =
 
 export type CompleteOutcome = { ok: true; status: JobStatus } | Failure;
 
+/** An attempt that ended: its files are cleaned up; `kept` when it succeeded. */
+export interface EndedAttempt {
+  job_id: string;
+  epoch: number;
+  kept: boolean;
+}
+
 /** Counters the benchmarks read. */
 export interface SchedulerCounters {
   /** Calls that wrote storage: each is one durable commit in the actor. */
@@ -144,7 +153,10 @@ export class SchedulerCore {
   private readonly vt = new Map<string, number>();
   /** Per tier: whether its last grant won on its backlog went to the oldest job (in memory). */
   private readonly backlogTurn = new Map<string, boolean>();
-  private readonly outputsGone: string[] = [];
+  /** Jobs deleted since the actor last took them: their files are to be deleted. */
+  private readonly jobsGone: string[] = [];
+  /** Attempts ended since the actor last took them: their unfinished uploads are to be aborted. */
+  private readonly attemptsEnded: EndedAttempt[] = [];
   leaseTtlMs = DEFAULT_LEASE_TTL_MS;
 
   constructor(sql: Sql) {
@@ -323,6 +335,14 @@ export class SchedulerCore {
           existed: true,
         };
       }
+      // An id that comes back after its job was deleted is an Idempotency-Key reused: the
+      // account still maps the key to that job. Deleted stays deleted (and no epoch repeats).
+      if (this.store.tombstone(item.id) !== undefined) {
+        return fail(
+          "idempotency_conflict",
+          `the job this Idempotency-Key created (${item.id}) was deleted; submit with a new key`,
+        );
+      }
       const tier = this.tier(item.tier);
       if (!tier) return fail("bad_request", `unknown tier ${item.tier}`);
       if (admit) {
@@ -354,13 +374,6 @@ export class SchedulerCore {
         body: JSON.stringify({ ...item.body, model: config.model.name }),
         version: item.body.version ?? null,
       });
-      // An id that comes back after its job was deleted (an idempotent retry) carries its last
-      // epoch on, so no epoch is ever handed out twice.
-      const lastEpoch = this.store.tombstone(item.id);
-      if (lastEpoch !== undefined) {
-        this.store.setEpoch(item.id, lastEpoch);
-        this.store.forgetTombstone(item.id);
-      }
       this.countQueued(item.tier, item.body.version ?? null, item.account_id, 1);
       this.counters.enqueued++;
       wrote = true;
@@ -399,9 +412,24 @@ export class SchedulerCore {
     if (want > 0) this.waiting.set(agent.id, { agent, capacity, want, until: now + PARK_MS });
   }
 
-  /** Jobs deleted since the last call whose output files are to be deleted too. */
-  takeOutputsGone(): string[] {
-    return this.outputsGone.splice(0);
+  /** Jobs deleted since the last call: every file under them is to be deleted. */
+  takeJobsGone(): string[] {
+    return this.jobsGone.splice(0);
+  }
+
+  /**
+   * Attempts that ended since the last call: their unfinished uploads are to be aborted and,
+   * unless `kept` (the attempt succeeded), their files deleted.
+   */
+  takeAttemptsEnded(): EndedAttempt[] {
+    return this.attemptsEnded.splice(0);
+  }
+
+  private noteAttemptEnded(a: EndedAttempt): void {
+    // Bounded for callers that never take them (plain-Node benchmarks); the actor takes them
+    // after every event.
+    if (this.attemptsEnded.length >= MAX_PENDING_FILE_WORK) this.attemptsEnded.shift();
+    this.attemptsEnded.push(a);
   }
 
   /** Leases granted to parked agents since the last call, by agent id. */
@@ -697,6 +725,7 @@ export class SchedulerCore {
       last.outcome = outcome;
       last.reason = reason;
       if (outcome === "succeeded") this.noteRuntime((now - last.started_at) / 1000);
+      this.noteAttemptEnded({ job_id: job.id, epoch: last.epoch, kept: outcome === "succeeded" });
     }
     job.attempts = JSON.stringify(attempts);
   }
@@ -822,6 +851,7 @@ export class SchedulerCore {
       if (!job || job.status !== "running" || job.agent_id !== agentId || job.epoch !== ref.epoch) continue;
       const attempts = JSON.parse(job.attempts) as StoredAttempt[];
       if (attempts.at(-1)?.epoch === ref.epoch) attempts.pop();
+      this.noteAttemptEnded({ job_id: job.id, epoch: ref.epoch, kept: false });
       job.attempts = JSON.stringify(attempts);
       if (attempts.length === 0) job.started_at = null;
       this.transition(job, "queued");
@@ -838,6 +868,12 @@ export class SchedulerCore {
       this.dispatch(now);
     }
     return n;
+  }
+
+  private noteJobsGone(ids: readonly string[]): void {
+    this.jobsGone.push(...ids);
+    if (this.jobsGone.length > MAX_PENDING_FILE_WORK)
+      this.jobsGone.splice(0, this.jobsGone.length - MAX_PENDING_FILE_WORK);
   }
 
   /** Forgets that an agent waits for work (its socket closed). */
@@ -884,12 +920,9 @@ export class SchedulerCore {
         expired++;
       }
     }
-    const { deleted, withOutputs } = this.store.deleteFinishedBefore(
-      now - config.model.retention_s * 1000,
-      SWEEP_BATCH,
-      now,
-    );
-    this.outputsGone.push(...withOutputs);
+    const gone = this.store.deleteFinishedBefore(now - config.model.retention_s * 1000, SWEEP_BATCH, now);
+    this.noteJobsGone(gone);
+    const deleted = gone.length;
     this.store.deleteTombstonesBefore(now - TOMBSTONE_MS);
     if (requeued + expired + deleted > 0) this.counters.commits++;
     return { requeued, expired, deleted };
@@ -947,7 +980,8 @@ export class SchedulerCore {
       return fail("job_not_finished", `job ${id} is ${job.status}; cancel it first, or wait for it to finish`);
     }
     this.store.deleteJob(id, Date.now());
-    if (job.outputs !== null) this.outputsGone.push(id);
+    // Every file under the job goes, whatever its attempts left: finished outputs or not.
+    this.noteJobsGone([id]);
     this.counters.commits++;
     return { ok: true };
   }

@@ -488,9 +488,13 @@ function item(id: string, account: string, tier: string): EnqueueItem {
   return { id, account_id: account, tier, body: { model: "demo", input: { prompt: id } } };
 }
 
+/** Admission verdicts are per tier and account. */
+function verdictKey(e: EnqueueItem): string {
+  return `${e.tier}\n${e.account_id}`;
+}
+
 function enqueueAndCheck(m: Model, r: Real, items: EnqueueItem[]): void {
   const verdicts = new Map<string, boolean>();
-  const verdictKey = (e: EnqueueItem): string => `${e.tier}\n${e.account_id}`;
   for (const entry of items) {
     const key = verdictKey(entry);
     if (!verdicts.has(key)) verdicts.set(key, r.core.admission(entry.tier, entry.account_id, m.now).refused);

@@ -238,30 +238,19 @@ export class SchedulerStore {
   }
 
   /**
-   * Deletes finished jobs past retention, leaving tombstones with their last epoch, so an id
-   * that comes back (an idempotent retry) never reuses an epoch.
+   * Deletes finished jobs past retention, oldest first, leaving tombstones (so an id that comes
+   * back is known as deleted); answers the ids deleted.
    */
-  deleteFinishedBefore(before: number, limit: number, now: number): { deleted: number; withOutputs: string[] } {
-    const withOutputs = this.sql
+  deleteFinishedBefore(before: number, limit: number, now: number): string[] {
+    const ids = this.sql
       .all<{ id: string }>(
-        "SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at <= ? AND outputs IS NOT NULL LIMIT ?",
+        "SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at <= ? ORDER BY finished_at LIMIT ?",
         before,
         limit,
       )
       .map((r) => r.id);
-    this.sql.run(
-      `INSERT OR REPLACE INTO tombstones (id, epoch, deleted_at)
-       SELECT id, epoch, ? FROM jobs WHERE finished_at IS NOT NULL AND finished_at <= ? LIMIT ?`,
-      now,
-      before,
-      limit,
-    );
-    const deleted = this.sql.run(
-      "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at <= ? LIMIT ?)",
-      before,
-      limit,
-    );
-    return { deleted, withOutputs };
+    for (const id of ids) this.deleteJob(id, now);
+    return ids;
   }
 
   /** Deletes a job, leaving a tombstone with its last epoch. */
@@ -279,16 +268,8 @@ export class SchedulerStore {
     return one<{ epoch: number }>(this.sql, "SELECT epoch FROM tombstones WHERE id = ?", id)?.epoch;
   }
 
-  forgetTombstone(id: string): void {
-    this.sql.run("DELETE FROM tombstones WHERE id = ?", id);
-  }
-
   deleteTombstonesBefore(before: number): number {
     return this.sql.run("DELETE FROM tombstones WHERE deleted_at <= ?", before);
-  }
-
-  setEpoch(id: string, epoch: number): void {
-    this.sql.run("UPDATE jobs SET epoch = ? WHERE id = ?", epoch, id);
   }
 
   /** The account's jobs, newest first (ids sort by creation time), after `cursor`. */

@@ -255,6 +255,7 @@ function examples(): Example[] {
             content_type: "image/png",
             size: 1_843_201,
             sha256: "4ee84a82b5e4c9e6651b13fd27dcf615e427ec584929f2cef7167aa99151a77a",
+            receipt: "DZGQVZPLIHaajVc-YtVWt7ULmYjPbs1uT6YQB5Nga-Q",
           },
           {
             name: "params.json",
@@ -262,6 +263,7 @@ function examples(): Example[] {
             content_type: "application/json",
             size: 87,
             sha256: "7b631c57f5c161b0ea90ebe5f15e18c7716aa742b6b0e241487d458efeb60904",
+            receipt: "0QFtbOWk9e3WoSFAYFUNlvJ8FCfQqaT7QZ4fpnjQDBg",
           },
         ],
       },
@@ -404,6 +406,19 @@ function examples(): Example[] {
       name: "job.cancel",
       direction: "to_agent",
       message: { v, type: "job.cancel", trace: EDGE_TRACE, job_id: JOB_C, epoch: 1 },
+    },
+    {
+      name: "job.refused",
+      direction: "to_agent",
+      message: {
+        v,
+        type: "job.refused",
+        trace: AGENT_TRACE,
+        job_id: JOB_A,
+        epoch: 1,
+        code: "invalid_output",
+        message: "required outputs missing: last.png",
+      },
     },
     {
       name: "agent.config",

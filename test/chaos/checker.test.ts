@@ -130,6 +130,17 @@ function crashed(epoch: number): SeenAttempt {
   return attempt(epoch, "failed", T + epoch * 1_000, { reason: "runner_crashed" });
 }
 
+/** A history whose drain ended `drain` with job_0 still running. */
+function openAtEnd(drain: "no_progress" | "cap"): ReturnType<typeof check> {
+  return check(
+    history(3, (events) => {
+      finalOf(events, "job_0").seen = job(0, "running", [attempt(1, "running", T + 1_000)]);
+      const end = events.find((e) => e.type === "end");
+      if (end?.type === "end") Object.assign(end, { drained: false, drain });
+    }),
+  );
+}
+
 describe("chaos checker", () => {
   it("a clean history passes and its verdict line has the counts", () => {
     const v = check(history(3));
@@ -193,16 +204,8 @@ describe("chaos checker", () => {
   });
 
   it("open jobs left when nothing moved for the drain's quiet period are stuck; left at the drain cap while moving, they are slow, not stuck", () => {
-    const open = (drain: "no_progress" | "cap") =>
-      check(
-        history(3, (events) => {
-          finalOf(events, "job_0").seen = job(0, "running", [attempt(1, "running", T + 1_000)]);
-          const end = events.find((e) => e.type === "end");
-          if (end?.type === "end") Object.assign(end, { drained: false, drain });
-        }),
-      );
-    expect(open("no_progress")).toMatchObject({ ok: false, stuck: 1, still_moving: 0 });
-    const slow = open("cap");
+    expect(openAtEnd("no_progress")).toMatchObject({ ok: false, stuck: 1, still_moving: 0 });
+    const slow = openAtEnd("cap");
     expect(slow).toMatchObject({ ok: true, stuck: 0, still_moving: 1, lost: 0 });
     expect(verdictLine(slow)).toContain("still moving at the drain cap 1");
   });

@@ -1,6 +1,6 @@
 /**
  * A test agent for the workerd suites: a WebSocket to the Worker's own connect route, an inbox
- * of decoded frames, and waits with deadlines.
+ * of decoded frames, waits with deadlines, and output uploads through the agent routes.
  */
 import { exports } from "cloudflare:workers";
 import {
@@ -10,8 +10,9 @@ import {
   ToAgent,
   type FromAgent,
   type LeaseGrant,
+  type OutputRecord,
 } from "../../shared/wire.ts";
-import { ADMIN, call } from "./helpers.ts";
+import { ADMIN, call, type Answer } from "./helpers.ts";
 
 let seq = 0;
 export function agentId(): string {
@@ -153,4 +154,84 @@ export async function within<T>(p: Promise<T>, ms: number, what: string): Promis
   } finally {
     clearTimeout(timer ?? null);
   }
+}
+
+/** The headers of an agent's HTTP calls (uploads). */
+export function agentHeaders(a: { token: string; id: string }): Record<string, string> {
+  return { authorization: `Bearer ${a.token}`, "x-floodgate-agent": a.id };
+}
+
+/** Hex SHA-256 of some bytes. */
+export async function sha256Of(bytes: Uint8Array): Promise<string> {
+  const digest = await crypto.subtle.digest("SHA-256", bytes);
+  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+export interface Started {
+  upload_id: string;
+  key: string;
+  part_bytes: number;
+}
+
+/** Starts an upload as an agent does; the answer as it came. */
+export async function startUpload(
+  a: { token: string; id: string },
+  lease: { job_id: string; epoch: number },
+  output: { name: string; content_type: string; size: number; part_bytes?: number },
+): Promise<Answer<Started & { error?: { code: string; message: string } }>> {
+  return await call("POST", "/v1/agent/uploads", { body: { ...lease, ...output }, headers: agentHeaders(a) });
+}
+
+/** Puts part `n` of a started upload; the answer as it came. */
+export async function putPart(
+  a: { token: string; id: string },
+  started: Started,
+  n: number,
+  bytes: Uint8Array,
+): Promise<{ status: number; etag?: string; code?: string }> {
+  const res = await exports.default.fetch(
+    new Request(
+      `http://edge.test/v1/agent/uploads/${encodeURIComponent(started.upload_id)}/parts/${n}?key=${encodeURIComponent(started.key)}`,
+      { method: "PUT", headers: agentHeaders(a), body: bytes },
+    ),
+  );
+  const body = (await res.json()) as { etag?: string; error?: { code: string } };
+  return { status: res.status, etag: body.etag, code: body.error?.code };
+}
+
+/** Completes a started upload; the answer as it came (the output record on success). */
+export async function completeUpload(
+  a: { token: string; id: string },
+  started: Started,
+  parts: { part_number: number; etag: string }[],
+  size: number,
+  sha256: string,
+): Promise<Answer<OutputRecord & { error?: { code: string; message: string } }>> {
+  return await call("POST", `/v1/agent/uploads/${encodeURIComponent(started.upload_id)}/complete`, {
+    body: { key: started.key, parts, size, sha256 },
+    headers: agentHeaders(a),
+  });
+}
+
+/** Uploads `bytes` as one output of a lease, in one part, as an agent does; the record. */
+export async function uploadOutput(
+  a: { token: string; id: string },
+  lease: { job_id: string; epoch: number },
+  name: string,
+  contentType: string,
+  bytes: Uint8Array,
+): Promise<OutputRecord> {
+  const started = await startUpload(a, lease, { name, content_type: contentType, size: bytes.length });
+  if (started.status !== 201) throw new Error(`upload start: ${started.status} ${JSON.stringify(started.body)}`);
+  const part = await putPart(a, started.body, 1, bytes);
+  if (part.status !== 200 || !part.etag) throw new Error(`upload part: ${part.status} ${part.code}`);
+  const done = await completeUpload(
+    a,
+    started.body,
+    [{ part_number: 1, etag: part.etag }],
+    bytes.length,
+    await sha256Of(bytes),
+  );
+  if (done.status !== 200) throw new Error(`upload complete: ${done.status} ${JSON.stringify(done.body)}`);
+  return done.body;
 }

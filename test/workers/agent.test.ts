@@ -3,8 +3,26 @@ import { describe, expect, it } from "vitest";
 import { actor, type JobActor } from "../../mesh/index.ts";
 import { decode, encode } from "../../shared/codec.ts";
 import { CLOSE, FRAME_KIND_CONTROL, type LeaseGrant } from "../../shared/wire.ts";
-import { agentId, connect, hello, leaseOne, token, welcomed, within } from "./agent-helpers.ts";
+import { agentId, connect, hello, leaseOne, sha256Of, token, welcomed, within, type Conn } from "./agent-helpers.ts";
 import { ADMIN, call, makeAccount, makeModel, submit } from "./helpers.ts";
+
+/** Gives a lease back (drained), waits until its job is queued again, and asks for one job. */
+async function releaseAndTakeBack(conn: Conn, l: LeaseGrant, key: string): Promise<LeaseGrant[]> {
+  conn.send({
+    v: 1,
+    type: "job.release",
+    trace: "t",
+    leases: [{ job_id: l.job_id, epoch: l.epoch }],
+    reason: "drained",
+  });
+  for (let i = 0; i < 100; i++) {
+    const v = await call<{ status: string }>("GET", `/v1/jobs/${l.job_id}`, { key });
+    if (v.body.status === "queued") break;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  conn.send({ v: 1, type: "work.request", trace: "t", credits: 1 });
+  return ((await conn.next("job.leases")) as { leases: LeaseGrant[] }).leases;
+}
 
 describe("agent connections", () => {
   it("bad, expired, revoked, wrong-audience and garbage tokens are 401 before the upgrade", async () => {
@@ -94,13 +112,13 @@ describe("agent connections", () => {
     const lease = await leaseOne(conn);
     // Upload through the agent routes, as an agent does.
     const agentHeaders = { authorization: `Bearer ${t.token}`, "x-floodgate-agent": id };
+    const bytes = new TextEncoder().encode("hello, fox");
     const start = await call<{ upload_id: string; key: string }>("POST", "/v1/agent/uploads", {
-      body: { job_id: job.id, epoch: lease.epoch, name: "result.txt", content_type: "text/plain" },
+      body: { job_id: job.id, epoch: lease.epoch, name: "result.txt", content_type: "text/plain", size: bytes.length },
       headers: agentHeaders,
     });
     expect(start.status).toBe(201);
     expect(start.body.key).toBe(`outputs/${job.id}/${lease.epoch}/result.txt`);
-    const bytes = new TextEncoder().encode("hello, fox");
     const part = await exports.default.fetch(
       new Request(
         `http://edge.test/v1/agent/uploads/${start.body.upload_id}/parts/1?key=${encodeURIComponent(start.body.key)}`,
@@ -113,12 +131,17 @@ describe("agent connections", () => {
     );
     const { etag } = (await part.json()) as { etag: string };
     const stale = await call("POST", "/v1/agent/uploads", {
-      body: { job_id: job.id, epoch: lease.epoch + 1, name: "x.txt", content_type: "text/plain" },
+      body: { job_id: job.id, epoch: lease.epoch + 1, name: "x.txt", content_type: "text/plain", size: 1 },
       headers: agentHeaders,
     });
     expect(stale.status).toBe(409);
     const done = await call<Record<string, unknown>>("POST", `/v1/agent/uploads/${start.body.upload_id}/complete`, {
-      body: { key: start.body.key, parts: [{ part_number: 1, etag }], size: bytes.length, sha256: "0".repeat(64) },
+      body: {
+        key: start.body.key,
+        parts: [{ part_number: 1, etag }],
+        size: bytes.length,
+        sha256: await sha256Of(bytes),
+      },
       headers: agentHeaders,
     });
     expect(done.body).toMatchObject({ name: "result.txt", size: bytes.length, content_type: "text/plain" });
@@ -143,6 +166,7 @@ describe("agent connections", () => {
     let left = 1;
     for (let i = 0; i < 50 && left > 0; i++) {
       left = (await env.OUTPUTS.list({ prefix: `outputs/${job.id}/` })).objects.length;
+      left += (await env.OUTPUTS.list({ prefix: `uploads/${job.id}/` })).objects.length;
       if (left > 0) await new Promise((r) => setTimeout(r, 20));
     }
     expect(left).toBe(0);
@@ -159,7 +183,7 @@ describe("agent connections", () => {
     const start = async (name: string) =>
       (
         await call<{ upload_id: string; key: string }>("POST", "/v1/agent/uploads", {
-          body: { job_id: job.id, epoch: lease.epoch, name, content_type: "text/plain" },
+          body: { job_id: job.id, epoch: lease.epoch, name, content_type: "text/plain", size: 4 },
           headers,
         })
       ).body;
@@ -177,7 +201,10 @@ describe("agent connections", () => {
       const r = await call<{ error?: { code: string } }>(
         "POST",
         `/v1/agent/uploads/${encodeURIComponent(uploadId)}/complete`,
-        { body: { key, parts: [{ part_number: 1, etag }], size: 4, sha256: "0".repeat(64) }, headers },
+        {
+          body: { key, parts: [{ part_number: 1, etag }], size: 4, sha256: await sha256Of(new Uint8Array(4)) },
+          headers,
+        },
       );
       return { status: r.status, code: r.body.error?.code };
     };
@@ -460,24 +487,9 @@ describe("agent connections", () => {
         for (const l of leases) {
           expect(jobs.find((j) => j.id === l.job_id)?.version).toBe(a.version);
           // Give every other lease back (drained): a requeue must find the same agent again.
-          if (round % 2 === 1) {
-            a.conn.send({
-              v: 1,
-              type: "job.release",
-              trace: "t",
-              leases: [{ job_id: l.job_id, epoch: l.epoch }],
-              reason: "drained",
-            });
-            for (let i = 0; i < 100; i++) {
-              const v = await call<{ status: string }>("GET", `/v1/jobs/${l.job_id}`, { key: acct.key });
-              if (v.body.status === "queued") break;
-              await new Promise((r) => setTimeout(r, 20));
-            }
-            a.conn.send({ v: 1, type: "work.request", trace: "t", credits: 1 });
-            const again = ((await a.conn.next("job.leases")) as { leases: LeaseGrant[] }).leases;
-            expect(again.map((g) => [g.job_id, g.version])).toEqual([[l.job_id, a.version]]);
-            l.epoch = (again[0] as LeaseGrant).epoch;
-          }
+          const held = round % 2 === 1 ? await releaseAndTakeBack(a.conn, l, acct.key) : [l];
+          expect(held.map((g) => [g.job_id, g.version])).toEqual([[l.job_id, a.version]]);
+          l.epoch = (held[0] as LeaseGrant).epoch;
           a.conn.send({ v: 1, type: "job.complete", trace: "t", job_id: l.job_id, epoch: l.epoch, outputs: [] });
         }
       }

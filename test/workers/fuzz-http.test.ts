@@ -326,7 +326,7 @@ const BODY_ROUTES: BodyRoute[] = [
     method: "POST",
     path: () => "/v1/agent/uploads",
     auth: () => w.agent,
-    example: () => ({ job_id: w.job, epoch: 1, name: "a.png", content_type: "image/png" }),
+    example: () => ({ job_id: w.job, epoch: 1, name: "a.png", content_type: "image/png", size: 1 }),
   },
   {
     name: "agent upload complete",
@@ -545,7 +545,7 @@ const ALL_ROUTES: { method: string; path: () => string; body?: () => Json }[] = 
   {
     method: "POST",
     path: () => "/v1/agent/uploads",
-    body: () => ({ job_id: w.job, epoch: 1, name: "a.png", content_type: "image/png" }),
+    body: () => ({ job_id: w.job, epoch: 1, name: "a.png", content_type: "image/png", size: 1 }),
   },
   { method: "PUT", path: () => `/v1/agent/uploads/u1/parts/1?key=outputs/${w.job}/1/a.png` },
   { method: "POST", path: () => "/v1/agent/uploads/u1/complete", body: () => ({ key: "k", parts: [], size: 0 }) },

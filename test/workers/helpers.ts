@@ -37,10 +37,14 @@ export function unique(prefix: string): string {
   return `${prefix}-${Date.now().toString(36)}-${seq}`;
 }
 
-/** Registers a model like the demo model under a fresh name. */
+/**
+ * Registers a model like the demo model (its input schema and timings) under a fresh name. Its
+ * outputs section is the default one (no output required) unless `overrides` gives one.
+ */
 export async function makeModel(overrides: Record<string, unknown> = {}): Promise<string> {
   const name = unique("m");
-  const r = await call("PUT", `/v1/admin/models/${name}`, { key: ADMIN, body: { ...DEMO_MODEL_CONFIG, ...overrides } });
+  const { outputs: _demoOutputs, ...demo } = DEMO_MODEL_CONFIG;
+  const r = await call("PUT", `/v1/admin/models/${name}`, { key: ADMIN, body: { ...demo, ...overrides } });
   if (r.status !== 201) throw new Error(`model: ${r.status} ${JSON.stringify(r.body)}`);
   return name;
 }

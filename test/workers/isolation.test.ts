@@ -15,7 +15,7 @@ import { sign, signedOutputUrl, signedPreviewUrl, streamToken } from "../../shar
 import { AGENT_TOKEN_AUDIENCE, AGENT_TOKEN_ISSUER, AGENT_TOKEN_TYPE } from "../../shared/tokens.ts";
 import { FRAME_KIND_PREVIEW, type LeaseGrant } from "../../shared/wire.ts";
 import { encode } from "../../shared/codec.ts";
-import { agentId, connect, hello, token, type Conn } from "./agent-helpers.ts";
+import { agentId, connect, hello, sha256Of, token, type Conn } from "./agent-helpers.ts";
 import { ADMIN, call, makeAccount, makeModel, submit } from "./helpers.ts";
 
 const ORIGIN = "http://edge.test";
@@ -154,11 +154,11 @@ beforeAll(async () => {
   });
   a.conn.ws.send(new Uint8Array([FRAME_KIND_PREVIEW, ...preview]));
   const agentHeaders = { ...bearer(t.token), "x-floodgate-agent": a.id };
+  const bytes = new TextEncoder().encode("only for the owner");
   const start = await call<{ upload_id: string; key: string }>("POST", "/v1/agent/uploads", {
-    body: { job_id: done, epoch: ld.epoch, name: "result.txt", content_type: "text/plain" },
+    body: { job_id: done, epoch: ld.epoch, name: "result.txt", content_type: "text/plain", size: bytes.length },
     headers: agentHeaders,
   });
-  const bytes = new TextEncoder().encode("only for the owner");
   const part = await exports.default.fetch(
     new Request(
       `${ORIGIN}/v1/agent/uploads/${start.body.upload_id}/parts/1?key=${encodeURIComponent(start.body.key)}`,
@@ -171,7 +171,7 @@ beforeAll(async () => {
   );
   const { etag } = (await part.json()) as { etag: string };
   const record = await call<Record<string, unknown>>("POST", `/v1/agent/uploads/${start.body.upload_id}/complete`, {
-    body: { key: start.body.key, parts: [{ part_number: 1, etag }], size: bytes.length, sha256: "0".repeat(64) },
+    body: { key: start.body.key, parts: [{ part_number: 1, etag }], size: bytes.length, sha256: await sha256Of(bytes) },
     headers: agentHeaders,
   });
   a.conn.send({
@@ -460,7 +460,13 @@ describe("tenant isolation: agent uploads", () => {
     const ghost = ghostOf(w.running);
     const rows: { name: string; answer: Reply; missing: Reply }[] = [];
     for (const c of CALLERS) {
-      const body = (job: string) => ({ job_id: job, epoch: c.epoch(), name: "x.bin", content_type: "image/png" });
+      const body = (job: string) => ({
+        job_id: job,
+        epoch: c.epoch(),
+        name: "x.bin",
+        content_type: "image/png",
+        size: 8,
+      });
       const answer = normal(await ask("POST", "/v1/agent/uploads", c.headers(), body(w.running)), w.running);
       rows.push({
         name: c.name,
@@ -537,7 +543,7 @@ describe("tenant isolation: nothing changed, and the owner still gets everything
       status: 101,
     });
     const holder = { ...bearer(w.agent.token), "x-floodgate-agent": w.agent.id };
-    const upload = { job_id: w.running, epoch: w.epoch, name: "x.bin", content_type: "image/png" };
+    const upload = { job_id: w.running, epoch: w.epoch, name: "x.bin", content_type: "image/png", size: 8 };
     expect(await ask("POST", "/v1/agent/uploads", holder, upload)).toMatchObject({ status: 201 });
     expect(await ask("POST", `/v1/jobs/${w.running}/cancel`, own)).toMatchObject({ status: 200 });
     // Cancelling bumped the epoch: the former holder is fenced off.

@@ -461,20 +461,25 @@ describe(`agent tokens: ${BAD_CLASSES.length + 3} classes of bad token, 0 accept
     conn.send({ v: 1, type: "agent.heartbeat", trace: "t", leases: [], gpus: [], credits: 5, draining: false });
     await conn.next("agent.heartbeat_ack");
     expect(conn.inbox.filter((m) => m.type === "job.leases")).toEqual([]);
-    // With the hello honest, it gets its own model's job and nothing else.
-    conn.send(hello(id));
-    await conn.next("agent.welcome");
-    conn.send({ v: 1, type: "work.request", trace: "t", credits: 5 });
-    const got = (await conn.next("job.leases")) as { leases: LeaseGrant[] };
+    // Reconnected with the hello honest, it gets its own model's job and nothing else.
+    conn.ws.close(1000, "reconnecting");
+    const honest = await connect(t.token, id);
+    if (!honest.conn) throw new Error("no connection");
+    honest.conn.send(hello(id));
+    await honest.conn.next("agent.welcome");
+    honest.conn.send({ v: 1, type: "work.request", trace: "t", credits: 5 });
+    const got = (await honest.conn.next("job.leases")) as { leases: LeaseGrant[] };
     expect(got.leases.map((l) => l.job_id)).toEqual([myJob.id]);
-    conn.send({ v: 1, type: "agent.heartbeat", trace: "t", leases: [], gpus: [], credits: 4, draining: false });
-    await conn.next("agent.heartbeat_ack");
-    const all = conn.inbox.flatMap((m) => (m.type === "job.leases" ? m.leases.map((l) => l.model) : []));
+    honest.conn.send({ v: 1, type: "agent.heartbeat", trace: "t", leases: [], gpus: [], credits: 4, draining: false });
+    await honest.conn.next("agent.heartbeat_ack");
+    const all = [...conn.inbox, ...honest.conn.inbox].flatMap((m) =>
+      m.type === "job.leases" ? m.leases.map((l) => l.model) : [],
+    );
     expect(all.filter((m) => m !== mine)).toEqual([]);
     for (const jobId of theirJobs) {
       expect((await call("GET", `/v1/jobs/${jobId}`, { key: acct.key })).body).toMatchObject({ status: "queued" });
     }
-    conn.ws.close(1000, "done");
+    honest.conn.ws.close(1000, "done");
   });
 
   it(
