@@ -10,8 +10,13 @@ interface Secrets {
   ADMIN_KEY: string;
   /** JSON `{"active": kid, "keys": [private JWKs, each with its kid]}` signing agent tokens. */
   AGENT_SIGNING_KEYS: string;
-  /** HMAC key (any long random string) that signs output URLs. */
+  /** HMAC key (any long random string) that signs output URLs, previews and stream tokens. */
   FILE_SIGNING_KEY: string;
+  /**
+   * HMAC key (any long random string) for the MAC inside every API key, so the Worker refuses a
+   * key it did not mint before asking any actor. Changing it invalidates every API key.
+   */
+  KEY_SIGNING_KEY: string;
 }
 
 declare global {

@@ -14,11 +14,20 @@
 import { DurableObject } from "cloudflare:workers";
 import type { JobView } from "../shared/api.ts";
 import { encode } from "../shared/codec.ts";
-import { INLINE_PREVIEW_BYTES, TERMINAL_EVENTS, type JobEvent } from "../shared/events.ts";
+import {
+  INLINE_PREVIEW_BYTES,
+  MAX_STREAMS_PER_ACCOUNT,
+  MAX_STREAMS_PER_JOB,
+  sseData,
+  TERMINAL_EVENTS,
+  type JobEvent,
+} from "../shared/events.ts";
+import { FloodgateError } from "../shared/errors.ts";
 import { parseJobId, schedulerName } from "../shared/ids.ts";
 import { isTerminal } from "../shared/job.ts";
 import { signedOutputUrl, signedPreviewUrl } from "../shared/signing.ts";
 import type { LeaseRef } from "../shared/wire.ts";
+import type { AccountActor } from "./account-actor.ts";
 import { actor } from "./remote.ts";
 import type { SchedulerActor } from "./scheduler-actor.ts";
 
@@ -32,6 +41,10 @@ const FOLLOW_MS = 1_000;
 const MAX_BEHIND = 256;
 /** SSE comment sent when nothing else was, so proxies keep the stream open (ms). */
 const KEEPALIVE_MS = 15_000;
+/** How often a job with subscribers renews their count with its account (ms; mesh/account/streams.ts). */
+const STREAM_RENEW_MS = 30_000;
+/** Retry-After of a subscriber refused for the caps (s). */
+const STREAM_RETRY_S = 30;
 
 /** Headers the Worker sets when it forwards a subscriber (after checking who may read). */
 export const SUBSCRIBE_HEADERS = {
@@ -63,7 +76,13 @@ interface Subscriber {
 const enc = new TextEncoder();
 
 function sseFrame(e: JobEvent): Uint8Array {
-  return enc.encode(`id: ${e.id}\nevent: ${e.event}\ndata: ${JSON.stringify(e.data)}\n\n`);
+  return enc.encode(`id: ${e.id}\nevent: ${e.event}\ndata: ${sseData(e.data)}\n\n`);
+}
+
+/** `429 too_many_streams`, in the error shape the edge gives every error. */
+function tooManyStreams(message: string): Response {
+  const err = new FloodgateError("too_many_streams", message, STREAM_RETRY_S);
+  return Response.json(err.toBody(), { status: err.status, headers: { "retry-after": String(STREAM_RETRY_S) } });
 }
 
 function base64(bytes: Uint8Array): string {
@@ -94,6 +113,11 @@ export class JobActor extends DurableObject<Env> {
   private lastStatus = "";
   private finished = false;
   private following: ReturnType<typeof setTimeout> | undefined;
+  /** Subscribers being admitted (their account is being asked). */
+  private admitting = 0;
+  private streamRenewal: ReturnType<typeof setInterval> | undefined;
+  private streamReport: Promise<void> | undefined;
+  private streamReportAgain = false;
 
   // ---- from agents ----
 
@@ -254,7 +278,6 @@ export class JobActor extends DurableObject<Env> {
       phase:
         running && this.phase !== null && last?.epoch === this.epoch ? (this.phase as JobView["phase"]) : job.phase,
       queue: job.queue,
-      agent: running ? (last?.agent ?? null) : null,
       attempt: running ? job.attempts.length : null,
     };
     const key = JSON.stringify({ ...status, queue: status.queue && { ...status.queue, eta_s: null } });
@@ -315,6 +338,64 @@ export class JobActor extends DurableObject<Env> {
     return out;
   }
 
+  // ---- subscriber caps ----
+
+  /**
+   * Admits one more subscriber, or answers why not (`429 too_many_streams`): past the job's cap,
+   * or past the account's across its jobs, which the account's actor counts. An account actor
+   * that cannot answer refuses nobody.
+   */
+  private async admit(jobId: string, accountId: string): Promise<Response | undefined> {
+    const want = this.subscribers.size + this.admitting + 1;
+    if (want > MAX_STREAMS_PER_JOB) {
+      return tooManyStreams(`job ${jobId} has ${MAX_STREAMS_PER_JOB} subscribers, the most one job takes`);
+    }
+    this.admitting += 1;
+    try {
+      const ok = await actor<AccountActor>(this.env.ACCOUNT, accountId)
+        .admitStreams(jobId, want)
+        .catch(() => true);
+      if (!ok) {
+        return tooManyStreams(
+          `the account holds ${MAX_STREAMS_PER_ACCOUNT} event streams, the most it may; close one first`,
+        );
+      }
+    } finally {
+      this.admitting -= 1;
+    }
+    this.streamRenewal ??= setInterval(() => this.reportStreams(), STREAM_RENEW_MS);
+    return undefined;
+  }
+
+  /** A subscriber left: its account hears the job's new count. */
+  private dropSubscriber(sub: Subscriber): void {
+    if (this.subscribers.delete(sub)) this.reportStreams();
+  }
+
+  /** Tells the account how many subscribers the job holds, one report in flight at a time. */
+  private reportStreams(): void {
+    if (this.streamReport) {
+      this.streamReportAgain = true;
+      return;
+    }
+    const n = this.subscribers.size + this.admitting;
+    if (n === 0 && this.streamRenewal !== undefined) {
+      clearInterval(this.streamRenewal);
+      this.streamRenewal = undefined;
+    }
+    if (!this.jobId || !this.accountId) return;
+    this.streamReport = actor<AccountActor>(this.env.ACCOUNT, this.accountId)
+      .reportStreams(this.jobId, n)
+      .catch(() => undefined)
+      .finally(() => {
+        this.streamReport = undefined;
+        if (this.streamReportAgain) {
+          this.streamReportAgain = false;
+          this.reportStreams();
+        }
+      });
+  }
+
   /** A subscriber, forwarded by the Worker after it checked who may read this job. */
   override async fetch(request: Request): Promise<Response> {
     const jobId = request.headers.get(SUBSCRIBE_HEADERS.job);
@@ -325,10 +406,18 @@ export class JobActor extends DurableObject<Env> {
     this.origin = request.headers.get(SUBSCRIBE_HEADERS.origin) ?? this.origin;
     // Progress may have been logged before anyone subscribed; a status snapshot comes first.
     if (!this.events.some((e) => e.event === "status")) await this.follow();
+    // A subscriber to a finished job is answered and closed at once: it needs no admission.
+    const admitted = !this.finished;
+    if (admitted) {
+      const refused = await this.admit(jobId, accountId);
+      if (refused) return refused;
+    }
     const url = new URL(request.url);
     const lastEventId = request.headers.get("last-event-id") ?? url.searchParams.get("last_event_id");
     const backlog = this.backlog(lastEventId);
     const done = backlog.some((e) => TERMINAL_EVENTS.includes(e.event));
+    // The job ended while its account was asked: the admitted count comes back down.
+    if (admitted && done) this.reportStreams();
     return request.headers.get("upgrade")?.toLowerCase() === "websocket"
       ? this.webSocket(backlog, done)
       : this.sse(backlog, done);
@@ -355,7 +444,7 @@ export class JobActor extends DurableObject<Env> {
       if (!open) return;
       open = false;
       clearInterval(keepalive);
-      this.subscribers.delete(sub);
+      this.dropSubscriber(sub);
       writer.close().catch(() => undefined);
     };
     const sub: Subscriber = {
@@ -367,6 +456,9 @@ export class JobActor extends DurableObject<Env> {
       behind: () => MAX_BEHIND * 2 - (writer.desiredSize ?? 0),
       close,
     };
+    // A subscriber that went away cancels the readable side, which errors the writer at once: its
+    // place is given back then, not at the next write.
+    writer.closed.then(close, close);
     write(enc.encode("retry: 1000\n\n"));
     for (const e of backlog) sub.send(e);
     if (done) close();
@@ -391,7 +483,7 @@ export class JobActor extends DurableObject<Env> {
     const close = (): void => {
       if (!open) return;
       open = false;
-      this.subscribers.delete(sub);
+      this.dropSubscriber(sub);
       try {
         server.close(1000, "the job has ended");
       } catch {

@@ -27,6 +27,7 @@ export const ERROR_CODES = {
   unsupported_media_type: 415,
   rate_limited: 429,
   overloaded: 429,
+  too_many_streams: 429,
   internal: 500,
   unavailable: 503,
 } as const satisfies Record<string, number>;

@@ -17,8 +17,7 @@ export const StatusData = z.object({
   phase: JobPhase,
   /** While queued: jobs ahead in its tier, the estimated wait, and why it waits. */
   queue: z.object({ position: z.number().int(), eta_s: z.number().nullable(), reason: WaitReason }).nullable(),
-  /** While running: the agent and the attempt number. */
-  agent: z.string().nullable(),
+  /** While running: the attempt number (which agent runs it is the operator's to know). */
   attempt: z.number().int().nullable(),
   /** Present and true when the subscriber's Last-Event-ID could not be resumed. */
   reset: z.boolean().optional(),
@@ -74,7 +73,37 @@ export type JobEventName = JobEvent["event"];
 
 export const TERMINAL_EVENTS: readonly JobEventName[] = ["succeeded", "failed", "cancelled", "expired"];
 
+/** Characters JSON leaves raw that some line readers take for line breaks. */
+const LINE_BREAKS_JSON_KEEPS = /[\u0085\u2028\u2029]/g;
+
+/**
+ * An event's `data` as one SSE `data:` line: JSON with U+0085, U+2028 and U+2029 escaped as
+ * `\u0085`, `\u2028`, `\u2029`. JSON.stringify escapes control characters (so no CR or LF
+ * reaches the line) but leaves these three raw, and readers that split lines the Unicode way
+ * (Python's `str.splitlines`, some EventSource shims) would cut the line there. The escaped form
+ * is the same JSON value.
+ *
+ * @example
+ * sseData({ message: "a\u2028b" }) // '{"message":"a\\u2028b"}'
+ */
+export function sseData(data: unknown): string {
+  return JSON.stringify(data).replace(
+    LINE_BREAKS_JSON_KEEPS,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
+  );
+}
+
 /** Previews up to this size (bytes) travel inline in SSE; larger ones by signed URL. */
 export const INLINE_PREVIEW_BYTES = 48 * 1024;
+
+/**
+ * Subscribers (SSE streams and WebSockets together) one job takes at once; past it a new one is
+ * `429 too_many_streams`. Enough for every viewer a job plausibly has; an idle subscriber costs
+ * the job's actor memory and a keep-alive every 15 s.
+ */
+export const MAX_STREAMS_PER_JOB = 100;
+
+/** Subscribers one account holds at once across all its jobs; past it, `429 too_many_streams`. */
+export const MAX_STREAMS_PER_ACCOUNT = 1000;
 
 export const StreamTokenAnswer = z.object({ token: z.string(), expires_at: z.string() });

@@ -9,12 +9,13 @@ import { z } from "zod";
 import { FloodgateError } from "../../shared/errors.ts";
 import { sign, verify } from "../../shared/signing.ts";
 import type { AgentClaims } from "../../shared/tokens.ts";
-import { parseJobId, schedulerName } from "../../shared/ids.ts";
+import { schedulerName } from "../../shared/ids.ts";
 import { AGENT_ID_HEADER, AGENT_SUBPROTOCOL, AgentId, OutputRecord } from "../../shared/wire.ts";
 import { actor, CLAIMS_HEADER, type AgentActor, type AgentClaimsLite, type SchedulerActor } from "../../mesh/index.ts";
 import type { AppEnv } from "../env.ts";
 import type { RouteDoc } from "../openapi.ts";
-import { registryStub } from "../registry-cache.ts";
+import { checkAddressLimit, checkAgentLimit } from "../ratelimit.ts";
+import { jobRoute, registryStub } from "../registry-cache.ts";
 import { fileSecret } from "../files.ts";
 import { verifyAgentToken } from "../tokens.ts";
 import { readJson } from "../validate.ts";
@@ -58,12 +59,20 @@ export const agentAuth: MiddlewareHandler<AppEnv> = async (c, next) => {
   const m = /^Bearer\s+(\S+)\s*$/i.exec(c.req.header("authorization") ?? "");
   const claims = m?.[1] ? await verifyAgentToken(c.env, m[1]) : undefined;
   const unauthorized = new FloodgateError("unauthorized", "the agent token is missing, invalid, expired or revoked");
-  if (!claims) throw unauthorized;
+  if (!claims) {
+    await checkAddressLimit(c.env, c.req.raw);
+    throw unauthorized;
+  }
+  // Per token, before the registry is asked about it.
+  await checkAgentLimit(c.env, claims.jti);
   const agentId = AgentId.safeParse(c.req.header(AGENT_ID_HEADER));
   if (!agentId.success)
     throw new FloodgateError("bad_request", `send the agent's id in ${AGENT_ID_HEADER} (agt_ and 16 of 0-9a-z)`);
   const answer = await agentAccess(c.env, claims, agentId.data, c.req.path === CONNECT_PATH);
-  if (answer === "dead") throw unauthorized;
+  if (answer === "dead") {
+    await checkAddressLimit(c.env, c.req.raw);
+    throw unauthorized;
+  }
   if (answer === "taken") {
     throw new FloodgateError(
       "agent_id_taken",
@@ -76,7 +85,11 @@ export const agentAuth: MiddlewareHandler<AppEnv> = async (c, next) => {
 
 /** Checks that `agentId` holds the lease of `jobId` at `epoch`. */
 async function requireLease(env: Env, agentId: string, jobId: string, epoch: number): Promise<void> {
-  const route = parseJobId(jobId);
+  // A job id naming no model or shard of the registry asks (and creates) no scheduler.
+  const route = await jobRoute(env, jobId).catch((err: unknown) => {
+    if (err instanceof FloodgateError) return undefined;
+    throw err;
+  });
   const lease = route ? await actor<SchedulerActor>(env.SCHEDULER, schedulerName(route)).leaseOf(jobId) : null;
   if (!lease || lease.status !== "running" || lease.epoch !== epoch || lease.agent_id !== agentId) {
     throw new FloodgateError(
