@@ -14,20 +14,12 @@
 import { DurableObject } from "cloudflare:workers";
 import type { JobView } from "../shared/api.ts";
 import { encode } from "../shared/codec.ts";
-import {
-  INLINE_PREVIEW_BYTES,
-  MAX_STREAMS_PER_ACCOUNT,
-  MAX_STREAMS_PER_JOB,
-  sseData,
-  TERMINAL_EVENTS,
-  type JobEvent,
-} from "../shared/events.ts";
-import { FloodgateError } from "../shared/errors.ts";
+import { INLINE_PREVIEW_BYTES, sseData, TERMINAL_EVENTS, type JobEvent } from "../shared/events.ts";
 import { parseJobId, schedulerName } from "../shared/ids.ts";
 import { isTerminal } from "../shared/job.ts";
 import { signedOutputUrl, signedPreviewUrl } from "../shared/signing.ts";
 import type { LeaseRef } from "../shared/wire.ts";
-import type { AccountActor } from "./account-actor.ts";
+import { StreamCaps } from "./job/caps.ts";
 import { actor } from "./remote.ts";
 import type { SchedulerActor } from "./scheduler-actor.ts";
 
@@ -41,10 +33,6 @@ const FOLLOW_MS = 1_000;
 const MAX_BEHIND = 256;
 /** SSE comment sent when nothing else was, so proxies keep the stream open (ms). */
 const KEEPALIVE_MS = 15_000;
-/** How often a job with subscribers renews their count with its account (ms; mesh/account/streams.ts). */
-const STREAM_RENEW_MS = 30_000;
-/** Retry-After of a subscriber refused for the caps (s). */
-const STREAM_RETRY_S = 30;
 
 /** Headers the Worker sets when it forwards a subscriber (after checking who may read). */
 export const SUBSCRIBE_HEADERS = {
@@ -79,12 +67,6 @@ function sseFrame(e: JobEvent): Uint8Array {
   return enc.encode(`id: ${e.id}\nevent: ${e.event}\ndata: ${sseData(e.data)}\n\n`);
 }
 
-/** `429 too_many_streams`, in the error shape the edge gives every error. */
-function tooManyStreams(message: string): Response {
-  const err = new FloodgateError("too_many_streams", message, STREAM_RETRY_S);
-  return Response.json(err.toBody(), { status: err.status, headers: { "retry-after": String(STREAM_RETRY_S) } });
-}
-
 function base64(bytes: Uint8Array): string {
   let s = "";
   for (let i = 0; i < bytes.length; i += 0x8000) s += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
@@ -113,11 +95,7 @@ export class JobActor extends DurableObject<Env> {
   private lastStatus = "";
   private finished = false;
   private following: ReturnType<typeof setTimeout> | undefined;
-  /** Subscribers being admitted (their account is being asked). */
-  private admitting = 0;
-  private streamRenewal: ReturnType<typeof setInterval> | undefined;
-  private streamReport: Promise<void> | undefined;
-  private streamReportAgain = false;
+  private readonly caps = new StreamCaps(this.env.ACCOUNT, () => this.subscribers.size);
 
   // ---- from agents ----
 
@@ -338,62 +316,9 @@ export class JobActor extends DurableObject<Env> {
     return out;
   }
 
-  // ---- subscriber caps ----
-
-  /**
-   * Admits one more subscriber, or answers why not (`429 too_many_streams`): past the job's cap,
-   * or past the account's across its jobs, which the account's actor counts. An account actor
-   * that cannot answer refuses nobody.
-   */
-  private async admit(jobId: string, accountId: string): Promise<Response | undefined> {
-    const want = this.subscribers.size + this.admitting + 1;
-    if (want > MAX_STREAMS_PER_JOB) {
-      return tooManyStreams(`job ${jobId} has ${MAX_STREAMS_PER_JOB} subscribers, the most one job takes`);
-    }
-    this.admitting += 1;
-    try {
-      const ok = await actor<AccountActor>(this.env.ACCOUNT, accountId)
-        .admitStreams(jobId, want)
-        .catch(() => true);
-      if (!ok) {
-        return tooManyStreams(
-          `the account holds ${MAX_STREAMS_PER_ACCOUNT} event streams, the most it may; close one first`,
-        );
-      }
-    } finally {
-      this.admitting -= 1;
-    }
-    this.streamRenewal ??= setInterval(() => this.reportStreams(), STREAM_RENEW_MS);
-    return undefined;
-  }
-
-  /** A subscriber left: its account hears the job's new count. */
+  /** A subscriber left: its account hears the job's new count (mesh/job/caps.ts). */
   private dropSubscriber(sub: Subscriber): void {
-    if (this.subscribers.delete(sub)) this.reportStreams();
-  }
-
-  /** Tells the account how many subscribers the job holds, one report in flight at a time. */
-  private reportStreams(): void {
-    if (this.streamReport) {
-      this.streamReportAgain = true;
-      return;
-    }
-    const n = this.subscribers.size + this.admitting;
-    if (n === 0 && this.streamRenewal !== undefined) {
-      clearInterval(this.streamRenewal);
-      this.streamRenewal = undefined;
-    }
-    if (!this.jobId || !this.accountId) return;
-    this.streamReport = actor<AccountActor>(this.env.ACCOUNT, this.accountId)
-      .reportStreams(this.jobId, n)
-      .catch(() => undefined)
-      .finally(() => {
-        this.streamReport = undefined;
-        if (this.streamReportAgain) {
-          this.streamReportAgain = false;
-          this.reportStreams();
-        }
-      });
+    if (this.subscribers.delete(sub)) this.caps.changed();
   }
 
   /** A subscriber, forwarded by the Worker after it checked who may read this job. */
@@ -409,7 +334,7 @@ export class JobActor extends DurableObject<Env> {
     // A subscriber to a finished job is answered and closed at once: it needs no admission.
     const admitted = !this.finished;
     if (admitted) {
-      const refused = await this.admit(jobId, accountId);
+      const refused = await this.caps.admit(jobId, accountId);
       if (refused) return refused;
     }
     const url = new URL(request.url);
@@ -417,7 +342,7 @@ export class JobActor extends DurableObject<Env> {
     const backlog = this.backlog(lastEventId);
     const done = backlog.some((e) => TERMINAL_EVENTS.includes(e.event));
     // The job ended while its account was asked: the admitted count comes back down.
-    if (admitted && done) this.reportStreams();
+    if (admitted && done) this.caps.changed();
     return request.headers.get("upgrade")?.toLowerCase() === "websocket"
       ? this.webSocket(backlog, done)
       : this.sse(backlog, done);
