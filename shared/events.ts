@@ -98,10 +98,11 @@ export const INLINE_PREVIEW_BYTES = 48 * 1024;
 
 /**
  * Subscribers (SSE streams and WebSockets together) one job takes at once; past it a new one is
- * `429 too_many_streams`. Enough for every viewer a job plausibly has; an idle subscriber costs
- * the job's actor memory and a keep-alive every 15 s.
+ * `429 too_many_streams`. The fan-out one job is built and tested for (test/e2e/streams.test.ts:
+ * every one of 500 subscribers sees every event); each costs the job's actor memory, a write per
+ * event and a keep-alive every 15 s, all on that one actor's thread.
  */
-export const MAX_STREAMS_PER_JOB = 100;
+export const MAX_STREAMS_PER_JOB = 500;
 
 /** Subscribers one account holds at once across all its jobs; past it, `429 too_many_streams`. */
 export const MAX_STREAMS_PER_ACCOUNT = 1000;
