@@ -15,6 +15,7 @@ export function testSecrets(): Record<string, string> {
     PUBLIC_URL: "http://edge.test",
     ADMIN_KEY: "fga_test-admin-key",
     FILE_SIGNING_KEY: "test-file-signing-key-0123456789abcdef",
+    KEY_SIGNING_KEY: "test-key-signing-key-0123456789abcdef",
     AGENT_SIGNING_KEYS: JSON.stringify({
       active: "k-test-2",
       keys: [

@@ -249,10 +249,7 @@ export function describeJob(j: JobView, now: number): string {
   if (times.length > 0) rows.push(["timings", times.join(" · ")]);
   for (const a of j.attempts) {
     const span = a.executing_s === null ? `since ${a.started_at}` : formatDuration(a.executing_s);
-    rows.push([
-      `attempt ${a.n}`,
-      `${a.outcome} · ${a.agent} (pool ${a.pool}) · ${span}${a.reason ? ` · ${a.reason}` : ""}`,
-    ]);
+    rows.push([`attempt ${a.n}`, `${a.outcome} · ${span}${a.reason ? ` · ${a.reason}` : ""}`]);
   }
   for (const o of j.outputs ?? []) {
     const size = typeof o.size === "number" ? ` ${formatBytes(o.size)}` : "";

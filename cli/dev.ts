@@ -37,6 +37,7 @@ interface Secrets {
   ADMIN_KEY: string;
   AGENT_SIGNING_KEYS: string;
   FILE_SIGNING_KEY: string;
+  KEY_SIGNING_KEY: string;
 }
 
 /** Reads the state's secrets, generating on first start any that are missing. */
@@ -57,6 +58,7 @@ export function ensureSecrets(stateDir: string): { file: string; secrets: Secret
       return JSON.stringify({ active: kid, keys: [{ ...privateKey.export({ format: "jwk" }), kid, alg: "EdDSA" }] });
     },
     FILE_SIGNING_KEY: () => randomBytes(32).toString("base64url"),
+    KEY_SIGNING_KEY: () => randomBytes(32).toString("base64url"),
   };
   let changed = false;
   for (const [k, gen] of Object.entries(make)) {

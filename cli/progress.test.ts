@@ -20,13 +20,13 @@ const queued = (position: number, eta_s: number | null, reason = "capacity"): Jo
   ({
     id: id(),
     event: "status",
-    data: { status: "queued", phase: "waiting", queue: { position, eta_s, reason }, agent: null, attempt: null },
+    data: { status: "queued", phase: "waiting", queue: { position, eta_s, reason }, attempt: null },
   }) as JobEvent;
 const running = (attempt = 1, phase = "assigned"): JobEvent =>
   ({
     id: id(),
     event: "status",
-    data: { status: "running", phase, queue: null, agent: "agt_a", attempt },
+    data: { status: "running", phase, queue: null, attempt },
   }) as JobEvent;
 const step = (s: number, total: number, phase = "sampling"): JobEvent =>
   ({ id: id(), event: "progress", data: { phase, step: s, total } }) as JobEvent;
@@ -105,7 +105,7 @@ describe("the progress renderer", () => {
     expect(lines).toEqual([
       "queued · 2 ahead · ETA 30 s",
       "queued · 1 ahead · ETA 20 s",
-      "running · attempt 1 on agt_a",
+      "running · attempt 1",
       "sampling 0/30 (0%)",
       "sampling 3/30 (10%)",
       "sampling 15/30 (50%)",
@@ -124,7 +124,7 @@ describe("the progress renderer", () => {
       [3, running(2)],
     ]);
     expect(p.step).toBeUndefined();
-    expect(lines.at(-1)).toBe("running · attempt 2 on agt_a");
+    expect(lines.at(-1)).toBe("running · attempt 2");
   });
 
   it("tells how a job ended, with the failure's code and message", () => {
@@ -144,7 +144,7 @@ describe("the progress renderer", () => {
     const reset = {
       id: "h.1",
       event: "status",
-      data: { status: "running", phase: "sampling", queue: null, agent: "agt_a", attempt: 1, reset: true },
+      data: { status: "running", phase: "sampling", queue: null, attempt: 1, reset: true },
     } as JobEvent;
     expect(noteLines(reset)).toEqual(["(the event stream restarted; showing the current state)"]);
     expect(play([[0, reset]]).lines).toEqual(noteLines(reset));

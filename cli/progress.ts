@@ -16,7 +16,6 @@ export interface Progress {
   status: string | undefined;
   phase: string | undefined;
   queue: { position: number; eta_s: number | null; reason: string } | null;
-  agent: string | null;
   attempt: number | null;
   step: { phase: string; step: number; total: number } | undefined;
   /** Where the current step phase started, for the running ETA. */
@@ -35,7 +34,6 @@ export function initialProgress(jobId: string, now: number): Progress {
     status: undefined,
     phase: undefined,
     queue: null,
-    agent: null,
     attempt: null,
     step: undefined,
     rate: undefined,
@@ -56,7 +54,6 @@ export function reduce(p: Progress, e: JobEvent, now: number): Progress {
         status: d.status,
         phase: d.phase,
         queue: d.queue,
-        agent: d.agent,
         attempt: d.attempt,
         etaAt: d.queue ? now : undefined,
         // A job sent back to its queue starts its steps over.
@@ -194,11 +191,10 @@ export function logLines(prev: Progress, next: Progress, e: JobEvent): string[] 
         return same ? [] : [queueText(next, undefined)];
       }
       if (next.status === "running") {
-        if (prev.status === "running" && prev.attempt === next.attempt && prev.agent === next.agent) {
+        if (prev.status === "running" && prev.attempt === next.attempt) {
           return prev.phase === next.phase || next.step !== undefined ? [] : [`running · ${next.phase ?? ""}`];
         }
-        const who = next.agent ? ` on ${next.agent}` : "";
-        return [`running · attempt ${next.attempt ?? 1}${who}`];
+        return [`running · attempt ${next.attempt ?? 1}`];
       }
       // The end has its own event and lines.
       return [];

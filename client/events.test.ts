@@ -12,7 +12,6 @@ const running = (n: number) => ({
   status: "running",
   phase: "sampling",
   queue: null,
-  agent: "agt_0000000000000001",
   attempt: n,
 });
 const progress = (step: number) => ({ phase: "sampling", step, total: 10 });
@@ -45,7 +44,6 @@ const LOG: string[] = [
     status: "queued",
     phase: "waiting",
     queue: { position: 2, eta_s: 30, reason: "capacity" },
-    agent: null,
     attempt: null,
   }),
   sse("g.2", "status", running(1)),
@@ -267,8 +265,6 @@ describe("jobs.events", () => {
           attempts: [
             {
               n: 1,
-              agent: "agt_1",
-              pool: "local",
               version: null,
               epoch: 1,
               started_at: "2025-01-01T00:00:01.000Z",
@@ -289,6 +285,7 @@ describe("jobs.events", () => {
     // As the edge does: a status for the end, then the terminal event.
     expect(events.map((e) => e.event)).toEqual(["status", "status", "progress", "status", "succeeded"]);
     expect(events[2]).toMatchObject({ data: { step: 3, total: 10 } });
-    expect(events[1]).toMatchObject({ data: { status: "running", agent: "agt_1", attempt: 1 } });
+    expect(events[1]).toMatchObject({ data: { status: "running", attempt: 1 } });
+    expect(events[1]?.data).not.toHaveProperty("agent");
   });
 });

@@ -1,7 +1,7 @@
 /**
  * Following a job by polling `GET /v1/jobs/{id}`, for edges that have no events route: each read
  * is compared with the last and what changed becomes the same {@link JobEvent}s the stream would
- * send: a `status` when status, phase, queue position or reason, agent or attempt changed (as on
+ * send: a `status` when status, phase, queue position or reason, or attempt changed (as on
  * the edge, a new ETA alone is no change), a `progress` when the step moved, and the terminal
  * event at the end. Ids are `poll.<n>`. No previews or logs: a job read does not carry them.
  */
@@ -17,15 +17,7 @@ type Body = JobEvent extends infer E ? (E extends JobEvent ? Omit<E, "id"> : nev
 /** What a `status` event reports, as a comparable string. */
 function statusKey(v: JobView | undefined): string | undefined {
   return (
-    v &&
-    JSON.stringify([
-      v.status,
-      v.phase,
-      v.queue?.position ?? null,
-      v.queue?.reason ?? null,
-      v.attempts.length,
-      v.attempts.at(-1)?.agent ?? null,
-    ])
+    v && JSON.stringify([v.status, v.phase, v.queue?.position ?? null, v.queue?.reason ?? null, v.attempts.length])
   );
 }
 
@@ -40,12 +32,10 @@ function stepOf(v: JobView | undefined): { phase: string; step: number; total: n
 export function diffView(prev: JobView | undefined, next: JobView): Body[] {
   const out: Body[] = [];
   const running = next.status === "running";
-  const last = next.attempts.at(-1);
   const status = {
     status: next.status,
     phase: next.phase,
     queue: next.queue,
-    agent: running ? (last?.agent ?? null) : null,
     attempt: running ? next.attempts.length : null,
   };
   if (statusKey(prev) !== statusKey(next)) out.push({ event: "status", data: status });

@@ -11,7 +11,6 @@ const QUEUED = sse("g.1", "status", {
   status: "queued",
   phase: "waiting",
   queue: { position: 0, eta_s: 5, reason: "capacity" },
-  agent: null,
   attempt: null,
 });
 const OUTPUT = { name: "video.gif", content_type: "image/gif", size: 3, sha256: "b".repeat(64), url: "http://x/f" };

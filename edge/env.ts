@@ -11,8 +11,13 @@ interface Secrets {
   ADMIN_KEY: string;
   /** JSON `{"active": kid, "keys": [private JWKs, each with its kid]}` signing agent tokens. */
   AGENT_SIGNING_KEYS: string;
-  /** HMAC key (any long random string) that signs output URLs and output receipts. */
+  /** HMAC key (any long random string) that signs output URLs, previews, stream tokens and output receipts. */
   FILE_SIGNING_KEY: string;
+  /**
+   * HMAC key (any long random string) for the MAC inside every API key, so the Worker refuses a
+   * key it did not mint before asking any actor. Changing it invalidates every API key.
+   */
+  KEY_SIGNING_KEY: string;
   /**
    * The edge's public URL (a `[vars]` entry or `--var`; `floodgate dev` sets its local URL):
    * signed output and preview URLs start with its origin, never with the request's `Host`.

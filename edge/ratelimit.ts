@@ -1,7 +1,9 @@
 /**
- * Per-account rate limits through the Workers rate-limiting binding, so a flood is refused in
- * the Worker before any actor is touched. A binding's limit is fixed in wrangler.toml, so an
- * account uses the largest step at or below its limit (requests per minute).
+ * Rate limits through the Workers rate-limiting bindings, so a flood is refused in the Worker
+ * before any actor is touched: per account (user keys and stream tokens), per client address
+ * (requests refused for their credentials) and per agent token (agent routes). A binding's limit
+ * is fixed in wrangler.toml, so an account uses the largest step at or below its limit (requests
+ * per minute).
  */
 import { FloodgateError } from "../shared/errors.ts";
 import type { Principal } from "../mesh/index.ts";
@@ -39,6 +41,43 @@ export async function checkRateLimit(env: Env, p: Principal): Promise<void> {
       "rate_limited",
       `account ${p.account_id} is over its rate limit of ${stepFor(perMinute)} requests per minute`,
       60,
+    );
+  }
+}
+
+/** The bucket of requests without a client address: local `wrangler dev`, tests. */
+export const LOCAL_ADDRESS = "local";
+
+/** The client's address as Cloudflare's edge gives it (it overwrites any the client sent). */
+export function clientAddress(req: Request): string {
+  return req.headers.get("cf-connecting-ip") ?? LOCAL_ADDRESS;
+}
+
+/**
+ * Counts a request refused for its credentials against its client address; past the address's
+ * limit (`RL_ADDRESS`) the refusal becomes `429 rate_limited`, so guessing keys or tokens is
+ * slowed as well as fruitless.
+ */
+export async function checkAddressLimit(env: Env, req: Request): Promise<void> {
+  const address = clientAddress(req);
+  const { success } = await env.RL_ADDRESS.limit({ key: address });
+  if (!success) {
+    throw new FloodgateError(
+      "rate_limited",
+      `too many requests with missing or invalid credentials from ${address}; check the key or token`,
+      60,
+    );
+  }
+}
+
+/** Counts an agent route's request against its token (`RL_AGENT`); past the limit, 429. */
+export async function checkAgentLimit(env: Env, tokenId: string): Promise<void> {
+  const { success } = await env.RL_AGENT.limit({ key: tokenId });
+  if (!success) {
+    throw new FloodgateError(
+      "rate_limited",
+      `agent token ${tokenId} is over its rate limit; its agents share it (mint a token per group of agents)`,
+      10,
     );
   }
 }

@@ -6,6 +6,7 @@
 import { Validator, type Schema } from "@cfworker/json-schema";
 import type { ModelConfig } from "../shared/api.ts";
 import { FloodgateError } from "../shared/errors.ts";
+import { parseJobId, type JobRoute } from "../shared/ids.ts";
 import type { TierConfig } from "../shared/slo.ts";
 import { actor, type RegistryActor } from "../mesh/index.ts";
 
@@ -17,6 +18,13 @@ interface Cached {
 }
 
 let cached: Cached | undefined;
+/** When this isolate last read the registry because a job id named a model or shard it did not know (ms). */
+let missReadAt = 0;
+/**
+ * At most one such read per isolate in this time (ms): a model registered a moment ago is found
+ * at once, and a flood of made-up ids costs the registry one read a second per isolate.
+ */
+const MISS_READ_MS = 1_000;
 let inflight: Promise<Cached> | undefined;
 const validators = new Map<string, { updatedAt: string; validator: Validator }>();
 
@@ -48,6 +56,29 @@ export async function registry(env: Env): Promise<Cached> {
     }
   })();
   return inflight;
+}
+
+function routeIn(snap: Cached, route: JobRoute): boolean {
+  const model = snap.byNumber.get(route.modelNumber);
+  return model !== undefined && route.shard < model.shards;
+}
+
+/**
+ * The scheduler shard of a job id, checked against the registry: a malformed id, or one naming a
+ * model or shard that does not exist, is `404 job_not_found` before any scheduler is asked (so a
+ * made-up id never creates a scheduler). Shards only grow and models are never removed, so a
+ * shard once known stays valid.
+ */
+export async function jobRoute(env: Env, id: string): Promise<JobRoute> {
+  const route = parseJobId(id);
+  if (!route) throw new FloodgateError("job_not_found", `no job ${id}`);
+  if (routeIn(await registry(env), route)) return route;
+  if (Date.now() - missReadAt >= MISS_READ_MS) {
+    missReadAt = Date.now();
+    invalidateRegistry();
+    if (routeIn(await registry(env), route)) return route;
+  }
+  throw new FloodgateError("job_not_found", `no job ${id}`);
 }
 
 export async function modelByName(env: Env, name: string): Promise<ModelConfig> {

@@ -2,25 +2,40 @@
  * AccountActor: one per account (named by the account id inside its API keys). Holds the
  * account's tier and rate limit, its keys as SHA-256 hashes, and its idempotency records. The
  * edge asks it only on an authentication cache miss and for submits that carry an
- * Idempotency-Key, so it is off the hot path of plain submits.
+ * Idempotency-Key, so it is off the hot path of plain submits. It also counts, in memory, the
+ * event streams the account's jobs hold (mesh/account/streams.ts).
+ *
+ * Its tables are made by the first write that belongs to a real account (creating it), never by
+ * a read: an actor reached for an account that does not exist answers "not found" and writes
+ * nothing, so it leaves no storage behind.
  */
 import { DurableObject } from "cloudflare:workers";
 import { fail } from "../shared/errors.ts";
-import { authenticate, claim, IDEMPOTENCY_TTL_MS, type Claim } from "./account/logic.ts";
+import { authenticate, claim, IDEMPOTENCY_TTL_MS, principalOf, type Claim } from "./account/logic.ts";
 import { AccountStore, MIGRATIONS } from "./account/store.ts";
+import { StreamCounts } from "./account/streams.ts";
 import { durableSql } from "./sql/durable.ts";
-import { migrate } from "./sql/sql.ts";
+import { migrate, migrated } from "./sql/sql.ts";
 
 export class AccountActor extends DurableObject<Env> {
-  private store!: AccountStore;
+  /** Absent until the account's storage exists. */
+  private store: AccountStore | undefined;
+  private readonly streams = new StreamCounts();
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     void ctx.blockConcurrencyWhile(async () => {
       const sql = durableSql(ctx.storage.sql);
-      migrate(sql, MIGRATIONS);
-      this.store = new AccountStore(sql);
+      // Only an account that has storage gets its pending migrations here.
+      if (migrated(sql)) this.store = this.open();
     });
+  }
+
+  /** The store, its tables made (or brought up to date) first. */
+  private open(): AccountStore {
+    const sql = durableSql(this.ctx.storage.sql);
+    migrate(sql, MIGRATIONS);
+    return new AccountStore(sql);
   }
 
   async create(
@@ -28,7 +43,8 @@ export class AccountActor extends DurableObject<Env> {
     keyId: string,
     keyHash: string,
   ) {
-    if (this.store.account()) return fail("conflict", `account ${a.id} exists`);
+    if (this.store?.account()) return fail("conflict", `account ${a.id} exists`);
+    this.store ??= this.open();
     const now = Date.now();
     this.store.createAccount({ ...a, created_at: now });
     this.store.addKey(keyId, keyHash, now);
@@ -36,8 +52,8 @@ export class AccountActor extends DurableObject<Env> {
   }
 
   async info() {
-    const account = this.store.account();
-    if (!account) return fail("account_not_found", "no such account");
+    const account = this.store?.account();
+    if (!this.store || !account) return fail("account_not_found", "no such account");
     const keys = this.store
       .keys()
       .map((k) => ({ key_id: k.key_id, created_at: k.created_at, revoked_at: k.revoked_at }));
@@ -45,37 +61,54 @@ export class AccountActor extends DurableObject<Env> {
   }
 
   async authenticate(keyId: string, hash: string) {
-    return authenticate(this.store, keyId, hash) ?? null;
+    return (this.store && authenticate(this.store, keyId, hash)) ?? null;
+  }
+
+  /** The principal of a live key by its id (for a stream token minted by it), or null. */
+  async principal(keyId: string) {
+    return (this.store && principalOf(this.store, keyId)) ?? null;
   }
 
   async addKey(keyId: string, hash: string) {
-    if (!this.store.account()) return fail("account_not_found", "no such account");
+    if (!this.store?.account()) return fail("account_not_found", "no such account");
     this.store.addKey(keyId, hash, Date.now());
     return { ok: true as const };
   }
 
   async revokeKey(keyId: string) {
-    if (!this.store.account()) return fail("account_not_found", "no such account");
+    if (!this.store?.account()) return fail("account_not_found", "no such account");
     if (!this.store.key(keyId)) return fail("not_found", `no key ${keyId}`);
     this.store.revokeKey(keyId, Date.now());
     return { ok: true as const };
   }
 
   async setTier(tier: string, rateLimit: number | null) {
-    const account = this.store.account();
-    if (!account) return fail("account_not_found", "no such account");
+    if (!this.store?.account()) return fail("account_not_found", "no such account");
     this.store.setTier(tier, rateLimit);
     return { ok: true as const };
   }
 
+  /** Idempotency claims of submits, which the edge sends only for a key this account authenticated. */
   async claim(claims: Claim[]) {
+    this.store ??= this.open();
     const now = Date.now();
     const out = claim(this.store, claims, now);
     if ((await this.ctx.storage.getAlarm()) === null) await this.ctx.storage.setAlarm(now + IDEMPOTENCY_TTL_MS);
     return out;
   }
 
+  /** Whether a job may hold `n` event streams beside the account's others (and records it if so). */
+  async admitStreams(jobId: string, n: number): Promise<boolean> {
+    return this.streams.admit(jobId, n, Date.now());
+  }
+
+  /** A job's count of event streams now (its subscribers closed, or its periodic renewal). */
+  async reportStreams(jobId: string, n: number): Promise<void> {
+    this.streams.report(jobId, n, Date.now());
+  }
+
   override async alarm(): Promise<void> {
+    if (!this.store) return;
     const now = Date.now();
     this.store.deleteIdempotencyBefore(now - IDEMPOTENCY_TTL_MS);
     const oldest = this.store.oldestIdempotency();

@@ -14,11 +14,12 @@
 import { DurableObject } from "cloudflare:workers";
 import type { JobView } from "../shared/api.ts";
 import { encode } from "../shared/codec.ts";
-import { INLINE_PREVIEW_BYTES, TERMINAL_EVENTS, type JobEvent } from "../shared/events.ts";
+import { INLINE_PREVIEW_BYTES, sseData, TERMINAL_EVENTS, type JobEvent } from "../shared/events.ts";
 import { parseJobId, schedulerName } from "../shared/ids.ts";
 import { isTerminal } from "../shared/job.ts";
 import { publicOrigin, signedOutputUrl, signedPreviewUrl } from "../shared/signing.ts";
 import type { LeaseRef } from "../shared/wire.ts";
+import { StreamCaps } from "./job/caps.ts";
 import { actor } from "./remote.ts";
 import type { SchedulerActor } from "./scheduler-actor.ts";
 
@@ -62,7 +63,7 @@ interface Subscriber {
 const enc = new TextEncoder();
 
 function sseFrame(e: JobEvent): Uint8Array {
-  return enc.encode(`id: ${e.id}\nevent: ${e.event}\ndata: ${JSON.stringify(e.data)}\n\n`);
+  return enc.encode(`id: ${e.id}\nevent: ${e.event}\ndata: ${sseData(e.data)}\n\n`);
 }
 
 /** The sequence number of an event id (`<generation>.<sequence>`). */
@@ -97,6 +98,7 @@ export class JobActor extends DurableObject<Env> {
   private lastStatus = "";
   private finished = false;
   private following: ReturnType<typeof setTimeout> | undefined;
+  private readonly caps = new StreamCaps(this.env.ACCOUNT, () => this.subscribers.size);
 
   // ---- from agents ----
 
@@ -257,7 +259,6 @@ export class JobActor extends DurableObject<Env> {
       phase:
         running && this.phase !== null && last?.epoch === this.epoch ? (this.phase as JobView["phase"]) : job.phase,
       queue: job.queue,
-      agent: running ? (last?.agent ?? null) : null,
       attempt: running ? job.attempts.length : null,
     };
     const key = JSON.stringify({ ...status, queue: status.queue && { ...status.queue, eta_s: null } });
@@ -320,6 +321,11 @@ export class JobActor extends DurableObject<Env> {
     return out.sort((a, b) => seqOf(a.id) - seqOf(b.id));
   }
 
+  /** A subscriber left: its account hears the job's new count (mesh/job/caps.ts). */
+  private dropSubscriber(sub: Subscriber): void {
+    if (this.subscribers.delete(sub)) this.caps.changed();
+  }
+
   /** A subscriber, forwarded by the Worker after it checked who may read this job. */
   override async fetch(request: Request): Promise<Response> {
     const jobId = request.headers.get(SUBSCRIBE_HEADERS.job);
@@ -329,10 +335,18 @@ export class JobActor extends DurableObject<Env> {
     this.accountId = accountId;
     // Progress may have been logged before anyone subscribed; a status snapshot comes first.
     if (!this.events.some((e) => e.event === "status")) await this.follow();
+    // A subscriber to a finished job is answered and closed at once: it needs no admission.
+    const admitted = !this.finished;
+    if (admitted) {
+      const refused = await this.caps.admit(jobId, accountId);
+      if (refused) return refused;
+    }
     const url = new URL(request.url);
     const lastEventId = request.headers.get("last-event-id") ?? url.searchParams.get("last_event_id");
     const backlog = this.backlog(lastEventId);
     const done = backlog.some((e) => TERMINAL_EVENTS.includes(e.event));
+    // The job ended while its account was asked: the admitted count comes back down.
+    if (admitted && done) this.caps.changed();
     return request.headers.get("upgrade")?.toLowerCase() === "websocket"
       ? this.webSocket(backlog, done)
       : this.sse(backlog, done);
@@ -359,7 +373,7 @@ export class JobActor extends DurableObject<Env> {
       if (!open) return;
       open = false;
       clearInterval(keepalive);
-      this.subscribers.delete(sub);
+      this.dropSubscriber(sub);
       writer.close().catch(() => undefined);
     };
     const sub: Subscriber = {
@@ -371,6 +385,9 @@ export class JobActor extends DurableObject<Env> {
       behind: () => MAX_BEHIND * 2 - (writer.desiredSize ?? 0),
       close,
     };
+    // A subscriber that went away cancels the readable side, which errors the writer at once: its
+    // place is given back then, not at the next write.
+    writer.closed.then(close, close);
     write(enc.encode("retry: 1000\n\n"));
     for (const e of backlog) sub.send(e);
     if (done) close();
@@ -395,7 +412,7 @@ export class JobActor extends DurableObject<Env> {
     const close = (): void => {
       if (!open) return;
       open = false;
-      this.subscribers.delete(sub);
+      this.dropSubscriber(sub);
       try {
         server.close(1000, "the job has ended");
       } catch {

@@ -78,10 +78,12 @@ export const BatchAnswer = z.object({
 });
 export type BatchAnswer = z.infer<typeof BatchAnswer>;
 
+/**
+ * One attempt of a job, as its owner sees it. Which agent and pool ran it are internal names of
+ * the operator's fleet: only admins see them ({@link AdminAttempt}).
+ */
 export const Attempt = z.object({
   n: z.number().int(),
-  agent: z.string(),
-  pool: z.string(),
   version: z.string().nullable(),
   epoch: z.number().int(),
   started_at: z.string(),
@@ -102,6 +104,10 @@ export const JobProgressView = z
   })
   .describe("The current attempt's latest progress.");
 export type JobProgressView = z.infer<typeof JobProgressView>;
+
+/** An attempt as admins see it (`GET /v1/admin/jobs…`): also the agent that ran it, and its pool. */
+export const AdminAttempt = Attempt.extend({ agent: z.string(), pool: z.string() });
+export type AdminAttempt = z.infer<typeof AdminAttempt>;
 
 export const JobView = z.object({
   id: z.string(),
@@ -130,6 +136,15 @@ export const JobView = z.object({
 });
 export type JobView = z.infer<typeof JobView>;
 
+/** A job as admins see it: its attempts name their agents and pools. */
+export const AdminJobView = JobView.extend({ attempts: z.array(AdminAttempt) });
+export type AdminJobView = z.infer<typeof AdminJobView>;
+
+/** The view of a job its owner gets: the admin view without the fleet's internal names. */
+export function customerView(job: AdminJobView): JobView {
+  return { ...job, attempts: job.attempts.map(({ agent: _agent, pool: _pool, ...a }) => a) };
+}
+
 export const JobListQuery = z.strictObject({
   status: JobStatus.optional(),
   limit: z.coerce.number().int().min(1).max(100).default(20),
@@ -137,6 +152,11 @@ export const JobListQuery = z.strictObject({
 });
 export const JobList = z.object({ jobs: z.array(JobView), next_cursor: z.string().nullable() });
 export type JobList = z.infer<typeof JobList>;
+
+/** `GET /v1/admin/jobs`: one account's jobs, as admins see them. */
+export const AdminJobListQuery = JobListQuery.extend({ account: z.string().regex(/^acc_[0-9a-z]{16}$/) });
+export const AdminJobList = z.object({ jobs: z.array(AdminJobView), next_cursor: z.string().nullable() });
+export type AdminJobList = z.infer<typeof AdminJobList>;
 
 const JSON_TYPES = ["object", "array", "string", "number", "integer", "boolean", "null"] as const;
 const JsonType = z.enum(JSON_TYPES);

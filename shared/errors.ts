@@ -28,6 +28,7 @@ export const ERROR_CODES = {
   unsupported_media_type: 415,
   rate_limited: 429,
   overloaded: 429,
+  too_many_streams: 429,
   internal: 500,
   unavailable: 503,
 } as const satisfies Record<string, number>;
@@ -43,7 +44,8 @@ export const ERROR_WHEN: Readonly<Record<ErrorCode, string>> = {
   invalid_query: "a query parameter or path parameter fails its schema",
   invalid_upload:
     "an upload's parts, size or sha256 are not what was stored: a part shorter than its place implies, etags that do not match, or a complete whose size or SHA-256 differs from the stored bytes' (Output uploads)",
-  unauthorized: "no key, or an unknown, malformed, expired or revoked key, agent token or stream token",
+  unauthorized:
+    "no key, or an unknown, malformed, forged (no valid MAC), expired or revoked key, agent token or stream token",
   forbidden: "a user key on an admin route, or an output URL whose signature is wrong or expired",
   agent_id_taken: "an agent id bound to another live agent token (Connecting, below)",
   not_found: "no such route, output, preview, key or agent token",
@@ -62,7 +64,9 @@ export const ERROR_WHEN: Readonly<Record<ErrorCode, string>> = {
   upgrade_required: "`GET /v1/agent/connect` without `Upgrade: websocket`",
   unsupported_media_type:
     "a body that is not sent as `application/json`, or an output whose media type its model's `outputs.content_types` does not allow",
-  rate_limited: "the account is over its rate limit",
+  rate_limited:
+    "the account is over its rate limit; an agent token over its own (1,200 requests per 10 s); or, for requests refused for their credentials, the client address over its limit",
+  too_many_streams: "a job's 500 or an account's 1,000 open event streams are taken",
   overloaded:
     "the tier's projected wait is past its `k × SLO`, or past half of that for an account that already has jobs queued in the tier (a flood is shed first)",
   internal: "a bug; report the `X-Request-Id`",

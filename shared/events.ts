@@ -26,7 +26,6 @@ export const StatusData = z
       })
       .nullable()
       .describe("While queued: its place and estimated wait; null otherwise."),
-    agent: z.string().nullable().describe("While running: the id of the agent running it; null otherwise."),
     attempt: z
       .number()
       .int()
@@ -140,5 +139,36 @@ export type JobEvent = z.infer<typeof JobEvent>;
 export type JobEventName = JobEvent["event"];
 
 export const TERMINAL_EVENTS: readonly JobEventName[] = ["succeeded", "failed", "cancelled", "expired"];
+
+/** Characters JSON leaves raw that some line readers take for line breaks. */
+const LINE_BREAKS_JSON_KEEPS = /[\u0085\u2028\u2029]/g;
+
+/**
+ * An event's `data` as one SSE `data:` line: JSON with U+0085, U+2028 and U+2029 escaped as
+ * `\u0085`, `\u2028`, `\u2029`. JSON.stringify escapes control characters (so no CR or LF
+ * reaches the line) but leaves these three raw, and readers that split lines the Unicode way
+ * (Python's `str.splitlines`, some EventSource shims) would cut the line there. The escaped form
+ * is the same JSON value.
+ *
+ * @example
+ * sseData({ message: "a\u2028b" }) // '{"message":"a\\u2028b"}'
+ */
+export function sseData(data: unknown): string {
+  return JSON.stringify(data).replace(
+    LINE_BREAKS_JSON_KEEPS,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
+  );
+}
+
+/**
+ * Subscribers (SSE streams and WebSockets together) one job takes at once; past it a new one is
+ * `429 too_many_streams`. The fan-out one job is built and tested for (test/e2e/streams.test.ts:
+ * every one of 500 subscribers sees every event); each costs the job's actor memory, a write per
+ * event and a keep-alive every 15 s, all on that one actor's thread.
+ */
+export const MAX_STREAMS_PER_JOB = 500;
+
+/** Subscribers one account holds at once across all its jobs; past it, `429 too_many_streams`. */
+export const MAX_STREAMS_PER_ACCOUNT = 1000;
 
 export const StreamTokenAnswer = z.object({ token: z.string(), expires_at: z.string() });

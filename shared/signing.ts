@@ -1,11 +1,19 @@
 /**
  * HMAC-SHA256 signatures (Web Crypto, available to the Worker and Node alike) for the URLs,
- * tokens and receipts the edge hands out: output files, previews, job stream tokens and output
- * receipts. Each kind signs its own labelled message, so a signature of one kind is never valid
- * as another. Signatures are base64url; comparisons are constant-time.
+ * tokens and receipts the edge hands out: output files, previews, job stream tokens, output
+ * receipts and the MAC of API keys (shared/keys.ts). Each kind signs its own labelled message,
+ * so a signature of one kind is never valid as another. Signatures are base64url; comparisons
+ * are constant-time.
  */
 import { FloodgateError } from "./errors.ts";
-import { timingSafeEqual } from "./keys.ts";
+
+/** Compares two strings in time independent of where they differ. */
+export function timingSafeEqual(a: string, b: string): boolean {
+  if (a.length !== b.length) return false;
+  let diff = 0;
+  for (let i = 0; i < a.length; i++) diff |= a.charCodeAt(i) ^ b.charCodeAt(i);
+  return diff === 0;
+}
 
 const keys = new Map<string, CryptoKey>();
 
@@ -83,29 +91,41 @@ export async function signedPreviewUrl(
 /** Lifetime of a job stream token (s). */
 export const STREAM_TOKEN_TTL_S = 600;
 
-/** A token that lets its bearer read one job's events (`?token=`), for browsers. */
+/** What a stream token is good for: one job of one account, while the key that minted it lives. */
+export interface StreamClaims {
+  jobId: string;
+  accountId: string;
+  /** The API key that minted the token: revoking it ends the token too. */
+  keyId: string;
+}
+
+/**
+ * A token that lets its bearer read one job's events (`?token=`), for browsers:
+ * `fgs.<job id>.<account id>.<key id>.<exp>.<signature>`.
+ */
 export async function streamToken(
   secret: string,
-  jobId: string,
-  accountId: string,
+  claims: StreamClaims,
   ttlS = STREAM_TOKEN_TTL_S,
 ): Promise<{ token: string; exp: number }> {
   const exp = Math.floor(Date.now() / 1000) + ttlS;
-  const body = `${jobId}.${accountId}.${exp}`;
+  const body = `${claims.jobId}.${claims.accountId}.${claims.keyId}.${exp}`;
   return { token: `fgs.${body}.${await sign(secret, `stream\n${body}`)}`, exp };
 }
 
-/** The job and account a stream token is good for, or undefined when it is bad or expired. */
-export async function readStreamToken(
-  secret: string,
-  token: string,
-): Promise<{ jobId: string; accountId: string } | undefined> {
-  const m = /^fgs\.(job_[0-9a-z]{30})\.(acc_[0-9a-z]{16})\.(\d{1,12})\.([A-Za-z0-9_-]{43})$/.exec(token);
+/**
+ * The job, account and minting key a stream token is good for, or undefined when it is bad or
+ * expired. Whether the key is still live is for the caller to ask.
+ */
+export async function readStreamToken(secret: string, token: string): Promise<StreamClaims | undefined> {
+  const m = /^fgs\.(job_[0-9a-z]{30})\.(acc_[0-9a-z]{16})\.(key_[0-9a-z]{16})\.(\d{1,12})\.([A-Za-z0-9_-]{43})$/.exec(
+    token,
+  );
   if (!m) return undefined;
-  const [, jobId, accountId, exp, sig] = m as unknown as [string, string, string, string, string];
+  const [, jobId, accountId, keyId, exp, sig] = m as unknown as [string, string, string, string, string, string];
   if (Number(exp) < Date.now() / 1000) return undefined;
-  if (!(await verify(secret, `stream\n${jobId}.${accountId}.${exp}`, sig))) return undefined;
-  return { jobId, accountId };
+  if (!(await verify(secret, `stream\n${jobId}.${accountId}.${keyId}.${exp}`, sig))) return undefined;
+  return { jobId, accountId, keyId };
 }
 
 /** What an output receipt covers: the output as the edge stored and hashed it. */

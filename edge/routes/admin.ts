@@ -5,6 +5,9 @@ import { Hono } from "hono";
 import { z } from "zod";
 import {
   AccountCreateBody,
+  AdminJobList,
+  AdminJobListQuery,
+  AdminJobView,
   AgentView,
   AccountCreated,
   AgentTokenBody,
@@ -20,15 +23,15 @@ import { newId } from "../../shared/ids.ts";
 import { hashKey, newApiKey } from "../../shared/keys.ts";
 import { TierList } from "../../shared/slo.ts";
 import { actor, type AccountActor } from "../../mesh/index.ts";
-import { forgetAccount } from "../auth/index.ts";
+import { forgetAccount, keySecret } from "../auth/index.ts";
 import type { AppEnv } from "../env.ts";
 import { raise } from "../errors.ts";
 import type { RouteDoc } from "../openapi.ts";
-import { checkSchema, invalidateRegistry, registry, registryStub } from "../registry-cache.ts";
+import { checkSchema, invalidateRegistry, jobRoute, registry, registryStub } from "../registry-cache.ts";
 import { mintAgentToken } from "../tokens.ts";
-import { readJson, readParam } from "../validate.ts";
+import { readJson, readParam, readQuery } from "../validate.ts";
 import { forgetToken, listAgents } from "./agent.ts";
-import { scheduler } from "./jobs.ts";
+import { listJobs, present, scheduler } from "./jobs.ts";
 
 const AccountId = z.string().regex(/^acc_[0-9a-z]{16}$/);
 const KeyId = z.string().regex(/^key_[0-9a-z]{16}$/);
@@ -64,7 +67,7 @@ export const adminRoutes = new Hono<AppEnv>()
     }
     const id = newId("acc");
     const keyId = newId("key");
-    const apiKey = newApiKey(id, keyId);
+    const apiKey = await newApiKey(keySecret(c.env), id, keyId);
     const out = await account(c.env, id).create(
       { id, name: body.name, tier: body.tier, rate_limit: body.rate_limit ?? null },
       keyId,
@@ -78,7 +81,7 @@ export const adminRoutes = new Hono<AppEnv>()
   .post("/v1/admin/accounts/:id/keys", async (c) => {
     const id = readParam(c, "id", AccountId);
     const keyId = newId("key");
-    const apiKey = newApiKey(id, keyId);
+    const apiKey = await newApiKey(keySecret(c.env), id, keyId);
     const out = await account(c.env, id).addKey(keyId, await hashKey(apiKey));
     if (!out.ok) raise(out);
     return c.json({ key_id: keyId, api_key: apiKey }, 201);
@@ -127,6 +130,18 @@ export const adminRoutes = new Hono<AppEnv>()
       expires_at: expiresAt,
     });
     return c.json({ id, token, expires_at: new Date(expiresAt).toISOString() }, 201);
+  })
+  .get("/v1/admin/jobs/:id", async (c) => {
+    const id = c.req.param("id");
+    const out = await scheduler(c.env, await jobRoute(c.env, id)).adminView(id);
+    if (!out.ok) raise(out);
+    const job: AdminJobView = await present(c.env, out.job, true);
+    return c.json(job);
+  })
+  .get("/v1/admin/jobs", async (c) => {
+    const q = readQuery(c, AdminJobListQuery);
+    const page: AdminJobList = await listJobs(c.env, q.account, q);
+    return c.json(page);
   })
   .get("/v1/admin/agents", async (c) => c.json({ agents: await listAgents(c.env) }))
   .delete("/v1/admin/agent-tokens/:id", async (c) => {
@@ -216,6 +231,21 @@ export const adminDocs: RouteDoc[] = [
     auth: "admin",
     body: AgentTokenBody,
     responses: { 201: { description: "Minted", schema: AgentTokenCreated } },
+  },
+  {
+    method: "get",
+    path: "/v1/admin/jobs/{id}",
+    summary: "Any account's job, with the agent and pool of each attempt",
+    auth: "admin",
+    responses: { 200: { description: "The job", schema: AdminJobView } },
+  },
+  {
+    method: "get",
+    path: "/v1/admin/jobs",
+    summary: "One account's jobs, newest first, with the agent and pool of each attempt",
+    auth: "admin",
+    query: AdminJobListQuery,
+    responses: { 200: { description: "A page of jobs", schema: AdminJobList } },
   },
   {
     method: "get",

@@ -16,6 +16,7 @@ import {
 import { actor, CLAIMS_HEADER, type AgentActor, type AgentClaimsLite } from "../../mesh/index.ts";
 import type { AppEnv } from "../env.ts";
 import type { RouteDoc } from "../openapi.ts";
+import { checkAddressLimit, checkAgentLimit } from "../ratelimit.ts";
 import { registryStub } from "../registry-cache.ts";
 import { verifyAgentToken } from "../tokens.ts";
 
@@ -54,12 +55,20 @@ export const agentAuth: MiddlewareHandler<AppEnv> = async (c, next) => {
   const m = /^Bearer\s+(\S+)\s*$/i.exec(c.req.header("authorization") ?? "");
   const claims = m?.[1] ? await verifyAgentToken(c.env, m[1]) : undefined;
   const unauthorized = new FloodgateError("unauthorized", "the agent token is missing, invalid, expired or revoked");
-  if (!claims) throw unauthorized;
+  if (!claims) {
+    await checkAddressLimit(c.env, c.req.raw);
+    throw unauthorized;
+  }
+  // Per token, before the registry is asked about it.
+  await checkAgentLimit(c.env, claims.jti);
   const agentId = AgentId.safeParse(c.req.header(AGENT_ID_HEADER));
   if (!agentId.success)
     throw new FloodgateError("bad_request", `send the agent's id in ${AGENT_ID_HEADER} (agt_ and 16 of 0-9a-z)`);
   const answer = await agentAccess(c.env, claims, agentId.data, c.req.path === CONNECT_PATH);
-  if (answer === "dead") throw unauthorized;
+  if (answer === "dead") {
+    await checkAddressLimit(c.env, c.req.raw);
+    throw unauthorized;
+  }
   if (answer === "taken") {
     throw new FloodgateError(
       "agent_id_taken",

@@ -4,9 +4,11 @@
  * account's actor first.
  */
 import { Hono } from "hono";
+import type { z } from "zod";
 import {
   BatchAnswer,
   BatchBody,
+  customerView,
   IdempotencyKey,
   JobList,
   JobListQuery,
@@ -17,6 +19,7 @@ import {
   RESERVED_INPUT_KEYS,
   SubmitAnswer,
   SubmitBody,
+  type AdminJobView,
   type ModelConfig,
 } from "../../shared/api.ts";
 import { canonicalJson } from "../../shared/canonical.ts";
@@ -40,7 +43,7 @@ import { fileSecret, outputUrl } from "../files.ts";
 import type { AppEnv } from "../env.ts";
 import { raise } from "../errors.ts";
 import type { RouteDoc } from "../openapi.ts";
-import { modelByName, registry, validateInput } from "../registry-cache.ts";
+import { jobRoute, modelByName, registry, validateInput } from "../registry-cache.ts";
 import { jsonProblem, readJson, readParam, readQuery } from "../validate.ts";
 
 export function scheduler(env: Env, route: JobRoute): Remote<SchedulerActor> {
@@ -49,12 +52,6 @@ export function scheduler(env: Env, route: JobRoute): Remote<SchedulerActor> {
 
 function pickShard(model: ModelConfig): JobRoute {
   return { modelNumber: model.number, shard: Math.floor(Math.random() * model.shards) };
-}
-
-function routeOf(id: string): JobRoute {
-  const route = parseJobId(id);
-  if (!route) throw new FloodgateError("job_not_found", `no job ${id}`);
-  return route;
 }
 
 type Prepared = { item: EnqueueItem; idemKey: string | undefined; bodyHash: string } | Failure;
@@ -155,10 +152,11 @@ async function submit(env: Env, accountId: string, model: ModelConfig, prepared:
 }
 
 /**
- * Finishes a job view for its owner: outputs get freshly signed URLs, and a running job's
- * phase and progress come live from its job actor (they never pass through the scheduler).
+ * Finishes a job view: outputs get freshly signed URLs, and a running job's phase and progress
+ * come live from its job actor (they never pass through the scheduler). Its owner gets it
+ * through {@link customerView}.
  */
-async function present(env: Env, job: JobView, live: boolean): Promise<JobView> {
+export async function present(env: Env, job: AdminJobView, live: boolean): Promise<AdminJobView> {
   const outputs = job.outputs
     ? await Promise.all(
         job.outputs.map(async (o) => (typeof o.key === "string" ? { ...o, url: await outputUrl(env, o.key) } : o)),
@@ -180,6 +178,24 @@ async function present(env: Env, job: JobView, live: boolean): Promise<JobView> 
       updated_at: snap.updated_at === null ? null : new Date(snap.updated_at).toISOString(),
     },
   };
+}
+
+/** A page of an account's jobs across every shard of every model, newest first. */
+export async function listJobs(
+  env: Env,
+  accountId: string,
+  q: z.infer<typeof JobListQuery>,
+): Promise<{ jobs: AdminJobView[]; next_cursor: string | null }> {
+  const { byName } = await registry(env);
+  const routes = [...byName.values()].flatMap((m) =>
+    Array.from({ length: m.shards }, (_, shard) => ({ modelNumber: m.number, shard })),
+  );
+  const pages = await Promise.all(
+    routes.map((r) => scheduler(env, r).list(accountId, q.status, q.limit + 1, q.cursor)),
+  );
+  const merged = pages.flat().sort((a, b) => (a.id < b.id ? 1 : a.id > b.id ? -1 : 0));
+  const jobs = await Promise.all(merged.slice(0, q.limit).map((j) => present(env, j, false)));
+  return { jobs, next_cursor: merged.length > q.limit ? (jobs.at(-1)?.id ?? null) : null };
 }
 
 export const jobRoutes = new Hono<AppEnv>()
@@ -218,38 +234,28 @@ export const jobRoutes = new Hono<AppEnv>()
   })
   .get("/v1/jobs/:id", async (c) => {
     const id = c.req.param("id");
-    const out = await scheduler(c.env, routeOf(id)).view(id, c.get("principal").account_id);
+    const out = await scheduler(c.env, await jobRoute(c.env, id)).view(id, c.get("principal").account_id);
     if (!out.ok) raise(out);
-    return c.json(await present(c.env, out.job, true));
+    return c.json(customerView(await present(c.env, out.job, true)));
   })
   .get("/v1/jobs", async (c) => {
-    const q = readQuery(c, JobListQuery);
-    const accountId = c.get("principal").account_id;
-    const { byName } = await registry(c.env);
-    const routes = [...byName.values()].flatMap((m) =>
-      Array.from({ length: m.shards }, (_, shard) => ({ modelNumber: m.number, shard })),
-    );
-    const pages = await Promise.all(
-      routes.map((r) => scheduler(c.env, r).list(accountId, q.status, q.limit + 1, q.cursor)),
-    );
-    const merged = pages.flat().sort((a, b) => (a.id < b.id ? 1 : a.id > b.id ? -1 : 0));
-    const jobs = await Promise.all(merged.slice(0, q.limit).map((j) => present(c.env, j, false)));
-    const answer: JobList = { jobs, next_cursor: merged.length > q.limit ? (jobs.at(-1)?.id ?? null) : null };
+    const page = await listJobs(c.env, c.get("principal").account_id, readQuery(c, JobListQuery));
+    const answer: JobList = { jobs: page.jobs.map(customerView), next_cursor: page.next_cursor };
     return c.json(answer);
   })
   .post("/v1/jobs/:id/stream-token", async (c) => {
     const id = c.req.param("id");
-    const accountId = c.get("principal").account_id;
-    const out = await scheduler(c.env, routeOf(id)).view(id, accountId);
+    const { account_id: accountId, key_id: keyId } = c.get("principal");
+    const out = await scheduler(c.env, await jobRoute(c.env, id)).view(id, accountId);
     if (!out.ok) raise(out);
-    const { token, exp } = await streamToken(fileSecret(c.env), id, accountId);
+    const { token, exp } = await streamToken(fileSecret(c.env), { jobId: id, accountId, keyId });
     return c.json({ token, expires_at: new Date(exp * 1000).toISOString() }, 201);
   })
   .get("/v1/jobs/:id/events", async (c) => {
     const id = c.req.param("id");
     const accountId = c.get("principal").account_id;
     // Ownership first: another account's job is 404 here too, before any stream opens.
-    const out = await scheduler(c.env, routeOf(id)).view(id, accountId);
+    const out = await scheduler(c.env, await jobRoute(c.env, id)).view(id, accountId);
     if (!out.ok) raise(out);
     const headers = new Headers(c.req.raw.headers);
     headers.set(SUBSCRIBE_HEADERS.job, id);
@@ -258,13 +264,13 @@ export const jobRoutes = new Hono<AppEnv>()
   })
   .post("/v1/jobs/:id/cancel", async (c) => {
     const id = c.req.param("id");
-    const out = await scheduler(c.env, routeOf(id)).cancel(id, c.get("principal").account_id);
+    const out = await scheduler(c.env, await jobRoute(c.env, id)).cancel(id, c.get("principal").account_id);
     if (!out.ok) raise(out);
-    return c.json(await present(c.env, out.job, false));
+    return c.json(customerView(await present(c.env, out.job, false)));
   })
   .delete("/v1/jobs/:id", async (c) => {
     const id = c.req.param("id");
-    const out = await scheduler(c.env, routeOf(id)).remove(id, c.get("principal").account_id);
+    const out = await scheduler(c.env, await jobRoute(c.env, id)).remove(id, c.get("principal").account_id);
     if (!out.ok) raise(out);
     return c.body(null, 204);
   });

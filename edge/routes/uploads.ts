@@ -36,7 +36,7 @@ import { actor, type SchedulerActor } from "../../mesh/index.ts";
 import type { AppEnv } from "../env.ts";
 import { fileSecret } from "../files.ts";
 import type { RouteDoc } from "../openapi.ts";
-import { invalidateRegistry, registry } from "../registry-cache.ts";
+import { invalidateRegistry, jobRoute, registry } from "../registry-cache.ts";
 import { readJson } from "../validate.ts";
 
 /** Most parts one R2 multipart upload has. */
@@ -44,7 +44,11 @@ const MAX_PARTS = 10_000;
 
 /** Checks that `agentId` holds the lease of `jobId` at `epoch`. */
 async function requireLease(env: Env, agentId: string, jobId: string, epoch: number): Promise<void> {
-  const route = parseJobId(jobId);
+  // A job id naming no model or shard of the registry asks (and creates) no scheduler.
+  const route = await jobRoute(env, jobId).catch((err: unknown) => {
+    if (err instanceof FloodgateError) return undefined;
+    throw err;
+  });
   const lease = route ? await actor<SchedulerActor>(env.SCHEDULER, schedulerName(route)).leaseOf(jobId) : null;
   if (!lease || lease.status !== "running" || lease.epoch !== epoch || lease.agent_id !== agentId) {
     throw new FloodgateError(

@@ -20,7 +20,7 @@ async function accountWithKey(): Promise<{ store: AccountStore; key: string; acc
   const accountId = newId("acc");
   const keyId = newId("key");
   store.createAccount({ id: accountId, name: "Ada", tier: "plus", rate_limit: 120, created_at: T0 });
-  const key = newApiKey(accountId, keyId);
+  const key = await newApiKey("test-key-signing-key", accountId, keyId);
   store.addKey(keyId, await hashKey(key), T0);
   return { store, key, accountId, keyId };
 }
@@ -44,7 +44,7 @@ describe("authentication", () => {
 
   it("a wrong secret, an unknown key id or a missing account fails authentication", async () => {
     const { store, key, keyId } = await accountWithKey();
-    const other = newApiKey(parseApiKey(key)!.accountId, keyId);
+    const other = await newApiKey("test-key-signing-key", parseApiKey(key)!.accountId, keyId);
     expect(authenticate(store, keyId, await hashKey(other))).toBeUndefined();
     expect(authenticate(store, newId("key"), await hashKey(key))).toBeUndefined();
     const empty = freshStore();
@@ -55,7 +55,7 @@ describe("authentication", () => {
   it("a revoked key fails authentication; another key of the account still works", async () => {
     const { store, key, keyId, accountId } = await accountWithKey();
     const keyId2 = newId("key");
-    const key2 = newApiKey(accountId, keyId2);
+    const key2 = await newApiKey("test-key-signing-key", accountId, keyId2);
     store.addKey(keyId2, await hashKey(key2), T0);
     expect(store.revokeKey(keyId, T0 + 1000)).toBe(1);
     expect(store.revokeKey(keyId, T0 + 2000)).toBe(0);

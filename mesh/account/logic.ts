@@ -2,7 +2,7 @@
  * The account's decisions: key checks and idempotency claims. Pure over {@link AccountStore}.
  */
 import { fail, type Failure } from "../../shared/errors.ts";
-import { timingSafeEqual } from "../../shared/keys.ts";
+import { timingSafeEqual } from "../../shared/signing.ts";
 import type { AccountStore } from "./store.ts";
 
 /** How long an idempotency key holds its job (ms). */
@@ -20,6 +20,14 @@ export function authenticate(store: AccountStore, keyId: string, hash: string): 
   const account = store.account();
   const key = store.key(keyId);
   if (!account || !key || key.revoked_at !== null || !timingSafeEqual(key.hash, hash)) return undefined;
+  return { account_id: account.id, key_id: keyId, tier: account.tier, rate_limit: account.rate_limit };
+}
+
+/** The principal of a key by its id while the key is live (a stream token names its key). */
+export function principalOf(store: AccountStore, keyId: string): Principal | undefined {
+  const account = store.account();
+  const key = store.key(keyId);
+  if (!account || !key || key.revoked_at !== null) return undefined;
   return { account_id: account.id, key_id: keyId, tier: account.tier, rate_limit: account.rate_limit };
 }
 

@@ -8,7 +8,7 @@
  * Ownership (DESIGN.md, "Who owns what"): only this module grants leases and bumps epochs.
  * Every result names the epoch of its lease; a result from another epoch is `stale`.
  */
-import type { Attempt, JobView, ModelConfig, QueueStats } from "../../shared/api.ts";
+import type { AdminAttempt, AdminJobView, ModelConfig, QueueStats } from "../../shared/api.ts";
 import { fail, type Failure } from "../../shared/errors.ts";
 import { canTransition, isTerminal, type FailureReason, type JobStatus, type WaitReason } from "../../shared/job.ts";
 import { fairTag, pickHead, projectedWaitS, urgency, type TierConfig } from "../../shared/slo.ts";
@@ -987,7 +987,7 @@ export class SchedulerCore {
   }
 
   /** A job as its owner sees it, or not found (also when another account owns it). */
-  view(id: string, accountId: string, now: number): { ok: true; job: JobView } | Failure {
+  view(id: string, accountId: string, now: number): { ok: true; job: AdminJobView } | Failure {
     const job = this.store.job(id);
     if (!job || job.account_id !== accountId) return fail("job_not_found", `no job ${id}`);
     return { ok: true, job: this.render(job, now) };
@@ -999,7 +999,7 @@ export class SchedulerCore {
     limit: number,
     cursor: string | undefined,
     now: number,
-  ): JobView[] {
+  ): AdminJobView[] {
     return this.store.listFor(accountId, status, limit, cursor).map((j) => this.render(j, now, false));
   }
 
@@ -1023,15 +1023,15 @@ export class SchedulerCore {
     return Math.round(((job.tag - head) / (tail - head)) * (depth - 1));
   }
 
-  render(job: JobRow, now: number, withPosition = true): JobView {
+  render(job: JobRow, now: number, withPosition = true): AdminJobView {
     const body = JSON.parse(job.body) as JobBody;
-    const attempts = (JSON.parse(job.attempts) as StoredAttempt[]).map((a): Attempt => ({
+    const attempts = (JSON.parse(job.attempts) as StoredAttempt[]).map((a): AdminAttempt => ({
       ...a,
       started_at: new Date(a.started_at).toISOString(),
       ended_at: iso(a.ended_at),
       executing_s: a.ended_at === null ? null : (a.ended_at - a.started_at) / 1000,
     }));
-    let queue: JobView["queue"] = null;
+    let queue: AdminJobView["queue"] = null;
     if (job.status === "queued" && withPosition) {
       const position = this.position(job);
       const rate = this.drainRate(job.tier, now);
@@ -1047,7 +1047,7 @@ export class SchedulerCore {
       model: body.model,
       tier: job.tier,
       status: job.status as JobStatus,
-      phase: job.phase as JobView["phase"],
+      phase: job.phase as AdminJobView["phase"],
       created_at: new Date(job.created_at).toISOString(),
       metadata: body.metadata ?? null,
       deadline: body.deadline ?? null,
@@ -1055,7 +1055,7 @@ export class SchedulerCore {
       attempts,
       queue,
       // Stored as {@link progress} was handed it; agents report progress to job actors instead.
-      progress: job.progress === null ? null : (JSON.parse(job.progress) as JobView["progress"]),
+      progress: job.progress === null ? null : (JSON.parse(job.progress) as AdminJobView["progress"]),
       outputs: job.outputs === null ? null : (JSON.parse(job.outputs) as Record<string, unknown>[]),
       error: job.error_code === null ? null : { code: job.error_code, message: job.error_message ?? job.error_code },
       timings: {
@@ -1105,6 +1105,6 @@ interface StoredAttempt {
   epoch: number;
   started_at: number;
   ended_at: number | null;
-  outcome: Attempt["outcome"];
+  outcome: AdminAttempt["outcome"];
   reason: string | null;
 }

@@ -29,6 +29,14 @@ export function setMeta(sql: Sql, k: string, v: string): void {
 }
 
 /**
+ * Whether migrations ever ran here. Reads only, so an actor can tell an empty store from one it
+ * never made, and make its tables on its first legitimate write rather than whenever it is asked.
+ */
+export function migrated(sql: Sql): boolean {
+  return one(sql, "SELECT 1 AS x FROM sqlite_master WHERE type = 'table' AND name = '_migrations'") !== undefined;
+}
+
+/**
  * Applies numbered migrations once each, in order. A shipped migration is never edited: add
  * the next number instead.
  */

@@ -9,7 +9,7 @@ import type { ChildProcess } from "node:child_process";
 import { createWriteStream, existsSync, mkdtempSync, readFileSync, rmSync, type WriteStream } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { JobView } from "../../shared/api.ts";
+import type { AdminJobView, JobView } from "../../shared/api.ts";
 import { startAgent, waitExit } from "../../cli/dev.ts";
 import { api, freePort, startStack, type Stack } from "../e2e/stack.ts";
 import { check, type Verdict } from "./checker.ts";
@@ -177,8 +177,8 @@ function keyEpoch(key: unknown): number | undefined {
   return m ? Number(m[1]) : undefined;
 }
 
-/** A job view as the history keeps it. */
-export function seenOf(v: JobView): SeenJob {
+/** A job view as the history keeps it; an admin's view also names each attempt's agent. */
+export function seenOf(v: JobView | AdminJobView): SeenJob {
   const outputs = (v.outputs ?? []).map((o) => ({ key: String(o.key ?? ""), sha: String(o.sha256 ?? "") }));
   const op = (v.metadata as { op?: unknown } | null)?.op;
   return {
@@ -188,7 +188,7 @@ export function seenOf(v: JobView): SeenJob {
     created_at: Date.parse(v.created_at),
     attempts: v.attempts.map((a) => ({
       epoch: a.epoch,
-      agent: a.agent,
+      ...("agent" in a ? { agent: a.agent } : {}),
       outcome: a.outcome,
       reason: a.reason,
       started_at: Date.parse(a.started_at),
@@ -545,12 +545,13 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
       const busy = new Set<string>();
       for (const account of accounts) {
         try {
-          const r = await fetch(`${url}/v1/jobs?status=running&limit=100`, {
-            headers: { authorization: `Bearer ${account.key}` },
+          // Which agent runs a job is for admins to see.
+          const r = await fetch(`${url}/v1/admin/jobs?account=${account.id}&status=running&limit=100`, {
+            headers: { authorization: `Bearer ${admin}` },
             signal: AbortSignal.timeout(5_000),
           });
           if (r.status !== 200) continue;
-          for (const j of ((await r.json()) as { jobs: JobView[] }).jobs) {
+          for (const j of ((await r.json()) as { jobs: AdminJobView[] }).jobs) {
             const agent = j.attempts.at(-1)?.agent;
             if (agent) busy.add(agent);
           }
@@ -693,9 +694,9 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
       phase.observing = false;
       await observer;
 
-      // The end: every account's jobs, as a client lists them.
+      // The end: every account's jobs, as an admin lists them (with each attempt's agent).
       for (const account of accounts) {
-        const jobs = await listAll(url, account, (job, seen) =>
+        const jobs = await listAll(url, admin, account, (job, seen) =>
           history.write({ t: Date.now(), type: "observe", via: "list", job, seen }),
         );
         history.write({ t: Date.now(), type: "listing", account: account.id, jobs });
@@ -764,9 +765,10 @@ async function openJobs(
   return { count: marks.length, fingerprint: marks.sort().join(",") };
 }
 
-/** Every job of an account, page by page; each view is handed to `onSeen`. */
+/** Every job of an account as admins see them, page by page; each view is handed to `onSeen`. */
 async function listAll(
   url: string,
+  adminKey: string,
   account: Account,
   onSeen: (job: string, seen: SeenJob) => void,
 ): Promise<{ id: string; op: number | null }[]> {
@@ -774,12 +776,15 @@ async function listAll(
   let cursor: string | undefined;
   for (let tries = 0; ;) {
     try {
-      const r = await fetch(`${url}/v1/jobs?limit=100${cursor ? `&cursor=${cursor}` : ""}`, {
-        headers: { authorization: `Bearer ${account.key}` },
-        signal: AbortSignal.timeout(30_000),
-      });
+      const r = await fetch(
+        `${url}/v1/admin/jobs?account=${account.id}&limit=100${cursor ? `&cursor=${cursor}` : ""}`,
+        {
+          headers: { authorization: `Bearer ${adminKey}` },
+          signal: AbortSignal.timeout(30_000),
+        },
+      );
       if (r.status !== 200) throw new Error(`listing answered ${r.status}`);
-      const page = (await r.json()) as { jobs: JobView[]; next_cursor: string | null };
+      const page = (await r.json()) as { jobs: AdminJobView[]; next_cursor: string | null };
       for (const v of page.jobs) {
         const seen = seenOf(v);
         onSeen(v.id, seen);

@@ -8,7 +8,8 @@ import { closeSync, openSync, readFileSync, writeSync } from "node:fs";
 /** An attempt as a client saw it in a job's view (times in ms since the epoch). */
 export interface SeenAttempt {
   epoch: number;
-  agent: string;
+  /** The agent that ran it: in admins' views only (the run's final listing). */
+  agent?: string;
   outcome: string;
   reason: string | null;
   started_at: number;

@@ -1,7 +1,9 @@
 /**
  * A noisy neighbour, as its own process so that its load does not share the measuring client's
  * event loop: `node test/chaos/noisy.ts '<json NoisyConfig>'`. It submits a few jobs to a model
- * no agent serves and mints a stream token for each, then prints `ready`. Told `on` (a line on
+ * no agent serves and mints a stream token for each (as the streaming account, which may be
+ * another than the flooding one: opening a stream counts against its account's rate limit), then
+ * prints `ready`. Told `on` (a line on
  * stdin) it opens `streams` Server-Sent Event streams on those jobs and, once every one has
  * answered, submits to `model` at `rate` per second (it prints `on`); told `off` it stops and
  * closes them (`off`). Told `end` it prints one JSON line: the answers by status and error code,
@@ -14,6 +16,12 @@ export interface NoisyConfig {
   url: string;
   /** The account's key; absent, the flood is of `GET /healthz` (the cheapest answer the edge gives) and there are no streams. */
   key?: string;
+  /**
+   * The key of the account that holds the streams (defaults to `key`). Opening a stream counts
+   * against its account's rate limit, so an account flooding far past its limit cannot also
+   * open hundreds of streams: the neighbour holds them with a second account.
+   */
+  stream_key?: string;
   /** The model it floods. */
   model: string;
   input: Record<string, unknown>;
@@ -39,6 +47,7 @@ export interface NoisyReport {
 const config = JSON.parse(process.argv[2] ?? "{}") as NoisyConfig;
 const dispatcher = new Agent({ keepAliveTimeout: 60_000, headersTimeout: 30_000, bodyTimeout: 0 });
 const auth = { authorization: `Bearer ${config.key}` };
+const streamAuth = { authorization: `Bearer ${config.stream_key ?? config.key}` };
 const report: NoisyReport = { sent: 0, by_status: {}, by_code: {}, accepted: [], streams_open: 0, setup_requests: 0 };
 
 async function call(method: string, path: string, body?: unknown): Promise<{ status: number; json: unknown }> {
@@ -46,7 +55,7 @@ async function call(method: string, path: string, body?: unknown): Promise<{ sta
   const r = await fetch(config.url + path, {
     method,
     dispatcher,
-    headers: { ...auth, ...(body === undefined ? {} : { "content-type": "application/json" }) },
+    headers: { ...streamAuth, ...(body === undefined ? {} : { "content-type": "application/json" }) },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   return { status: r.status, json: await r.json() };

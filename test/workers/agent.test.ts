@@ -494,10 +494,13 @@ describe("agent connections", () => {
         }
       }
       for (const j of jobs) {
+        // Which agent ran an attempt is for admins to see.
         const read = async () =>
-          await call<{ status: string; attempts: { agent: string; version: string }[] }>("GET", `/v1/jobs/${j.id}`, {
-            key: acct.key,
-          });
+          await call<{ status: string; attempts: { agent: string; version: string }[] }>(
+            "GET",
+            `/v1/admin/jobs/${j.id}`,
+            { key: ADMIN },
+          );
         let view = await read();
         // The next round's requests for work count on these completions having landed.
         for (let i = 0; i < 200 && view.body.status !== "succeeded"; i++) {

@@ -3,7 +3,7 @@ import { describe, expect, it } from "vitest";
 import { decode } from "../../shared/codec.ts";
 import type { LeaseGrant } from "../../shared/wire.ts";
 import { leaseOne, welcomed, type Conn } from "./agent-helpers.ts";
-import { call, makeAccount, makeModel, submit } from "./helpers.ts";
+import { ADMIN, call, makeAccount, makeModel, submit } from "./helpers.ts";
 
 interface Sse {
   id: string;
@@ -258,6 +258,76 @@ describe("job events", () => {
     expect(got.map((e) => e.event)).toEqual(expect.arrayContaining(["status", "progress", "preview", "succeeded"]));
     const preview = got.find((e) => e.event === "preview");
     expect(preview?.data.bytes).toEqual(new Uint8Array([137, 80, 78, 71]));
+    conn.ws.close(1000, "done");
+  });
+
+  it("log messages with U+2028, U+2029 and U+0085 reach SSE subscribers escaped, on one data line, as the same text", async () => {
+    const model = await makeModel();
+    const acct = await makeAccount();
+    const { body: job } = await submit(model, acct.key);
+    const { conn, lease } = await agentFor(model);
+    const l = await lease();
+    const res = await events(job.id, acct.key);
+    const message = "line\u2028separator\u2029paragraph\u0085next line";
+    const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+    const dec = new TextDecoder();
+    let raw = "";
+    const deadline = Date.now() + 5000;
+    conn.send({ v: 1, type: "job.log", trace: "t", job_id: job.id, epoch: l.epoch, level: "info", message });
+    while (!/event: log\n[^]*?\n\n/.test(raw)) {
+      if (Date.now() > deadline) throw new Error(`no log event within 5 s; got ${JSON.stringify(raw)}`);
+      const chunk = await reader.read();
+      if (chunk.done) break;
+      raw += dec.decode(chunk.value, { stream: true });
+    }
+    await reader.cancel();
+    const block = /event: log\n([^]*?)\n\n/.exec(raw)?.[1] ?? "";
+    expect(raw).not.toMatch(/[\u0085\u2028\u2029]/);
+    const lines = block.split("\n");
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toContain(String.raw`line\u2028separator\u2029paragraph\u0085next line`);
+    expect(JSON.parse((lines[0] ?? "").replace(/^data: /, ""))).toEqual({ level: "info", message });
+    conn.ws.close(1000, "done");
+  });
+
+  it("customers' job views and status events name no agent or pool; an admin's view of the job names both", async () => {
+    const model = await makeModel();
+    const acct = await makeAccount();
+    const { body: job } = await submit(model, acct.key);
+    const { conn, id: agent } = await welcomed(model);
+    const l = await leaseOne(conn);
+    expect(l.job_id).toBe(job.id);
+    const running = await events(job.id, acct.key);
+    const seen = await readSse(running, (e) => e.event === "status" && e.data.status === "running");
+    const status = seen.findLast((e) => e.event === "status");
+    expect(status?.data).toMatchObject({ status: "running", attempt: 1 });
+    expect(status?.data).not.toHaveProperty("agent");
+    const customer = [
+      await call<{ attempts: Record<string, unknown>[] }>("GET", `/v1/jobs/${job.id}`, { key: acct.key }),
+      await call<{ jobs: { attempts: Record<string, unknown>[] }[] }>("GET", "/v1/jobs", { key: acct.key }),
+      await call<{ attempts: Record<string, unknown>[] }>("POST", `/v1/jobs/${job.id}/cancel`, { key: acct.key }),
+    ];
+    for (const r of customer) {
+      expect(r.status).toBe(200);
+      const text = JSON.stringify(r.body);
+      expect(text).not.toContain(agent);
+      expect(text).not.toMatch(/"(agent|pool)":/);
+    }
+    expect(customer[0]?.body.attempts).toEqual([expect.objectContaining({ n: 1, epoch: l.epoch })]);
+    const admin = await call<{ attempts: Record<string, unknown>[] }>("GET", `/v1/admin/jobs/${job.id}`, {
+      key: ADMIN,
+    });
+    expect(admin.status).toBe(200);
+    expect(admin.body.attempts[0]).toMatchObject({ n: 1, agent, pool: "test" });
+    const listed = await call<{ jobs: { id: string; attempts: Record<string, unknown>[] }[] }>(
+      "GET",
+      `/v1/admin/jobs?account=${acct.id}`,
+      { key: ADMIN },
+    );
+    expect(listed.body.jobs.find((j) => j.id === job.id)?.attempts[0]).toMatchObject({ agent, pool: "test" });
+    // Admin reads are the admin's: a user key is refused, and an unknown job is 404.
+    expect((await call("GET", `/v1/admin/jobs/${job.id}`, { key: acct.key })).status).toBe(403);
+    expect((await call("GET", `/v1/admin/jobs/${job.id.slice(0, -5)}zzzzz`, { key: ADMIN })).status).toBe(404);
     conn.ws.close(1000, "done");
   });
 });
