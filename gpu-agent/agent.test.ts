@@ -123,24 +123,64 @@ describe("the agent and its leases", () => {
       edge.close();
     });
     await agent.start();
-    const ended = () =>
-      edge.received.flatMap((m) =>
-        m.type === "job.complete" || m.type === "job.fail"
-          ? [m as Extract<FromAgent, { type: "job.complete" | "job.fail" }>]
-          : [],
-      );
+    const ended = () => edge.received.flatMap((m) => (m.type === "job.results" ? m.results : []));
     const deadline = Date.now() + 3_000;
     while (ended().length < 5 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-    const outcome = Object.fromEntries(
-      ended().map((m) => [m.job_id, m.type === "job.fail" ? `${m.code} retryable=${m.retryable}` : "complete"]),
-    );
+    const outcome = Object.fromEntries(ended().map((r) => [r.job_id, r.status === "failed" ? r.code : "complete"]));
     expect(outcome).toEqual({
       [JOB(1)]: "complete",
-      [JOB(2)]: "invalid_input retryable=false",
-      [JOB(3)]: "invalid_input retryable=false",
-      [JOB(4)]: "invalid_input retryable=false",
+      [JOB(2)]: "invalid_input",
+      [JOB(3)]: "invalid_input",
+      [JOB(4)]: "invalid_input",
       [JOB(5)]: "complete",
     });
     expect(ran.toSorted()).toEqual([JOB(1), JOB(5)]);
+  });
+
+  it("a drained agent sends its last job's result before its socket closes", async () => {
+    const edge = await fakeEdge(
+      encodeFrame({ v: AGENT_PROTOCOL_VERSION, type: "job.leases", trace: "t", leases: [lease(1, {})] }),
+    );
+    const running = Promise.withResolvers<void>();
+    const finished = Promise.withResolvers<void>();
+    const runner: RunnerLike = {
+      ...instantRunner([]),
+      run: async () => {
+        running.resolve();
+        await finished.promise;
+        return { frames: [], outputs: [] };
+      },
+    };
+    const agent = new Agent({
+      url: edge.url,
+      token: "t".repeat(40),
+      name: "test",
+      agentId: "agt_0000000000000002",
+      slots: 1,
+      prefetch: 0,
+      maxVramPct: 100,
+      startRunner: async () => runner,
+      encoder: {
+        outputs: async () => [],
+        preview: async () => ({ content_type: "image/png", data: new Uint8Array() }),
+      },
+      gpus: async () => [],
+      log: () => {},
+    });
+    cleanup.push(async () => {
+      await agent.close();
+      edge.close();
+    });
+    await agent.start();
+    await running.promise;
+    const drained = agent.drain();
+    finished.resolve();
+    await drained;
+    // What the agent's main does on SIGTERM: close as soon as the drain resolves.
+    await agent.close();
+    const deadline = Date.now() + 3_000;
+    const results = () => edge.received.flatMap((m) => (m.type === "job.results" ? m.results : []));
+    while (results().length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    expect(results()).toMatchObject([{ job_id: JOB(1), epoch: 1, status: "succeeded" }]);
   });
 });

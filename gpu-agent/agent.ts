@@ -3,7 +3,9 @@
  * loop between them. It asks for work only for its free slots plus prefetch (credits), runs
  * leases in its runner, streams progress and previews, uploads outputs, and reports results
  * fenced by the lease epoch. It reconnects with jittered exponential backoff and resumes the
- * leases it still runs; results produced while disconnected wait in an outbox. SIGTERM drains
+ * leases it still runs; results produced while disconnected wait for the next connection. Results
+ * go several to a frame, each frame with the agent's room for more, so the next job comes back
+ * in the answer to the last. SIGTERM drains
  * (finish running jobs, take none new, give back staged ones); a second SIGTERM gives back the
  * running ones too, without spending their attempts.
  */
@@ -22,13 +24,17 @@ import {
   PREVIEW_FRAME_CAP,
   salvageLeases,
   ToAgent,
+  MAX_RESULTS_PER_FRAME,
   type FromAgent,
   type GpuHealth,
+  type JobResult,
   type LeaseGrant,
   type LeaseRef,
   type OutputRecord,
 } from "../shared/wire.ts";
+import { assertExhaustive } from "../shared/errors.ts";
 import { gpuHealth, vramAbove } from "./gpu.ts";
+import { agentFailure } from "./runner/host.ts";
 import { uploadOutput, UploadError } from "./upload.ts";
 
 /** A frame of pixels handed back by a runner. */
@@ -108,7 +114,6 @@ interface Held {
 /** The agent cannot go on (e.g. its token was refused); exit, do not retry. */
 export class FatalAgentError extends Error {}
 
-const RETRYABLE = new Set(["oom", "runner_crashed", "runner_closed", "runner_busy", "timeout", "protocol_error"]);
 /** How long a cancelled job may take to end before its runner is taken for hung and restarted (ms). */
 const CANCEL_GRACE_MS = 10_000;
 
@@ -117,7 +122,9 @@ export class Agent extends EventEmitter {
   private ws: WebSocket | undefined;
   private runner: RunnerLike | undefined;
   private readonly held = new Map<string, Held>();
-  private readonly outbox: FromAgent[] = [];
+  /** Attempts ended and not yet told to the edge: sent together, with the agent's room for more. */
+  private readonly results: JobResult[] = [];
+  private flushing = false;
   private heartbeatMs = 5_000;
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private gpus: GpuHealth[] = [];
@@ -162,9 +169,40 @@ export class Agent extends EventEmitter {
     return true;
   }
 
-  /** Results must not be lost to a dropped socket: they wait for the next connection. */
-  private sendOrKeep(msg: FromAgent): void {
-    if (!this.send(msg)) this.outbox.push(msg);
+  /**
+   * An attempt ended: its result goes to the edge in the next `job.results` frame, with this
+   * agent's room for more (the request for its next job), together with whatever else ended
+   * in the same turn. Results must not be lost to a dropped socket: they wait for the next
+   * connection.
+   */
+  private report(result: JobResult): void {
+    this.results.push(result);
+    this.flushSoon();
+  }
+
+  private flushSoon(): void {
+    if (this.flushing) return;
+    this.flushing = true;
+    setImmediate(() => {
+      this.flushing = false;
+      this.flush();
+    });
+  }
+
+  /** Sends the results waiting (at most a frame's worth at a time) with the credits now. */
+  private flush(): void {
+    while (this.results.length > 0) {
+      const batch = this.results.slice(0, MAX_RESULTS_PER_FRAME);
+      const sent = this.send({
+        v: AGENT_PROTOCOL_VERSION,
+        type: "job.results",
+        trace: this.trace(),
+        results: batch,
+        credits: this.credits(),
+      });
+      if (!sent) return;
+      this.results.splice(0, batch.length);
+    }
   }
 
   async start(): Promise<void> {
@@ -318,9 +356,9 @@ export class Agent extends EventEmitter {
         clearInterval(this.heartbeatTimer);
         this.heartbeatTimer = setInterval(() => void this.heartbeat(), this.heartbeatMs);
         this.heartbeatTimer.unref();
-        const pending = this.outbox.splice(0);
-        for (const m of pending) this.sendOrKeep(m);
-        this.requestWork();
+        // Results that waited for this connection carry the request for work; without any, ask.
+        if (this.results.length > 0) this.flush();
+        else this.requestWork();
         this.emit("connected");
         return;
       }
@@ -343,34 +381,22 @@ export class Agent extends EventEmitter {
         this.log(`the edge refused the result of ${msg.job_id} at epoch ${msg.epoch} (${msg.code}): ${msg.message}`);
         this.abandon(msg.job_id, msg.epoch, "result refused");
         return;
-      case "agent.config":
-        if (msg.heartbeat_ms !== undefined && msg.heartbeat_ms !== this.heartbeatMs) {
-          this.heartbeatMs = msg.heartbeat_ms;
-          clearInterval(this.heartbeatTimer);
-          this.heartbeatTimer = setInterval(() => void this.heartbeat(), this.heartbeatMs);
-          this.heartbeatTimer.unref();
-        }
-        return;
       case "agent.drain":
-        this.drain(msg.reason);
+        void this.drain(msg.reason);
         return;
-      case "error":
-        this.log(`edge error ${msg.code}: ${msg.message}`);
-        return;
+      default:
+        assertExhaustive(msg);
     }
   }
 
   /** Fails a lease this agent cannot read (its job cannot run on any agent), without running it. */
   private refuseLease(ref: LeaseRef, reason: string): void {
     this.log(`failing ${ref.job_id}: its lease could not be decoded (${reason})`);
-    this.sendOrKeep({
-      v: AGENT_PROTOCOL_VERSION,
-      type: "job.fail",
-      trace: this.trace(),
+    this.report({
       ...ref,
+      status: "failed",
       code: "invalid_input",
       message: `the lease could not be decoded: ${reason}`.slice(0, 4096),
-      retryable: false,
     });
   }
 
@@ -526,28 +552,13 @@ export class Agent extends EventEmitter {
           }),
         );
       }
-      this.sendOrKeep({
-        v: AGENT_PROTOCOL_VERSION,
-        type: "job.complete",
-        trace: this.trace(),
-        ...ref,
-        outputs: records,
-      });
+      this.report({ ...ref, status: "succeeded", outputs: records });
       this.completed++;
     } catch (err) {
       if (h.abandoned) return;
       if (err instanceof UploadError) {
         if (err.stale) this.refusedStale(ref, "upload", "stale");
-        else
-          this.sendOrKeep({
-            v: AGENT_PROTOCOL_VERSION,
-            type: "job.fail",
-            trace: this.trace(),
-            ...ref,
-            code: "upload_failed",
-            message: err.message.slice(0, 4096),
-            retryable: true,
-          });
+        else this.report({ ...ref, status: "failed", code: "upload_failed", message: err.message.slice(0, 4096) });
         return;
       }
       const f = err as Partial<RunnerFailure>;
@@ -559,20 +570,11 @@ export class Agent extends EventEmitter {
         this.log(`runner lost while running ${lease.job_id}; retrying it alone before reporting`);
         return;
       }
-      const wire =
-        code === "oom" || code === "invalid_input" || code === "model_error"
-          ? code
-          : code === "timeout"
-            ? "run_timeout"
-            : "runner_crashed";
-      this.sendOrKeep({
-        v: AGENT_PROTOCOL_VERSION,
-        type: "job.fail",
-        trace: this.trace(),
+      this.report({
         ...ref,
-        code: wire,
+        status: "failed",
+        code: agentFailure(code),
         message: String(f.message ?? err).slice(0, 4096),
-        retryable: RETRYABLE.has(code),
       });
     } finally {
       if (h.state !== "staged") {
@@ -580,7 +582,8 @@ export class Agent extends EventEmitter {
         this.emit("job-ended", lease.job_id);
       }
       this.pump();
-      this.requestWork();
+      // A result on its way carries the room this job freed; otherwise the agent asks for work.
+      if (this.results.length === 0) this.requestWork();
     }
   }
 
@@ -628,6 +631,8 @@ export class Agent extends EventEmitter {
   async close(): Promise<void> {
     this.closed = true;
     clearInterval(this.heartbeatTimer);
+    // Results still waiting for their turn go before the socket closes.
+    this.flush();
     const ws = this.ws;
     if (ws && ws.readyState === WebSocket.OPEN) {
       await new Promise<void>((res) => {

@@ -4,7 +4,7 @@
  * model's caps before anything is stored); parts are sent as they are cut from the source, each
  * exactly the part size the edge answered but the last, so an output of hundreds of MB never
  * has to be in one request. The edge hashes what it stored and answers the record, with its
- * receipt, that `job.complete` carries.
+ * receipt, that a success in `job.results` carries.
  */
 import { createHash } from "node:crypto";
 import { DEFAULT_PART_BYTES } from "../shared/outputs.ts";
@@ -69,7 +69,7 @@ async function* parts(
 
 /**
  * Uploads one output of a job the agent holds at `epoch` and answers its record for
- * `job.complete`. `size` is announced at the start; the sha256 is computed as the bytes go.
+ * `job.results`. `size` is announced at the start; the sha256 is computed as the bytes go.
  */
 export async function uploadOutput(
   t: UploadTarget,

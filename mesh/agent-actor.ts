@@ -1,13 +1,14 @@
 /**
- * AgentActor: one per connected GPU agent (named by the agent's instance id, which survives
- * reconnects). It holds the agent's WebSocket with the hibernation API — per-connection state
- * lives in the socket attachment so it survives eviction — checks every frame, renews all the
- * agent's leases in one call per scheduler shard per heartbeat, asks schedulers for work on the
- * agent's credits, forwards progress to job actors (never through a scheduler) and reports
- * results to the scheduler that fences them by epoch.
+ * AgentActor: one per GPU agent (named by the agent's id, which survives its restarts). A shell
+ * over mesh/agent/: it holds the agent's WebSocket with the hibernation API — per-connection
+ * state lives in the socket attachment so it survives eviction — decodes every frame and hands
+ * it to {@link AgentFrames}, and keeps the agent's {@link Session} (its leases and their latest
+ * progress) in memory. Progress never passes through a scheduler, and reaches a job actor only
+ * when one watches the job.
  *
- * Who calls it: the edge Worker (the upgrade), schedulers (`deliver`, `cancel`), the registry
- * (`revoke`) and admins (`info`).
+ * Who calls it: the edge Worker (the upgrade, `progressOf`), schedulers (`deliver`,
+ * `takenBack`), job actors (`watch`, `unwatch`), the registry (`revoke`) and admins (`info`,
+ * `drain`).
  */
 import { DurableObject } from "cloudflare:workers";
 import type { ModelConfig } from "../shared/api.ts";
@@ -25,30 +26,23 @@ import {
   FromAgent,
   HELLO_TIMEOUT_MS,
   leaseFrames,
-  PREVIEW_FRAME_CAP,
-  type GpuHealth,
   type LeaseRef,
-  type OutputRecord,
   type ToAgent,
 } from "../shared/wire.ts";
+import { AgentFrames, HEARTBEAT_MS, type AgentClaimsLite, type Attachment, type Connection } from "./agent/frames.ts";
+import { Session, type Progress } from "./agent/session.ts";
+import { shardsServed } from "./agent/shards.ts";
 import type { JobActor } from "./job-actor.ts";
-import { checkOutputs, type OutputCheck } from "./outputs.ts";
+import { checkOutputs } from "./outputs.ts";
 import type { RegistryActor } from "./registry-actor.ts";
 import { actor, type Remote } from "./remote.ts";
 import type { SchedulerActor } from "./scheduler-actor.ts";
-import type { Lease } from "./scheduler/core.ts";
+import type { Lease, Revocation } from "./scheduler/core.ts";
 
-/** Heartbeat interval the edge asks of agents (ms). */
-export const HEARTBEAT_MS = 5_000;
-/** Lease lifetime without renewal (ms); matches the scheduler's. */
-export const LEASE_TTL_MS = 30_000;
+export type { AgentClaimsLite } from "./agent/frames.ts";
+
 /** After a socket closes, how long the agent has to reconnect before its leases go back (ms). */
 export const RECONNECT_GRACE_MS = 2 * HEARTBEAT_MS;
-/**
- * How often a connection's heartbeats ask the registry whether its token is still live (ms),
- * besides the first heartbeat: a connection that raced its token's revocation is closed then.
- */
-export const TOKEN_CHECK_MS = 15_000;
 /**
  * A connection whose last heartbeat is this recent belongs to a live agent process: another
  * process presenting its id is refused (ms).
@@ -56,34 +50,15 @@ export const TOKEN_CHECK_MS = 15_000;
 const LIVE_MS = 3 * HEARTBEAT_MS;
 /** Header on the upgrade request carrying the verified token claims (set by the Worker only). */
 export const CLAIMS_HEADER = "x-floodgate-claims";
+/** How long the registry's model list is used before it is read again (ms). */
+const MODELS_CACHE_MS = 10_000;
 
-/** What the Worker verified about the connecting agent. */
-export interface AgentClaimsLite {
-  token_id: string;
-  pool: string;
-  models: string[];
-  exp: number;
-}
-
-/** Per-connection state, kept in the socket attachment (≤ 2 KiB) so it survives hibernation. */
-interface Attachment extends AgentClaimsLite {
+/** What is stored from the first hello on, so leases can go back even if the socket never returns. */
+interface Stored {
   agent_id: string;
-  /** The agent process behind this connection (its AGENT_INSTANCE_HEADER). */
-  instance: string;
-  /** Refused as a second live process with this id: closing, and deaf to what it sends. */
-  refused: boolean;
-  hello: boolean;
-  name: string;
-  slots: number;
-  prefetch: number;
-  versions: { model: string; version: string }[];
-  gpus: GpuHealth[];
-  /** Leases held, as of the last heartbeat. */
-  running: number;
-  last_heartbeat: number;
-  connected_at: number;
-  /** When the registry last said the token is live (ms); absent until the first heartbeat asks. */
-  token_checked_at?: number;
+  token_id: string;
+  models: string[];
+  pool: string;
 }
 
 function trace(): string {
@@ -92,6 +67,37 @@ function trace(): string {
 
 export class AgentActor extends DurableObject<Env> {
   private models: { at: number; list: ModelConfig[] } | undefined;
+  private readonly session = new Session();
+  private readonly frames = new AgentFrames(
+    {
+      shard: (name) => actor<SchedulerActor>(this.env.SCHEDULER, name),
+      job: (jobId) => actor<JobActor>(this.env.JOB, jobId),
+      routes: async (att) => shardsServed(await this.modelConfigs(), att.models, att.versions),
+      checkOutputs: async (ref, records) => {
+        const number = parseJobId(ref.job_id)?.modelNumber;
+        let model = (await this.modelConfigs()).find((m) => m.number === number);
+        if (!model) model = (await this.modelConfigs(true)).find((m) => m.number === number);
+        return await checkOutputs(records, ref, outputPolicy(model?.outputs), this.env.FILE_SIGNING_KEY ?? "");
+      },
+      tokenLive: async (tokenId) =>
+        await actor<RegistryActor>(this.env.REGISTRY, "global")
+          .tokenLive(tokenId)
+          .catch(() => true),
+      joined: async (att) => {
+        const stored: Stored = { agent_id: att.agent_id, token_id: att.token_id, models: att.models, pool: att.pool };
+        await this.ctx.storage.put("agent", stored);
+        await this.ctx.storage.deleteAlarm();
+        this.ctx.waitUntil(
+          actor<RegistryActor>(this.env.REGISTRY, "global")
+            .agentSeen({ agent_id: att.agent_id, token_id: att.token_id, pool: att.pool, name: att.name })
+            .catch(() => undefined),
+        );
+      },
+      releaseAll: async (reason) => void (await this.releaseAll(reason)),
+      waitUntil: (p) => this.ctx.waitUntil(p),
+    },
+    this.session,
+  );
 
   /**
    * The upgrade, forwarded by the Worker after it verified the token. Nothing is written before
@@ -120,6 +126,7 @@ export class AgentActor extends DurableObject<Env> {
       ...claims,
       agent_id: agentId,
       instance,
+      refused: rival,
       hello: false,
       name: agentId,
       slots: 0,
@@ -129,17 +136,13 @@ export class AgentActor extends DurableObject<Env> {
       running: 0,
       last_heartbeat: now,
       connected_at: now,
-      refused: rival,
     };
     server.serializeAttachment(att);
     if (rival) {
       // Closed once the upgrade has been answered: a close sent before the 101 is lost on the
       // way through a proxy, and the agent would wait on a socket that never opens.
-      setTimeout(
-        () =>
-          server.close(CLOSE.id_in_use, `agent id ${agentId} is in use by another live agent process; take a fresh id`),
-        0,
-      );
+      const why = `agent id ${agentId} is in use by another live agent process; take a fresh id`;
+      setTimeout(() => server.close(CLOSE.id_in_use, why), 0);
     } else {
       for (const old of this.ctx.getWebSockets()) {
         if (old !== server) old.close(CLOSE.replaced, "a newer connection of this agent process took over");
@@ -157,38 +160,27 @@ export class AgentActor extends DurableObject<Env> {
     });
   }
 
-  /**
-   * Sends leases in as many frames as the control-frame cap needs. A lease too large for any
-   * frame (its input predates the input bound) cannot reach any agent: its job fails with
-   * `invalid_input`, as the edge's decision, not blamed on this agent, and the others go on.
-   */
-  private sendLeases(ws: WebSocket, agentId: string, leases: readonly Lease[]): void {
-    const { frames, oversized } = leaseFrames(trace(), leases);
-    for (const f of frames) {
-      try {
-        ws.send(f);
-      } catch {
-        // The socket is closing; its close handler returns the leases.
-      }
+  override async webSocketMessage(ws: WebSocket, message: ArrayBuffer | string): Promise<void> {
+    if (typeof message === "string") {
+      ws.close(CLOSE.malformed, `text frames are not part of ${AGENT_SUBPROTOCOL}`);
+      return;
     }
-    for (const l of oversized) {
-      this.ctx.waitUntil(
-        (
-          this.scheduler(l.job_id)
-            ?.complete(
-              { job_id: l.job_id, epoch: l.epoch },
-              {
-                status: "failed",
-                code: "invalid_input",
-                message: `the job's lease is larger than an agent frame (${CONTROL_FRAME_CAP} bytes); its input cannot be delivered`,
-                retryable: false,
-              },
-              agentId,
-            )
-            .then(() => undefined) ?? Promise.resolve()
-        ).catch(() => undefined),
-      );
+    const frame = decodeFrame(new Uint8Array(message), FromAgent);
+    if (!frame.ok) {
+      ws.close(frame.close, frame.reason.slice(0, 120));
+      return;
     }
+    await this.frames.handle(this.connection(ws), frame.msg);
+  }
+
+  private connection(ws: WebSocket): Connection {
+    return {
+      att: ws.deserializeAttachment() as Attachment,
+      save: (att) => ws.serializeAttachment(att),
+      send: (msg) => this.send(ws, msg),
+      sendLeases: (leases) => this.sendLeases(ws, leases),
+      close: (code, reason) => ws.close(code, reason),
+    };
   }
 
   private send(ws: WebSocket, msg: ToAgent): void {
@@ -199,15 +191,35 @@ export class AgentActor extends DurableObject<Env> {
     }
   }
 
-  /** Tells the agent it no longer holds the lease a message named: it abandons the job. */
-  private stale(ws: WebSocket, msg: { trace: string; job_id: string; epoch: number }): void {
-    this.send(ws, {
-      v: AGENT_PROTOCOL_VERSION,
-      type: "lease.stale",
-      trace: msg.trace,
-      job_id: msg.job_id,
-      epoch: msg.epoch,
-    });
+  /**
+   * Sends leases in as many frames as the control-frame cap needs. A lease too large for any
+   * frame (its input predates the input bound) cannot reach any agent: its job fails with
+   * `invalid_input`, as the edge's decision, not blamed on this agent, and the others go on.
+   */
+  private sendLeases(ws: WebSocket, leases: readonly Lease[]): void {
+    // What the agent is sent is the lease itself: whether a job actor watches is the edge's.
+    const grants = leases.map(({ watched: _watched, ...grant }) => grant);
+    const { frames, oversized } = leaseFrames(trace(), grants);
+    for (const f of frames) {
+      try {
+        ws.send(f);
+      } catch {
+        // The socket is closing; its close handler returns the leases.
+      }
+    }
+    if (oversized.length === 0) return;
+    const att = ws.deserializeAttachment() as Attachment;
+    const message = `the job's lease is larger than an agent frame (${CONTROL_FRAME_CAP} bytes); its input cannot be delivered`;
+    for (const l of oversized) {
+      this.session.drop(l);
+      const shard = shardOf(this.env, l.job_id);
+      const result = { status: "failed" as const, code: "invalid_input" as const, message };
+      this.ctx.waitUntil(
+        (shard?.settle({ id: att.agent_id, pool: att.pool }, [{ ...l, result }], 0, 0) ?? Promise.resolve()).catch(
+          () => undefined,
+        ),
+      );
+    }
   }
 
   private open(): { ws: WebSocket; att: Attachment } | undefined {
@@ -218,265 +230,12 @@ export class AgentActor extends DurableObject<Env> {
     return undefined;
   }
 
-  private async modelConfigs(): Promise<ModelConfig[]> {
-    if (!this.models || Date.now() - this.models.at > 10_000) {
+  private async modelConfigs(fresh = false): Promise<ModelConfig[]> {
+    if (fresh || !this.models || Date.now() - this.models.at > MODELS_CACHE_MS) {
       const snap = await actor<RegistryActor>(this.env.REGISTRY, "global").snapshot();
       this.models = { at: Date.now(), list: snap.models };
     }
     return this.models.list;
-  }
-
-  private scheduler(jobId: string) {
-    const route = parseJobId(jobId);
-    return route ? actor<SchedulerActor>(this.env.SCHEDULER, schedulerName(route)) : undefined;
-  }
-
-  /** A `job.complete`'s outputs checked against the edge's receipts and the model's policy. */
-  private async checkCompletion(ref: LeaseRef, records: OutputRecord[]): Promise<OutputCheck> {
-    const number = parseJobId(ref.job_id)?.modelNumber;
-    let model = (await this.modelConfigs()).find((m) => m.number === number);
-    if (!model) {
-      // A model registered since the snapshot was taken.
-      this.models = undefined;
-      model = (await this.modelConfigs()).find((m) => m.number === number);
-    }
-    return await checkOutputs(records, ref, outputPolicy(model?.outputs), this.env.FILE_SIGNING_KEY ?? "");
-  }
-
-  /** Whether the registry says the token is live; a registry that cannot answer changes nothing. */
-  private async tokenLive(tokenId: string): Promise<boolean> {
-    return await actor<RegistryActor>(this.env.REGISTRY, "global")
-      .tokenLive(tokenId)
-      .catch(() => true);
-  }
-
-  /** Groups lease refs by the scheduler shard that holds them. */
-  private byShard(refs: readonly LeaseRef[]): Map<string, LeaseRef[]> {
-    const out = new Map<string, LeaseRef[]>();
-    for (const r of refs) {
-      const route = parseJobId(r.job_id);
-      if (!route) continue;
-      const name = schedulerName(route);
-      out.set(name, [...(out.get(name) ?? []), r]);
-    }
-    return out;
-  }
-
-  /** Renews every lease the agent names, one call per shard; answers the stale ones. */
-  private async renewAll(
-    agentId: string,
-    refs: readonly LeaseRef[],
-  ): Promise<{ renewed: LeaseRef[]; stale: LeaseRef[] }> {
-    const renewed: LeaseRef[] = [];
-    const stale: LeaseRef[] = [];
-    const known = new Set<LeaseRef>();
-    await Promise.all(
-      [...this.byShard(refs)].map(async ([name, group]) => {
-        const out = await actor<SchedulerActor>(this.env.SCHEDULER, name).renew(agentId, group);
-        renewed.push(...out.renewed);
-        stale.push(...out.stale);
-        for (const r of group) known.add(r);
-      }),
-    );
-    for (const r of refs) if (!known.has(r)) stale.push(r);
-    return { renewed, stale };
-  }
-
-  /** Asks the agent's models' schedulers for up to `credits` jobs; what is short waits parked. */
-  private async requestWork(ws: WebSocket, att: Attachment, credits: number): Promise<void> {
-    const loaded = new Set(att.versions.map((v) => v.model));
-    const models = (await this.modelConfigs()).filter(
-      (m) => att.models.includes(m.name) && (loaded.size === 0 || loaded.has(m.name)),
-    );
-    const capacity = att.slots + att.prefetch;
-    let left = credits;
-    const granted: Lease[] = [];
-    // Random order spreads agents over models and shards; every shard is asked so each parks
-    // the agent (an agent that receives more than its credits gives the extra back at once).
-    // Each model's shards learn the versions of that model the agent serves: a job pinned to
-    // another version is not leased to it.
-    const shards = models.flatMap((m) =>
-      Array.from({ length: m.shards }, (_, shard) => ({
-        route: { modelNumber: m.number, shard },
-        versions: att.versions.filter((v) => v.model === m.name).map((v) => v.version),
-      })),
-    );
-    shards.sort(() => Math.random() - 0.5);
-    for (const { route, versions } of shards) {
-      const agent = { id: att.agent_id, pool: att.pool, versions };
-      const leases = await actor<SchedulerActor>(this.env.SCHEDULER, schedulerName(route)).lease(agent, capacity, left);
-      granted.push(...leases);
-      left = Math.max(0, left - leases.length);
-    }
-    if (granted.length > 0) this.sendLeases(ws, att.agent_id, granted);
-  }
-
-  override async webSocketMessage(ws: WebSocket, message: ArrayBuffer | string): Promise<void> {
-    if (typeof message === "string") {
-      ws.close(CLOSE.malformed, "text frames are not part of floodgate.v1");
-      return;
-    }
-    const frame = decodeFrame(new Uint8Array(message), FromAgent);
-    if (!frame.ok) {
-      ws.close(frame.close, frame.reason.slice(0, 120));
-      return;
-    }
-    const msg = frame.msg;
-    const att = ws.deserializeAttachment() as Attachment;
-    if (att.refused) return;
-    if (!att.hello && msg.type !== "agent.hello") {
-      ws.close(CLOSE.protocol, "the first message must be agent.hello");
-      return;
-    }
-    switch (msg.type) {
-      case "agent.hello": {
-        // A second hello would re-run the lease reconciliation of a first one mid-session.
-        if (att.hello) {
-          ws.close(CLOSE.protocol, "agent.hello comes once per connection");
-          return;
-        }
-        if (msg.agent_id !== att.agent_id) {
-          ws.close(CLOSE.protocol, "agent.hello names another agent id than the connection");
-          return;
-        }
-        const next: Attachment = {
-          ...att,
-          hello: true,
-          name: msg.name.slice(0, 64),
-          slots: msg.slots,
-          prefetch: msg.prefetch,
-          versions: msg.versions.slice(0, 16),
-          gpus: msg.gpus.slice(0, 8),
-          last_heartbeat: Date.now(),
-        };
-        ws.serializeAttachment(next);
-        // Remembered durably from the first hello on, so leases can be returned even if the
-        // socket is gone for good; a pending "gone for good" alarm is called off.
-        await this.ctx.storage.put("agent", {
-          agent_id: att.agent_id,
-          token_id: att.token_id,
-          models: att.models,
-          pool: att.pool,
-        });
-        await this.ctx.storage.deleteAlarm();
-        const { renewed, stale } = await this.renewAll(att.agent_id, msg.leases);
-        // What this id holds but its hello does not name was lost with its previous process or
-        // connection: back to the queues now, not at the lease deadline.
-        await this.eachShard((s, agentId) => s.releaseUnlisted(agentId, msg.leases, att.connected_at));
-        this.send(ws, {
-          v: AGENT_PROTOCOL_VERSION,
-          type: "agent.welcome",
-          trace: msg.trace,
-          heartbeat_ms: HEARTBEAT_MS,
-          lease_ttl_ms: LEASE_TTL_MS,
-          control_frame_cap: CONTROL_FRAME_CAP,
-          preview_frame_cap: PREVIEW_FRAME_CAP,
-          resumed: renewed,
-          stale,
-        });
-        this.ctx.waitUntil(
-          actor<RegistryActor>(this.env.REGISTRY, "global")
-            .agentSeen({ agent_id: att.agent_id, token_id: att.token_id, pool: att.pool, name: next.name })
-            .catch(() => undefined),
-        );
-        return;
-      }
-      case "work.request":
-        await this.requestWork(ws, att, msg.credits);
-        return;
-      case "agent.heartbeat": {
-        const now = Date.now();
-        const check = now - (att.token_checked_at ?? 0) >= TOKEN_CHECK_MS;
-        const dead =
-          att.exp * 1000 < now
-            ? "the agent token expired"
-            : check && !(await this.tokenLive(att.token_id))
-              ? "the agent token was revoked"
-              : undefined;
-        if (dead) {
-          ws.close(CLOSE.unauthorized, dead);
-          await this.releaseAll("preempted");
-          return;
-        }
-        ws.serializeAttachment({
-          ...att,
-          gpus: msg.gpus.slice(0, 8),
-          running: msg.leases.length,
-          last_heartbeat: now,
-          token_checked_at: check ? now : att.token_checked_at,
-        });
-        const { stale } = await this.renewAll(att.agent_id, msg.leases);
-        this.send(ws, { v: AGENT_PROTOCOL_VERSION, type: "agent.heartbeat_ack", trace: msg.trace, stale });
-        if (msg.credits > 0 && !msg.draining) await this.requestWork(ws, att, msg.credits);
-        return;
-      }
-      case "job.progress": {
-        const ok = await actor<JobActor>(this.env.JOB, msg.job_id).progress(
-          { job_id: msg.job_id, epoch: msg.epoch, agent_id: att.agent_id },
-          { phase: msg.phase, step: msg.step, total: msg.total },
-        );
-        if (!ok) this.stale(ws, msg);
-        return;
-      }
-      case "job.preview": {
-        const ok = await actor<JobActor>(this.env.JOB, msg.job_id).preview(
-          { job_id: msg.job_id, epoch: msg.epoch, agent_id: att.agent_id },
-          msg.content_type,
-          msg.data,
-        );
-        if (!ok) this.stale(ws, msg);
-        return;
-      }
-      case "job.log": {
-        const ok = await actor<JobActor>(this.env.JOB, msg.job_id).log(
-          { job_id: msg.job_id, epoch: msg.epoch, agent_id: att.agent_id },
-          msg.level,
-          msg.message,
-        );
-        if (!ok) this.stale(ws, msg);
-        return;
-      }
-      case "job.complete":
-      case "job.fail": {
-        const sched = this.scheduler(msg.job_id);
-        const ref = { job_id: msg.job_id, epoch: msg.epoch };
-        // Outputs are recorded only as the edge verified them; anything else fails the attempt.
-        const checked = msg.type === "job.complete" ? await this.checkCompletion(ref, msg.outputs) : undefined;
-        const out = sched
-          ? await sched.complete(
-              ref,
-              msg.type === "job.fail"
-                ? { status: "failed", code: msg.code, message: msg.message, retryable: msg.retryable }
-                : checked?.ok
-                  ? { status: "succeeded", outputs: checked.outputs }
-                  : { status: "failed", code: "invalid_output", message: checked?.message ?? "", retryable: true },
-              att.agent_id,
-            )
-          : undefined;
-        if (!out?.ok) {
-          this.stale(ws, msg);
-          return;
-        }
-        if (checked && !checked.ok) {
-          const refused = { code: "invalid_output" as const, message: checked.message.slice(0, 4096) };
-          this.send(ws, { v: AGENT_PROTOCOL_VERSION, type: "job.refused", trace: msg.trace, ...ref, ...refused });
-        }
-        this.ctx.waitUntil(
-          actor<JobActor>(this.env.JOB, msg.job_id)
-            .ended(ref, out.status)
-            .catch(() => undefined),
-        );
-        return;
-      }
-      case "job.release": {
-        await Promise.all(
-          [...this.byShard(msg.leases)].map(([name, refs]) =>
-            actor<SchedulerActor>(this.env.SCHEDULER, name).releaseLeases(att.agent_id, refs, msg.reason),
-          ),
-        );
-        return;
-      }
-    }
   }
 
   override async webSocketClose(ws: WebSocket, code: number, _reason: string, _clean: boolean): Promise<void> {
@@ -495,30 +254,19 @@ export class AgentActor extends DurableObject<Env> {
 
   /** The agent has RECONNECT_GRACE_MS to come back and resume its leases; then they go back. */
   private async disconnected(closed: WebSocket): Promise<void> {
-    const others = this.ctx.getWebSockets().filter((w) => w !== closed && w.readyState === WebSocket.OPEN);
-    if (others.length > 0) return;
+    if (this.ctx.getWebSockets().some((w) => w !== closed && w.readyState === WebSocket.OPEN)) return;
     // An agent that never said hello holds nothing and has nothing stored.
-    if ((await this.ctx.storage.get("agent")) === undefined) return;
+    const stored = await this.ctx.storage.get<Stored>("agent");
+    if (!stored) return;
     await this.ctx.storage.setAlarm(Date.now() + RECONNECT_GRACE_MS);
     // It stops waiting for new work at once, so no scheduler hands it a job it cannot receive.
-    await this.eachShard((s, agentId) => s.unpark(agentId));
+    await this.eachShard(stored, (s) => s.unpark(stored.agent_id));
   }
 
-  /** Calls every scheduler shard of this agent's models. */
-  private async eachShard<T>(fn: (s: Remote<SchedulerActor>, agentId: string) => Promise<T>): Promise<T[]> {
-    const stored = await this.ctx.storage.get<{ agent_id: string; models: string[] }>("agent");
-    if (!stored) return [];
-    const models = (await this.modelConfigs()).filter((m) => stored.models.includes(m.name));
-    return await Promise.all(
-      models.flatMap((m) =>
-        Array.from({ length: m.shards }, (_, shard) =>
-          fn(
-            actor<SchedulerActor>(this.env.SCHEDULER, schedulerName({ modelNumber: m.number, shard })),
-            stored.agent_id,
-          ),
-        ),
-      ),
-    );
+  /** Calls every scheduler shard of the stored agent's models. */
+  private async eachShard<T>(stored: Stored, fn: (s: Remote<SchedulerActor>) => Promise<T>): Promise<T[]> {
+    const routes = shardsServed(await this.modelConfigs(), stored.models);
+    return await Promise.all(routes.map((r) => fn(actor<SchedulerActor>(this.env.SCHEDULER, r.name))));
   }
 
   override async alarm(): Promise<void> {
@@ -528,34 +276,60 @@ export class AgentActor extends DurableObject<Env> {
 
   /** Returns every lease this agent holds on every shard of its models. */
   private async releaseAll(reason: "worker_lost" | "preempted"): Promise<number> {
-    const counts = await this.eachShard((s, agentId) => s.release(agentId, reason));
-    const stored = await this.ctx.storage.get<{ agent_id: string }>("agent");
-    if (stored) {
-      await actor<RegistryActor>(this.env.REGISTRY, "global")
-        .agentGone(stored.agent_id)
-        .catch(() => undefined);
-    }
+    const stored = await this.ctx.storage.get<Stored>("agent");
+    if (!stored) return 0;
+    const counts = await this.eachShard(stored, (s) => s.release(stored.agent_id, reason));
+    await actor<RegistryActor>(this.env.REGISTRY, "global")
+      .agentGone(stored.agent_id)
+      .catch(() => undefined);
     return counts.reduce((x, y) => x + y, 0);
   }
 
-  /** Leases a scheduler granted while this agent was parked; answers those it could not send. */
+  /** Leases a scheduler granted while this agent waited for work; answers those it could not send. */
   async deliver(leases: Lease[]): Promise<LeaseRef[]> {
     const open = this.open();
     if (!open) return leases.map((l) => ({ job_id: l.job_id, epoch: l.epoch }));
-    this.sendLeases(open.ws, open.att.agent_id, leases);
+    this.session.add(leases);
+    this.sendLeases(open.ws, leases);
     return [];
   }
 
-  /** The client cancelled a job this agent runs. */
-  async cancel(jobId: string, epoch: number): Promise<void> {
+  /**
+   * A scheduler ended leases of this agent without its asking: cancelled by their owners, or
+   * their deadlines passed. The agent is told to stop them; what it sends about them is stale.
+   */
+  async takenBack(refs: Revocation[]): Promise<void> {
     const open = this.open();
-    if (open)
-      this.send(open.ws, { v: AGENT_PROTOCOL_VERSION, type: "job.cancel", trace: trace(), job_id: jobId, epoch });
+    for (const r of refs) {
+      this.session.drop(r);
+      const ref = { job_id: r.job_id, epoch: r.epoch };
+      if (!open) continue;
+      const msg: ToAgent =
+        r.why === "cancelled"
+          ? { v: AGENT_PROTOCOL_VERSION, type: "job.cancel", trace: trace(), ...ref }
+          : { v: AGENT_PROTOCOL_VERSION, type: "lease.stale", trace: trace(), ...ref };
+      this.send(open.ws, msg);
+    }
+  }
+
+  /** A job actor follows a job this agent runs: its progress, previews and logs are passed on. */
+  async watch(jobId: string, epoch: number): Promise<void> {
+    const open = this.open();
+    if (open) this.frames.watch(jobId, epoch, open.att.agent_id);
+  }
+
+  async unwatch(jobId: string): Promise<void> {
+    this.session.unwatch(jobId);
+  }
+
+  /** A running job's latest progress, as its agent last reported it (for `GET /v1/jobs/{id}`). */
+  async progressOf(jobId: string, epoch: number): Promise<Progress | null> {
+    return this.session.latest(jobId, epoch) ?? null;
   }
 
   /** The agent's token was revoked: close its sockets and fence its leases. */
   async revoke(tokenId: string): Promise<number> {
-    const stored = await this.ctx.storage.get<{ token_id: string }>("agent");
+    const stored = await this.ctx.storage.get<Stored>("agent");
     if (stored?.token_id !== tokenId) return 0;
     for (const ws of this.ctx.getWebSockets()) ws.close(CLOSE.unauthorized, "the agent token was revoked");
     return await this.releaseAll("preempted");
@@ -589,4 +363,10 @@ export class AgentActor extends DurableObject<Env> {
       connected_at: new Date(att.connected_at).toISOString(),
     };
   }
+}
+
+/** The scheduler shard a job id names. */
+function shardOf(env: Env, jobId: string): Remote<SchedulerActor> | undefined {
+  const route = parseJobId(jobId);
+  return route ? actor<SchedulerActor>(env.SCHEDULER, schedulerName(route)) : undefined;
 }

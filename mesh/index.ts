@@ -4,7 +4,7 @@
  */
 export { AccountActor } from "./account-actor.ts";
 export { AgentActor, CLAIMS_HEADER, type AgentClaimsLite } from "./agent-actor.ts";
-export { JobActor, SUBSCRIBE_HEADERS, type JobLive } from "./job-actor.ts";
+export { JobActor, SUBSCRIBE_HEADERS } from "./job-actor.ts";
 export { RegistryActor, type RegistrySnapshot } from "./registry-actor.ts";
 export { SchedulerActor } from "./scheduler-actor.ts";
 export type { AgentRef, Completion, EnqueueItem, JobBody, Lease, LeaseRef, SchedulerConfig } from "./scheduler/core.ts";

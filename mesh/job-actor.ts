@@ -1,38 +1,36 @@
 /**
- * JobActor: one per job, created when something needs it — progress from the agent running
- * the job, or a subscriber to its events. It takes progress, previews and logs from the agent
- * actor holding the lease, fenced by epoch (the scheduler is the authority: an epoch not seen
- * yet is checked with it, and re-checked after the await), keeps a bounded event log, and fans
- * events out to its subscribers (Server-Sent Events and WebSockets) so progress never passes
- * through the scheduler. While anyone listens it follows the job's status (queue position,
- * start, end) from its scheduler.
+ * JobActor: one per job, made only when someone subscribes to the job's events. It watches
+ * the job at its scheduler (which tells it of every status change as it happens: a lease
+ * granted, lost, given back or ended) and at the agent actor running it (which passes on the
+ * attempt's progress, previews and logs), keeps a bounded event log (mesh/job/stream.ts), and
+ * fans events out to its subscribers, Server-Sent Events or WebSockets (mesh/job/subscribers.ts).
+ * A job nobody watches costs no job actor at all.
  *
- * Nothing here is durable: progress is re-sent every step and preview bytes stay out of
- * storage. A restart starts a new event generation; a subscriber resuming from the old one
- * gets a `status` snapshot marked `reset`.
+ * What an agent actor passes on is fenced here too, by the attempt the scheduler last said is
+ * current: a lost holder's late progress is not shown after its lease ended.
+ *
+ * Nothing here is durable: a restart starts a new event generation; a subscriber resuming from
+ * the old one gets a `status` snapshot marked `reset`.
+ *
+ * Who calls it: the edge Worker (a subscriber; `previewBytes`), its scheduler (`changed`), the
+ * agent actor running the job (`progress`, `preview`, `log`).
  */
 import { DurableObject } from "cloudflare:workers";
-import type { JobView } from "../shared/api.ts";
-import { encode } from "../shared/codec.ts";
-import { INLINE_PREVIEW_BYTES, sseData, TERMINAL_EVENTS, type JobEvent } from "../shared/events.ts";
+import type { AdminJobView } from "../shared/api.ts";
+import { INLINE_PREVIEW_BYTES, TERMINAL_EVENTS, type JobEvent } from "../shared/events.ts";
 import { parseJobId, schedulerName } from "../shared/ids.ts";
-import { isTerminal } from "../shared/job.ts";
+import { isTerminal, ProgressPhase, type JobPhase } from "../shared/job.ts";
 import { publicOrigin, signedOutputUrl, signedPreviewUrl } from "../shared/signing.ts";
-import type { LeaseRef } from "../shared/wire.ts";
+import type { AgentActor } from "./agent-actor.ts";
+import type { HeldBy } from "./agent/frames.ts";
 import { StreamCaps } from "./job/caps.ts";
+import { EventLog, type EventBody } from "./job/stream.ts";
+import { sseSubscriber, webSocketSubscriber, type Subscriber } from "./job/subscribers.ts";
 import { actor } from "./remote.ts";
 import type { SchedulerActor } from "./scheduler-actor.ts";
 
-/** Events kept for resuming subscribers. */
-const LOG_SIZE = 512;
-/** Log lines kept per job (the newest). */
-const MAX_LOGS = 100;
-/** How often the job's status is read while anyone listens (ms). */
+/** How often a waiting job's place in its queue is read while anyone listens (ms). */
 const FOLLOW_MS = 1_000;
-/** A subscriber this many events behind is dropped, so it cannot slow the others. */
-const MAX_BEHIND = 256;
-/** SSE comment sent when nothing else was, so proxies keep the stream open (ms). */
-const KEEPALIVE_MS = 15_000;
 
 /** Headers the Worker sets when it forwards a subscriber (after checking who may read). */
 export const SUBSCRIBE_HEADERS = {
@@ -40,238 +38,162 @@ export const SUBSCRIBE_HEADERS = {
   account: "x-floodgate-account",
 } as const;
 
-export interface JobLive {
-  epoch: number;
-  phase: string | null;
-  progress: { step: number; total: number } | null;
-  updated_at: number | null;
-  preview: { content_type: string; size: number; at: number } | null;
-  logs: { level: string; message: string; at: number }[];
-}
-
-type Body = Omit<JobEvent, "id">;
-
-/** A lease named by a message, with the agent that sent it (when an agent actor forwards it). */
-type HolderRef = LeaseRef & { agent_id?: string };
-
-interface Subscriber {
-  send(e: JobEvent): void;
-  behind(): number;
-  close(): void;
-}
-
-const enc = new TextEncoder();
-
-function sseFrame(e: JobEvent): Uint8Array {
-  return enc.encode(`id: ${e.id}\nevent: ${e.event}\ndata: ${sseData(e.data)}\n\n`);
-}
-
-/** The sequence number of an event id (`<generation>.<sequence>`). */
-function seqOf(id: string): number {
-  return Number(id.split(".")[1]);
-}
-
 function base64(bytes: Uint8Array): string {
   let s = "";
   for (let i = 0; i < bytes.length; i += 0x8000) s += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
   return btoa(s);
 }
 
-export class JobActor extends DurableObject<Env> {
-  private epoch = 0;
-  private readonly endedEpochs = new Set<number>();
-  /** The agent holding the current epoch's lease. */
-  private holder: string | null = null;
-  private checking: Promise<void> | undefined;
-  private phase: string | null = null;
-  private progressState: { step: number; total: number } | null = null;
-  private updatedAt: number | null = null;
-  private previewState: { content_type: string; data: Uint8Array; at: number } | null = null;
-  private logs: JobLive["logs"] = [];
+/** The running attempt a view names: its epoch and the agent holding it. */
+function runningAttempt(job: AdminJobView): { epoch: number; agent: string } | undefined {
+  const last = job.attempts.at(-1);
+  return job.status === "running" && last && last.ended_at === null
+    ? { epoch: last.epoch, agent: last.agent }
+    : undefined;
+}
 
-  private readonly generation = crypto.randomUUID().slice(0, 8);
-  private seq = 0;
-  private readonly events: JobEvent[] = [];
+export class JobActor extends DurableObject<Env> {
+  private readonly events = new EventLog(crypto.randomUUID().slice(0, 8));
   private readonly subscribers = new Set<Subscriber>();
+  private readonly caps = new StreamCaps(this.env.ACCOUNT, () => this.subscribers.size);
   private jobId: string | undefined;
   private accountId: string | undefined;
-  private lastStatus = "";
-  private finished = false;
+  /** The running attempt the scheduler last told of; only its messages are shown. */
+  private attempt: { epoch: number; agent: string } | undefined;
+  /** Attempts that ended: their holders' late messages are not shown. */
+  private readonly ended = new Set<number>();
+  private syncing: Promise<void> | undefined;
+  /** The job as the scheduler last showed it. */
+  private lastView: AdminJobView | undefined;
+  private phase: JobPhase | null = null;
+  private latestPreview: { content_type: string; data: Uint8Array } | null = null;
   private following: ReturnType<typeof setTimeout> | undefined;
-  private readonly caps = new StreamCaps(this.env.ACCOUNT, () => this.subscribers.size);
 
-  // ---- from agents ----
+  private scheduler() {
+    const route = this.jobId === undefined ? undefined : parseJobId(this.jobId);
+    return route ? actor<SchedulerActor>(this.env.SCHEDULER, schedulerName(route)) : undefined;
+  }
+
+  // ---- pushed by the scheduler and the agent actor ----
+
+  /** The job changed at its scheduler (granted, requeued, ended, cancelled): subscribers hear now. */
+  async changed(job: AdminJobView): Promise<void> {
+    if (this.subscribers.size > 0) await this.show(job);
+  }
 
   /**
-   * Whether `ref` is the job's current lease; asks the scheduler about epochs not seen yet.
-   * Messages that arrive while an epoch is being checked wait on the same check, so they are
-   * published in the order they arrived.
+   * Whether a message the agent actor passed on belongs to the current attempt. An attempt newer
+   * than the last the scheduler told of (its news may still be on the way) is read from the
+   * scheduler first; messages arriving meanwhile wait on that read, so they keep their order.
    */
-  private async current(ref: HolderRef): Promise<boolean> {
-    this.jobId ??= ref.job_id;
-    if (this.checking) await this.checking;
-    if (ref.epoch < this.epoch || this.endedEpochs.has(ref.epoch)) return false;
-    if (ref.epoch > this.epoch) {
-      const check = (async (): Promise<boolean> => {
-        const lease = await this.scheduler(ref.job_id)?.leaseOf(ref.job_id);
-        if (!lease || lease.status !== "running" || lease.epoch !== ref.epoch) return false;
-        // Another message may have moved the epoch on while we waited.
-        if (ref.epoch < this.epoch) return false;
-        if (ref.epoch > this.epoch) {
-          this.epoch = ref.epoch;
-          this.holder = lease.agent_id;
-          this.phase = null;
-          this.progressState = null;
-          this.previewState = null;
-        }
-        return true;
-      })();
-      this.checking = check.then(() => undefined);
+  private async current(ref: HeldBy): Promise<boolean> {
+    if (this.syncing) await this.syncing;
+    if (this.events.ended || this.ended.has(ref.epoch)) return false;
+    if (this.attempt === undefined || ref.epoch > this.attempt.epoch) {
+      this.syncing = this.refresh();
       try {
-        if (!(await check)) return false;
+        await this.syncing;
       } finally {
-        this.checking = undefined;
+        this.syncing = undefined;
       }
     }
-    // The epoch alone is guessable: the sender must also be the agent holding it.
-    return !this.endedEpochs.has(ref.epoch) && (ref.agent_id === undefined || ref.agent_id === this.holder);
+    return this.attempt?.epoch === ref.epoch && this.attempt.agent === ref.agent_id && !this.events.ended;
   }
 
-  async progress(ref: HolderRef, p: { phase: string; step: number; total: number }): Promise<boolean> {
-    if (!(await this.current(ref))) return false;
-    this.phase = p.phase;
-    this.progressState = { step: p.step, total: p.total };
-    this.updatedAt = Date.now();
-    this.publish({ event: "progress", data: { phase: p.phase as "sampling", step: p.step, total: p.total } });
-    return true;
+  /** Reads the job from its scheduler and shows what changed. */
+  private async refresh(): Promise<void> {
+    if (!this.jobId || !this.accountId) return;
+    const out = await this.scheduler()?.view(this.jobId, this.accountId);
+    if (out?.ok) await this.show(out.job);
   }
 
-  async preview(ref: HolderRef, contentType: string, data: Uint8Array): Promise<boolean> {
-    if (!(await this.current(ref))) return false;
-    this.previewState = { content_type: contentType, data, at: Date.now() };
-    if (this.subscribers.size > 0) void this.publishPreview();
-    return true;
+  async progress(ref: HeldBy, p: { phase: string; step: number; total: number }): Promise<void> {
+    const phase = ProgressPhase.safeParse(p.phase);
+    if (!phase.success || !(await this.current(ref))) return;
+    // The same progress again (passed on anew when a watch starts) is no news.
+    const last = this.events.latest("progress");
+    if (last?.event === "progress" && last.data.phase === phase.data && last.data.step === p.step) {
+      if (last.data.total === p.total) return;
+    }
+    const moved = this.phase !== phase.data;
+    this.phase = phase.data;
+    this.publish({ event: "progress", data: { phase: phase.data, step: p.step, total: p.total } });
+    // A new phase is a new status for those watching (`status.phase`).
+    const status = moved && this.lastView ? this.events.status(this.lastView, this.phase) : undefined;
+    if (status) this.publish(status);
   }
 
-  async log(ref: HolderRef, level: string, message: string): Promise<boolean> {
-    if (!(await this.current(ref))) return false;
-    this.logs.push({ level, message, at: Date.now() });
-    if (this.logs.length > MAX_LOGS) this.logs.splice(0, this.logs.length - MAX_LOGS);
-    this.publish({ event: "log", data: { level: level as "info", message } });
-    return true;
+  async preview(ref: HeldBy, contentType: string, data: Uint8Array): Promise<void> {
+    if (!(await this.current(ref)) || !this.jobId) return;
+    this.latestPreview = { content_type: contentType, data };
+    const small = data.length <= INLINE_PREVIEW_BYTES;
+    const url = small
+      ? undefined
+      : await signedPreviewUrl(this.env.FILE_SIGNING_KEY, publicOrigin(this.env.PUBLIC_URL), this.jobId);
+    this.publish({
+      event: "preview",
+      data: {
+        content_type: contentType,
+        size: data.length,
+        bytes: data,
+        ...(small ? { data_base64: base64(data) } : { url }),
+      },
+    });
   }
 
-  /** The attempt at `ref` ended (its scheduler accepted the result); subscribers hear at once. */
-  async ended(ref: LeaseRef, _status: string): Promise<void> {
-    this.endedEpochs.add(ref.epoch);
-    if (this.subscribers.size > 0) await this.follow();
+  async log(ref: HeldBy, level: string, message: string): Promise<void> {
+    if (await this.current(ref)) this.publish({ event: "log", data: { level: level as "info", message } });
   }
 
-  /** The job changed outside an agent (cancelled, requeued, expired); subscribers hear at once. */
-  async changed(): Promise<void> {
-    if (this.subscribers.size > 0) await this.follow();
-  }
-
-  async snapshot(): Promise<JobLive> {
-    return {
-      epoch: this.epoch,
-      phase: this.phase,
-      progress: this.progressState,
-      updated_at: this.updatedAt,
-      preview: this.previewState
-        ? {
-            content_type: this.previewState.content_type,
-            size: this.previewState.data.length,
-            at: this.previewState.at,
-          }
-        : null,
-      logs: this.logs,
-    };
-  }
-
+  /** The latest preview's bytes (its signed URL's answer). */
   async previewBytes(): Promise<{ content_type: string; data: Uint8Array } | null> {
-    return this.previewState ? { content_type: this.previewState.content_type, data: this.previewState.data } : null;
+    return this.latestPreview;
   }
 
   // ---- events ----
 
-  private scheduler(jobId: string) {
-    const route = parseJobId(jobId);
-    return route ? actor<SchedulerActor>(this.env.SCHEDULER, schedulerName(route)) : undefined;
-  }
-
-  /** Appends an event to the log and sends it to every subscriber. */
-  private publish(body: Body): JobEvent {
-    this.seq += 1;
-    const e = { id: `${this.generation}.${this.seq}`, ...body } as JobEvent;
-    this.events.push(e);
-    if (this.events.length > LOG_SIZE) this.events.splice(0, this.events.length - LOG_SIZE);
+  /** Appends an event and sends it to every subscriber; one too far behind is dropped. */
+  private publish(body: EventBody): JobEvent {
+    const e = this.events.append(body);
     for (const s of this.subscribers) {
-      if (s.behind() > MAX_BEHIND) {
-        s.close();
-        this.subscribers.delete(s);
-      } else s.send(e);
+      if (s.lagging()) s.close();
+      else s.send(e);
     }
     if (TERMINAL_EVENTS.includes(e.event)) {
-      this.finished = true;
       for (const s of this.subscribers) s.close();
-      this.subscribers.clear();
+      this.stopWatching();
     }
     return e;
   }
 
-  private async publishPreview(): Promise<void> {
-    const p = this.previewState;
-    if (!p || !this.jobId) return;
-    // Only the newest preview keeps its bytes in the log; older ones shrink to their size.
-    for (const [i, e] of this.events.entries()) {
-      if (e.event === "preview" && (e.data.bytes || e.data.data_base64)) {
-        this.events[i] = { ...e, data: { content_type: e.data.content_type, size: e.data.size } };
+  /** Publishes what a view of the job changed; follows a new attempt at its agent. */
+  private async show(job: AdminJobView): Promise<void> {
+    if (this.events.ended) return;
+    this.lastView = job;
+    const attempt = runningAttempt(job);
+    if (attempt?.epoch !== this.attempt?.epoch) {
+      this.phase = null;
+      this.latestPreview = null;
+      if (this.attempt) {
+        // What the attempt's holder sends from now on is not shown, should it arrive late.
+        this.ended.add(this.attempt.epoch);
+        if (this.jobId)
+          void this.agent(this.attempt.agent)
+            .unwatch(this.jobId)
+            .catch(() => undefined);
       }
+      this.attempt = attempt;
+      if (attempt) await this.watchAgent(attempt);
     }
-    const small = p.data.length <= INLINE_PREVIEW_BYTES;
-    this.publish({
-      event: "preview",
-      data: small
-        ? { content_type: p.content_type, size: p.data.length, data_base64: base64(p.data), bytes: p.data }
-        : {
-            content_type: p.content_type,
-            size: p.data.length,
-            url: await signedPreviewUrl(this.env.FILE_SIGNING_KEY, publicOrigin(this.env.PUBLIC_URL), this.jobId),
-            bytes: p.data,
-          },
-    });
-  }
-
-  /** Reads the job from its scheduler and publishes what changed. */
-  private async follow(): Promise<void> {
-    if (!this.jobId || !this.accountId || this.finished) return;
-    const out = await this.scheduler(this.jobId)?.view(this.jobId, this.accountId);
-    if (!out?.ok) return;
-    await this.publishView(out.job);
-  }
-
-  private async publishView(job: JobView): Promise<void> {
-    const running = job.status === "running";
-    const last = job.attempts.at(-1);
-    const status = {
-      status: job.status,
-      phase:
-        running && this.phase !== null && last?.epoch === this.epoch ? (this.phase as JobView["phase"]) : job.phase,
-      queue: job.queue,
-      attempt: running ? job.attempts.length : null,
-    };
-    const key = JSON.stringify({ ...status, queue: status.queue && { ...status.queue, eta_s: null } });
-    if (key !== this.lastStatus) {
-      this.lastStatus = key;
-      this.publish({ event: "status", data: status });
-    }
+    const status = this.events.status(job, this.phase);
+    if (status) this.publish(status);
     if (!isTerminal(job.status)) return;
     if (job.status === "succeeded") {
+      const origin = publicOrigin(this.env.PUBLIC_URL);
       const outputs = await Promise.all(
         (job.outputs ?? []).map(async (o) => ({
           ...(o as { name: string; content_type: string; size: number; sha256: string; key: string }),
-          url: await signedOutputUrl(this.env.FILE_SIGNING_KEY, publicOrigin(this.env.PUBLIC_URL), String(o.key)),
+          url: await signedOutputUrl(this.env.FILE_SIGNING_KEY, origin, String(o.key)),
         })),
       );
       this.publish({ event: "succeeded", data: { outputs } });
@@ -283,47 +205,54 @@ export class JobActor extends DurableObject<Env> {
     }
   }
 
-  private scheduleFollow(): void {
-    if (this.following !== undefined || this.subscribers.size === 0 || this.finished) return;
-    this.following = setTimeout(() => {
-      this.following = undefined;
-      void this.follow().finally(() => this.scheduleFollow());
-    }, FOLLOW_MS);
+  private agent(agentId: string) {
+    return actor<AgentActor>(this.env.AGENT, agentId);
+  }
+
+  /** Asks the attempt's agent actor to pass on what comes, its newest progress first. */
+  private async watchAgent(attempt: { epoch: number; agent: string }): Promise<void> {
+    if (!this.jobId) return;
+    await this.agent(attempt.agent)
+      .watch(this.jobId, attempt.epoch)
+      .catch(() => undefined);
   }
 
   /**
-   * The events a new subscriber gets first: after `lastEventId` when it is still in the log;
-   * otherwise the current state (status, and progress while running, or the terminal event),
-   * with the status marked `reset` when the subscriber asked to resume and could not.
+   * While anyone listens: a waiting job's place in its queue is read every second, and the
+   * running attempt's agent actor is reminded that it is watched (it forgets on hibernation).
    */
-  private backlog(lastEventId: string | null): JobEvent[] {
-    if (lastEventId) {
-      const [gen, seqText] = lastEventId.split(".");
-      const seq = Number(seqText);
-      const first = this.events[0];
-      const firstSeq = first ? Number(first.id.split(".")[1]) : this.seq + 1;
-      if (gen === this.generation && Number.isInteger(seq) && seq >= firstSeq - 1 && seq <= this.seq) {
-        return this.events.filter((e) => Number(e.id.split(".")[1]) > seq);
-      }
-    }
-    const latest = (name: JobEvent["event"]): JobEvent | undefined => this.events.findLast((e) => e.event === name);
-    const out: JobEvent[] = [];
-    const status = latest("status");
-    if (status) out.push(lastEventId ? ({ ...status, data: { ...status.data, reset: true } } as JobEvent) : status);
-    const terminal = this.events.findLast((e) => TERMINAL_EVENTS.includes(e.event));
-    if (terminal) out.push(terminal);
-    else {
-      const progress = latest("progress");
-      if (progress && status?.event === "status" && status.data.status === "running") out.push(progress);
-    }
-    // In id order, as everything on a stream: the latest status may be newer than the latest
-    // progress, and a subscriber resumes from the last id it saw.
-    return out.sort((a, b) => seqOf(a.id) - seqOf(b.id));
+  private scheduleFollow(): void {
+    if (this.following !== undefined || this.subscribers.size === 0 || this.events.ended) return;
+    this.following = setTimeout(() => {
+      this.following = undefined;
+      const tick = async (): Promise<void> => {
+        if (this.attempt) await this.watchAgent(this.attempt);
+        else await this.refresh();
+      };
+      void tick()
+        .catch(() => undefined)
+        .finally(() => this.scheduleFollow());
+    }, FOLLOW_MS);
   }
 
-  /** A subscriber left: its account hears the job's new count (mesh/job/caps.ts). */
+  private stopWatching(): void {
+    if (this.following !== undefined) clearTimeout(this.following);
+    this.following = undefined;
+    if (!this.jobId) return;
+    void this.scheduler()
+      ?.unwatch(this.jobId)
+      .catch(() => undefined);
+    if (this.attempt)
+      void this.agent(this.attempt.agent)
+        .unwatch(this.jobId)
+        .catch(() => undefined);
+  }
+
+  /** A subscriber left: its account hears the job's new count; the last one ends the watch. */
   private dropSubscriber(sub: Subscriber): void {
-    if (this.subscribers.delete(sub)) this.caps.changed();
+    if (!this.subscribers.delete(sub)) return;
+    this.caps.changed();
+    if (this.subscribers.size === 0) this.stopWatching();
   }
 
   /** A subscriber, forwarded by the Worker after it checked who may read this job. */
@@ -333,113 +262,37 @@ export class JobActor extends DurableObject<Env> {
     if (!jobId || !accountId) return new Response("missing subscriber headers", { status: 400 });
     this.jobId = jobId;
     this.accountId = accountId;
-    // Progress may have been logged before anyone subscribed; a status snapshot comes first.
-    if (!this.events.some((e) => e.event === "status")) await this.follow();
+    // The first subscriber starts the watch: the scheduler answers the job as it is now.
+    if (this.subscribers.size === 0 && !this.events.ended) {
+      const before = this.attempt?.epoch;
+      const out = await this.scheduler()?.watch(jobId, accountId);
+      if (out?.ok) await this.show(out.job);
+      // The same attempt as when the last subscriber left: its agent actor is asked again.
+      if (this.attempt && this.attempt.epoch === before) await this.watchAgent(this.attempt);
+    }
     // A subscriber to a finished job is answered and closed at once: it needs no admission.
-    const admitted = !this.finished;
+    const admitted = !this.events.ended;
     if (admitted) {
       const refused = await this.caps.admit(jobId, accountId);
       if (refused) return refused;
     }
     const url = new URL(request.url);
     const lastEventId = request.headers.get("last-event-id") ?? url.searchParams.get("last_event_id");
-    const backlog = this.backlog(lastEventId);
-    const done = backlog.some((e) => TERMINAL_EVENTS.includes(e.event));
+    const backlog = this.events.backlog(lastEventId);
+    const done = this.events.ended;
     // The job ended while its account was asked: the admitted count comes back down.
     if (admitted && done) this.caps.changed();
-    return request.headers.get("upgrade")?.toLowerCase() === "websocket"
-      ? this.webSocket(backlog, done)
-      : this.sse(backlog, done);
-  }
-
-  private sse(backlog: JobEvent[], done: boolean): Response {
-    // Chunks wait on the writable side until this subscriber reads them: its queue length is how
-    // far behind it is.
-    const { readable, writable } = new TransformStream<Uint8Array, Uint8Array>(undefined, {
-      highWaterMark: MAX_BEHIND * 2,
-    });
-    const writer = writable.getWriter();
-    let open = true;
-    let lastWrite = Date.now();
-    const write = (bytes: Uint8Array): void => {
-      if (!open) return;
-      lastWrite = Date.now();
-      writer.write(bytes).catch(() => close());
-    };
-    const keepalive = setInterval(() => {
-      if (Date.now() - lastWrite >= KEEPALIVE_MS) write(enc.encode(": keep-alive\n\n"));
-    }, KEEPALIVE_MS);
-    const close = (): void => {
-      if (!open) return;
-      open = false;
-      clearInterval(keepalive);
-      this.dropSubscriber(sub);
-      writer.close().catch(() => undefined);
-    };
-    const sub: Subscriber = {
-      send: (e) => {
-        const { bytes: _raw, ...data } = e.data as { bytes?: Uint8Array };
-        write(sseFrame({ ...e, data } as JobEvent));
-      },
-      // Chunks queued for this subscriber and not yet read by it.
-      behind: () => MAX_BEHIND * 2 - (writer.desiredSize ?? 0),
-      close,
-    };
-    // A subscriber that went away cancels the readable side, which errors the writer at once: its
-    // place is given back then, not at the next write.
-    writer.closed.then(close, close);
-    write(enc.encode("retry: 1000\n\n"));
+    const onClose = (s: Subscriber): void => this.dropSubscriber(s);
+    const { sub, response } =
+      request.headers.get("upgrade")?.toLowerCase() === "websocket"
+        ? webSocketSubscriber(onClose)
+        : sseSubscriber(onClose);
     for (const e of backlog) sub.send(e);
-    if (done) close();
+    if (done) sub.close();
     else {
       this.subscribers.add(sub);
       this.scheduleFollow();
     }
-    return new Response(readable, {
-      headers: {
-        "content-type": "text/event-stream; charset=utf-8",
-        "cache-control": "no-store",
-        "x-accel-buffering": "no",
-      },
-    });
-  }
-
-  private webSocket(backlog: JobEvent[], done: boolean): Response {
-    const pair = new WebSocketPair();
-    const [client, server] = [pair[0], pair[1]];
-    server.accept();
-    let open = true;
-    const close = (): void => {
-      if (!open) return;
-      open = false;
-      this.dropSubscriber(sub);
-      try {
-        server.close(1000, "the job has ended");
-      } catch {
-        // already closed
-      }
-    };
-    const sub: Subscriber = {
-      send: (e) => {
-        if (!open) return;
-        const { data_base64: _inline, ...data } = e.data as { data_base64?: string };
-        try {
-          server.send(encode({ id: e.id, event: e.event, data }));
-        } catch {
-          close();
-        }
-      },
-      behind: () => 0,
-      close,
-    };
-    server.addEventListener("close", () => close());
-    server.addEventListener("error", () => close());
-    for (const e of backlog) sub.send(e);
-    if (done) close();
-    else {
-      this.subscribers.add(sub);
-      this.scheduleFollow();
-    }
-    return new Response(null, { status: 101, webSocket: client });
+    return response;
   }
 }

@@ -29,7 +29,7 @@ async function check(records: OutputRecord[], config: OutputsConfig = {}) {
   return await checkOutputs(records, REF, outputPolicy(config), SECRET);
 }
 
-describe("checking a job.complete's outputs", () => {
+describe("checking a success's outputs", () => {
   it("records the edge's own, for this lease, within the policy, without their receipts", async () => {
     const a = await record("a.png");
     const b = await record("b.json", { content_type: "application/json", size: 7 });

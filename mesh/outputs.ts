@@ -1,9 +1,9 @@
 /**
- * The check a `job.complete` must pass before its attempt may succeed: every output record is
+ * The check a succeeded `job.results` entry must pass before its attempt may succeed: every output record is
  * one the edge itself stored and hashed for this very lease (its receipt, shared/signing.ts),
  * names are unique, and the outputs are what the model's policy asks for (required names,
  * minimum count, content types, size caps; shared/outputs.ts). Called by the agent actor on
- * every `job.complete`; a completion that fails it ends its attempt as `invalid_output`.
+ * every success; a success that fails it ends its attempt as `invalid_output`.
  */
 import { mediaType, outputKey, type OutputPolicy } from "../shared/outputs.ts";
 import { verifyOutputReceipt } from "../shared/signing.ts";
@@ -17,7 +17,7 @@ export type OutputCheck = { ok: true; outputs: StoredOutput[] } | { ok: false; m
 const refuse = (message: string): OutputCheck => ({ ok: false, message });
 
 /**
- * Checks the outputs a `job.complete` names for the lease `ref` against the edge's receipts
+ * Checks the outputs a success names for the lease `ref` against the edge's receipts
  * (signed with `secret`) and the model's `policy`.
  *
  * @example

@@ -1,15 +1,23 @@
 /**
  * SchedulerActor: one per model shard (named `m<model number>.s<shard>`, see shared/ids.ts).
- * A thin shell over {@link SchedulerCore}: it feeds the clock, keeps the alarm armed for the
- * next lease deadline, queue TTL or retention, and answers RPC from the edge Worker (submits,
- * reads, cancels) and from agents' actors (lease, renew, complete, release).
+ * A thin shell over {@link SchedulerCore}: it feeds the clock, answers RPC from the edge Worker
+ * (submits, reads, cancels), from agents' actors (lease, heartbeat, settle, release) and from
+ * job actors (watch), and after each event tells the others what the core noted: leases for
+ * agents that wait (`deliver`), leases it took back (`takenBack`), watched jobs that changed
+ * (`changed`), files to clean up; and keeps the alarm armed for the next lease deadline, queue
+ * TTL or retention.
  *
  * Its tables are made by its first configuration or enqueue, never by a read: a shard that is
  * asked about jobs it never had (an id naming it, a lease an agent made up) answers as an empty
  * shard and writes nothing, so it leaves no storage behind.
  */
 import { DurableObject } from "cloudflare:workers";
+import { fail } from "../shared/errors.ts";
 import type { FailureReason, JobStatus } from "../shared/job.ts";
+import type { AgentActor } from "./agent-actor.ts";
+import type { JobActor } from "./job-actor.ts";
+import { endAttemptFiles, purgeJobFiles } from "./job-files.ts";
+import { actor } from "./remote.ts";
 import {
   SchedulerCore,
   type AgentRef,
@@ -19,20 +27,15 @@ import {
   type SchedulerConfig,
   type SchedulerCounters,
 } from "./scheduler/core.ts";
-import type { AgentActor } from "./agent-actor.ts";
-import type { JobActor } from "./job-actor.ts";
-import { endAttemptFiles, purgeJobFiles } from "./job-files.ts";
-import { actor } from "./remote.ts";
 import { durableSql } from "./sql/durable.ts";
 import { migrated } from "./sql/sql.ts";
-import { fail } from "../shared/errors.ts";
 
 const NO_COUNTERS: SchedulerCounters = { commits: 0, enqueued: 0, leased: 0, completed: 0 };
 
 export class SchedulerActor extends DurableObject<Env> {
   /** Absent until the shard has storage: its first configuration or enqueue makes it. */
   protected core: SchedulerCore | undefined;
-  /** The alarm time last set (ms), so we only write a new one when it moves earlier. */
+  /** The alarm time set (ms); `undefined` when none is. */
   private armedAt: number | undefined;
 
   constructor(ctx: DurableObjectState, env: Env) {
@@ -42,33 +45,78 @@ export class SchedulerActor extends DurableObject<Env> {
     void ctx.blockConcurrencyWhile(async () => {
       const sql = durableSql(ctx.storage.sql);
       if (!migrated(sql)) return;
-      this.core = new SchedulerCore(sql);
+      this.core = new SchedulerCore(sql, Date.now());
       this.armedAt = (await ctx.storage.getAlarm()) ?? undefined;
-      await this.arm(true);
+      await this.arm(this.core.nextDeadline());
     });
   }
 
   /** The core, its tables made first when the shard has none yet. */
   private writable(): SchedulerCore {
-    this.core ??= new SchedulerCore(durableSql(this.ctx.storage.sql));
+    this.core ??= new SchedulerCore(durableSql(this.ctx.storage.sql), Date.now());
     return this.core;
   }
 
-  private async arm(force = false): Promise<void> {
-    const next = this.core?.nextDeadline();
-    if (next === undefined) return;
-    if (!force && this.armedAt !== undefined && this.armedAt <= next) return;
-    this.armedAt = next;
-    await this.ctx.storage.setAlarm(Math.max(next, Date.now() + 1));
+  /** Sets the alarm for `at` when it is earlier than the one set (or none is). */
+  private async arm(at: number | undefined): Promise<void> {
+    if (at === undefined || (this.armedAt !== undefined && this.armedAt <= at)) return;
+    this.armedAt = at;
+    await this.ctx.storage.setAlarm(Math.max(at, Date.now() + 1));
   }
 
   override async alarm(): Promise<void> {
     this.armedAt = undefined;
-    if (!this.core) return;
-    if (this.core.configured) this.core.sweep(Date.now());
-    this.deliver();
-    this.cleanFiles();
-    await this.arm(true);
+    if (!this.core?.configured) return;
+    this.core.sweep(Date.now());
+    await this.after(this.core.nextDeadline());
+  }
+
+  /**
+   * What every event ends with: what the core noted is sent on (not awaited — workerd holds
+   * these outgoing calls until the event's writes are durable, its output gate, so a lease
+   * never leaves before it is recorded) and the alarm is moved earlier if the event needs it.
+   */
+  private async after(due = this.core?.takeEarliestAdded()): Promise<void> {
+    const core = this.core;
+    if (!core) return;
+    this.deliver(core);
+    for (const [agentId, refs] of core.takeRevocations()) {
+      this.ctx.waitUntil(
+        actor<AgentActor>(this.env.AGENT, agentId)
+          .takenBack(refs)
+          .catch(() => undefined),
+      );
+    }
+    const now = Date.now();
+    for (const id of core.takeChanged()) {
+      const out = core.adminView(id, now);
+      if (out.ok)
+        this.ctx.waitUntil(
+          actor<JobActor>(this.env.JOB, id)
+            .changed(out.job)
+            .catch(() => undefined),
+        );
+    }
+    this.cleanFiles(core);
+    await this.arm(due);
+  }
+
+  /**
+   * Sends leases granted to agents that waited for work. A lease its agent's actor could not
+   * deliver (the agent went away) comes straight back without spending its attempt.
+   */
+  private deliver(core: SchedulerCore): void {
+    for (const [agentId, leases] of core.takeDeliveries()) {
+      const send = async (): Promise<void> => {
+        const undelivered = await actor<AgentActor>(this.env.AGENT, agentId)
+          .deliver(leases)
+          .catch(() => leases.map((l) => ({ job_id: l.job_id, epoch: l.epoch })));
+        if (undelivered.length === 0) return;
+        core.undeliver(agentId, undelivered, Date.now());
+        await this.after();
+      };
+      this.ctx.waitUntil(send());
+    }
   }
 
   /**
@@ -77,83 +125,70 @@ export class SchedulerActor extends DurableObject<Env> {
    * file. Runs after the rows are written, so a failure here leaves orphaned files, never a job
    * without its outputs.
    */
-  private cleanFiles(): void {
-    if (!this.core) return;
-    const bucket = this.env.OUTPUTS;
-    const ended = this.core.takeAttemptsEnded();
-    const gone = this.core.takeJobsGone();
+  private cleanFiles(core: SchedulerCore): void {
+    const ended = core.takeAttemptsEnded();
+    const gone = core.takeJobsGone();
     if (ended.length === 0 && gone.length === 0) return;
-    const work = async (): Promise<void> => {
-      const goneSet = new Set(gone);
-      const tasks = [
-        ...ended.filter((a) => !goneSet.has(a.job_id)).map((a) => endAttemptFiles(bucket, a.job_id, a.epoch, a.kept)),
-        ...gone.map((id) => purgeJobFiles(bucket, id)),
-      ];
-      const failed = (await Promise.allSettled(tasks)).filter((r) => r.status === "rejected");
-      if (failed.length > 0) {
-        console.warn(JSON.stringify({ level: "warn", what: "file cleanup", failed: failed.length }));
-      }
-    };
-    this.ctx.waitUntil(work());
+    const bucket = this.env.OUTPUTS;
+    const goneSet = new Set(gone);
+    const tasks = [
+      ...ended.filter((a) => !goneSet.has(a.job_id)).map((a) => endAttemptFiles(bucket, a.job_id, a.epoch, a.kept)),
+      ...gone.map((id) => purgeJobFiles(bucket, id)),
+    ];
+    this.ctx.waitUntil(
+      Promise.allSettled(tasks).then((done) => {
+        const failed = done.filter((r) => r.status === "rejected").length;
+        if (failed > 0) console.warn(JSON.stringify({ level: "warn", what: "file cleanup", failed }));
+      }),
+    );
   }
 
-  /**
-   * Sends leases granted to parked agents to their agent actors. Not awaited by the caller:
-   * workerd holds these outgoing calls until the grant is durable (output gate), so a lease
-   * never leaves before it is recorded. A lease its agent actor could not deliver (the agent
-   * went away) comes straight back without spending its attempt.
-   */
-  private deliver(): void {
-    if (!this.core) return;
-    const core = this.core;
-    const out = core.takeDeliveries();
-    for (const [agentId, leases] of out) {
-      const send = async (): Promise<void> => {
-        let undelivered: LeaseRef[];
-        try {
-          undelivered = await actor<AgentActor>(this.env.AGENT, agentId).deliver(leases);
-        } catch {
-          undelivered = leases.map((l) => ({ job_id: l.job_id, epoch: l.epoch }));
-        }
-        if (undelivered.length > 0) {
-          core.undeliver(agentId, undelivered, Date.now());
-          this.deliver();
-          this.cleanFiles();
-        }
-      };
-      this.ctx.waitUntil(send());
-    }
+  /** Runs an event on the core (when the shard has one) and what follows it. */
+  private async event<T>(fn: (core: SchedulerCore) => T, absent: T): Promise<T> {
+    if (!this.core?.configured) return absent;
+    const out = fn(this.core);
+    await this.after();
+    return out;
   }
 
   async enqueue(config: SchedulerConfig, items: EnqueueItem[]) {
     const core = this.writable();
     core.configure(config);
-    const out = core.enqueue(items, Date.now());
-    this.deliver();
-    await this.arm();
-    return out;
+    return await this.event((c) => c.enqueue(items, Date.now()), []);
   }
 
   async configure(config: SchedulerConfig): Promise<boolean> {
     const changed = this.writable().configure(config);
-    await this.arm();
+    await this.after();
     return changed;
   }
 
-  /** Grants up to `maxNew` leases now; with `maxNew`, the rest waits parked for new work. */
+  /** Grants up to `maxNew` leases now; the rest of the agent's room waits parked for new work. */
   async lease(agent: AgentRef, capacity: number, maxNew?: number) {
-    if (!this.core?.configured) return [];
-    const leases = this.core.lease(agent, capacity, Date.now(), maxNew);
-    await this.arm();
-    return leases;
+    return await this.event((c) => c.lease(agent, capacity, Date.now(), maxNew), []);
+  }
+
+  /** An agent's results and its room for more: one event, one commit (see SchedulerCore.settle). */
+  async settle(agent: AgentRef, results: (LeaseRef & { result: Completion })[], capacity: number, credits: number) {
+    const stale = { outcomes: results.map(() => fail("conflict", "stale result")), leases: [] };
+    return await this.event((c) => c.settle(agent, results, capacity, credits, Date.now()), stale);
+  }
+
+  async heartbeat(agent: AgentRef, refs: LeaseRef[], capacity: number, credits: number) {
+    const none = { renewed: [], stale: refs, leases: [] };
+    return await this.event((c) => c.heartbeat(agent, refs, capacity, credits, Date.now()), none);
+  }
+
+  async rejoin(agentId: string, listed: LeaseRef[], connectedAt: number) {
+    return await this.event((c) => c.rejoin(agentId, listed, connectedAt, Date.now()), { renewed: [], stale: listed });
   }
 
   async releaseLeases(agentId: string, refs: LeaseRef[], reason: "drained" | "preempted") {
-    if (!this.core?.configured) return 0;
-    const n = this.core.releaseLeases(agentId, refs, reason, Date.now());
-    this.deliver();
-    this.cleanFiles();
-    return n;
+    return await this.event((c) => c.releaseLeases(agentId, refs, reason, Date.now()), 0);
+  }
+
+  async release(agentId: string, reason: FailureReason) {
+    return await this.event((c) => c.release(agentId, reason, Date.now()), 0);
   }
 
   async unpark(agentId: string): Promise<void> {
@@ -164,44 +199,19 @@ export class SchedulerActor extends DurableObject<Env> {
     return this.core?.leaseOf(jobId) ?? null;
   }
 
-  async renew(agentId: string, refs: LeaseRef[]) {
-    if (!this.core) return { renewed: [], stale: refs, deadline: Date.now() };
-    const out = this.core.renew(agentId, refs, Date.now());
-    // A lease past its run timeout went back to its queue: a parked agent may take it now.
-    this.deliver();
-    this.cleanFiles();
-    return out;
+  /** An upload starts under a lease: whether `agentId` holds it (the attempt's end then cleans up). */
+  async uploadStarting(ref: LeaseRef, agentId: string): Promise<boolean> {
+    return this.core?.uploadStarting(ref, agentId) ?? false;
   }
 
-  async progress(ref: LeaseRef, phase: string, progress: Record<string, unknown> | null, agentId?: string) {
-    if (!this.core) return fail("conflict", "stale lease");
-    return this.core.progress(ref, phase, progress, agentId);
+  /** A job actor follows a job for its subscribers (see SchedulerCore.watch). */
+  async watch(id: string, accountId: string) {
+    if (!this.core) return fail("job_not_found", `no job ${id}`);
+    return this.core.watch(id, accountId, Date.now());
   }
 
-  async complete(ref: LeaseRef, result: Completion, agentId?: string) {
-    if (!this.core?.configured) return { ok: false as const, code: "conflict" as const, message: "unknown job" };
-    const out = this.core.complete(ref, result, Date.now(), agentId);
-    this.deliver();
-    this.cleanFiles();
-    await this.arm();
-    return out;
-  }
-
-  async release(agentId: string, reason: FailureReason) {
-    if (!this.core?.configured) return 0;
-    const n = this.core.release(agentId, reason, Date.now());
-    this.deliver();
-    this.cleanFiles();
-    return n;
-  }
-
-  async releaseUnlisted(agentId: string, listed: LeaseRef[], connectedAt: number) {
-    if (!this.core?.configured) return 0;
-    const n = this.core.releaseUnlisted(agentId, listed, connectedAt, Date.now());
-    this.deliver();
-    this.cleanFiles();
-    await this.arm();
-    return n;
+  async unwatch(id: string): Promise<void> {
+    this.core?.unwatch(id);
   }
 
   async view(id: string, accountId: string) {
@@ -211,9 +221,8 @@ export class SchedulerActor extends DurableObject<Env> {
 
   /** A job whoever owns it, with its attempts' agents and pools (admins only). */
   async adminView(id: string) {
-    const job = this.core?.store.job(id);
-    if (!this.core || !job) return fail("job_not_found", `no job ${id}`);
-    return { ok: true as const, job: this.core.render(job, Date.now()) };
+    if (!this.core) return fail("job_not_found", `no job ${id}`);
+    return this.core.adminView(id, Date.now());
   }
 
   async list(accountId: string, status: JobStatus | undefined, limit: number, cursor: string | undefined) {
@@ -221,33 +230,15 @@ export class SchedulerActor extends DurableObject<Env> {
   }
 
   async cancel(id: string, accountId: string) {
-    if (!this.core) return fail("job_not_found", `no job ${id}`);
-    const out = this.core.cancel(id, accountId, Date.now());
-    if (!out.ok) return out;
-    this.cleanFiles();
-    if (out.notify) {
-      const { agent_id, job_id, epoch } = out.notify;
-      // The running agent hears of it and stops its runner at the next step.
-      this.ctx.waitUntil(
-        actor<AgentActor>(this.env.AGENT, agent_id)
-          .cancel(job_id, epoch)
-          .catch(() => undefined),
-      );
-    }
-    // Subscribers hear of it at once.
-    this.ctx.waitUntil(
-      actor<JobActor>(this.env.JOB, id)
-        .changed()
-        .catch(() => undefined),
-    );
-    return { ok: true as const, job: this.core.render(out.job, Date.now(), false) };
+    const notFound = fail("job_not_found", `no job ${id}`);
+    return await this.event((c) => {
+      const out = c.cancel(id, accountId, Date.now());
+      return out.ok ? { ok: true as const, job: c.render(out.job, Date.now(), false) } : out;
+    }, notFound);
   }
 
   async remove(id: string, accountId: string) {
-    if (!this.core) return fail("job_not_found", `no job ${id}`);
-    const out = this.core.remove(id, accountId);
-    this.cleanFiles();
-    return out;
+    return await this.event((c) => c.remove(id, accountId, Date.now()), fail("job_not_found", `no job ${id}`));
   }
 
   async stats() {

@@ -38,7 +38,7 @@ export type ErrorCode = keyof typeof ERROR_CODES;
 /** When the edge answers with each code: the "when" column of docs/protocol.md's error table. */
 export const ERROR_WHEN: Readonly<Record<ErrorCode, string>> = {
   bad_request:
-    "a malformed header or path part (`Idempotency-Key`, `X-Floodgate-Agent`, `X-Floodgate-Instance`, a part number, an output key), a WebSocket upgrade without the `floodgate.v1` subprotocol, or an unknown tier",
+    "a malformed header or path part (`Idempotency-Key`, `X-Floodgate-Agent`, `X-Floodgate-Instance`, a part number, an output key), a WebSocket upgrade without the agent subprotocol (`floodgate.v2`), or an unknown tier",
   invalid_body: "the body is not JSON, fails its schema, is nested past 64 levels or has a `__proto__` key",
   invalid_input: "`input` fails the model's JSON Schema or the input rules (Jobs, below)",
   invalid_query: "a query parameter or path parameter fails its schema",

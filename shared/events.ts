@@ -103,7 +103,7 @@ const ErrorData = z
         code: z
           .string()
           .describe(
-            "The reason: a `job.fail` code (`oom`, `model_error`, …), `worker_lost`, `run_timeout`; `queue_ttl` for an expired job.",
+            "The reason: an agent's failure code (`oom`, `model_error`, …), `worker_lost`, `run_timeout`; `queue_ttl` for an expired job.",
           ),
         message: z.string().describe("For people."),
       })

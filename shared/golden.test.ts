@@ -27,7 +27,16 @@ import {
   wireVectors,
 } from "./golden/wire-golden.ts";
 import { FromRunner, MAX_RUNNER_FRAME, ToRunner } from "./runner.ts";
-import { CLOSE, FRAME_KIND_CONTROL, FRAME_KIND_PREVIEW, FromAgent, ToAgent, decodeFrame, encodeFrame } from "./wire.ts";
+import {
+  AGENT_PROTOCOL_VERSION,
+  CLOSE,
+  FRAME_KIND_CONTROL,
+  FRAME_KIND_PREVIEW,
+  FromAgent,
+  ToAgent,
+  decodeFrame,
+  encodeFrame,
+} from "./wire.ts";
 
 const onDisk = (name: string): unknown =>
   JSON.parse(readFileSync(new URL(`golden/${name}`, import.meta.url), "utf8")) as unknown;
@@ -209,9 +218,13 @@ describe("agent protocol golden files", () => {
 
   it("the JSON Schema's root accepts a message of either direction and refuses a made-up type", () => {
     const validator = new Validator(wireJsonSchema() as Record<string, Json>, "2020-12", false);
-    expect(validator.validate({ v: 1, type: "work.request", trace: "t", credits: 1 }).valid).toBe(true);
-    expect(validator.validate({ v: 1, type: "agent.drain", trace: "t", reason: "deploy" }).valid).toBe(true);
-    expect(validator.validate({ v: 1, type: "job.teleport", trace: "t" }).valid).toBe(false);
+    expect(validator.validate({ v: AGENT_PROTOCOL_VERSION, type: "work.request", trace: "t", credits: 1 }).valid).toBe(
+      true,
+    );
+    expect(
+      validator.validate({ v: AGENT_PROTOCOL_VERSION, type: "agent.drain", trace: "t", reason: "deploy" }).valid,
+    ).toBe(true);
+    expect(validator.validate({ v: AGENT_PROTOCOL_VERSION, type: "job.teleport", trace: "t" }).valid).toBe(false);
   });
 
   it("the builder is deterministic", () => {

@@ -2,7 +2,7 @@
  * What a model's outputs may be, and how they are stored: the `outputs` section of a model's
  * configuration (required names, minimum count, a content-type allow-list, size caps), the
  * part sizes of an upload, the media types served inline, and the object keys under which a
- * job's files live in R2. The edge checks every upload and every `job.complete` against it
+ * job's files live in R2. The edge checks every upload and every succeeded `job.results` entry against it
  * (edge/routes/uploads.ts, mesh/outputs.ts); agents read the part sizes.
  */
 import { z } from "zod";

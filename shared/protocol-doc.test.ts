@@ -114,6 +114,6 @@ describe("the error-code and close-code tables are what the code sends", () => {
     // Literal numbers: 1000 (a normal close, RFC 6455 §7.4.1) is no verdict and not in the table.
     const known = new Set<number>([1000, ...Object.values(CLOSE)]);
     expect([...numbers].filter((n) => !known.has(n))).toEqual([]);
-    expect(names.get("protocol")).toContain("mesh/agent-actor.ts");
+    expect(names.get("protocol")).toContain("mesh/agent/frames.ts");
   });
 });

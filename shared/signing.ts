@@ -142,7 +142,7 @@ function receiptMessage(o: ReceiptFields): string {
 
 /**
  * The edge's receipt for an output it stored and hashed itself: agents carry it back in
- * `job.complete`, and the edge records only outputs whose receipt it verifies, so a record
+ * a succeeded `job.results` entry, and the edge records only outputs whose receipt it verifies, so a record
  * cannot name bytes the edge never checked, another size or digest, or another job's object.
  */
 export async function outputReceipt(secret: string, o: ReceiptFields): Promise<string> {

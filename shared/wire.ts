@@ -1,6 +1,6 @@
 /**
  * The agent protocol: what a GPU agent and the edge say over the agent's one WebSocket
- * (`GET /v1/agent/connect`, subprotocol `floodgate.v1`). Every message is a binary frame: one
+ * (`GET /v1/agent/connect`, subprotocol `floodgate.v2`). Every message is a binary frame: one
  * kind byte, then one msgpack map (hardened decode, shared/codec.ts) with `v` (protocol
  * version), `type` (`domain.verb`) and `trace` (a trace id). The kind byte sets the frame's
  * cap before anything is decoded: {@link FRAME_KIND_CONTROL} frames are at most
@@ -10,10 +10,10 @@
  */
 import { z } from "zod";
 import { CodecError, decode, decodeItems, encode } from "./codec.ts";
-import { ProgressPhase } from "./job.ts";
+import { AgentFailure, ProgressPhase } from "./job.ts";
 
-export const AGENT_PROTOCOL_VERSION = 1;
-export const AGENT_SUBPROTOCOL = "floodgate.v1";
+export const AGENT_PROTOCOL_VERSION = 2;
+export const AGENT_SUBPROTOCOL = "floodgate.v2";
 /** Header naming the agent (its id, kept across its restarts and reconnects) on the connect request. */
 export const AGENT_ID_HEADER = "x-floodgate-agent";
 /**
@@ -67,7 +67,7 @@ export const CLOSE_WHEN: Readonly<Record<keyof typeof CLOSE, string>> = {
 /** How long after the upgrade the edge waits for `agent.hello` before closing (ms). */
 export const HELLO_TIMEOUT_MS = 10_000;
 
-const V = z.literal(AGENT_PROTOCOL_VERSION).describe("Protocol version: always 1.");
+const V = z.literal(AGENT_PROTOCOL_VERSION).describe("Protocol version: always 2.");
 /** msgpack bin: arrives as a Uint8Array (or a subclass, such as Node's Buffer). */
 const Bytes = z.custom<Uint8Array>((v) => v instanceof Uint8Array, "expected bytes (msgpack bin)");
 const Trace = z
@@ -252,7 +252,7 @@ export const AgentJobLog = z
     "A log line for the job's owner (event `log`; the newest 100 are kept while the job runs). No answer, or `lease.stale` when refused.",
   );
 
-/** Most outputs one attempt may have (one `job.complete` carries them all). */
+/** Most outputs one attempt may have (its success in `job.results` carries them all). */
 export const MAX_OUTPUTS = 32;
 
 /** An output already uploaded through the edge (`/v1/agent/uploads`), as the edge answered it. */
@@ -277,48 +277,64 @@ export const OutputRecord = z
       .string()
       .regex(/^[A-Za-z0-9_-]{43}$/)
       .describe(
-        "The edge's HMAC over key, size, sha256 and content type (43 base64url chars), proving it stored and hashed these bytes itself: `job.complete` is refused for a record without a valid one. Send it back as the upload answered it.",
+        "The edge's HMAC over key, size, sha256 and content type (43 base64url chars), proving it stored and hashed these bytes itself: a success is refused for a record without a valid one. Send it back as the upload answered it.",
       ),
   })
   .describe("An output already uploaded through the edge: the record its upload's `complete` answered, as it is.");
 export type OutputRecord = z.infer<typeof OutputRecord>;
 
-export const AgentJobComplete = z
+/** Most results one `job.results` frame carries. */
+export const MAX_RESULTS_PER_FRAME = 64;
+
+export const JobSucceeded = z
   .strictObject({
-    v: V,
-    type: z.literal("job.complete"),
-    trace: Trace,
     job_id: JobId,
     epoch: Epoch,
+    status: z.literal("succeeded"),
     outputs: z
       .array(OutputRecord)
       .max(MAX_OUTPUTS)
       .describe("The job's outputs, uploaded first; what the model requires must be among them."),
   })
-  .describe(
-    "The job succeeded. No answer when accepted (the lease ends, the job's owner is told); `job.refused` when its outputs are not what the edge stored for this lease or not what the model requires (the attempt ends as a failure); `lease.stale` when refused as not the job's current lease, or not this agent's.",
-  );
+  .describe("The attempt succeeded.");
 
-export const AgentJobFail = z
+export const JobFailed = z
   .strictObject({
-    v: V,
-    type: z.literal("job.fail"),
-    trace: Trace,
     job_id: JobId,
     epoch: Epoch,
-    code: z
-      .enum(["oom", "runner_crashed", "model_error", "invalid_input", "run_timeout", "upload_failed", "cancelled"])
-      .describe(
-        "Why: `oom` out of GPU memory; `runner_crashed` the runner died; `model_error` the model failed; `invalid_input` the input cannot run; `run_timeout` the runner gave up; `upload_failed` an output could not be uploaded; `cancelled` after a `job.cancel`.",
-      ),
+    status: z.literal("failed"),
+    code: AgentFailure,
     message: z.string().max(4096).describe("For people."),
-    retryable: z
-      .boolean()
+  })
+  .describe(
+    "The attempt failed. The edge decides from `code` whether another attempt may succeed (`oom`, `runner_crashed`, `run_timeout`, `upload_failed`: the job goes back to its queue, an attempt spent; the others, or past `max_attempts`: the job fails with `code` as its reason).",
+  );
+
+export const JobResult = z.discriminatedUnion("status", [JobSucceeded, JobFailed]);
+export type JobResult = z.infer<typeof JobResult>;
+
+export const AgentJobResults = z
+  .strictObject({
+    v: V,
+    type: z.literal("job.results"),
+    trace: Trace,
+    results: z
+      .array(JobResult)
+      .min(1)
+      .max(MAX_RESULTS_PER_FRAME)
+      .describe("How attempts ended: every one that ended since the agent's last `job.results`."),
+    credits: z
+      .number()
+      .int()
+      .min(0)
+      .max(320)
       .describe(
-        "Whether another attempt may succeed (`oom`, `runner_crashed`: yes). A retryable failure sends the job back to its queue, spending an attempt; otherwise, or past `max_attempts`, the job fails with `code` as its reason.",
+        "How many jobs the agent can take now, these results' slots freed: a total, as in `work.request`, which it replaces. More than 0 asks for work in the same message: the next leases come back at once.",
       ),
   })
-  .describe("The attempt failed. No answer when accepted; `lease.stale` when refused.");
+  .describe(
+    "How attempts ended, several at once, with the agent's room for more. No answer for a result accepted (its lease ends, the job's owner is told); `lease.stale` for one naming a lease the agent does not hold; `job.refused` for a success whose outputs are not what the edge stored for this lease or not what the model requires (the attempt ends as a failure). `job.leases` follow when credits > 0 and work is queued.",
+  );
 
 /** The agent gives leases back without spending their attempts (drain, shutdown). */
 export const AgentJobRelease = z
@@ -348,8 +364,7 @@ export const FromAgent = z.discriminatedUnion("type", [
   AgentJobProgress,
   AgentJobPreview,
   AgentJobLog,
-  AgentJobComplete,
-  AgentJobFail,
+  AgentJobResults,
   AgentJobRelease,
 ]);
 export type FromAgent = z.infer<typeof FromAgent>;
@@ -415,7 +430,7 @@ export const JobLeases = z
     leases: z.array(LeaseGrant).max(MAX_LEASES_PER_FRAME).describe("The leases granted."),
   })
   .describe(
-    "Jobs for the agent: the answer to a request for work, or pushed while a request waits. More than it has room for: give the extra back at once with `job.release` (`preempted`). A lease it cannot decode on its own (its input breaks the decoder's rules) costs only its job: answer it with `job.fail` `invalid_input`, not retryable, and run the others.",
+    "Jobs for the agent: the answer to a request for work, or pushed while a request waits. More than it has room for: give the extra back at once with `job.release` (`preempted`). A lease it cannot decode on its own (its input breaks the decoder's rules) costs only its job: answer it with a failed result `invalid_input` and run the others.",
   );
 
 /** The edge's answer to a heartbeat: leases that are no longer the agent's. */
@@ -442,7 +457,7 @@ export const LeaseStale = z
     epoch: z.number().int().describe("The epoch the refused message named."),
   })
   .describe(
-    "A progress, preview, log, `job.complete` or `job.fail` named a lease the agent does not hold: it changed nothing. Abandon the job and send nothing more about it.",
+    "A progress, preview, log or result named a lease the agent does not hold (or one the edge ended: expired, given to another, cancelled): it changed nothing. Abandon the job and send nothing more about it.",
   );
 
 export const EdgeJobCancel = z
@@ -468,18 +483,8 @@ export const JobRefused = z
     message: z.string().max(4096).describe("What was wrong with the outputs, for people."),
   })
   .describe(
-    "The edge refused a `job.complete`: its outputs were not what the edge verified for this lease, or not what the model requires. The attempt ended as a failure (`invalid_output`, retried by the usual rules); abandon the job.",
+    "The edge refused a success in `job.results`: its outputs were not what the edge verified for this lease, or not what the model requires. The attempt ended as a failure (`invalid_output`, retried by the usual rules); abandon the job.",
   );
-
-export const AgentConfig = z
-  .strictObject({
-    v: V,
-    type: z.literal("agent.config"),
-    trace: Trace,
-    heartbeat_ms: z.number().int().min(100).optional().describe("Send heartbeats this often from now on, ms."),
-    lease_ttl_ms: z.number().int().min(1000).optional().describe("Leases now live this long without renewal, ms."),
-  })
-  .describe("New settings for this connection; a field left out keeps its value.");
 
 export const AgentDrain = z
   .strictObject({
@@ -492,16 +497,6 @@ export const AgentDrain = z
     "Finish the running jobs and take none new: give the staged ones back (`job.release` `drained`) and send `draining: true` from now on.",
   );
 
-export const EdgeError = z
-  .strictObject({
-    v: V,
-    type: z.literal("error"),
-    trace: Trace,
-    code: z.string().max(64).describe("A stable code naming the problem, for programs."),
-    message: z.string().max(4096).describe("For people."),
-  })
-  .describe("A problem the edge reports without closing the connection: log it.");
-
 export const ToAgent = z.discriminatedUnion("type", [
   Welcome,
   JobLeases,
@@ -509,9 +504,7 @@ export const ToAgent = z.discriminatedUnion("type", [
   LeaseStale,
   EdgeJobCancel,
   JobRefused,
-  AgentConfig,
   AgentDrain,
-  EdgeError,
 ]);
 export type ToAgent = z.infer<typeof ToAgent>;
 

@@ -31,7 +31,7 @@ interface Phase {
   prefetch: number;
   jobs: number;
   gaps: number[];
-  /** Runner end → the agent's `job-ended` (job.complete sent, just before it asks for more). */
+  /** Runner end → the agent's `job-ended` (its result about to go, with its request for more). */
   agentPart: number[];
   /** `job-ended` → next runner start. */
   restPart: number[];
@@ -85,7 +85,7 @@ async function runPhase(
     if (!ok) log(`prefetch ${prefetch}: only ${fleet.completed()} of ${jobs} jobs done before the deadline`);
     const meterS = (performance.now() - t0) / 1000;
     const used = cpu();
-    // The edge's own count of completions (the last job.complete may still be in flight).
+    // The edge's own count of completions (the last job.results may still be in flight).
     let completedByEdge = 0;
     for (let i = 0; i < 200; i++) {
       completedByEdge = (await stub.stats()).counters.completed - before;
@@ -140,9 +140,9 @@ interface ProbeRow {
 /**
  * The prefetch-0 gap taken apart with a bare protocol client: the round trip from sending a
  * message sequence to receiving the next `job.leases`, for (a) `work.request` alone (the
- * probe keeps its leases, so every request is granted at once), (b) `job.complete` then
- * `work.request`, (c) `job.progress` (uploading), `job.complete`, `work.request`: what the
- * Agent sends when a job ends.
+ * probe keeps its leases, so every request is granted at once), (b) `job.results` carrying the
+ * request for more, (c) the same 20 ms after a `job.progress`, (d) `job.progress` (uploading)
+ * then `job.results`: what the Agent sends when a job ends.
  */
 async function probeRows(edge: Edge, userKey: string, n: number): Promise<ProbeRow[]> {
   const model = "gap-probe";
@@ -155,27 +155,33 @@ async function probeRows(edge: Edge, userKey: string, n: number): Promise<ProbeR
   const variants = [
     { name: "(a) lease only", sends: "work.request (holding 1 of 2)", early: false, progress: false, complete: false },
     {
-      name: "(b) + complete, job actor not yet started",
-      sends: "job.complete, work.request",
+      name: "(b) + result, the request for work folded in",
+      sends: "job.results (credits 1)",
       early: false,
       progress: false,
       complete: true,
     },
     {
-      name: "(c) + complete, job actor already started",
-      sends: "job.complete, work.request (a job.progress went 20 ms before)",
+      name: "(c) + result, after a progress",
+      sends: "job.results (credits 1; a job.progress went 20 ms before)",
       early: true,
       progress: false,
       complete: true,
     },
     {
       name: "(d) as the Agent with a silent runner",
-      sends: "job.progress (uploading), job.complete, work.request",
+      sends: "job.progress (uploading), job.results (credits 1)",
       early: false,
       progress: true,
       complete: true,
     },
   ];
+  const done = (leases: LeaseGrant[], credits: number): FromAgent => ({
+    ...msg,
+    type: "job.results",
+    results: leases.map((l) => ({ job_id: l.job_id, epoch: l.epoch, status: "succeeded" as const, outputs: [] })),
+    credits,
+  });
   for (const [i, v] of variants.entries()) {
     const probe = await openProbe({
       url: edge.url,
@@ -204,9 +210,8 @@ async function probeRows(edge: Edge, userKey: string, n: number): Promise<ProbeR
         });
         // (a) keeps one lease and asks for one more: the older ones complete off the clock.
         if (!v.complete) {
-          for (const l of held.splice(0, held.length - 1)) {
-            probe.send({ ...msg, type: "job.complete", job_id: l.job_id, epoch: l.epoch, outputs: [] });
-          }
+          const older = held.splice(0, held.length - 1);
+          if (older.length > 0) probe.send(done(older, 0));
         }
         // The "run": a pause like a job's, so each round trip starts from an idle edge.
         if (v.early) probe.send(progress("sampling"));
@@ -214,10 +219,10 @@ async function probeRows(edge: Edge, userKey: string, n: number): Promise<ProbeR
         const start = performance.now();
         if (v.progress) probe.send(progress("uploading"));
         if (v.complete) {
-          probe.send({ ...msg, type: "job.complete", ...ref, outputs: [] });
+          // The result carries the request for the next job.
+          probe.send(done([last], 1));
           held.pop();
-        }
-        probe.send(request());
+        } else probe.send(request());
         held.push(...(await probe.nextLeases()));
         rtt.push(performance.now() - start);
       }
@@ -230,7 +235,7 @@ async function probeRows(edge: Edge, userKey: string, n: number): Promise<ProbeR
         workerdCpuMs: used.workerdMs,
         othersCores: used.othersMs / 1000 / wallS,
       });
-      for (const l of held) probe.send({ ...msg, type: "job.complete", job_id: l.job_id, epoch: l.epoch, outputs: [] });
+      if (held.length > 0) probe.send(done(held, 0));
       await sleep(100);
     } finally {
       await probe.close();
@@ -322,7 +327,7 @@ export const agentGap: Benchmark = {
         },
         {
           title:
-            "Where the gap goes: runner end → the agent has sent job.complete (`job-ended`), then → next runner start (synthetic in-process runner)",
+            "Where the gap goes: runner end → the agent has sent job.results (`job-ended`), then → next runner start (synthetic in-process runner)",
           columns: [
             "prefetch",
             "end → job-ended p50 ms",

@@ -162,7 +162,7 @@ export interface Fleet {
   connected: number;
   /** Time to connect them all (ms). */
   connectMs: number;
-  /** Jobs the agents reported done (job.complete sent), summed. */
+  /** Jobs the agents reported done (their job.results sent), summed. */
   completed(): number;
   /** Closes every agent's socket (bounded: 2 s each, in parallel groups). */
   stop(): Promise<void>;

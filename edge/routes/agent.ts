@@ -81,7 +81,7 @@ export const agentAuth: MiddlewareHandler<AppEnv> = async (c, next) => {
 
 export const agentRoutes = new Hono<AppEnv>().get(CONNECT_PATH, async (c) => {
   if (c.req.header("upgrade")?.toLowerCase() !== "websocket") {
-    throw new FloodgateError("upgrade_required", "connect with a WebSocket upgrade (subprotocol floodgate.v1)");
+    throw new FloodgateError("upgrade_required", `connect with a WebSocket upgrade (subprotocol ${AGENT_SUBPROTOCOL})`);
   }
   const protocols = (c.req.header("sec-websocket-protocol") ?? "").split(",").map((p) => p.trim());
   if (!protocols.includes(AGENT_SUBPROTOCOL))
@@ -116,7 +116,7 @@ export const agentDocs: RouteDoc[] = [
   {
     method: "get",
     path: "/v1/agent/connect",
-    summary: "Upgrade to the agent WebSocket (subprotocol floodgate.v1); 401 before the upgrade for a bad token",
+    summary: `Upgrade to the agent WebSocket (subprotocol ${AGENT_SUBPROTOCOL}); 401 before the upgrade for a bad token`,
     auth: "agent",
     headers: {
       [AGENT_ID_HEADER]: "The agent's id (agt_…), stable across the agent's restarts and reconnects",

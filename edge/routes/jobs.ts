@@ -32,12 +32,11 @@ import {
   SUBSCRIBE_HEADERS,
   type AccountActor,
   type EnqueueItem,
-  type JobActor,
+  type AgentActor,
   type Remote,
   type SchedulerActor,
 } from "../../mesh/index.ts";
 import { StreamTokenAnswer } from "../../shared/events.ts";
-import { ProgressPhase } from "../../shared/job.ts";
 import { streamToken } from "../../shared/signing.ts";
 import { fileSecret, outputUrl } from "../files.ts";
 import type { AppEnv } from "../env.ts";
@@ -153,8 +152,8 @@ async function submit(env: Env, accountId: string, model: ModelConfig, prepared:
 
 /**
  * Finishes a job view: outputs get freshly signed URLs, and a running job's phase and progress
- * come live from its job actor (they never pass through the scheduler). Its owner gets it
- * through {@link customerView}.
+ * come live from the actor of the agent running it (they never pass through the scheduler).
+ * Its owner gets it through {@link customerView}.
  */
 export async function present(env: Env, job: AdminJobView, live: boolean): Promise<AdminJobView> {
   const outputs = job.outputs
@@ -162,21 +161,17 @@ export async function present(env: Env, job: AdminJobView, live: boolean): Promi
         job.outputs.map(async (o) => (typeof o.key === "string" ? { ...o, url: await outputUrl(env, o.key) } : o)),
       )
     : null;
-  if (!live || job.status !== "running") return { ...job, outputs };
-  const snap = await actor<JobActor>(env.JOB, job.id).snapshot();
-  const current = job.attempts.at(-1)?.epoch === snap.epoch;
-  const phase = ProgressPhase.safeParse(snap.phase);
-  if (!current || snap.progress === null || !phase.success) return { ...job, outputs };
+  const attempt = job.attempts.at(-1);
+  if (!live || job.status !== "running" || !attempt) return { ...job, outputs };
+  const p = await actor<AgentActor>(env.AGENT, attempt.agent)
+    .progressOf(job.id, attempt.epoch)
+    .catch(() => null);
+  if (!p) return { ...job, outputs };
   return {
     ...job,
     outputs,
-    phase: phase.data,
-    progress: {
-      step: snap.progress.step,
-      total: snap.progress.total,
-      phase: phase.data,
-      updated_at: snap.updated_at === null ? null : new Date(snap.updated_at).toISOString(),
-    },
+    phase: p.phase,
+    progress: { step: p.step, total: p.total, phase: p.phase, updated_at: new Date(p.at).toISOString() },
   };
 }
 

@@ -10,7 +10,7 @@
  * byte is stored; every part must have the exact length that size implies; on complete the edge
  * reads the object back through a SHA-256 digest and refuses it unless size and digest match.
  * Only then does it answer the output record, with a receipt (an HMAC over key, size, sha256
- * and content type) that `job.complete` must carry. Each started upload leaves a marker under
+ * and content type) that a success in `job.results` must carry. Each started upload leaves a marker under
  * `uploads/<job>/<epoch>/` so that the scheduler can abort what an attempt left unfinished
  * (mesh/job-files.ts).
  */
@@ -42,15 +42,21 @@ import { readJson } from "../validate.ts";
 /** Most parts one R2 multipart upload has. */
 const MAX_PARTS = 10_000;
 
-/** Checks that `agentId` holds the lease of `jobId` at `epoch`. */
-async function requireLease(env: Env, agentId: string, jobId: string, epoch: number): Promise<void> {
+/**
+ * Checks that `agentId` holds the lease of `jobId` at `epoch`. `starting`: an upload starts
+ * under it, which its shard notes so that the attempt's end cleans up what it leaves.
+ */
+async function requireLease(env: Env, agentId: string, jobId: string, epoch: number, starting = false): Promise<void> {
   // A job id naming no model or shard of the registry asks (and creates) no scheduler.
   const route = await jobRoute(env, jobId).catch((err: unknown) => {
     if (err instanceof FloodgateError) return undefined;
     throw err;
   });
-  const lease = route ? await actor<SchedulerActor>(env.SCHEDULER, schedulerName(route)).leaseOf(jobId) : null;
-  if (!lease || lease.status !== "running" || lease.epoch !== epoch || lease.agent_id !== agentId) {
+  const shard = route ? actor<SchedulerActor>(env.SCHEDULER, schedulerName(route)) : undefined;
+  const held = starting
+    ? await shard?.uploadStarting({ job_id: jobId, epoch }, agentId)
+    : await shard?.leaseOf(jobId).then((l) => l?.status === "running" && l.epoch === epoch && l.agent_id === agentId);
+  if (!held) {
     throw new FloodgateError(
       "stale_lease",
       `the lease of ${jobId} at epoch ${epoch} is not this agent's; abandon the job`,
@@ -183,7 +189,7 @@ export const uploadRoutes = new Hono<AppEnv>()
   .post("/v1/agent/uploads", async (c) => {
     const body = await readJson(c, UploadStart);
     const agentId = c.get("agent").agentId;
-    await requireLease(c.env, agentId, body.job_id, body.epoch);
+    await requireLease(c.env, agentId, body.job_id, body.epoch, true);
     const policy = await policyOf(c.env, body.job_id);
     const type = mediaType(body.content_type);
     if (!policy.content_types.includes(type)) {
@@ -356,7 +362,7 @@ export const uploadDocs: RouteDoc[] = [
     method: "post",
     path: "/v1/agent/uploads/{upload_id}/complete",
     summary:
-      "Complete an upload; the edge hashes what it stored and answers the output record, with its receipt, for job.complete",
+      "Complete an upload; the edge hashes what it stored and answers the output record, with its receipt, for job.results",
     auth: "agent",
     body: UploadComplete,
     responses: {

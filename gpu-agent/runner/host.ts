@@ -23,6 +23,7 @@ import {
   type ToRunner,
 } from "../../shared/runner.ts";
 import { decode } from "../../shared/codec.ts";
+import type { AgentFailure } from "../../shared/job.ts";
 import { encodeFrame, readFrames } from "./io.ts";
 
 /** How to start a runner and how patient to be with it. */
@@ -52,6 +53,27 @@ export type RunnerJobErrorCode =
   | "runner_busy"
   /** The host is closing or its runner has exited. */
   | "runner_closed";
+
+/**
+ * How each runner or host failure is reported to the edge (shared/job.ts, AgentFailure): one
+ * table, so a new code cannot go unreported. Whether the job is retried is the edge's decision.
+ */
+const AGENT_FAILURE: Readonly<Record<RunnerJobErrorCode, AgentFailure>> = {
+  oom: "oom",
+  invalid_input: "invalid_input",
+  model_error: "model_error",
+  cancelled: "cancelled",
+  timeout: "run_timeout",
+  runner_crashed: "runner_crashed",
+  protocol_error: "runner_crashed",
+  runner_busy: "runner_crashed",
+  runner_closed: "runner_crashed",
+};
+
+/** The failure to report for a job that failed in its runner with `code` (anything unknown: a crash). */
+export function agentFailure(code: string): AgentFailure {
+  return Object.hasOwn(AGENT_FAILURE, code) ? AGENT_FAILURE[code as RunnerJobErrorCode] : "runner_crashed";
+}
 
 /**
  * A job's expected failure: `job.error` from the runner, or the loss of the runner.

@@ -5,7 +5,14 @@ import { newJobId } from "../../shared/ids.ts";
 import { DEFAULT_TIERS, type TierConfig } from "../../shared/slo.ts";
 import { nodeSql } from "../sql/node.ts";
 import type { Sql } from "../sql/sql.ts";
-import { BACKLOG_SHED, DEFAULT_LEASE_TTL_MS, SchedulerCore, type AgentRef, type Lease } from "./core.ts";
+import {
+  BACKLOG_SHED,
+  DEFAULT_LEASE_TTL_MS,
+  SchedulerCore,
+  type AgentRef,
+  type Completion,
+  type Lease,
+} from "./core.ts";
 
 const T0 = Date.UTC(2026, 0, 1);
 const AGENT_A: AgentRef = { id: "agent_a", pool: "pool-1", versions: ["v1"] };
@@ -99,7 +106,6 @@ describe("SchedulerCore: leases and fencing", () => {
       renewed: [],
       stale: [{ job_id: id, epoch: 1 }],
     });
-    expect(failure(core.progress({ job_id: id, epoch: 1 }, "sampling", { step: 1 })).code).toBe("conflict");
     expect(core.store.job(id)).toMatchObject({ status: "running", agent_id: AGENT_B.id, epoch: 2, outputs: null });
 
     expect(
@@ -133,9 +139,10 @@ describe("SchedulerCore: leases and fencing", () => {
     );
     expect(out.renewed).toEqual([{ job_id: la.job_id, epoch: la.epoch }]);
     expect(out.stale.map((r) => r.job_id)).toEqual([lb.job_id, "job_unknown"]);
-    expect(out.deadline).toBe(clock.now + DEFAULT_LEASE_TTL_MS);
-    expect(core.store.job(la.job_id)?.lease_deadline).toBe(out.deadline);
-    expect(core.store.job(lb.job_id)?.lease_deadline).toBe(T0 + DEFAULT_LEASE_TTL_MS);
+    expect(core.leaseDeadline(la.job_id)).toBe(clock.now + DEFAULT_LEASE_TTL_MS);
+    expect(core.leaseDeadline(lb.job_id)).toBe(T0 + DEFAULT_LEASE_TTL_MS);
+    // A renewal writes nothing: the row keeps the grant's deadline, and no commit was made.
+    expect(core.store.job(la.job_id)?.lease_deadline).toBe(T0 + DEFAULT_LEASE_TTL_MS);
     // Another agent cannot renew a lease it does not hold.
     expect(core.renew(AGENT_B.id, [{ job_id: a, epoch: 1 }], clock.now).renewed).toEqual([]);
     expect([a, b].sort()).toEqual([la.job_id, lb.job_id].sort());
@@ -163,15 +170,20 @@ describe("SchedulerCore: leases and fencing", () => {
     expect(core.store.job(id)).toMatchObject({ status: "failed", error_code: "run_timeout" });
   });
 
-  it("progress naming the current epoch is refused from an agent that does not hold the lease", () => {
-    const { core, clock, submit } = harness();
+  it("renewals make no commit, and a shard that wakes up gives every running lease a fresh lease time", () => {
+    const { sql, core, clock, submit } = harness();
     const id = submit("acc_1", "api");
     const lease = only(core.lease(AGENT_A, 1, clock.now));
-    const ref = { job_id: id, epoch: lease.epoch };
-    expect(failure(core.progress(ref, "sampling", { step: 9 }, AGENT_B.id)).code).toBe("conflict");
-    expect(core.store.job(id)).toMatchObject({ phase: "assigned", progress: null });
-    expect(core.progress(ref, "sampling", { step: 1 }, AGENT_A.id)).toEqual({ ok: true });
-    expect(core.store.job(id)).toMatchObject({ phase: "sampling", progress: JSON.stringify({ step: 1 }) });
+    const commits = core.counters.commits;
+    clock.advance(20_000);
+    core.renew(AGENT_A.id, [{ job_id: id, epoch: lease.epoch }], clock.now);
+    expect(core.counters.commits).toBe(commits);
+    // The shard sleeps and wakes 25 s later: the lease lives a TTL from then, still the agent's.
+    clock.advance(25_000);
+    const woken = new SchedulerCore(sql, clock.now);
+    expect(woken.leaseDeadline(id)).toBe(clock.now + DEFAULT_LEASE_TTL_MS);
+    expect(woken.renew(AGENT_A.id, [{ job_id: id, epoch: lease.epoch }], clock.now).renewed).toHaveLength(1);
+    expect(woken.renew(AGENT_B.id, [{ job_id: id, epoch: lease.epoch }], clock.now).stale).toHaveLength(1);
   });
 
   it("an expired lease requeues the job keeping its enqueue time and tag with attempts+1", () => {
@@ -279,7 +291,7 @@ describe("SchedulerCore: leases and fencing", () => {
     // Then attempts that count: a lost agent, a retryable failure, a lost agent again.
     grant();
     core.release(AGENT_A.id, "worker_lost", clock.now);
-    const oom = { status: "failed", code: "oom", message: "CUDA out of memory", retryable: true } as const;
+    const oom = { status: "failed", code: "oom", message: "CUDA out of memory" } as const;
     expect(core.complete({ job_id: id, epoch: grant().epoch }, oom, clock.now)).toMatchObject({ status: "queued" });
     grant();
     core.release(AGENT_A.id, "worker_lost", clock.now);
@@ -295,7 +307,7 @@ describe("SchedulerCore: leases and fencing", () => {
     const { core, clock, submit } = harness({ max_attempts: 2 });
     const id = submit("acc_1", "api");
     let lease = only(core.lease(AGENT_A, 1, clock.now));
-    const oom = { status: "failed", code: "oom", message: "CUDA out of memory", retryable: true } as const;
+    const oom = { status: "failed", code: "oom", message: "CUDA out of memory" } as const;
     expect(core.complete({ job_id: id, epoch: lease.epoch }, oom, clock.now)).toEqual({ ok: true, status: "queued" });
     expect(core.store.job(id)).toMatchObject({ status: "queued", spent: 1 });
     lease = only(core.lease(AGENT_A, 1, clock.now));
@@ -304,12 +316,12 @@ describe("SchedulerCore: leases and fencing", () => {
 
     const other = submit("acc_1", "api");
     lease = only(core.lease(AGENT_A, 1, clock.now));
-    const bad = { status: "failed", code: "invalid_output", message: "no frames", retryable: false } as const;
+    const bad = { status: "failed", code: "model_error", message: "no frames" } as const;
     expect(core.complete({ job_id: other, epoch: lease.epoch }, bad, clock.now)).toEqual({
       ok: true,
       status: "failed",
     });
-    expect(core.store.job(other)).toMatchObject({ status: "failed", error_code: "invalid_output", spent: 0 });
+    expect(core.store.job(other)).toMatchObject({ status: "failed", error_code: "model_error", spent: 0 });
     expect(depthOf(core, "api", clock.now)).toEqual({ depth: 0, running: 0 });
   });
 
@@ -327,8 +339,8 @@ describe("SchedulerCore: leases and fencing", () => {
     expect(core.lease(AGENT_A, 3.9, clock.now)).toHaveLength(1);
     // Credits are per agent: another agent has its own.
     expect(core.lease(AGENT_B, 4, clock.now)).toHaveLength(4);
-    expect(core.store.countHeldBy(AGENT_A.id)).toBe(3);
-    expect(core.store.countHeldBy(AGENT_B.id)).toBe(4);
+    expect(core.leasesHeld(AGENT_A.id)).toBe(3);
+    expect(core.leasesHeld(AGENT_B.id)).toBe(4);
     expect(depthOf(core, "api", clock.now)).toEqual({ depth: 2, running: 7 });
   });
 });
@@ -527,7 +539,7 @@ describe("SchedulerCore: push dispatch to parked agents", () => {
 
     h.core.lease(AGENT_B, 5, h.clock.now, 0);
     h.core.lease(AGENT_A, 5, h.clock.now, 0);
-    expect(h.core.store.countHeldBy(AGENT_A.id) + h.core.store.countHeldBy(AGENT_B.id)).toBe(0);
+    expect(h.core.leasesHeld(AGENT_A.id) + h.core.leasesHeld(AGENT_B.id)).toBe(0);
     // maxNew 0 took nothing and parked nothing.
     h.submit("acc_1", "api");
     expect(h.core.takeDeliveries().size).toBe(0);
@@ -758,17 +770,16 @@ describe("SchedulerCore: cancel, expiry, retention, removal", () => {
     expect(c1).toMatchObject({
       ok: true,
       job: { status: "cancelled", error_code: "cancelled", finished_at: clock.now },
-      notify: null,
     });
+    expect(core.takeRevocations().size).toBe(0);
     expect(depthOf(core, "free", clock.now)).toEqual({ depth: 0, running: 0 });
 
     const c2 = core.cancel(running, "acc_1", clock.now);
     // The running agent is told, naming the lease it held.
-    expect(c2).toMatchObject({
-      ok: true,
-      job: { status: "cancelled", epoch: l.epoch + 1, agent_id: null },
-      notify: { agent_id: AGENT_A.id, job_id: running, epoch: l.epoch },
-    });
+    expect(c2).toMatchObject({ ok: true, job: { status: "cancelled", epoch: l.epoch + 1, agent_id: null } });
+    expect(core.takeRevocations()).toEqual(
+      new Map([[AGENT_A.id, [{ job_id: running, epoch: l.epoch, why: "cancelled" }]]]),
+    );
     expect(depthOf(core, "api", clock.now)).toEqual({ depth: 0, running: 0 });
     expect(
       failure(core.complete({ job_id: running, epoch: l.epoch }, { status: "succeeded", outputs: [] }, clock.now)).code,
@@ -777,7 +788,7 @@ describe("SchedulerCore: cancel, expiry, retention, removal", () => {
     const view = core.view(running, "acc_1", clock.now);
     expect(view.ok && view.job.attempts.at(-1)).toMatchObject({ outcome: "cancelled" });
     // The cancelled lease no longer uses one of the agent's credits.
-    expect(core.store.countHeldBy(AGENT_A.id)).toBe(0);
+    expect(core.leasesHeld(AGENT_A.id)).toBe(0);
 
     const commits = core.counters.commits;
     clock.advance(1_000);
@@ -855,7 +866,7 @@ describe("SchedulerCore: cancel, expiry, retention, removal", () => {
     const id = submit("acc_1", "api");
     const first = only(core.lease(AGENT_A, 1, clock.now));
     core.complete({ job_id: id, epoch: first.epoch }, { status: "succeeded", outputs: [] }, clock.now);
-    expect(core.remove(id, "acc_1")).toEqual({ ok: true });
+    expect(core.remove(id, "acc_1", clock.now)).toEqual({ ok: true });
     core.enqueue([{ id, account_id: "acc_1", tier: "api", body: { model: "demo", input: {} } }], clock.now);
     // Whether the id is refused or runs again, no lease may repeat an epoch of the first one.
     const epochs = core.lease(AGENT_B, 1, clock.now).map((l) => l.epoch);
@@ -868,7 +879,7 @@ describe("SchedulerCore: cancel, expiry, retention, removal", () => {
     const retained = submit("acc_1", "api");
     core.cancel(removed, "acc_1", clock.now);
     core.cancel(retained, "acc_1", clock.now);
-    expect(core.remove(removed, "acc_1")).toEqual({ ok: true });
+    expect(core.remove(removed, "acc_1", clock.now)).toEqual({ ok: true });
     clock.advance(60_000);
     expect(core.sweep(clock.now).deleted).toBe(1);
     for (const id of [removed, retained]) {
@@ -881,27 +892,34 @@ describe("SchedulerCore: cancel, expiry, retention, removal", () => {
     }
   });
 
-  it("every ended attempt is handed over for its files, kept only when it succeeded", () => {
+  it("every ended attempt that started an upload is handed over for its files, kept only when it succeeded", () => {
     const { core, clock, submit } = harness({ max_attempts: 5 });
     const ok = submit("acc_1", "api");
     const retried = submit("acc_1", "api");
     const cancelled = submit("acc_1", "api");
-    const [a, b, c] = core.lease(AGENT_A, 3, clock.now) as [Lease, Lease, Lease];
+    const quiet = submit("acc_1", "api");
+    const [a, b, c, d] = core.lease(AGENT_A, 4, clock.now) as [Lease, Lease, Lease, Lease];
+    for (const l of [a, b, c]) expect(core.uploadStarting(l, AGENT_A.id)).toBe(true);
+    // Only the holder starts uploads.
+    expect(core.uploadStarting(d, AGENT_B.id)).toBe(false);
     core.complete({ job_id: ok, epoch: a.epoch }, { status: "succeeded", outputs: [] }, clock.now);
     core.complete(
       { job_id: retried, epoch: b.epoch },
-      { status: "failed", code: "invalid_output", message: "x", retryable: true },
+      { status: "failed", code: "invalid_output", message: "x" },
       clock.now,
     );
     core.cancel(cancelled, "acc_1", clock.now);
+    // An attempt that never started an upload costs no file work when it ends.
+    core.complete({ job_id: quiet, epoch: d.epoch }, { status: "succeeded", outputs: [] }, clock.now);
     expect(core.takeAttemptsEnded()).toEqual([
       { job_id: ok, epoch: a.epoch, kept: true },
       { job_id: retried, epoch: b.epoch, kept: false },
       { job_id: cancelled, epoch: c.epoch, kept: false },
     ]);
     expect(core.takeAttemptsEnded()).toEqual([]);
-    // A lease that runs out, or whose agent is lost, ends its attempt too.
+    // A lease whose agent is lost ends its attempt too.
     const again = only(core.lease(AGENT_B, 1, clock.now));
+    core.uploadStarting(again, AGENT_B.id);
     expect(core.release(AGENT_B.id, "worker_lost", clock.now)).toBe(1);
     expect(core.takeAttemptsEnded()).toEqual([{ job_id: retried, epoch: again.epoch, kept: false }]);
   });
@@ -912,7 +930,7 @@ describe("SchedulerCore: cancel, expiry, retention, removal", () => {
     const retained = submit("acc_1", "api");
     core.cancel(noOutputs, "acc_1", clock.now);
     core.cancel(retained, "acc_1", clock.now);
-    core.remove(noOutputs, "acc_1");
+    core.remove(noOutputs, "acc_1", clock.now);
     expect(core.takeJobsGone()).toEqual([noOutputs]);
     clock.advance(60_000);
     core.sweep(clock.now);
@@ -925,14 +943,14 @@ describe("SchedulerCore: cancel, expiry, retention, removal", () => {
     const b = submit("acc_1", "api");
     const l = only(core.lease(AGENT_A, 1, clock.now));
     expect(l.job_id).toBe(a);
-    expect(failure(core.remove(a, "acc_1")).code).toBe("job_not_finished");
-    expect(failure(core.remove(b, "acc_1")).code).toBe("job_not_finished");
+    expect(failure(core.remove(a, "acc_1", clock.now)).code).toBe("job_not_finished");
+    expect(failure(core.remove(b, "acc_1", clock.now)).code).toBe("job_not_finished");
     core.complete({ job_id: a, epoch: l.epoch }, { status: "succeeded", outputs: [] }, clock.now);
     core.cancel(b, "acc_1", clock.now);
-    expect(core.remove(a, "acc_1")).toEqual({ ok: true });
-    expect(core.remove(b, "acc_1")).toEqual({ ok: true });
+    expect(core.remove(a, "acc_1", clock.now)).toEqual({ ok: true });
+    expect(core.remove(b, "acc_1", clock.now)).toEqual({ ok: true });
     expect(core.store.job(a)).toBeUndefined();
-    expect(failure(core.remove(a, "acc_1")).code).toBe("job_not_found");
+    expect(failure(core.remove(a, "acc_1", clock.now)).code).toBe("job_not_found");
   });
 
   it("another account's job is not found", () => {
@@ -940,7 +958,7 @@ describe("SchedulerCore: cancel, expiry, retention, removal", () => {
     const id = submit("acc_1", "api");
     expect(failure(core.view(id, "acc_2", clock.now)).code).toBe("job_not_found");
     expect(failure(core.cancel(id, "acc_2", clock.now)).code).toBe("job_not_found");
-    expect(failure(core.remove(id, "acc_2")).code).toBe("job_not_found");
+    expect(failure(core.remove(id, "acc_2", clock.now)).code).toBe("job_not_found");
     expect(core.list("acc_2", undefined, 10, undefined, clock.now)).toEqual([]);
     expect(core.store.job(id)?.status).toBe("queued");
     expect(core.list("acc_1", undefined, 10, undefined, clock.now).map((j) => j.id)).toEqual([id]);
@@ -1019,7 +1037,7 @@ describe("SchedulerCore: snapshot, deadlines and restart", () => {
     const statsBefore = core.stats(clock.now);
     const deadlineBefore = core.nextDeadline();
 
-    const rebuilt = new SchedulerCore(sql);
+    const rebuilt = new SchedulerCore(sql, clock.now);
     expect(rebuilt.configured).toEqual(core.configured);
     expect(rebuilt.stats(clock.now).map((s) => [s.tier, s.depth, s.running])).toEqual(
       statsBefore.map((s) => [s.tier, s.depth, s.running]),
@@ -1038,7 +1056,7 @@ describe("SchedulerCore: snapshot, deadlines and restart", () => {
     expect(new Set(leases.map((l) => l.job_id))).toEqual(new Set([ids[0], ids[3]]));
     const freeIds = [ids[1]!, ids[4]!].sort();
     expect(rebuilt.lease(AGENT_B, 10, clock.now).map((l) => l.job_id)).toEqual([ids[2], ids[5], ...freeIds]);
-    const third = new SchedulerCore(sql);
+    const third = new SchedulerCore(sql, clock.now);
     expect(third.stats(clock.now).map((s) => [s.tier, s.depth, s.running])).toEqual(
       rebuilt.stats(clock.now).map((s) => [s.tier, s.depth, s.running]),
     );
@@ -1122,5 +1140,77 @@ describe("pinned versions", () => {
     const last = pinned(h, "acc_1", "v2");
     const view = h.core.view(last, "acc_1", h.clock.now);
     expect(view.ok && view.job.queue?.position).toBe(3);
+  });
+});
+
+describe("SchedulerCore: results with the next request for work", () => {
+  it("settle ends the results and grants the next leases in one commit", () => {
+    const h = harness();
+    const ids = Array.from({ length: 4 }, () => h.submit("acc_1", "plus"));
+    const first = h.core.lease(AGENT_A, 2, h.clock.now);
+    expect(first).toHaveLength(2);
+    const commits = h.core.counters.commits;
+    const out = h.core.settle(
+      AGENT_A,
+      first.map((l) => ({ job_id: l.job_id, epoch: l.epoch, result: { status: "succeeded", outputs: [] } })),
+      2,
+      2,
+      h.clock.now,
+    );
+    expect(out.outcomes).toEqual([
+      { ok: true, status: "succeeded" },
+      { ok: true, status: "succeeded" },
+    ]);
+    expect(out.leases.map((l) => l.job_id).sort()).toEqual(
+      ids.filter((id) => !first.some((l) => l.job_id === id)).sort(),
+    );
+    expect(h.core.counters.commits).toBe(commits + 1);
+  });
+
+  it("a stale result in a settle is refused alone; the rest of the frame counts", () => {
+    const h = harness();
+    const a = h.submit("acc_1", "plus");
+    const b = h.submit("acc_1", "plus");
+    const [la, lb] = h.core.lease(AGENT_A, 2, h.clock.now) as [Lease, Lease];
+    const ok: Completion = { status: "succeeded", outputs: [] };
+    const out = h.core.settle(
+      AGENT_A,
+      [
+        { job_id: la.job_id, epoch: la.epoch + 1, result: ok },
+        { job_id: lb.job_id, epoch: lb.epoch, result: ok },
+      ],
+      2,
+      0,
+      h.clock.now,
+    );
+    expect(out.outcomes.map((o) => o.ok)).toEqual([false, true]);
+    expect(out.leases).toEqual([]);
+    expect([a, b].sort()).toEqual([la.job_id, lb.job_id].sort());
+  });
+});
+
+describe("SchedulerCore: watched jobs", () => {
+  it("a watched job's every status change is noted until it ends; an unwatched one costs nothing", () => {
+    const h = harness();
+    const watched = h.submit("acc_1", "plus");
+    const other = h.submit("acc_1", "plus");
+    expect(h.core.watch(watched, "acc_1", h.clock.now)).toMatchObject({ ok: true, job: { status: "queued" } });
+    expect(failure(h.core.watch(watched, "acc_2", h.clock.now)).code).toBe("job_not_found");
+    const leases = h.core.lease(AGENT_A, 2, h.clock.now);
+    expect(h.core.takeChanged()).toEqual([watched]);
+    const mine = leases.find((l) => l.job_id === watched)!;
+    h.core.complete(
+      { job_id: mine.job_id, epoch: mine.epoch },
+      { status: "failed", code: "oom", message: "x" },
+      h.clock.now,
+    );
+    expect(h.core.takeChanged()).toEqual([watched]);
+    const again = only(h.core.lease(AGENT_B, 1, h.clock.now));
+    h.core.complete({ job_id: again.job_id, epoch: again.epoch }, { status: "succeeded", outputs: [] }, h.clock.now);
+    // Running, then succeeded: noted, and the watch ends with the job.
+    expect(h.core.takeChanged()).toEqual([watched]);
+    const last = leases.find((l) => l.job_id === other)!;
+    h.core.complete({ job_id: last.job_id, epoch: last.epoch }, { status: "succeeded", outputs: [] }, h.clock.now);
+    expect(h.core.takeChanged()).toEqual([]);
   });
 });

@@ -1,58 +1,51 @@
 /**
- * The scheduler's decisions, free of any runtime: per-tier SLO-fair queues, leases with epochs,
- * expiry and requeue, admission control, and the snapshot that answers queue position and ETA.
- * The SchedulerActor is a thin shell that feeds it the clock and persists through
- * {@link SchedulerStore}; plain-Node tests and benchmarks drive the very same code on
- * `node:sqlite`.
+ * The scheduler of one model shard, free of any runtime: jobs into their queues, leases out to
+ * agents with epochs, results and renewals fenced by those epochs, expiry and requeue, and what
+ * the actor must tell others once an event is committed (leases to push, leases it took back,
+ * watched jobs that changed, files to clean up). The SchedulerActor is a thin shell that feeds
+ * it the clock and persists through {@link SchedulerStore}; plain-Node tests and benchmarks
+ * drive the very same code on `node:sqlite`.
+ *
+ * Its parts: the queues and the pick (queues.ts), the leases out (leases.ts, in memory: a
+ * renewal writes nothing), the row's JSON (rows.ts), the job view (view.ts).
  *
  * Ownership (DESIGN.md, "Who owns what"): only this module grants leases and bumps epochs.
- * Every result names the epoch of its lease; a result from another epoch is `stale`.
+ * Every result names the epoch of its lease; a result from another epoch is stale.
  */
-import type { AdminAttempt, AdminJobView, ModelConfig, QueueStats } from "../../shared/api.ts";
+import type { AdminJobView, ModelConfig, QueueStats } from "../../shared/api.ts";
 import { fail, type Failure } from "../../shared/errors.ts";
-import { canTransition, isTerminal, type FailureReason, type JobStatus, type WaitReason } from "../../shared/job.ts";
-import { fairTag, pickHead, projectedWaitS, urgency, type TierConfig } from "../../shared/slo.ts";
+import { canTransition, isTerminal, RETRYABLE, type FailureReason, type JobStatus } from "../../shared/job.ts";
+import type { TierConfig } from "../../shared/slo.ts";
 import { migrate, type Sql } from "../sql/sql.ts";
-import { MIGRATIONS, SchedulerStore, type JobRow, type Lane } from "./store.ts";
+import { LeaseTable, type HeldLease, type LeaseRef } from "./leases.ts";
+import { BACKLOG_SHED, Queues, type Admission } from "./queues.ts";
+import { attemptsOf, bodyOf, setAttempts, setOutputs, type JobBody, type StoredAttempt } from "./rows.ts";
+import { MIGRATIONS, SchedulerStore, type JobRow } from "./store.ts";
+import { renderJob } from "./view.ts";
+
+export { BACKLOG_SHED } from "./queues.ts";
+export type { JobBody } from "./rows.ts";
+export type { LeaseRef } from "./leases.ts";
 
 /** Lease lifetime unless renewed (ms). */
 export const DEFAULT_LEASE_TTL_MS = 30_000;
-/** Time constant of the drain-rate and run-time averages (s). */
-const EWMA_TAU_S = 60;
-/** Queues up to this depth answer positions by exact count; deeper ones interpolate. */
-const EXACT_POSITION_DEPTH = 20_000;
 /** An agent not seen for this long no longer counts as serving the model (ms). */
 const AGENT_SEEN_MS = 2 * DEFAULT_LEASE_TTL_MS;
-/** This many failed attempts in a row marks the model's agents unhealthy. */
-const UNHEALTHY_AFTER = 5;
 /** How long a parked agent's request for work stands without a heartbeat (ms). */
 const PARK_MS = 15_000;
 /** How long a deleted job's last epoch is remembered: past the 24 h idempotency window (ms). */
 const TOMBSTONE_MS = 48 * 3600 * 1000;
-/**
- * The share of a tier's admission limit (`k × SLO`) past which an account that already has jobs
- * queued in the tier is refused: such accounts are shed before the rest.
- */
-export const BACKLOG_SHED = 0.5;
 /** Rows one sweep handles per kind, so an alarm stays short; the next alarm takes the rest. */
 const SWEEP_BATCH = 500;
-/** File work (ended attempts, deleted jobs) held for the actor at most; older entries drop. */
-const MAX_PENDING_FILE_WORK = 10_000;
+/** Notes (file work, watched changes) held for the actor at most; older ones drop. */
+const MAX_PENDING = 10_000;
+/** Jobs watched at once (job actors with subscribers). */
+const MAX_WATCHED = 10_000;
 
 /** What the scheduler needs to know of its model and the tiers. */
 export interface SchedulerConfig {
   model: ModelConfig;
   tiers: TierConfig[];
-}
-
-/** The stored body of a job: what the client sent, kept as sent. */
-export interface JobBody {
-  model: string;
-  input: Record<string, unknown>;
-  metadata?: Record<string, unknown> | undefined;
-  deadline?: string | undefined;
-  version?: string | undefined;
-  webhook?: string | undefined;
 }
 
 export interface EnqueueItem {
@@ -70,7 +63,7 @@ export type EnqueueOutcome =
 export interface AgentRef {
   id: string;
   pool: string;
-  /** Model versions the agent has loaded; the lease names the one to run. */
+  /** The versions of this shard's model the agent serves; the lease names the one to run. */
   versions?: string[];
 }
 
@@ -83,25 +76,31 @@ export interface Lease {
   model: string;
   version: string | null;
   input: Record<string, unknown>;
+  /**
+   * A job actor watches the job for subscribers: the agent's actor passes the attempt's
+   * progress, previews and logs on from its first message. Not sent to the agent.
+   */
+  watched?: true;
 }
 
-export interface LeaseRef {
-  job_id: string;
-  epoch: number;
-}
-
-/** How an attempt ended, as its agent reports it. */
+/** How an attempt ended, as its agent reported it (after the edge checked its outputs). */
 export type Completion =
   | { status: "succeeded"; outputs: Record<string, unknown>[] }
-  | { status: "failed"; code: FailureReason | string; message: string; retryable: boolean };
+  | { status: "failed"; code: FailureReason; message: string };
 
 export type CompleteOutcome = { ok: true; status: JobStatus } | Failure;
 
-/** An attempt that ended: its files are cleaned up; `kept` when it succeeded. */
+/** An attempt that ended and may have left files: unfinished uploads are aborted; unless `kept`, files deleted. */
 export interface EndedAttempt {
   job_id: string;
   epoch: number;
   kept: boolean;
+}
+
+/** A lease the shard ended without its holder asking: the holder must stop. */
+export interface Revocation extends LeaseRef {
+  /** `cancelled`: by the job's owner; `stale`: its deadline passed unrenewed. */
+  why: "cancelled" | "stale";
 }
 
 /** Counters the benchmarks read. */
@@ -113,61 +112,49 @@ export interface SchedulerCounters {
   completed: number;
 }
 
-interface Ewma {
-  value: number;
-  at: number;
+/** A parked request for work. */
+interface Waiting {
+  agent: AgentRef;
+  capacity: number;
+  want: number;
+  until: number;
 }
 
-/** What the pick knows of a tier with queued jobs. */
-interface TierRank {
-  tier: string;
-  sloS: number;
-  /** The oldest queued job's enqueue time: the tier's rank. */
-  enqueuedAtMs: number;
-  oldestId: string;
-  headId: string;
-  headAtMs: number;
-}
-
-/**
- * The scheduler of one model shard. Not thread-safe by design: the actor runs one event at a
- * time, and each public method is one event.
- */
 export class SchedulerCore {
   readonly store: SchedulerStore;
   readonly counters: SchedulerCounters = { commits: 0, enqueued: 0, leased: 0, completed: 0 };
+  readonly queues: Queues;
+  private readonly leases = new LeaseTable();
   private config: SchedulerConfig | undefined;
-  /** Queued jobs per tier. */
-  private readonly depth = new Map<string, number>();
-  /** Queued jobs per tier and lane (pinned version, or `null`); lanes with none are dropped. */
-  private readonly lanes = new Map<string, Map<Lane, number>>();
-  /** Queued jobs per tier and account (`tier\naccount`); accounts with none are dropped. */
-  private readonly queuedBy = new Map<string, number>();
-  private readonly running = new Map<string, number>();
-  private readonly drain = new Map<string, Ewma>();
-  private runtime: Ewma | undefined;
   private lastAgentSeen = 0;
-  private failuresInRow = 0;
-  private readonly waiting = new Map<string, { agent: AgentRef; capacity: number; want: number; until: number }>();
+  private readonly waiting = new Map<string, Waiting>();
   private deliveries = new Map<string, Lease[]>();
-  private readonly vt = new Map<string, number>();
-  /** Per tier: whether its last grant won on its backlog went to the oldest job (in memory). */
-  private readonly backlogTurn = new Map<string, boolean>();
-  /** Jobs deleted since the actor last took them: their files are to be deleted. */
-  private readonly jobsGone: string[] = [];
-  /** Attempts ended since the actor last took them: their unfinished uploads are to be aborted. */
-  private readonly attemptsEnded: EndedAttempt[] = [];
+  private revocations = new Map<string, Revocation[]>();
+  private readonly watched = new Set<string>();
+  private changed = new Set<string>();
+  private jobsGone: string[] = [];
+  private attemptsEnded: EndedAttempt[] = [];
+  /** The earliest deadline an event added since the actor last asked (ms). */
+  private earliestAdded: number | undefined;
   leaseTtlMs = DEFAULT_LEASE_TTL_MS;
 
-  constructor(sql: Sql) {
+  /** `now`: when the shard woke up; leases it finds get a lease time from then. */
+  constructor(sql: Sql, now = Date.now()) {
     this.store = new SchedulerStore(sql);
     migrate(sql, MIGRATIONS);
     const stored = this.store.getMeta("config");
     if (stored !== undefined) this.config = JSON.parse(stored) as SchedulerConfig;
-    for (const r of this.store.countsByStatus()) {
-      if (r.status === "running") this.running.set(r.tier, r.n);
+    this.queues = new Queues(this.store);
+    for (const r of this.store.runningLeases()) {
+      this.leases.set(r.id, {
+        agent: r.agent_id,
+        epoch: r.epoch,
+        deadline: Math.max(r.lease_deadline ?? 0, now + this.leaseTtlMs),
+        grantedAt: r.granted_at ?? now,
+        // An upload may have started under it before the shard went to sleep.
+        files: true,
+      });
     }
-    for (const r of this.store.queuedLanes()) this.countQueued(r.tier, r.version, r.account_id, r.n);
   }
 
   get configured(): SchedulerConfig | undefined {
@@ -192,125 +179,21 @@ export class SchedulerCore {
     return true;
   }
 
-  private tier(name: string): TierConfig | undefined {
-    return this.config?.tiers.find((t) => t.name === name);
-  }
-
   private need(): SchedulerConfig {
     if (!this.config) throw new Error("scheduler used before it was configured");
     return this.config;
   }
 
-  private bump(map: Map<string, number>, tier: string, by: number): void {
-    map.set(tier, (map.get(tier) ?? 0) + by);
-  }
-
-  /** Counts `by` more (or fewer) queued jobs in a tier's lane. */
-  private countQueued(tier: string, lane: Lane, account: string, by: number): void {
-    this.bump(this.depth, tier, by);
-    const key = `${tier}\n${account}`;
-    const mine = (this.queuedBy.get(key) ?? 0) + by;
-    if (mine > 0) this.queuedBy.set(key, mine);
-    else this.queuedBy.delete(key);
-    let lanes = this.lanes.get(tier);
-    if (!lanes) {
-      lanes = new Map();
-      this.lanes.set(tier, lanes);
-    }
-    const n = (lanes.get(lane) ?? 0) + by;
-    if (n > 0) lanes.set(lane, n);
-    else lanes.delete(lane);
-  }
-
-  /** The lanes of a tier that hold queued jobs. */
-  private lanesOf(tier: string): Lane[] {
-    return [...(this.lanes.get(tier)?.keys() ?? [])];
-  }
-
-  /** The lanes of a tier an agent serving `versions` may take jobs from. */
-  private lanesFor(tier: string, versions: readonly string[] | undefined): Lane[] {
-    return this.lanesOf(tier).filter((l) => l === null || (versions?.includes(l) ?? false));
-  }
-
-  /** Whether any queued job is in a lane the agent may serve (in memory: no query). */
-  private hasWorkFor(agent: AgentRef): boolean {
-    for (const tier of this.lanes.keys()) if (this.lanesFor(tier, agent.versions).length > 0) return true;
-    return false;
-  }
-
-  /** A tier's oldest queued job over `lanes` (default: all), ties by id. */
-  private oldestOf(tier: string, lanes: readonly Lane[] = this.lanesOf(tier)) {
-    let best: { id: string; enqueued_at: number } | undefined;
-    for (const lane of lanes) {
-      const o = this.store.oldestJob(tier, lane);
-      if (o && (!best || o.enqueued_at < best.enqueued_at || (o.enqueued_at === best.enqueued_at && o.id < best.id)))
-        best = o;
-    }
-    return best;
-  }
-
-  /** A tier's head by `(tag, id)` over `lanes` (default: all). */
-  private headOf(tier: string, lanes: readonly Lane[] = this.lanesOf(tier)) {
-    let best: { id: string; tag: number; enqueued_at: number } | undefined;
-    for (const lane of lanes) {
-      const h = this.store.headOf(tier, lane);
-      if (h && (!best || h.tag < best.tag || (h.tag === best.tag && h.id < best.id))) best = h;
-    }
-    return best;
-  }
-
-  private drainRate(tier: string, now: number): number {
-    const e = this.drain.get(tier);
-    if (!e) return 0;
-    return e.value * Math.exp(-Math.max(0, now - e.at) / 1000 / EWMA_TAU_S);
-  }
-
-  private noteGrant(tier: string, now: number): void {
-    // Decayed counter: a rate in jobs/s with a time constant of EWMA_TAU_S.
-    this.drain.set(tier, { value: this.drainRate(tier, now) + 1 / EWMA_TAU_S, at: now });
-  }
-
   /** Expected service seconds of one job: measured run times, else the configured estimate. */
   costS(): number {
-    return this.runtime?.value ?? this.need().model.expected_runtime_s;
+    return this.queues.costS(this.need().model.expected_runtime_s);
   }
 
-  private noteRuntime(seconds: number): void {
-    const prev = this.runtime?.value ?? this.need().model.expected_runtime_s;
-    this.runtime = { value: prev + (seconds - prev) * 0.1, at: 0 };
-  }
-
-  /**
-   * The projected wait (s) of a tier, and whether an account's new submits to it are refused.
-   * The wait is the tier's: `max(depth / drain rate, its oldest job's wait)`. Past `k × SLO` the
-   * tier is over capacity and refuses everyone. Accounts that already hold queued jobs in the
-   * tier are shed first, from {@link BACKLOG_SHED} of that limit: fair queuing serves an account
-   * with nothing queued next to the job in service, while a flooding account's next job would
-   * follow its own backlog. So one account's flood closes the tier to that account well before
-   * the tier's wait reaches the limit that closes it to the others.
-   */
-  admission(
-    tierName: string,
-    accountId: string,
-    now: number,
-  ): { waitS: number; refused: boolean; retryAfterS: number; backlogged: boolean } {
-    const tier = this.tier(tierName);
+  /** Whether an account's new submits to a tier are admitted now (see {@link Queues.admission}). */
+  admission(tierName: string, accountId: string, now: number): Admission {
+    const tier = this.config?.tiers.find((t) => t.name === tierName);
     if (!tier) return { waitS: 0, refused: false, retryAfterS: 0, backlogged: false };
-    const depth = this.depth.get(tierName) ?? 0;
-    const oldest = depth > 0 ? this.oldestOf(tierName)?.enqueued_at : undefined;
-    // The decayed grant rate runs towards 0 in a quiet tier, where one queued job would then
-    // project hours: a tier that is served at all drains at least one job per cost.
-    const drain = this.drainRate(tierName, now);
-    const waitS = projectedWaitS(
-      depth,
-      drain > 0 ? Math.max(drain, 1 / this.costS()) : 0,
-      oldest === undefined ? 0 : (now - oldest) / 1000,
-    );
-    const backlogged = (this.queuedBy.get(`${tierName}\n${accountId}`) ?? 0) > 0;
-    const limit = tier.admission_k * tier.slo_s * (backlogged ? BACKLOG_SHED : 1);
-    const refused = waitS > limit;
-    const retryAfterS = refused ? Math.max(1, Math.ceil(Math.min(waitS - limit, tier.slo_s))) : 0;
-    return { waitS, refused, retryAfterS, backlogged };
+    return this.queues.admission(tier, accountId, now, this.costS());
   }
 
   /**
@@ -321,19 +204,13 @@ export class SchedulerCore {
     const config = this.need();
     const cost = this.costS();
     /** Admission verdicts by tier and account, so a batch asks once for each. */
-    const verdicts = new Map<string, ReturnType<SchedulerCore["admission"]>>();
+    const verdicts = new Map<string, Admission>();
     let wrote = false;
     const out = items.map((item): EnqueueOutcome => {
       const held = this.store.job(item.id);
       if (held) {
-        return {
-          ok: true,
-          id: held.id,
-          status: held.status as JobStatus,
-          tier: held.tier,
-          created_at: held.created_at,
-          existed: true,
-        };
+        const status = held.status as JobStatus;
+        return { ok: true, id: held.id, status, tier: held.tier, created_at: held.created_at, existed: true };
       }
       // An id that comes back after its job was deleted is an Idempotency-Key reused: the
       // account still maps the key to that job. Deleted stays deleted (and no epoch repeats).
@@ -343,39 +220,35 @@ export class SchedulerCore {
           `the job this Idempotency-Key created (${item.id}) was deleted; submit with a new key`,
         );
       }
-      const tier = this.tier(item.tier);
+      const tier = config.tiers.find((t) => t.name === item.tier);
       if (!tier) return fail("bad_request", `unknown tier ${item.tier}`);
       if (admit) {
         const key = `${item.tier}\n${item.account_id}`;
-        let v = verdicts.get(key);
-        if (!v) {
-          v = this.admission(item.tier, item.account_id, now);
-          verdicts.set(key, v);
-        }
+        const v = verdicts.get(key) ?? this.admission(item.tier, item.account_id, now);
+        verdicts.set(key, v);
         if (v.refused) {
+          const k = `${v.backlogged ? `${BACKLOG_SHED} × ` : ""}${tier.admission_k}`;
+          const mine = v.backlogged ? ", and this account already has jobs queued in it" : "";
           return fail(
             "overloaded",
-            `tier ${item.tier} is over capacity for this account: its projected wait of ${Math.round(v.waitS)} s passes ${v.backlogged ? `${BACKLOG_SHED} × ` : ""}${tier.admission_k} × its ${tier.slo_s} s SLO${v.backlogged ? ", and this account already has jobs queued in it" : ""}; retry later`,
+            `tier ${item.tier} is over capacity for this account: its projected wait of ${Math.round(v.waitS)} s passes ${k} × its ${tier.slo_s} s SLO${mine}; retry later`,
             v.retryAfterS,
           );
         }
       }
-      // Start-time fair queuing runs on the tier's virtual time (the tag of the last job it
-      // served), not the wall clock: a newcomer lands next to the job in service, ahead of a
-      // backlog that piled up while the tier was served slower than one job per cost.
-      const tag = fairTag(this.virtualTime(item.tier), this.store.lastTag(item.account_id, item.tier), cost);
-      this.store.setLastTag(item.account_id, item.tier, tag);
+      const version = item.body.version ?? null;
       this.store.insertJob({
         id: item.id,
         account_id: item.account_id,
         tier: item.tier,
-        tag,
+        tag: this.queues.nextTag(item.account_id, item.tier, cost),
         enqueued_at: now,
         body: JSON.stringify({ ...item.body, model: config.model.name }),
-        version: item.body.version ?? null,
+        version,
       });
-      this.countQueued(item.tier, item.body.version ?? null, item.account_id, 1);
+      this.queues.countQueued(item.tier, version, item.account_id, 1);
       this.counters.enqueued++;
+      this.addDeadline(now + config.model.queue_ttl_s * 1000);
       wrote = true;
       return { ok: true, id: item.id, status: "queued", tier: item.tier, created_at: now, existed: false };
     });
@@ -387,19 +260,57 @@ export class SchedulerCore {
   }
 
   /**
-   * Grants up to `capacity − held` leases to an agent (its free slots plus prefetch), each the
-   * tier head with the largest wait/SLO. Every grant bumps the job's epoch. O(tiers) queries
-   * for the first pick and one for each further pick.
+   * Grants up to `capacity − held` leases to an agent (its free slots plus prefetch), at most
+   * `maxNew` now; with `maxNew`, what is short waits parked and is pushed as jobs arrive.
    */
   lease(agent: AgentRef, capacity: number, now: number, maxNew = Number.POSITIVE_INFINITY): Lease[] {
     this.lastAgentSeen = now;
-    const room = Math.max(0, Math.floor(capacity) - this.store.countHeldBy(agent.id));
+    const room = Math.max(0, Math.floor(capacity) - this.leases.count(agent.id));
     const want = Math.min(room, Math.max(0, Math.floor(maxNew)));
     const leases = want === 0 ? [] : this.pick(agent, want, now);
     if (leases.length > 0) this.counters.commits++;
-    // What could not be granted now waits here: the next enqueue hands it out at once.
     if (Number.isFinite(maxNew)) this.park(agent, capacity, want - leases.length, now);
     return leases;
+  }
+
+  /**
+   * An agent said hello on a connection opened at `connectedAt`, naming the leases of this
+   * shard it still runs: those still its own are renewed (the rest are stale), and those it
+   * holds here but did not name go back to their queues ({@link releaseUnlisted}).
+   */
+  rejoin(agentId: string, listed: readonly LeaseRef[], connectedAt: number, now: number) {
+    const out = this.renew(agentId, listed, now);
+    this.releaseUnlisted(agentId, listed, connectedAt, now);
+    return out;
+  }
+
+  /**
+   * An agent's heartbeat on this shard: its leases here renewed (in memory), and with credits,
+   * up to that many new leases, the rest of its room waiting parked.
+   */
+  heartbeat(agent: AgentRef, refs: readonly LeaseRef[], capacity: number, credits: number, now: number) {
+    const out = this.renew(agent.id, refs, now);
+    return { ...out, leases: credits > 0 ? this.lease(agent, capacity, now, credits) : [] };
+  }
+
+  /**
+   * An agent's results and its room for more, in one event and one commit: each result ends
+   * its attempt (fenced by epoch and holder), then up to `credits` new leases are granted and
+   * the rest of its room waits parked. The agent's next job is in the answer to its last.
+   */
+  settle(
+    agent: AgentRef,
+    results: readonly (LeaseRef & { result: Completion })[],
+    capacity: number,
+    credits: number,
+    now: number,
+  ): { outcomes: CompleteOutcome[]; leases: Lease[] } {
+    const commits = this.counters.commits;
+    const outcomes = results.map((r) => this.complete(r, r.result, now, agent.id));
+    const leases = this.lease(agent, capacity, now, credits);
+    // One event, one commit, however many results and leases it carried.
+    if (this.counters.commits > commits) this.counters.commits = commits + 1;
+    return { outcomes, leases };
   }
 
   /**
@@ -412,151 +323,44 @@ export class SchedulerCore {
     if (want > 0) this.waiting.set(agent.id, { agent, capacity, want, until: now + PARK_MS });
   }
 
-  /** Jobs deleted since the last call: every file under them is to be deleted. */
-  takeJobsGone(): string[] {
-    return this.jobsGone.splice(0);
-  }
-
-  /**
-   * Attempts that ended since the last call: their unfinished uploads are to be aborted and,
-   * unless `kept` (the attempt succeeded), their files deleted.
-   */
-  takeAttemptsEnded(): EndedAttempt[] {
-    return this.attemptsEnded.splice(0);
-  }
-
-  private noteAttemptEnded(a: EndedAttempt): void {
-    // Bounded for callers that never take them (plain-Node benchmarks); the actor takes them
-    // after every event.
-    if (this.attemptsEnded.length >= MAX_PENDING_FILE_WORK) this.attemptsEnded.shift();
-    this.attemptsEnded.push(a);
-  }
-
-  /** Leases granted to parked agents since the last call, by agent id. */
-  takeDeliveries(): Map<string, Lease[]> {
-    const out = this.deliveries;
-    this.deliveries = new Map();
-    return out;
+  /** Forgets that an agent waits for work (its socket closed). */
+  unpark(agentId: string): void {
+    this.waiting.delete(agentId);
   }
 
   /** Grants queued work to parked agents, oldest parked first. */
   private dispatch(now: number): void {
-    if (this.waiting.size === 0) return;
     // A copy: entries are deleted and re-set while we go, which would revisit them.
     for (const [id, w] of Array.from(this.waiting)) {
-      if (this.queuedTotal() === 0) return;
+      if (this.queues.queuedTotal() === 0) return;
       if (w.until < now) {
         this.waiting.delete(id);
         continue;
       }
       // Nothing it may serve (the queued jobs are pinned to versions it lacks): it keeps waiting.
-      if (!this.hasWorkFor(w.agent)) continue;
-      const room = Math.max(0, w.capacity - this.store.countHeldBy(id));
+      if (!this.queues.hasWorkFor(w.agent.versions)) continue;
+      const room = Math.max(0, w.capacity - this.leases.count(id));
       const leases = this.pick(w.agent, Math.min(w.want, room), now);
       if (leases.length === 0) continue;
       this.waiting.delete(id);
-      const left = w.want - leases.length;
-      if (left > 0) this.waiting.set(id, { ...w, want: left });
+      if (w.want > leases.length) this.waiting.set(id, { ...w, want: w.want - leases.length });
       this.deliveries.set(id, [...(this.deliveries.get(id) ?? []), ...leases]);
     }
   }
 
-  private queuedTotal(): number {
-    let n = 0;
-    for (const v of this.depth.values()) n += v;
-    return n;
-  }
-
-  /**
-   * Picks up to `want` jobs for an agent. The tier served is the one whose oldest queued job has
-   * the largest wait/SLO (ties to the smaller SLO, then the name). Inside it, fair queuing
-   * decides: its head by tag is served when the head's own wait/SLO would win the pick too.
-   * Otherwise the tier won on its backlog, and those grants alternate between the oldest job and
-   * the head; a grant out of tag order does not advance the tier's virtual time. Ranking by the
-   * head alone hides a backlog (the head is mostly a newcomer's job); serving only the oldest
-   * would turn the tier into FIFO under overload, letting a flooding account crowd out the rest.
-   */
+  /** Picks and grants up to `want` jobs for an agent. */
   private pick(agent: AgentRef, want: number, now: number): Lease[] {
     const config = this.need();
-    const ranks = new Map<string, TierRank>();
-    const load = (t: Pick<TierConfig, "name" | "slo_s">): void => {
-      // Only the lanes this agent may serve: a job pinned to a version it lacks is not its.
-      const lanes = this.lanesFor(t.name, agent.versions);
-      const head = lanes.length > 0 ? this.headOf(t.name, lanes) : undefined;
-      const oldest = head ? this.oldestOf(t.name, lanes) : undefined;
-      if (!head || !oldest) {
-        ranks.delete(t.name);
-        return;
-      }
-      ranks.set(t.name, {
-        tier: t.name,
-        sloS: t.slo_s,
-        enqueuedAtMs: oldest.enqueued_at,
-        oldestId: oldest.id,
-        headId: head.id,
-        headAtMs: head.enqueued_at,
-      });
-    };
-    const tiers = this.tiersInPlay(config);
-    for (const t of tiers) load(t);
     const leases: Lease[] = [];
-    while (leases.length < want) {
-      const all = [...ranks.values()];
-      const best = pickHead(all, now);
-      if (!best) break;
-      let id = best.headId;
-      if (best.oldestId !== best.headId) {
-        let rival = -1;
-        for (const r of all) if (r !== best) rival = Math.max(rival, urgency(now, r.enqueuedAtMs, r.sloS));
-        if (urgency(now, best.headAtMs, best.sloS) < rival) {
-          const toOldest = !(this.backlogTurn.get(best.tier) ?? false);
-          this.backlogTurn.set(best.tier, toOldest);
-          if (toOldest) id = best.oldestId;
-        }
-      }
-      const job = this.store.job(id);
-      if (!job) break;
-      leases.push(this.grant(job, agent, now, id === best.headId));
-      const tier = tiers.find((t) => t.name === best.tier);
-      if (tier) load(tier);
-    }
+    this.queues.pick(this.queues.tiersInPlay(config.tiers), agent.versions, want, now, (job) => {
+      leases.push(this.grant(job, agent, now));
+    });
     return leases;
   }
 
-  /** A tier's virtual time (s): the largest tag it has served. */
-  private virtualTime(tier: string): number {
-    let v = this.vt.get(tier);
-    if (v === undefined) {
-      v = Number(this.store.getMeta(`vt:${tier}`) ?? 0);
-      this.vt.set(tier, v);
-    }
-    return v;
-  }
-
-  /**
-   * The configured tiers, plus any tier still holding jobs that the configuration dropped
-   * (served and expired at the largest SLO, so nothing is stranded).
-   */
-  private tiersInPlay(config: SchedulerConfig): Pick<TierConfig, "name" | "slo_s">[] {
-    const out: Pick<TierConfig, "name" | "slo_s">[] = [...config.tiers];
-    const slowest = Math.max(...config.tiers.map((t) => t.slo_s));
-    for (const name of new Set([...this.depth.keys(), ...this.running.keys()])) {
-      if (
-        !config.tiers.some((t) => t.name === name) &&
-        ((this.depth.get(name) ?? 0) > 0 || (this.running.get(name) ?? 0) > 0)
-      ) {
-        out.push({ name, slo_s: slowest });
-      }
-    }
-    return out;
-  }
-
-  private grant(job: JobRow, agent: AgentRef, now: number, inTagOrder = true): Lease {
-    const body = JSON.parse(job.body) as JobBody;
-    if (inTagOrder && job.tag > this.virtualTime(job.tier)) {
-      this.vt.set(job.tier, job.tag);
-      this.store.setMeta(`vt:${job.tier}`, String(job.tag));
-    }
+  /** Leases a job to an agent: a new epoch, an attempt recorded, the lease in the table. */
+  private grant(job: JobRow, agent: AgentRef, now: number): Lease {
+    const body = bodyOf(job);
     const version = body.version ?? agent.versions?.[0] ?? null;
     this.transition(job, "running");
     job.phase = "assigned";
@@ -564,7 +368,7 @@ export class SchedulerCore {
     job.agent_id = agent.id;
     job.lease_deadline = now + this.leaseTtlMs;
     job.started_at ??= now;
-    const attempts = JSON.parse(job.attempts) as StoredAttempt[];
+    const attempts = attemptsOf(job);
     attempts.push({
       n: attempts.length + 1,
       agent: agent.id,
@@ -576,11 +380,16 @@ export class SchedulerCore {
       outcome: "running",
       reason: null,
     });
-    job.attempts = JSON.stringify(attempts);
+    setAttempts(job, attempts);
     this.store.saveJob(job);
-    this.countQueued(job.tier, job.version, job.account_id, -1);
-    this.bump(this.running, job.tier, 1);
-    this.noteGrant(job.tier, now);
+    this.leases.set(job.id, {
+      agent: agent.id,
+      epoch: job.epoch,
+      deadline: job.lease_deadline,
+      grantedAt: now,
+      files: false,
+    });
+    this.addDeadline(job.lease_deadline);
     this.counters.leased++;
     return {
       job_id: job.id,
@@ -593,6 +402,7 @@ export class SchedulerCore {
       model: body.model,
       version,
       input: body.input,
+      ...(this.watched.has(job.id) ? { watched: true as const } : {}),
     };
   }
 
@@ -600,35 +410,33 @@ export class SchedulerCore {
     const from = job.status as JobStatus;
     if (!canTransition(from, to)) throw new Error(`job ${job.id}: illegal transition ${from} → ${to}`);
     job.status = to;
+    if (this.watched.has(job.id)) this.note(this.changed, job.id);
+  }
+
+  private note(set: Set<string>, id: string): void {
+    if (set.size < MAX_PENDING) set.add(id);
   }
 
   /**
-   * Extends the leases an agent still holds at the epoch it names; the rest come back as
-   * `stale` (requeued, cancelled or leased to another) and the agent abandons them. A lease
+   * Extends the leases an agent still holds at the epoch it names, in memory; the rest come back
+   * as `stale` (requeued, cancelled or leased to another) and the agent abandons them. A lease
    * whose attempt has run for the model's `run_timeout_s` is not extended: its job goes back to
    * its queue (`run_timeout`, spending an attempt) and the lease comes back as `stale`, so a
-   * runner hung inside a job cannot hold it forever by heartbeating.
+   * runner hung inside a job cannot hold it forever by heartbeating. Writes only for those.
    */
-  renew(
-    agentId: string,
-    refs: readonly LeaseRef[],
-    now: number,
-  ): { renewed: LeaseRef[]; stale: LeaseRef[]; deadline: number } {
+  renew(agentId: string, refs: readonly LeaseRef[], now: number): { renewed: LeaseRef[]; stale: LeaseRef[] } {
     this.lastAgentSeen = now;
     const renewed: LeaseRef[] = [];
     const stale: LeaseRef[] = [];
-    const deadline = now + this.leaseTtlMs;
     const runTimeoutMs = (this.config?.model.run_timeout_s ?? Infinity) * 1000;
     let timedOut = 0;
     for (const ref of refs) {
-      const job = this.store.job(ref.job_id);
-      if (job && job.status === "running" && job.agent_id === agentId && job.epoch === ref.epoch) {
-        // The job's first start bounds its current attempt's: read the attempts only when
-        // even the first start is a run timeout ago.
-        const timedOutNow =
-          now - (job.started_at ?? now) >= runTimeoutMs &&
-          now - ((JSON.parse(job.attempts) as StoredAttempt[]).at(-1)?.started_at ?? now) >= runTimeoutMs;
-        if (timedOutNow) {
+      const held = this.leases.current(ref, agentId);
+      if (!held) {
+        stale.push(ref);
+      } else if (now - held.grantedAt >= runTimeoutMs) {
+        const job = this.store.job(ref.job_id);
+        if (job)
           this.requeue(
             job,
             now,
@@ -636,77 +444,42 @@ export class SchedulerCore {
             true,
             `the attempt ran longer than run_timeout_s (${runTimeoutMs / 1000} s)`,
           );
-          stale.push(ref);
-          timedOut++;
-          continue;
-        }
-        job.lease_deadline = deadline;
-        this.store.saveJob(job);
-        renewed.push(ref);
-      } else {
         stale.push(ref);
+        timedOut++;
+      } else {
+        held.deadline = now + this.leaseTtlMs;
+        renewed.push(ref);
       }
     }
-    if (timedOut > 0) this.dispatch(now);
-    if (renewed.length + timedOut > 0) this.counters.commits++;
-    return { renewed, stale, deadline };
-  }
-
-  /**
-   * Records the phase and progress of a running attempt, fenced by epoch and, when the caller
-   * says who it is, by the lease holder too (as {@link complete} is).
-   */
-  progress(
-    ref: LeaseRef,
-    phase: JobRow["phase"],
-    progress: Record<string, unknown> | null,
-    agentId?: string,
-  ): { ok: true } | Failure {
-    const job = this.store.job(ref.job_id);
-    if (
-      !job ||
-      job.status !== "running" ||
-      job.epoch !== ref.epoch ||
-      (agentId !== undefined && job.agent_id !== agentId)
-    ) {
-      return fail("conflict", "stale lease");
+    if (timedOut > 0) {
+      this.counters.commits++;
+      this.dispatch(now);
     }
-    job.phase = phase;
-    if (progress) job.progress = JSON.stringify(progress);
-    this.store.saveJob(job);
-    this.counters.commits++;
-    return { ok: true };
+    return { renewed, stale };
   }
 
   /**
-   * Ends an attempt. Refused as stale unless the job is running under exactly that epoch, so a
-   * zombie agent can never overwrite its successor's work.
+   * Ends an attempt as its agent reports it. Refused as stale unless the job is running under
+   * exactly that epoch and (when the caller says who it is) that agent holds it, so a zombie
+   * agent can never overwrite its successor's work. Whether a failure is retried is decided
+   * by its reason (shared/job.ts, RETRYABLE), not by the agent.
    */
   complete(ref: LeaseRef, result: Completion, now: number, agentId?: string): CompleteOutcome {
-    const job = this.store.job(ref.job_id);
-    // Fenced by epoch and, when the caller says who it is, by the lease holder too: an agent
-    // that names the current epoch of a lease it does not hold is refused like a zombie.
-    if (
-      !job ||
-      job.status !== "running" ||
-      job.epoch !== ref.epoch ||
-      (agentId !== undefined && job.agent_id !== agentId)
-    ) {
-      return fail("conflict", `stale result for ${ref.job_id} at epoch ${ref.epoch}`);
-    }
+    const job = this.leases.current(ref, agentId) ? this.store.job(ref.job_id) : undefined;
+    if (!job) return fail("conflict", `stale result for ${ref.job_id} at epoch ${ref.epoch}`);
     this.lastAgentSeen = now;
     this.counters.completed++;
     this.counters.commits++;
     if (result.status === "succeeded") {
-      this.failuresInRow = 0;
+      this.queues.failuresInRow = 0;
       this.endAttempt(job, now, "succeeded", null);
       this.finish(job, "succeeded", now);
-      job.outputs = JSON.stringify(result.outputs);
+      setOutputs(job, result.outputs);
       this.store.saveJob(job);
       return { ok: true, status: "succeeded" };
     }
-    this.failuresInRow++;
-    if (result.retryable) {
+    this.queues.failuresInRow++;
+    if (RETRYABLE[result.code]) {
       const status = this.requeue(job, now, result.code, true, result.message);
       this.dispatch(now);
       return { ok: true, status };
@@ -717,17 +490,29 @@ export class SchedulerCore {
     return { ok: true, status: "failed" };
   }
 
+  /** Ends the job's running attempt with `outcome`, and its lease with it. */
   private endAttempt(job: JobRow, now: number, outcome: StoredAttempt["outcome"], reason: string | null): void {
-    const attempts = JSON.parse(job.attempts) as StoredAttempt[];
+    const attempts = attemptsOf(job);
     const last = attempts.at(-1);
     if (last && last.ended_at === null) {
       last.ended_at = now;
       last.outcome = outcome;
       last.reason = reason;
-      if (outcome === "succeeded") this.noteRuntime((now - last.started_at) / 1000);
-      this.noteAttemptEnded({ job_id: job.id, epoch: last.epoch, kept: outcome === "succeeded" });
+      if (outcome === "succeeded") {
+        this.queues.noteRuntime((now - last.started_at) / 1000, this.need().model.expected_runtime_s);
+      }
     }
-    job.attempts = JSON.stringify(attempts);
+    setAttempts(job, attempts);
+    this.endLease(job, outcome === "succeeded");
+  }
+
+  /** The job's lease is over: out of the table, and its files noted when it may have left some. */
+  private endLease(job: JobRow, kept: boolean): HeldLease | undefined {
+    const held = this.leases.end(job.id);
+    if (held?.files && this.attemptsEnded.length < MAX_PENDING) {
+      this.attemptsEnded.push({ job_id: job.id, epoch: held.epoch, kept });
+    }
+    return held;
   }
 
   private finish(job: JobRow, to: JobStatus, now: number, code?: string, message?: string): void {
@@ -742,8 +527,21 @@ export class SchedulerCore {
       job.error_code = code;
       job.error_message = message ?? code;
     }
-    if (wasRunning) this.bump(this.running, job.tier, -1);
-    if (wasQueued) this.countQueued(job.tier, job.version, job.account_id, -1);
+    if (wasRunning) this.queues.countRunning(job.tier, -1);
+    if (wasQueued) this.queues.countQueued(job.tier, job.version, job.account_id, -1);
+    this.addDeadline(now + this.need().model.retention_s * 1000);
+  }
+
+  /** Back to the queue: keeping its enqueue time and tag, holding no lease. */
+  private toQueue(job: JobRow): void {
+    this.transition(job, "queued");
+    job.phase = "waiting";
+    job.agent_id = null;
+    job.lease_deadline = null;
+    job.progress = null;
+    this.store.saveJob(job);
+    this.queues.countRunning(job.tier, -1);
+    this.queues.countQueued(job.tier, job.version, job.account_id, 1);
   }
 
   /**
@@ -756,25 +554,30 @@ export class SchedulerCore {
     this.endAttempt(job, now, spend ? (reason === "worker_lost" ? "lease_expired" : "failed") : "requeued", reason);
     if (spend) job.spent += 1;
     if (job.spent >= config.model.max_attempts) {
-      this.finish(
-        job,
-        "failed",
-        now,
-        reason,
-        `${message ?? reason}; gave up after ${job.spent} attempts (max_attempts ${config.model.max_attempts})`,
-      );
+      const gaveUp = `${message ?? reason}; gave up after ${job.spent} attempts (max_attempts ${config.model.max_attempts})`;
+      this.finish(job, "failed", now, reason, gaveUp);
       this.store.saveJob(job);
       return "failed";
     }
-    this.transition(job, "queued");
-    job.phase = "waiting";
-    job.agent_id = null;
-    job.lease_deadline = null;
-    job.progress = null;
-    this.store.saveJob(job);
-    this.bump(this.running, job.tier, -1);
-    this.countQueued(job.tier, job.version, job.account_id, 1);
+    this.toQueue(job);
     return "queued";
+  }
+
+  /** Requeues each of `jobs` (its lease ended as `reason`), then grants to parked agents. */
+  private requeueAll(jobs: readonly JobRow[], now: number, reason: FailureReason, message?: string): number {
+    const spend = reason !== "drained" && reason !== "preempted";
+    for (const job of jobs) this.requeue(job, now, reason, spend, message);
+    if (jobs.length > 0) {
+      this.counters.commits++;
+      if (spend) this.queues.failuresInRow += jobs.length;
+      this.dispatch(now);
+    }
+    return jobs.length;
+  }
+
+  /** The rows of the leases `refs` names that `agentId` holds now. */
+  private held(agentId: string, refs: readonly LeaseRef[]): JobRow[] {
+    return refs.flatMap((r) => (this.leases.current(r, agentId) ? (this.store.job(r.job_id) ?? []) : []));
   }
 
   /**
@@ -782,35 +585,14 @@ export class SchedulerCore {
    * or it drained or was preempted (does not).
    */
   release(agentId: string, reason: FailureReason, now: number): number {
-    const held = this.store.heldBy(agentId);
-    const spend = reason !== "drained" && reason !== "preempted";
     this.waiting.delete(agentId);
-    for (const job of held) this.requeue(job, now, reason, spend);
-    if (held.length > 0) {
-      this.counters.commits++;
-      if (spend) this.failuresInRow += held.length;
-      this.dispatch(now);
-    }
-    return held.length;
+    const jobs = this.leases.heldBy(agentId).flatMap((id) => this.store.job(id) ?? []);
+    return this.requeueAll(jobs, now, reason);
   }
 
-  /**
-   * Gives back particular leases (an agent drained them before starting, or a lease could not
-   * be delivered) without spending their attempts. Stale refs are ignored.
-   */
+  /** Gives back particular leases without spending their attempts. Stale refs are ignored. */
   releaseLeases(agentId: string, refs: readonly LeaseRef[], reason: "drained" | "preempted", now: number): number {
-    let n = 0;
-    for (const ref of refs) {
-      const job = this.store.job(ref.job_id);
-      if (!job || job.status !== "running" || job.agent_id !== agentId || job.epoch !== ref.epoch) continue;
-      this.requeue(job, now, reason, false);
-      n++;
-    }
-    if (n > 0) {
-      this.counters.commits++;
-      this.dispatch(now);
-    }
-    return n;
+    return this.requeueAll(this.held(agentId, refs), now, reason);
   }
 
   /**
@@ -822,20 +604,12 @@ export class SchedulerCore {
    */
   releaseUnlisted(agentId: string, listed: readonly LeaseRef[], connectedAt: number, now: number): number {
     const named = new Set(listed.map((r) => `${r.job_id}@${r.epoch}`));
-    let n = 0;
-    for (const job of this.store.heldBy(agentId)) {
-      if (named.has(`${job.id}@${job.epoch}`)) continue;
-      const granted = (JSON.parse(job.attempts) as StoredAttempt[]).at(-1)?.started_at ?? now;
-      if (granted >= connectedAt) continue;
-      this.requeue(job, now, "worker_lost", true, "the agent reconnected without this lease");
-      n++;
-    }
-    if (n > 0) {
-      this.counters.commits++;
-      this.failuresInRow += n;
-      this.dispatch(now);
-    }
-    return n;
+    const lost = this.leases.heldBy(agentId).flatMap((id) => {
+      const l = this.leases.get(id);
+      if (!l || named.has(`${id}@${l.epoch}`) || l.grantedAt >= connectedAt) return [];
+      return this.store.job(id) ?? [];
+    });
+    return this.requeueAll(lost, now, "worker_lost", "the agent reconnected without this lease");
   }
 
   /**
@@ -845,43 +619,23 @@ export class SchedulerCore {
    */
   undeliver(agentId: string, refs: readonly LeaseRef[], now: number): number {
     this.waiting.delete(agentId);
-    let n = 0;
-    for (const ref of refs) {
-      const job = this.store.job(ref.job_id);
-      if (!job || job.status !== "running" || job.agent_id !== agentId || job.epoch !== ref.epoch) continue;
-      const attempts = JSON.parse(job.attempts) as StoredAttempt[];
-      if (attempts.at(-1)?.epoch === ref.epoch) attempts.pop();
-      this.noteAttemptEnded({ job_id: job.id, epoch: ref.epoch, kept: false });
-      job.attempts = JSON.stringify(attempts);
+    const jobs = this.held(agentId, refs);
+    for (const job of jobs) {
+      const attempts = attemptsOf(job);
+      if (attempts.at(-1)?.epoch === job.epoch) attempts.pop();
+      setAttempts(job, attempts);
       if (attempts.length === 0) job.started_at = null;
-      this.transition(job, "queued");
-      job.phase = "waiting";
-      job.agent_id = null;
-      job.lease_deadline = null;
-      this.store.saveJob(job);
-      this.bump(this.running, job.tier, -1);
-      this.countQueued(job.tier, job.version, job.account_id, 1);
-      n++;
+      this.endLease(job, false);
+      this.toQueue(job);
     }
-    if (n > 0) {
+    if (jobs.length > 0) {
       this.counters.commits++;
       this.dispatch(now);
     }
-    return n;
+    return jobs.length;
   }
 
-  private noteJobsGone(ids: readonly string[]): void {
-    this.jobsGone.push(...ids);
-    if (this.jobsGone.length > MAX_PENDING_FILE_WORK)
-      this.jobsGone.splice(0, this.jobsGone.length - MAX_PENDING_FILE_WORK);
-  }
-
-  /** Forgets that an agent waits for work (its socket closed). */
-  unpark(agentId: string): void {
-    this.waiting.delete(agentId);
-  }
-
-  /** Who holds a job's lease now, for fencing outside the scheduler (uploads, progress). */
+  /** Who holds a job's lease now, for fencing outside the scheduler. */
   leaseOf(
     jobId: string,
   ): { status: JobStatus; epoch: number; agent_id: string | null; account_id: string } | undefined {
@@ -892,40 +646,79 @@ export class SchedulerCore {
   }
 
   /**
-   * The alarm's work: expired leases go back to their queues (`worker_lost`), queued jobs past
-   * the model's queue TTL expire, finished jobs past retention are deleted. Bounded per call.
+   * An upload starts under a lease: whether `agentId` holds it, and if so the attempt is noted as
+   * one that may leave files, so its end cleans them up (only such attempts cost any file work).
+   */
+  uploadStarting(ref: LeaseRef, agentId: string): boolean {
+    const held = this.leases.current(ref, agentId);
+    if (held) held.files = true;
+    return held !== undefined;
+  }
+
+  /** How many leases an agent holds here. */
+  leasesHeld(agentId: string): number {
+    return this.leases.count(agentId);
+  }
+
+  /** The lease deadline of a running job, as renewals moved it (ms). */
+  leaseDeadline(jobId: string): number | undefined {
+    return this.leases.get(jobId)?.deadline;
+  }
+
+  /**
+   * The alarm's work: expired leases go back to their queues (`worker_lost`) and their holders
+   * are told, queued jobs past the model's queue TTL expire, finished jobs past retention are
+   * deleted, and the tiers' virtual times are written. Bounded per call.
    */
   sweep(now: number): { requeued: number; expired: number; deleted: number } {
     const config = this.need();
-    let requeued = 0;
-    let expired = 0;
-    for (const job of this.store.expiredLeases(now, SWEEP_BATCH)) {
-      this.requeue(job, now, "worker_lost", true, "lease expired: the agent stopped renewing it");
-      this.failuresInRow++;
-      requeued++;
+    const lapsed = this.leases.expired(now, SWEEP_BATCH).flatMap((id) => this.store.job(id) ?? []);
+    for (const job of lapsed) {
+      if (job.agent_id !== null) this.revoke(job.agent_id, { job_id: job.id, epoch: job.epoch, why: "stale" });
     }
-    if (requeued > 0) this.dispatch(now);
-    for (const t of this.tiersInPlay(config)) {
-      if ((this.depth.get(t.name) ?? 0) === 0) continue;
+    const requeued = this.requeueAll(lapsed, now, "worker_lost", "lease expired: the agent stopped renewing it");
+    let expired = 0;
+    for (const t of this.queues.tiersInPlay(config.tiers)) {
+      if (this.queues.queuedIn(t.name) === 0) continue;
       const before = now - config.model.queue_ttl_s * 1000;
-      for (const job of this.lanesOf(t.name).flatMap((l) => this.store.expiredQueued(t.name, l, before, SWEEP_BATCH))) {
-        this.finish(
-          job,
-          "expired",
-          now,
-          "queue_ttl",
-          `waited longer than the model's queue TTL of ${config.model.queue_ttl_s} s`,
-        );
+      const lanes = this.queues.lanesOf(t.name);
+      for (const job of lanes.flatMap((l) => this.store.expiredQueued(t.name, l, before, SWEEP_BATCH))) {
+        const why = `waited longer than the model's queue TTL of ${config.model.queue_ttl_s} s`;
+        this.finish(job, "expired", now, "queue_ttl", why);
         this.store.saveJob(job);
         expired++;
       }
     }
     const gone = this.store.deleteFinishedBefore(now - config.model.retention_s * 1000, SWEEP_BATCH, now);
-    this.noteJobsGone(gone);
-    const deleted = gone.length;
+    this.noteGone(gone);
     this.store.deleteTombstonesBefore(now - TOMBSTONE_MS);
-    if (requeued + expired + deleted > 0) this.counters.commits++;
-    return { requeued, expired, deleted };
+    this.queues.checkpoint();
+    if (expired + gone.length > 0) this.counters.commits++;
+    return { requeued, expired, deleted: gone.length };
+  }
+
+  private revoke(agent: string, r: Revocation): void {
+    const list = this.revocations.get(agent) ?? [];
+    list.push(r);
+    this.revocations.set(agent, list);
+  }
+
+  private noteGone(ids: readonly string[]): void {
+    for (const id of ids) {
+      if (this.jobsGone.length < MAX_PENDING) this.jobsGone.push(id);
+      this.watched.delete(id);
+    }
+  }
+
+  private addDeadline(t: number): void {
+    if (this.earliestAdded === undefined || t < this.earliestAdded) this.earliestAdded = t;
+  }
+
+  /** The earliest deadline events added since the last call: the actor arms its alarm by it. */
+  takeEarliestAdded(): number | undefined {
+    const t = this.earliestAdded;
+    this.earliestAdded = undefined;
+    return t;
   }
 
   /** When the next sweep is due (ms), or `undefined` when nothing waits on time. */
@@ -933,11 +726,11 @@ export class SchedulerCore {
     const config = this.config;
     if (!config) return undefined;
     const times: number[] = [];
-    const lease = this.store.nextLeaseDeadline();
+    const lease = this.leases.nextDeadline();
     if (lease !== undefined) times.push(lease);
-    for (const t of this.tiersInPlay(config)) {
-      if ((this.depth.get(t.name) ?? 0) === 0) continue;
-      const oldest = this.oldestOf(t.name)?.enqueued_at;
+    for (const t of this.queues.tiersInPlay(config.tiers)) {
+      if (this.queues.queuedIn(t.name) === 0) continue;
+      const oldest = this.queues.oldestOf(t.name)?.enqueued_at;
       if (oldest !== undefined) times.push(oldest + config.model.queue_ttl_s * 1000);
     }
     const fin = this.store.oldestFinished();
@@ -947,43 +740,49 @@ export class SchedulerCore {
 
   /**
    * Cancels a job the account owns. A queued job ends at once; a running one ends too and its
-   * epoch is bumped, so whatever its agent sends next is stale and the agent abandons it.
+   * epoch is bumped, so whatever its agent sends next is stale; its holder is told to stop.
    * Idempotent: a finished job answers as it is.
    */
-  cancel(
-    id: string,
-    accountId: string,
-    now: number,
-  ): { ok: true; job: JobRow; notify: { agent_id: string; job_id: string; epoch: number } | null } | Failure {
+  cancel(id: string, accountId: string, now: number): { ok: true; job: JobRow } | Failure {
     const job = this.store.job(id);
     if (!job || job.account_id !== accountId) return fail("job_not_found", `no job ${id}`);
-    if (isTerminal(job.status as JobStatus)) return { ok: true, job, notify: null };
-    const notify =
-      job.status === "running" && job.agent_id !== null
-        ? { agent_id: job.agent_id, job_id: job.id, epoch: job.epoch }
-        : null;
+    if (isTerminal(job.status as JobStatus)) return { ok: true, job };
     if (job.status === "running") {
+      if (job.agent_id !== null) this.revoke(job.agent_id, { job_id: job.id, epoch: job.epoch, why: "cancelled" });
       this.endAttempt(job, now, "cancelled", "cancelled");
       job.epoch += 1;
     }
     this.finish(job, "cancelled", now, "cancelled", "cancelled by the client");
     this.store.saveJob(job);
     this.counters.commits++;
-    return { ok: true, job, notify };
+    return { ok: true, job };
   }
 
-  /** Deletes a finished job the account owns. */
-  remove(id: string, accountId: string): { ok: true } | Failure {
+  /** Deletes a finished job the account owns; every file under it goes too. */
+  remove(id: string, accountId: string, now: number): { ok: true } | Failure {
     const job = this.store.job(id);
     if (!job || job.account_id !== accountId) return fail("job_not_found", `no job ${id}`);
     if (!isTerminal(job.status as JobStatus)) {
       return fail("job_not_finished", `job ${id} is ${job.status}; cancel it first, or wait for it to finish`);
     }
-    this.store.deleteJob(id, Date.now());
-    // Every file under the job goes, whatever its attempts left: finished outputs or not.
-    this.noteJobsGone([id]);
+    this.store.deleteJob(id, now);
+    this.noteGone([id]);
     this.counters.commits++;
     return { ok: true };
+  }
+
+  /**
+   * A job actor follows a job for its subscribers: until {@link unwatch} (or the job's end),
+   * every change of its status is noted for the actor to tell it. Answers the job as it is.
+   */
+  watch(id: string, accountId: string, now: number): { ok: true; job: AdminJobView } | Failure {
+    const out = this.view(id, accountId, now);
+    if (out.ok && !isTerminal(out.job.status) && this.watched.size < MAX_WATCHED) this.watched.add(id);
+    return out;
+  }
+
+  unwatch(id: string): void {
+    this.watched.delete(id);
   }
 
   /** A job as its owner sees it, or not found (also when another account owns it). */
@@ -991,6 +790,12 @@ export class SchedulerCore {
     const job = this.store.job(id);
     if (!job || job.account_id !== accountId) return fail("job_not_found", `no job ${id}`);
     return { ok: true, job: this.render(job, now) };
+  }
+
+  /** A job as admins see it, whoever owns it. */
+  adminView(id: string, now: number): { ok: true; job: AdminJobView } | Failure {
+    const job = this.store.job(id);
+    return job ? { ok: true, job: this.render(job, now) } : fail("job_not_found", `no job ${id}`);
   }
 
   list(
@@ -1003,108 +808,58 @@ export class SchedulerCore {
     return this.store.listFor(accountId, status, limit, cursor).map((j) => this.render(j, now, false));
   }
 
-  /** Why queued jobs of this model wait. */
-  waitReason(now: number): WaitReason {
-    if (now - this.lastAgentSeen > AGENT_SEEN_MS && [...this.running.values()].every((n) => n === 0)) return "no_agent";
-    if (this.failuresInRow >= UNHEALTHY_AFTER) return "agents_unhealthy";
-    return "capacity";
-  }
-
-  /** Queued jobs ahead of this one in its tier: exact for small queues, interpolated by tag beyond. */
-  position(job: JobRow): number {
-    const depth = this.depth.get(job.tier) ?? 0;
-    const lanes = this.lanesOf(job.tier);
-    if (depth <= EXACT_POSITION_DEPTH) {
-      return lanes.reduce((n, l) => n + this.store.countAhead(job.tier, l, job.tag, job.id), 0);
-    }
-    const head = this.headOf(job.tier)?.tag ?? job.tag;
-    const tail = Math.max(...lanes.map((l) => this.store.lastQueuedTag(job.tier, l) ?? job.tag));
-    if (tail <= head) return 0;
-    return Math.round(((job.tag - head) / (tail - head)) * (depth - 1));
-  }
-
+  /** A stored job as a view; with its queue position, eta and wait reason while it waits. */
   render(job: JobRow, now: number, withPosition = true): AdminJobView {
-    const body = JSON.parse(job.body) as JobBody;
-    const attempts = (JSON.parse(job.attempts) as StoredAttempt[]).map((a): AdminAttempt => ({
-      ...a,
-      started_at: new Date(a.started_at).toISOString(),
-      ended_at: iso(a.ended_at),
-      executing_s: a.ended_at === null ? null : (a.ended_at - a.started_at) / 1000,
-    }));
     let queue: AdminJobView["queue"] = null;
     if (job.status === "queued" && withPosition) {
-      const position = this.position(job);
-      const rate = this.drainRate(job.tier, now);
+      const position = this.queues.position(job);
+      const rate = this.queues.drainRate(job.tier, now);
       queue = {
         position,
         eta_s: rate > 0 ? Math.round(((position + 1) / rate) * 10) / 10 : null,
-        reason: this.waitReason(now),
+        reason: this.queues.waitReason(now - this.lastAgentSeen <= AGENT_SEEN_MS),
       };
     }
-    const finished = job.finished_at;
-    return {
-      id: job.id,
-      model: body.model,
-      tier: job.tier,
-      status: job.status as JobStatus,
-      phase: job.phase as AdminJobView["phase"],
-      created_at: new Date(job.created_at).toISOString(),
-      metadata: body.metadata ?? null,
-      deadline: body.deadline ?? null,
-      version: body.version ?? null,
-      attempts,
-      queue,
-      // Stored as {@link progress} was handed it; agents report progress to job actors instead.
-      progress: job.progress === null ? null : (JSON.parse(job.progress) as AdminJobView["progress"]),
-      outputs: job.outputs === null ? null : (JSON.parse(job.outputs) as Record<string, unknown>[]),
-      error: job.error_code === null ? null : { code: job.error_code, message: job.error_message ?? job.error_code },
-      timings: {
-        created_at: new Date(job.created_at).toISOString(),
-        started_at: iso(job.started_at),
-        finished_at: iso(finished),
-        queued_s:
-          job.started_at === null
-            ? finished === null
-              ? (now - job.created_at) / 1000
-              : null
-            : (job.started_at - job.created_at) / 1000,
-        running_s: job.started_at === null ? null : ((finished ?? now) - job.started_at) / 1000,
-      },
-    };
+    return renderJob(job, now, queue);
   }
 
   /** Per-tier depth, running, oldest wait, largest wait/SLO and drain rate. */
   stats(now: number): Omit<QueueStats, "model" | "shard">[] {
-    const config = this.config;
-    if (!config) return [];
-    return config.tiers.map((t) => {
-      const oldest = (this.depth.get(t.name) ?? 0) > 0 ? this.oldestOf(t.name)?.enqueued_at : undefined;
-      const waitedMs = oldest === undefined ? 0 : now - oldest;
-      return {
-        tier: t.name,
-        depth: this.depth.get(t.name) ?? 0,
-        running: this.running.get(t.name) ?? 0,
-        oldest_wait_s: waitedMs / 1000,
-        max_wait_over_slo: oldest === undefined ? 0 : urgency(now, oldest, t.slo_s),
-        drain_per_s: Math.round(this.drainRate(t.name, now) * 1000) / 1000,
-      };
-    });
+    return this.config ? this.queues.stats(this.config.tiers, now) : [];
   }
-}
 
-function iso(t: number | null): string | null {
-  return t === null ? null : new Date(t).toISOString();
-}
+  /** Leases granted to parked agents since the last call, by agent id. */
+  takeDeliveries(): Map<string, Lease[]> {
+    const out = this.deliveries;
+    this.deliveries = new Map();
+    return out;
+  }
 
-/** An attempt as stored inside its job row (times in ms). */
-interface StoredAttempt {
-  n: number;
-  agent: string;
-  pool: string;
-  version: string | null;
-  epoch: number;
-  started_at: number;
-  ended_at: number | null;
-  outcome: AdminAttempt["outcome"];
-  reason: string | null;
+  /** Leases ended since the last call without their holders asking, by agent id. */
+  takeRevocations(): Map<string, Revocation[]> {
+    const out = this.revocations;
+    this.revocations = new Map();
+    return out;
+  }
+
+  /** Watched jobs whose status changed since the last call. */
+  takeChanged(): string[] {
+    const out = [...this.changed];
+    this.changed = new Set();
+    for (const id of out) {
+      const status = this.store.job(id)?.status as JobStatus | undefined;
+      if (status === undefined || isTerminal(status)) this.watched.delete(id);
+    }
+    return out;
+  }
+
+  /** Jobs deleted since the last call: every file under them is to be deleted. */
+  takeJobsGone(): string[] {
+    return this.jobsGone.splice(0);
+  }
+
+  /** Attempts that ended since the last call and may have left files. */
+  takeAttemptsEnded(): EndedAttempt[] {
+    return this.attemptsEnded.splice(0);
+  }
 }

@@ -284,6 +284,8 @@ class Model {
   readonly jobs = new Map<string, MJob>();
   /** Every id ever accepted, with its account, for commands that pick an existing job. */
   readonly minted: { id: string; account: string }[] = [];
+  /** Leases the last sweep ended without their holders asking. */
+  readonly revoked: { agent: string; job_id: string; epoch: number }[] = [];
   readonly deleted = new Set<string>();
   /** The last epoch of each deleted job, as the core's tombstones keep it. */
   readonly tombstones = new Map<string, number>();
@@ -436,10 +438,16 @@ class Model {
     return j && j.status === "running" && j.agent === agent && j.epoch === ref.epoch ? j : undefined;
   }
 
-  nextDeadline(): number | undefined {
+  /**
+   * When the next sweep is due. `wokeAt`: a shard that woke up then (a restart) gives every
+   * running lease a lease time from then, whatever its deadline was.
+   */
+  nextDeadline(wokeAt?: number): number | undefined {
     const times: number[] = [];
     for (const j of this.jobs.values()) {
-      if (j.status === "running" && j.deadline !== null) times.push(j.deadline);
+      if (j.status === "running" && j.deadline !== null) {
+        times.push(wokeAt === undefined ? j.deadline : Math.max(j.deadline, wokeAt + DEFAULT_LEASE_TTL_MS));
+      }
       if (j.status === "queued") times.push(j.enqueuedAt + this.config.queue_ttl_s * 1000);
       if (j.finishedAt !== null) times.push(j.finishedAt + this.config.retention_s * 1000);
     }
@@ -574,6 +582,8 @@ function sweepModel(m: Model): { requeued: number; expired: number; deleted: num
   let deleted = 0;
   for (const j of m.jobs.values()) {
     if (j.status === "running" && j.deadline !== null && j.deadline <= m.now) {
+      // Its holder is told: the lease ended without its asking.
+      if (j.agent !== null) m.revoked.push({ agent: j.agent, job_id: j.id, epoch: j.epoch });
       m.requeue(j, true);
       requeued++;
     }
@@ -636,13 +646,15 @@ function receive(m: Model, r: Real, msg: Msg): void {
         }
       }
       if (timedOut > 0) m.dispatch();
-      assert.deepEqual(out, { renewed, stale, deadline: m.now + DEFAULT_LEASE_TTL_MS });
+      assert.deepEqual(out, { renewed, stale });
       return;
     }
     case "progress": {
+      // Progress is fenced by the agent's own actor; what reaches the shard under a lease is an
+      // upload's start, fenced by the same rule: only the holder, at the current epoch.
       const current = m.holds(agent, msg.ref) !== undefined;
-      const out = core.progress(msg.ref, "sampling", { epoch: msg.ref.epoch }, agent);
-      assert.strictEqual(out.ok, current, `progress from ${agent} for ${msg.ref.job_id}@${msg.ref.epoch}`);
+      const out = core.uploadStarting(msg.ref, agent);
+      assert.strictEqual(out, current, `upload start from ${agent} for ${msg.ref.job_id}@${msg.ref.epoch}`);
       return;
     }
     case "result": {
@@ -651,7 +663,9 @@ function receive(m: Model, r: Real, msg: Msg): void {
       const result: Completion =
         msg.result === "succeeded"
           ? { status: "succeeded", outputs }
-          : { status: "failed", code: "oom", message: "CUDA out of memory", retryable: msg.result === "retryable" };
+          : msg.result === "retryable"
+            ? { status: "failed", code: "oom", message: "CUDA out of memory" }
+            : { status: "failed", code: "model_error", message: "the model failed" };
       const j = m.holds(agent, ref);
       const out = core.complete(ref, result, m.now, agent);
       if (!j) {
@@ -688,6 +702,10 @@ function receive(m: Model, r: Real, msg: Msg): void {
   }
 }
 
+function byJobId(a: { job_id: string }, b: { job_id: string }): number {
+  return a.job_id < b.job_id ? -1 : 1;
+}
+
 function run(m: Model, r: Real, net: Net, cmd: Cmd): void {
   const { core } = r;
   switch (cmd.k) {
@@ -718,7 +736,7 @@ function run(m: Model, r: Real, net: Net, cmd: Cmd): void {
       assert.deepEqual(leases.map(shape), expected);
       if (cmd.park) m.park(cmd.agent, cmd.capacity, want - expected.length);
       // Credits: an agent never holds more than the capacity it asked with.
-      assert.strictEqual(core.store.countHeldBy(agent), m.heldBy(agent).length);
+      assert.strictEqual(core.leasesHeld(agent), m.heldBy(agent).length);
       if (expected.length > 0) assert.isAtMost(m.heldBy(agent).length, cmd.capacity, "held beyond capacity");
       return;
     }
@@ -754,6 +772,12 @@ function run(m: Model, r: Real, net: Net, cmd: Cmd): void {
     case "sweep": {
       const expected = sweepModel(m);
       assert.deepEqual(core.sweep(m.now), expected);
+      // Every holder of an expired lease is told, and only they.
+      const told = [...core.takeRevocations()].flatMap(([agent, refs]) =>
+        refs.map((x) => ({ agent, job_id: x.job_id, epoch: x.epoch, why: x.why })),
+      );
+      const want = m.revoked.splice(0).map((x) => ({ ...x, why: "stale" }));
+      assert.deepEqual(told.sort(byJobId), want.sort(byJobId));
       return;
     }
     case "die": {
@@ -777,18 +801,20 @@ function run(m: Model, r: Real, net: Net, cmd: Cmd): void {
         return;
       }
       // A running job's agent is told, naming the lease it held.
-      const notify =
-        j.status === "running" && j.agent !== null ? { agent_id: j.agent, job_id: j.id, epoch: j.epoch } : null;
+      const told =
+        j.status === "running" && j.agent !== null
+          ? new Map([[j.agent, [{ job_id: j.id, epoch: j.epoch, why: "cancelled" }]]])
+          : new Map();
       if (!isTerminal(j.status)) {
         if (j.status === "running") j.epoch += 1;
         m.finish(j, "cancelled");
       }
-      assert.deepEqual(out.ok && { id: out.job.id, status: out.job.status, epoch: out.job.epoch, notify: out.notify }, {
+      assert.deepEqual(out.ok && { id: out.job.id, status: out.job.status, epoch: out.job.epoch }, {
         id: j.id,
         status: j.status,
         epoch: j.epoch,
-        notify,
       });
+      assert.deepEqual(core.takeRevocations(), told);
       return;
     }
     case "release":
@@ -837,7 +863,7 @@ function run(m: Model, r: Real, net: Net, cmd: Cmd): void {
       const known = m.pickJob(cmd.pick);
       if (!known) return;
       const account = cmd.owner ? known.account : ACCOUNTS.find((a) => a !== known.account)!;
-      const out = core.remove(known.id, account);
+      const out = core.remove(known.id, account, m.now);
       const j = m.jobs.get(known.id);
       if (!j || j.account !== account) {
         assert.strictEqual(!out.ok && out.code, "job_not_found");
@@ -888,9 +914,12 @@ function checkInvariants(m: Model, r: Real, lastEpoch: Map<string, number>, last
   assert.lengthOf(rows, m.jobs.size, "stored jobs");
   for (const { id } of m.minted) assert.isTrue(m.jobs.has(id) !== m.deleted.has(id), `job ${id} lost`);
   for (const id of m.deleted) lastStatus.delete(id);
-  for (const row of rows) {
-    const j = m.jobs.get(row.id);
-    assert.isDefined(j, `stored job ${row.id} unknown to the model`);
+  for (const stored of rows) {
+    const j = m.jobs.get(stored.id);
+    assert.isDefined(j, `stored job ${stored.id} unknown to the model`);
+    // A running lease's row keeps its grant's deadline; renewals move it in the shard's memory.
+    const row = { ...stored, lease_deadline: r.core.leaseDeadline(stored.id) ?? null };
+    assert.strictEqual(stored.lease_deadline !== null, stored.status === "running");
     assert.deepEqual(row, {
       id: j!.id,
       account_id: j!.account,
@@ -970,12 +999,12 @@ describe("SchedulerCore against a reference model", () => {
             // Whatever is still in flight arrives in the end.
             await deliver(Number.POSITIVE_INFINITY);
             // And a core rebuilt on the same database (actor restart) sees the same state.
-            const rebuilt = new SchedulerCore(r.sql);
+            const rebuilt = new SchedulerCore(r.sql, m.now);
             assert.deepEqual(
               rebuilt.stats(m.now).map((s) => [s.tier, s.depth, s.running]),
               r.core.stats(m.now).map((s) => [s.tier, s.depth, s.running]),
             );
-            assert.strictEqual(rebuilt.nextDeadline(), m.nextDeadline());
+            assert.strictEqual(rebuilt.nextDeadline(), m.nextDeadline(m.now));
           },
         ),
         { numRuns: NUM_RUNS },
@@ -1012,12 +1041,7 @@ describe("SchedulerCore against a reference model", () => {
             for (let i = 0; i < served; i++) {
               now = Math.max(now, T0 + Math.floor(((i + 1) * delayMs) / (served + 1)));
               const l = core.lease(agent, 1, now)[0]!;
-              const failed = {
-                status: "failed",
-                code: "model_error",
-                message: "bad prompt",
-                retryable: false,
-              } as const;
+              const failed = { status: "failed", code: "model_error", message: "bad prompt" } as const;
               assert.deepEqual(core.complete({ job_id: l.job_id, epoch: l.epoch }, failed, now), {
                 ok: true,
                 status: "failed",

@@ -8,6 +8,7 @@ import {
   HEAD_QUERY,
   MIGRATIONS,
   OLDEST_QUERY,
+  RUNNING_LEASES_QUERY,
   SchedulerStore,
   TAIL_QUERY,
 } from "./store.ts";
@@ -77,7 +78,7 @@ describe("scheduler store query plans", () => {
     expect(head?.id).toBe(expected?.id);
   });
 
-  it("the sweep, lease-count and position queries use their partial indexes and never scan or sort", () => {
+  it("the sweep, wake-up and position queries use their partial indexes and never scan or sort", () => {
     const { sql } = populated(600);
     sql.run("ANALYZE");
     const cases: [string, string, ...SqlValue[]][] = [
@@ -85,15 +86,8 @@ describe("scheduler store query plans", () => {
       ["jobs_wait", OLDEST_QUERY, "api", "v2"],
       ["jobs_wait", EXPIRED_QUERY, "api", null, 1_000_100, 500],
       ["jobs_wait", EXPIRED_QUERY, "api", "v2", 1_000_100, 500],
-      [
-        "jobs_lease",
-        "SELECT * FROM jobs WHERE status = 'running' AND lease_deadline <= ? ORDER BY lease_deadline LIMIT ?",
-        2_000_100,
-        500,
-      ],
-      ["jobs_lease", "SELECT min(lease_deadline) AS t FROM jobs WHERE status = 'running'"],
+      ["jobs_lease", RUNNING_LEASES_QUERY],
       ["jobs_finished", "SELECT min(finished_at) AS t FROM jobs WHERE finished_at IS NOT NULL"],
-      ["jobs_agent", "SELECT count(*) AS n FROM jobs WHERE status = 'running' AND agent_id = ?", "agent_1"],
       ["jobs_pick", AHEAD_QUERY, "api", null, 1100, 1100, "job_"],
       ["jobs_pick", AHEAD_QUERY, "api", "v2", 1100, 1100, "job_"],
       ["jobs_pick", TAIL_QUERY, "api", null],

@@ -56,6 +56,8 @@ export const MIGRATIONS: readonly string[] = [
    CREATE INDEX jobs_pick ON jobs (tier, version, tag, id) WHERE status = 'queued';
    DROP INDEX jobs_wait;
    CREATE INDEX jobs_wait ON jobs (tier, version, enqueued_at, id) WHERE status = 'queued'`,
+  // Leases live in memory (mesh/scheduler/leases.ts): nothing asks for an agent's rows any more.
+  `DROP INDEX jobs_agent`,
 ];
 
 /** A job row as stored. */
@@ -85,6 +87,18 @@ export interface JobRow {
   attempts: string;
 }
 
+/** A running job's lease as stored: what a shard waking up loads into memory. */
+export interface RunningLease {
+  [k: string]: SqlValue;
+  id: string;
+  agent_id: string;
+  epoch: number;
+  /** The deadline the grant set (renewals move it in memory only). */
+  lease_deadline: number | null;
+  /** When the current attempt started (ms). */
+  granted_at: number | null;
+}
+
 /** A tier's head as the pick reads it. */
 export interface HeadRow {
   [k: string]: SqlValue;
@@ -112,6 +126,11 @@ export const TAIL_QUERY =
 /** A lane's jobs queued before a time, oldest first: the queue-TTL sweep. */
 export const EXPIRED_QUERY =
   "SELECT * FROM jobs WHERE status = 'queued' AND tier = ? AND version IS ? AND enqueued_at <= ? ORDER BY enqueued_at LIMIT ?";
+
+/** The running jobs' leases, read once when a shard wakes up. */
+export const RUNNING_LEASES_QUERY = `SELECT id, agent_id, epoch, lease_deadline,
+  json_extract(attempts, '$[#-1].started_at') AS granted_at
+  FROM jobs WHERE status = 'running' AND lease_deadline IS NOT NULL`;
 
 /** A lane: a tier's jobs pinned to one version, or (`null`) those any version may run. */
 export type Lane = string | null;
@@ -187,6 +206,14 @@ export class SchedulerStore {
     return one<{ tag: number }>(this.sql, TAIL_QUERY, tier, lane)?.tag;
   }
 
+  /**
+   * The running jobs' leases, as a shard waking up loads them: holder, epoch, deadline as granted,
+   * and when the current attempt started (the last attempt's start).
+   */
+  runningLeases(): RunningLease[] {
+    return this.sql.all<RunningLease>(RUNNING_LEASES_QUERY);
+  }
+
   /** Queued jobs per tier, lane and account. */
   queuedLanes(): { tier: string; version: Lane; account_id: string; n: number }[] {
     return this.sql.all<{ tier: string; version: Lane; account_id: string; n: number }>(
@@ -200,34 +227,8 @@ export class SchedulerStore {
     );
   }
 
-  heldBy(agentId: string): JobRow[] {
-    return this.sql.all<JobRow>("SELECT * FROM jobs WHERE status = 'running' AND agent_id = ?", agentId);
-  }
-
-  countHeldBy(agentId: string): number {
-    return (
-      one<{ n: number }>(this.sql, "SELECT count(*) AS n FROM jobs WHERE status = 'running' AND agent_id = ?", agentId)
-        ?.n ?? 0
-    );
-  }
-
-  expiredLeases(now: number, limit: number): JobRow[] {
-    return this.sql.all<JobRow>(
-      "SELECT * FROM jobs WHERE status = 'running' AND lease_deadline <= ? ORDER BY lease_deadline LIMIT ?",
-      now,
-      limit,
-    );
-  }
-
   expiredQueued(tier: string, lane: Lane, before: number, limit: number): JobRow[] {
     return this.sql.all<JobRow>(EXPIRED_QUERY, tier, lane, before, limit);
-  }
-
-  nextLeaseDeadline(): number | undefined {
-    return (
-      one<{ t: number | null }>(this.sql, "SELECT min(lease_deadline) AS t FROM jobs WHERE status = 'running'")?.t ??
-      undefined
-    );
   }
 
   oldestFinished(): number | undefined {

@@ -149,9 +149,12 @@ describe("nothing is written for an unknown account, model or shard", () => {
     expect(await s.remove(id, "acc_0000000000000000")).toMatchObject({ ok: false, code: "job_not_found" });
     expect(await s.list("acc_0000000000000000", undefined, 10, undefined)).toEqual([]);
     expect(await s.leaseOf(id)).toBeNull();
-    expect(await s.renew("agt_x", [ref])).toMatchObject({ renewed: [], stale: [ref] });
-    expect(await s.progress(ref, "sampling", null, "agt_x")).toMatchObject({ ok: false, code: "conflict" });
-    expect(await s.complete(ref, { status: "succeeded", outputs: [] }, "agt_x")).toMatchObject({ ok: false });
+    const agent = { id: "agt_x", pool: "p" };
+    expect(await s.heartbeat(agent, [ref], 0, 0)).toMatchObject({ renewed: [], stale: [ref] });
+    expect(await s.rejoin("agt_x", [ref], Date.now())).toMatchObject({ renewed: [], stale: [ref] });
+    expect(await s.uploadStarting(ref, "agt_x")).toBe(false);
+    const settled = await s.settle(agent, [{ ...ref, result: { status: "succeeded", outputs: [] } }], 0, 0);
+    expect(settled.outcomes).toMatchObject([{ ok: false }]);
     expect(await s.lease({ id: "agt_x", pool: "p" }, 1)).toEqual([]);
     expect(await s.release("agt_x", "worker_lost")).toBe(0);
     expect(await s.stats()).toMatchObject({ tiers: [], configured: false });

@@ -3,16 +3,31 @@
  * of decoded frames, waits with deadlines, and output uploads through the agent routes.
  */
 import { exports } from "cloudflare:workers";
+import type { AgentFailure } from "../../shared/job.ts";
 import {
   AGENT_PROTOCOL_VERSION,
+  AGENT_SUBPROTOCOL,
   decodeFrame,
   encodeFrame,
   ToAgent,
   type FromAgent,
   type LeaseGrant,
+  type LeaseRef,
   type OutputRecord,
 } from "../../shared/wire.ts";
 import { ADMIN, call, type Answer } from "./helpers.ts";
+
+/** A `job.results` frame telling that the lease `ref` succeeded with `outputs`; `credits` asks for more. */
+export function succeeded(ref: LeaseRef, outputs: OutputRecord[] = [], credits = 0): FromAgent {
+  const result = { job_id: ref.job_id, epoch: ref.epoch, status: "succeeded" as const, outputs };
+  return { v: AGENT_PROTOCOL_VERSION, type: "job.results", trace: "t", results: [result], credits };
+}
+
+/** A `job.results` frame telling that the lease `ref` failed with `code`. */
+export function failed(ref: LeaseRef, code: AgentFailure, message = "x", credits = 0): FromAgent {
+  const result = { job_id: ref.job_id, epoch: ref.epoch, status: "failed" as const, code, message };
+  return { v: AGENT_PROTOCOL_VERSION, type: "job.results", trace: "t", results: [result], credits };
+}
 
 let seq = 0;
 export function agentId(): string {
@@ -58,7 +73,7 @@ export async function connectRequest(tok: string, id = agentId(), instance = ins
     new Request("http://edge.test/v1/agent/connect", {
       headers: {
         upgrade: "websocket",
-        "sec-websocket-protocol": "floodgate.v1",
+        "sec-websocket-protocol": AGENT_SUBPROTOCOL,
         authorization: `Bearer ${tok}`,
         "x-floodgate-agent": id,
         "x-floodgate-instance": instance,

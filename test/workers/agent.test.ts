@@ -1,15 +1,26 @@
 import { env, exports } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
-import { actor, type JobActor } from "../../mesh/index.ts";
 import { decode, encode } from "../../shared/codec.ts";
 import { CLOSE, FRAME_KIND_CONTROL, type LeaseGrant } from "../../shared/wire.ts";
-import { agentId, connect, hello, leaseOne, sha256Of, token, welcomed, within, type Conn } from "./agent-helpers.ts";
+import {
+  agentId,
+  connect,
+  hello,
+  leaseOne,
+  sha256Of,
+  succeeded,
+  token,
+  welcomed,
+  within,
+  type Conn,
+} from "./agent-helpers.ts";
 import { ADMIN, call, makeAccount, makeModel, submit } from "./helpers.ts";
+import { events, readSse } from "./sse.ts";
 
 /** Gives a lease back (drained), waits until its job is queued again, and asks for one job. */
 async function releaseAndTakeBack(conn: Conn, l: LeaseGrant, key: string): Promise<LeaseGrant[]> {
   conn.send({
-    v: 1,
+    v: 2,
     type: "job.release",
     trace: "t",
     leases: [{ job_id: l.job_id, epoch: l.epoch }],
@@ -20,7 +31,7 @@ async function releaseAndTakeBack(conn: Conn, l: LeaseGrant, key: string): Promi
     if (v.body.status === "queued") break;
     await new Promise((r) => setTimeout(r, 20));
   }
-  conn.send({ v: 1, type: "work.request", trace: "t", credits: 1 });
+  conn.send({ v: 2, type: "work.request", trace: "t", credits: 1 });
   return ((await conn.next("job.leases")) as { leases: LeaseGrant[] }).leases;
 }
 
@@ -56,7 +67,7 @@ describe("agent connections", () => {
     conn.send(hello(id));
     const welcome = await conn.next("agent.welcome");
     expect(welcome).toMatchObject({ heartbeat_ms: 5000, lease_ttl_ms: 30000 });
-    conn.send({ v: 1, type: "work.request", trace: "t", credits: 3 });
+    conn.send({ v: 2, type: "work.request", trace: "t", credits: 3 });
     const leases = (await conn.next("job.leases")) as { leases: LeaseGrant[] };
     expect(leases.leases.map((l) => l.job_id)).toEqual([job.id]);
     const lease = leases.leases[0] as LeaseGrant;
@@ -65,7 +76,7 @@ describe("agent connections", () => {
       phase: "assigned",
     });
     conn.send({
-      v: 1,
+      v: 2,
       type: "job.progress",
       trace: "t",
       job_id: job.id,
@@ -82,7 +93,7 @@ describe("agent connections", () => {
     );
     expect(running.body.phase).toBe("sampling");
     expect(running.body.progress).toMatchObject({ step: 3, total: 10 });
-    conn.send({ v: 1, type: "job.complete", trace: "t", job_id: job.id, epoch: lease.epoch, outputs: [] });
+    conn.send(succeeded({ job_id: job.id, epoch: lease.epoch }, []));
     const deadline = Date.now() + 3000;
     let status = "";
     while (Date.now() < deadline && status !== "succeeded") {
@@ -96,7 +107,7 @@ describe("agent connections", () => {
     const model = await makeModel();
     const acct = await makeAccount();
     const { conn } = await welcomed(model);
-    conn.send({ v: 1, type: "work.request", trace: "t", credits: 1 });
+    conn.send({ v: 2, type: "work.request", trace: "t", credits: 1 });
     await new Promise((r) => setTimeout(r, 50));
     const { body: job } = await submit(model, acct.key);
     const pushed = (await conn.next("job.leases")) as { leases: LeaseGrant[] };
@@ -145,14 +156,7 @@ describe("agent connections", () => {
       headers: agentHeaders,
     });
     expect(done.body).toMatchObject({ name: "result.txt", size: bytes.length, content_type: "text/plain" });
-    conn.send({
-      v: 1,
-      type: "job.complete",
-      trace: "t",
-      job_id: job.id,
-      epoch: lease.epoch,
-      outputs: [done.body as never],
-    });
+    conn.send(succeeded({ job_id: job.id, epoch: lease.epoch }, [done.body as never]));
     let url = "";
     for (let i = 0; i < 50 && !url; i++) {
       const view = await call<{ outputs: { url: string }[] | null }>("GET", `/v1/jobs/${job.id}`, { key: acct.key });
@@ -235,12 +239,12 @@ describe("agent connections", () => {
     intruder.conn.send(hello(intruder.id));
     await holder.conn.next("agent.welcome");
     await intruder.conn.next("agent.welcome");
-    holder.conn.send({ v: 1, type: "work.request", trace: "t", credits: 1 });
+    holder.conn.send({ v: 2, type: "work.request", trace: "t", credits: 1 });
     const lease = ((await holder.conn.next("job.leases")) as { leases: LeaseGrant[] }).leases[0] as LeaseGrant;
     const ref = { job_id: job.id, epoch: lease.epoch };
-    intruder.conn.send({ v: 1, type: "job.progress", trace: "t", ...ref, phase: "sampling", step: 9, total: 10 });
+    intruder.conn.send({ v: 2, type: "job.progress", trace: "t", ...ref, phase: "sampling", step: 9, total: 10 });
     expect(await intruder.conn.next("lease.stale")).toMatchObject(ref);
-    intruder.conn.send({ v: 1, type: "job.complete", trace: "t", ...ref, outputs: [] });
+    intruder.conn.send(succeeded(ref, []));
     expect(await intruder.conn.next("lease.stale")).toMatchObject(ref);
     expect((await call("GET", `/v1/jobs/${job.id}`, { key: acct.key })).body).toMatchObject({
       status: "running",
@@ -256,15 +260,18 @@ describe("agent connections", () => {
     const { body: job } = await submit(model, acct.key);
     const holder = await welcomed(model);
     const intruder = await welcomed(model);
+    const watching = await events(job.id, acct.key);
     const lease = await leaseOne(holder.conn);
-    const log = (epoch: number) =>
-      ({ v: 1, type: "job.log", trace: "t", job_id: job.id, epoch, level: "info", message: "hello" }) as const;
+    const log = (epoch: number, message = "hello") =>
+      ({ v: 2, type: "job.log", trace: "t", job_id: job.id, epoch, level: "info", message }) as const;
     intruder.conn.send(log(lease.epoch));
     expect(await intruder.conn.next("lease.stale", 2000)).toMatchObject({ job_id: job.id, epoch: lease.epoch });
     holder.conn.send(log(lease.epoch + 1));
     expect(await holder.conn.next("lease.stale", 2000)).toMatchObject({ job_id: job.id, epoch: lease.epoch + 1 });
-    const live = await actor<JobActor>(env.JOB, job.id).snapshot();
-    expect(live.logs).toEqual([]);
+    // The holder's own line, at its epoch, is the one a subscriber sees.
+    holder.conn.send(log(lease.epoch, "mine"));
+    const seen = await readSse(watching, (e) => e.event === "log");
+    expect(seen.filter((e) => e.event === "log").map((e) => e.data.message)).toEqual(["mine"]);
     holder.conn.ws.close(1000, "done");
     intruder.conn.ws.close(1000, "done");
   });
@@ -275,7 +282,7 @@ describe("agent connections", () => {
     const { body: job } = await submit(model, acct.key);
     const { conn } = await welcomed(model);
     const lease = await leaseOne(conn);
-    conn.send({ v: 1, type: "job.complete", trace: "t", job_id: job.id, epoch: lease.epoch + 5, outputs: [] });
+    conn.send(succeeded({ job_id: job.id, epoch: lease.epoch + 5 }, []));
     const stale = await conn.next("lease.stale");
     expect(stale).toMatchObject({ job_id: job.id, epoch: lease.epoch + 5 });
     expect((await call("GET", `/v1/jobs/${job.id}`, { key: acct.key })).body).toMatchObject({ status: "running" });
@@ -294,7 +301,7 @@ describe("agent connections", () => {
     await b.conn.next("agent.welcome");
     a.conn.ws.send(new Uint8Array([FRAME_KIND_CONTROL, 0xc1, 0xff, 0x00]));
     expect((await a.conn.closed).code).toBe(CLOSE.malformed);
-    b.conn.send({ v: 1, type: "agent.heartbeat", trace: "t", leases: [], gpus: [], credits: 0, draining: false });
+    b.conn.send({ v: 2, type: "agent.heartbeat", trace: "t", leases: [], gpus: [], credits: 0, draining: false });
     expect(await b.conn.next("agent.heartbeat_ack")).toMatchObject({ stale: [] });
     b.conn.ws.close(1000, "done");
   });
@@ -306,7 +313,7 @@ describe("agent connections", () => {
       new Uint8Array(70 * 1024).fill(0x01),
       new Uint8Array([0x09, 0x80]),
       (() => {
-        const body = encode({ v: 1, type: "agent.unknown", trace: "t" });
+        const body = encode({ v: 2, type: "agent.unknown", trace: "t" });
         return new Uint8Array([FRAME_KIND_CONTROL, ...body]);
       })(),
       new Uint8Array([FRAME_KIND_CONTROL, 0xd7, 0xff, 0, 0, 0, 0, 0, 0, 0, 0]),
@@ -325,7 +332,7 @@ describe("agent connections", () => {
     const t = await token([model]);
     const c = await connect(t.token);
     if (!c.conn) throw new Error("no connection");
-    c.conn.send({ v: 1, type: "work.request", trace: "t", credits: 1 });
+    c.conn.send({ v: 2, type: "work.request", trace: "t", credits: 1 });
     expect((await c.conn.closed).code).toBe(CLOSE.protocol);
   });
 
@@ -356,7 +363,7 @@ describe("agent connections", () => {
     const acct = await makeAccount();
     const { body: job } = await submit(model, acct.key);
     const { conn, t } = await welcomed(model);
-    conn.send({ v: 1, type: "work.request", trace: "t", credits: 1 });
+    conn.send({ v: 2, type: "work.request", trace: "t", credits: 1 });
     await conn.next("job.leases");
     expect((await call("DELETE", `/v1/admin/agent-tokens/${t.id}`, { key: ADMIN })).status).toBe(204);
     expect((await conn.closed).code).toBe(CLOSE.unauthorized);
@@ -383,7 +390,7 @@ describe("agent connections", () => {
     if (!first.conn) throw new Error("no connection");
     first.conn.send(hello(first.id));
     await first.conn.next("agent.welcome");
-    first.conn.send({ v: 1, type: "work.request", trace: "t", credits: 1 });
+    first.conn.send({ v: 2, type: "work.request", trace: "t", credits: 1 });
     const lease = ((await first.conn.next("job.leases")) as { leases: LeaseGrant[] }).leases[0] as LeaseGrant;
     first.conn.ws.close(1000, "network blip");
     const second = await connect(t.token, first.id);
@@ -410,7 +417,7 @@ describe("agent connections", () => {
     expect(refused.reason).toMatch(/in use by another live agent process/);
     // The first agent is untouched: it still gets answers.
     const held = [{ job_id: job.id, epoch: lease.epoch }];
-    conn.send({ v: 1, type: "agent.heartbeat", trace: "t", leases: held, gpus: [], credits: 0, draining: false });
+    conn.send({ v: 2, type: "agent.heartbeat", trace: "t", leases: held, gpus: [], credits: 0, draining: false });
     expect(await conn.next("agent.heartbeat_ack")).toMatchObject({ stale: [] });
     expect((await call("GET", `/v1/jobs/${job.id}`, { key: acct.key })).body).toMatchObject({ status: "running" });
     conn.ws.close(1000, "done");
@@ -468,7 +475,7 @@ describe("agent connections", () => {
     );
     // Several rounds, so pushes to parked agents, work requests and requeues all get their turn.
     for (let round = 0; round < 4; round++) {
-      for (const a of agents) a.conn.send({ v: 1, type: "work.request", trace: "t", credits: 3 });
+      for (const a of agents) a.conn.send({ v: 2, type: "work.request", trace: "t", credits: 3 });
       const jobs: { id: string; version: string }[] = [];
       for (let i = 0; i < 9; i++) {
         const version = versions[i % 3] as string;
@@ -490,7 +497,7 @@ describe("agent connections", () => {
           const held = round % 2 === 1 ? await releaseAndTakeBack(a.conn, l, acct.key) : [l];
           expect(held.map((g) => [g.job_id, g.version])).toEqual([[l.job_id, a.version]]);
           l.epoch = (held[0] as LeaseGrant).epoch;
-          a.conn.send({ v: 1, type: "job.complete", trace: "t", job_id: l.job_id, epoch: l.epoch, outputs: [] });
+          a.conn.send(succeeded({ job_id: l.job_id, epoch: l.epoch }, []));
         }
       }
       for (const j of jobs) {

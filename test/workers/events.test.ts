@@ -2,66 +2,9 @@ import { exports } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { decode } from "../../shared/codec.ts";
 import type { LeaseGrant } from "../../shared/wire.ts";
-import { leaseOne, welcomed, type Conn } from "./agent-helpers.ts";
+import { leaseOne, succeeded, welcomed, type Conn } from "./agent-helpers.ts";
 import { ADMIN, call, makeAccount, makeModel, submit } from "./helpers.ts";
-
-interface Sse {
-  id: string;
-  event: string;
-  data: Record<string, unknown>;
-}
-
-/** Reads Server-Sent Events from a response until `stop` says so or the stream ends. */
-async function readSse(res: Response, stop: (e: Sse, all: Sse[]) => boolean, ms = 5000): Promise<Sse[]> {
-  const reader = (res.body as ReadableStream<Uint8Array>).getReader();
-  const dec = new TextDecoder();
-  const out: Sse[] = [];
-  let buf = "";
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const left = deadline - Date.now();
-    if (left <= 0) throw new Error(`no end of events within ${ms} ms; got ${out.map((e) => e.event).join(",")}`);
-    const chunk = await Promise.race([reader.read(), new Promise<"late">((r) => setTimeout(() => r("late"), left))]);
-    if (chunk === "late") continue;
-    if (chunk.done) return out;
-    buf += dec.decode(chunk.value, { stream: true });
-    let end: number;
-    while ((end = buf.indexOf("\n\n")) >= 0) {
-      const block = buf.slice(0, end);
-      buf = buf.slice(end + 2);
-      const fields = Object.fromEntries(
-        block
-          .split("\n")
-          .filter((l) => !l.startsWith(":") && l.includes(":"))
-          .map((l) => [l.slice(0, l.indexOf(":")), l.slice(l.indexOf(":") + 1).trimStart()]),
-      );
-      if (!fields.event) continue;
-      const e = {
-        id: fields.id ?? "",
-        event: fields.event,
-        data: JSON.parse(fields.data ?? "{}") as Record<string, unknown>,
-      };
-      out.push(e);
-      if (stop(e, out)) {
-        await reader.cancel();
-        return out;
-      }
-    }
-  }
-}
-
-/** The sequence number of an event's id (`<generation>.<sequence>`). */
-function seq(e: Sse): number {
-  return Number(e.id.split(".")[1]);
-}
-
-function events(id: string, key: string, headers: Record<string, string> = {}, query = ""): Promise<Response> {
-  return exports.default.fetch(
-    new Request(`http://edge.test/v1/jobs/${id}/events${query}`, {
-      headers: { authorization: `Bearer ${key}`, ...headers },
-    }),
-  );
-}
+import { events, readSse, seq } from "./sse.ts";
 
 async function agentFor(model: string): Promise<{ conn: Conn; lease: () => Promise<LeaseGrant> }> {
   const { conn } = await welcomed(model);
@@ -80,7 +23,7 @@ describe("job events", () => {
     const l = await lease();
     for (let step = 1; step <= 3; step++)
       conn.send({
-        v: 1,
+        v: 2,
         type: "job.progress",
         trace: "t",
         job_id: job.id,
@@ -90,7 +33,7 @@ describe("job events", () => {
         total: 3,
       });
     await new Promise((r) => setTimeout(r, 100));
-    conn.send({ v: 1, type: "job.complete", trace: "t", job_id: job.id, epoch: l.epoch, outputs: [] });
+    conn.send(succeeded({ job_id: job.id, epoch: l.epoch }, []));
     const got = await reading;
     expect(got[0]).toMatchObject({ event: "status", data: { status: "queued", queue: { position: 0 } } });
     expect(got.filter((e) => e.event === "progress").map((e) => e.data.step)).toEqual([1, 2, 3]);
@@ -106,10 +49,13 @@ describe("job events", () => {
     const { body: job } = await submit(model, acct.key);
     const { conn, lease } = await agentFor(model);
     const l = await lease();
+    // Someone watches the job throughout, so every step is published (with nobody watching,
+    // progress is kept coalesced, the newest only).
+    const keeper = await events(job.id, acct.key);
     const first = await events(job.id, acct.key);
     const send = (step: number): void =>
       conn.send({
-        v: 1,
+        v: 2,
         type: "job.progress",
         trace: "t",
         job_id: job.id,
@@ -131,6 +77,7 @@ describe("job events", () => {
     const c = await readSse(reset, (e) => e.event === "progress");
     expect(c[0]).toMatchObject({ event: "status", data: { status: "running", reset: true } });
     expect(c[1]).toMatchObject({ event: "progress", data: { step: 7 } });
+    await keeper.body?.cancel();
     conn.ws.close(1000, "done");
   });
 
@@ -142,7 +89,7 @@ describe("job events", () => {
     const l = await lease();
     const progress = (step: number): void =>
       conn.send({
-        v: 1,
+        v: 2,
         type: "job.progress",
         trace: "t",
         job_id: job.id,
@@ -233,7 +180,7 @@ describe("job events", () => {
     const { conn, lease } = await agentFor(model);
     const l = await lease();
     conn.send({
-      v: 1,
+      v: 2,
       type: "job.progress",
       trace: "t",
       job_id: job.id,
@@ -243,7 +190,7 @@ describe("job events", () => {
       total: 2,
     });
     conn.send({
-      v: 1,
+      v: 2,
       type: "job.preview",
       trace: "t",
       job_id: job.id,
@@ -252,7 +199,7 @@ describe("job events", () => {
       data: new Uint8Array([137, 80, 78, 71]),
     });
     await new Promise((r) => setTimeout(r, 100));
-    conn.send({ v: 1, type: "job.complete", trace: "t", job_id: job.id, epoch: l.epoch, outputs: [] });
+    conn.send(succeeded({ job_id: job.id, epoch: l.epoch }, []));
     await closed;
     await new Promise((r) => setTimeout(r, 50));
     expect(got.map((e) => e.event)).toEqual(expect.arrayContaining(["status", "progress", "preview", "succeeded"]));
@@ -273,7 +220,7 @@ describe("job events", () => {
     const dec = new TextDecoder();
     let raw = "";
     const deadline = Date.now() + 5000;
-    conn.send({ v: 1, type: "job.log", trace: "t", job_id: job.id, epoch: l.epoch, level: "info", message });
+    conn.send({ v: 2, type: "job.log", trace: "t", job_id: job.id, epoch: l.epoch, level: "info", message });
     while (!/event: log\n[^]*?\n\n/.test(raw)) {
       if (Date.now() > deadline) throw new Error(`no log event within 5 s; got ${JSON.stringify(raw)}`);
       const chunk = await reader.read();

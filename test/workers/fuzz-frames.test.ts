@@ -68,7 +68,13 @@ type Msg = FromAgent;
 
 /** Valid messages about leases the agent never held. */
 const aboutJobs: fc.Arbitrary<Msg> = fc.oneof(
-  fc.record({ job_id: jobId, epoch }).map((r): Msg => ({ v: 1, type: "job.complete", trace: "t", ...r, outputs: [] })),
+  fc.record({ job_id: jobId, epoch, credits: fc.nat({ max: 4 }) }).map(({ credits, ...r }): Msg => ({
+    v: 2,
+    type: "job.results",
+    trace: "t",
+    results: [{ ...r, status: "succeeded", outputs: [] }],
+    credits,
+  })),
   fc
     .record({
       job_id: jobId,
@@ -83,9 +89,8 @@ const aboutJobs: fc.Arbitrary<Msg> = fc.oneof(
         "cancelled",
       ),
       message: fc.string({ maxLength: 100 }),
-      retryable: fc.boolean(),
     })
-    .map((r): Msg => ({ v: 1, type: "job.fail", trace: "t", ...r })),
+    .map((r): Msg => ({ v: 2, type: "job.results", trace: "t", results: [{ ...r, status: "failed" }], credits: 0 })),
   fc
     .record({
       job_id: jobId,
@@ -94,7 +99,7 @@ const aboutJobs: fc.Arbitrary<Msg> = fc.oneof(
       step: fc.nat({ max: 1000 }),
       total: fc.integer({ min: 1, max: 1000 }),
     })
-    .map((r): Msg => ({ v: 1, type: "job.progress", trace: "t", ...r })),
+    .map((r): Msg => ({ v: 2, type: "job.progress", trace: "t", ...r })),
   fc
     .record({
       job_id: jobId,
@@ -102,26 +107,26 @@ const aboutJobs: fc.Arbitrary<Msg> = fc.oneof(
       content_type: fc.constantFrom("image/png", "image/gif", "image/jpeg", "image/webp"),
       data: fc.uint8Array({ maxLength: 2048 }),
     })
-    .map((r): Msg => ({ v: 1, type: "job.preview", trace: "t", ...r })),
+    .map((r): Msg => ({ v: 2, type: "job.preview", trace: "t", ...r })),
   fc
     .record({ job_id: jobId, epoch, level: fc.constantFrom("debug", "info", "warn", "error"), message: fc.string() })
-    .map((r): Msg => ({ v: 1, type: "job.log", trace: "t", ...r })),
+    .map((r): Msg => ({ v: 2, type: "job.log", trace: "t", ...r })),
 );
 
 /** Valid messages about never-held leases that are answered with nothing. */
 const silent: fc.Arbitrary<Msg> = fc.oneof(
   fc
     .record({ leases: fc.array(ref, { minLength: 1, maxLength: 5 }), reason: fc.constantFrom("drained", "preempted") })
-    .map((r): Msg => ({ v: 1, type: "job.release", trace: "t", ...r })),
+    .map((r): Msg => ({ v: 2, type: "job.release", trace: "t", ...r })),
 );
 
 /** A valid message of any type (before hello, all but hello are out of order). */
 const anyValid: fc.Arbitrary<Msg> = fc.oneof(
   aboutJobs,
   silent,
-  fc.nat({ max: 320 }).map((credits): Msg => ({ v: 1, type: "work.request", trace: "t", credits })),
+  fc.nat({ max: 320 }).map((credits): Msg => ({ v: 2, type: "work.request", trace: "t", credits })),
   fc.array(ref, { maxLength: 5 }).map((leases): Msg => ({
-    v: 1,
+    v: 2,
     type: "agent.heartbeat",
     trace: "t",
     leases,
@@ -258,7 +263,7 @@ const malformed: fc.Arbitrary<{ what: string; bytes: Uint8Array }> = fc.oneof(
     what: "wrong frame kind",
     bytes: frame(m.type === "job.preview" ? FRAME_KIND_CONTROL : FRAME_KIND_PREVIEW, encode(m)),
   })),
-  anyValid.map((m) => ({ what: "wrong version", bytes: encodeFrame({ ...m, v: 2 } as unknown as Msg) })),
+  anyValid.map((m) => ({ what: "wrong version", bytes: encodeFrame({ ...m, v: 1 } as unknown as Msg) })),
   fc
     .tuple(
       anyValid,
@@ -281,7 +286,7 @@ const malformed: fc.Arbitrary<{ what: string; bytes: Uint8Array }> = fc.oneof(
     // Just under the cap: decodes, then fails its schema (a log message is at most 4096 chars).
     const pad = CONTROL_FRAME_CAP - under - 200;
     const m = {
-      v: 1,
+      v: 2,
       type: "job.log",
       trace: "t",
       job_id: ZERO_JOB,
@@ -338,7 +343,7 @@ describe("agent frames: the decoder", () => {
 
   it("frames exactly at the caps pass and one byte over is refused, for both kinds", () => {
     const at = (cap: number, kind: number, over: number): Uint8Array => {
-      const base = { v: 1, type: "job.preview", trace: "t", job_id: ZERO_JOB, epoch: 1, content_type: "image/png" };
+      const base = { v: 2, type: "job.preview", trace: "t", job_id: ZERO_JOB, epoch: 1, content_type: "image/png" };
       const probe = encode({ ...base, data: new Uint8Array(0) }).length;
       // bin32 header: 5 bytes; bin16: 3.
       let n = cap - 1 - probe - 5 + over;
@@ -408,7 +413,7 @@ describe("agent frames: the decoder", () => {
       ],
     ];
     const previewMax = encodeFrame({
-      v: 1,
+      v: 2,
       type: "job.preview",
       trace: "t",
       job_id: ZERO_JOB,
@@ -542,7 +547,7 @@ let rw: RouteWorld;
 
 /** Sends a heartbeat and waits for its ack: the connection is alive and answering in order. */
 async function alive(conn: Link): Promise<void> {
-  conn.send({ v: 1, type: "agent.heartbeat", trace: "alive", leases: [], gpus: [], credits: 0, draining: false });
+  conn.send({ v: 2, type: "agent.heartbeat", trace: "alive", leases: [], gpus: [], credits: 0, draining: false });
   await conn.next("agent.heartbeat_ack");
 }
 
@@ -585,7 +590,9 @@ describe("agent frames: through the connect route", () => {
           for (const s of steps) {
             conn.send(s.m);
             count("route");
-            if (s.kind === "stale" && "job_id" in s.m) want.push(`${s.m.job_id}@${s.m.epoch}`);
+            if (s.kind !== "stale") continue;
+            if (s.m.type === "job.results") want.push(...s.m.results.map((r) => `${r.job_id}@${r.epoch}`));
+            else if ("job_id" in s.m) want.push(`${s.m.job_id}@${s.m.epoch}`);
           }
           const answers: string[] = [];
           for (let i = 0; i < want.length; i++) {
@@ -645,12 +652,12 @@ describe("agent frames: through the connect route", () => {
     const refs = jobIds.map((job_id, i) => ({ job_id, epoch: i + 1 }));
     b.conn.send(hello(b.id, refs));
     expect(await b.conn.next("agent.welcome")).toMatchObject({ resumed: [], stale: expect.arrayContaining(refs) });
-    b.conn.send({ v: 1, type: "agent.heartbeat", trace: "t", leases: refs, gpus: [], credits: 3, draining: false });
+    b.conn.send({ v: 2, type: "agent.heartbeat", trace: "t", leases: refs, gpus: [], credits: 3, draining: false });
     const ack = (await b.conn.next("agent.heartbeat_ack")) as Extract<ToAgent, { type: "agent.heartbeat_ack" }>;
     expect(ack.stale).toEqual(expect.arrayContaining(refs));
     // A preview frame exactly at its cap is a valid message: about a never-held lease, stale.
     const base = {
-      v: 1,
+      v: 2,
       type: "job.preview",
       trace: "t",
       job_id: rw.job,

@@ -15,8 +15,9 @@ import { sign, signedOutputUrl, signedPreviewUrl, streamToken } from "../../shar
 import { AGENT_TOKEN_AUDIENCE, AGENT_TOKEN_ISSUER, AGENT_TOKEN_TYPE } from "../../shared/tokens.ts";
 import { FRAME_KIND_PREVIEW, type LeaseGrant } from "../../shared/wire.ts";
 import { encode } from "../../shared/codec.ts";
-import { agentId, connect, hello, sha256Of, token, type Conn } from "./agent-helpers.ts";
+import { agentId, connect, hello, sha256Of, succeeded, token, type Conn } from "./agent-helpers.ts";
 import { ADMIN, call, makeAccount, makeModel, submit } from "./helpers.ts";
+import { events, readSse } from "./sse.ts";
 
 const ORIGIN = "http://edge.test";
 const SECRET = env.FILE_SIGNING_KEY ?? "";
@@ -136,15 +137,17 @@ beforeAll(async () => {
   if (!a.conn) throw new Error("no connection");
   a.conn.send(hello(a.id));
   await a.conn.next("agent.welcome");
-  a.conn.send({ v: 1, type: "work.request", trace: "t", credits: 2 });
+  a.conn.send({ v: 2, type: "work.request", trace: "t", credits: 2 });
   const leases = new Map<string, LeaseGrant>();
   while (leases.size < 2) {
     for (const l of ((await a.conn.next("job.leases")) as { leases: LeaseGrant[] }).leases) leases.set(l.job_id, l);
   }
   const lr = leases.get(running) as LeaseGrant;
   const ld = leases.get(done) as LeaseGrant;
+  // A preview is kept for a job somebody watches: the owner follows the running job's events.
+  const watching = await events(running, owner.key);
   const preview = encode({
-    v: 1,
+    v: 2,
     type: "job.preview",
     trace: "t",
     job_id: running,
@@ -153,6 +156,7 @@ beforeAll(async () => {
     data: new Uint8Array([137, 80, 78, 71]),
   });
   a.conn.ws.send(new Uint8Array([FRAME_KIND_PREVIEW, ...preview]));
+  await readSse(watching, (e) => e.event === "preview");
   const agentHeaders = { ...bearer(t.token), "x-floodgate-agent": a.id };
   const bytes = new TextEncoder().encode("only for the owner");
   const start = await call<{ upload_id: string; key: string }>("POST", "/v1/agent/uploads", {
@@ -174,14 +178,7 @@ beforeAll(async () => {
     body: { key: start.body.key, parts: [{ part_number: 1, etag }], size: bytes.length, sha256: await sha256Of(bytes) },
     headers: agentHeaders,
   });
-  a.conn.send({
-    v: 1,
-    type: "job.complete",
-    trace: "t",
-    job_id: done,
-    epoch: ld.epoch,
-    outputs: [record.body as never],
-  });
+  a.conn.send(succeeded({ job_id: done, epoch: ld.epoch }, [record.body as never]));
   const fileUrl = await until("the output URL", async () => {
     const v = await call<{ outputs: { url: string }[] | null }>("GET", `/v1/jobs/${done}`, { key: owner.key });
     return v.body.outputs?.[0]?.url;

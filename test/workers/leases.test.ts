@@ -24,7 +24,7 @@ async function leasesFor(
   if (!c.conn) throw new Error("no connection");
   c.conn.send({ ...hello(c.id), slots: 8, prefetch: 1 });
   await c.conn.next("agent.welcome");
-  c.conn.send({ v: 1, type: "work.request", trace: "t", credits });
+  c.conn.send({ v: 2, type: "work.request", trace: "t", credits });
   const leases: LeaseGrant[] = [];
   let frames = 0;
   while (leases.length < want) {

@@ -15,10 +15,12 @@ import { uploadsPrefix, type UploadMarker } from "../../shared/outputs.ts";
 import type { LeaseGrant, OutputRecord, ToAgent } from "../../shared/wire.ts";
 import {
   completeUpload,
+  failed,
   leaseOne,
   putPart,
   sha256Of,
   startUpload,
+  succeeded,
   uploadOutput,
   welcomed,
   type Conn,
@@ -88,7 +90,7 @@ async function settled(h: { jobId: string; acct: { key: string } }, ...statuses:
 }
 
 function complete(h: Held, outputs: OutputRecord[], ref = h.ref): void {
-  h.conn.send({ v: 1, type: "job.complete", trace: "t", ...ref, outputs });
+  h.conn.send(succeeded(ref, outputs));
 }
 
 /** Every key under the job's prefixes in the bucket. */
@@ -151,7 +153,7 @@ async function strays(jobId: string): Promise<{ key: string; uploadId: string }>
 }
 
 describe("outputs the edge checks", () => {
-  it("a job.complete naming an object never uploaded ends the attempt as invalid_output and is retried; the job never succeeds with a broken URL", async () => {
+  it("a success naming an object never uploaded ends the attempt as invalid_output and is retried; the job never succeeds with a broken URL", async () => {
     const h = await held({ max_attempts: 2 });
     complete(h, [forged(h)]);
     const refused = (await h.conn.next("job.refused")) as JobRefused;
@@ -164,8 +166,8 @@ describe("outputs the edge checks", () => {
     const again = await leaseOne(h.conn);
     complete(h, [forged(h)], { job_id: h.jobId, epoch: again.epoch });
     await h.conn.next("job.refused");
-    const failed = await settled(h, "failed");
-    expect(failed).toMatchObject({ outputs: null, error: { code: "invalid_output" } });
+    const ended = await settled(h, "failed");
+    expect(ended).toMatchObject({ outputs: null, error: { code: "invalid_output" } });
     h.conn.ws.close(1000, "done");
   });
 
@@ -196,7 +198,7 @@ describe("outputs the edge checks", () => {
     h.conn.ws.close(1000, "done");
   });
 
-  it("a job.complete with no outputs, or without a required one, fails the attempt on a model that requires them", async () => {
+  it("a success with no outputs, or without a required one, fails the attempt on a model that requires them", async () => {
     // The built-in models' section: animation.gif, last.png and params.json are required.
     const h = await held({ max_attempts: 1, outputs: DEMO_MODEL_CONFIG.outputs });
     complete(h, []);
@@ -250,7 +252,7 @@ describe("outputs the edge checks", () => {
     h.conn.ws.close(1000, "done");
   });
 
-  it("a job.complete naming another tenant's output, another job's or an earlier attempt's is refused, and its owner gets no URL to it", async () => {
+  it("a success naming another tenant's output, another job's or an earlier attempt's is refused, and its owner gets no URL to it", async () => {
     // Two tenants, two models, two agents of their own pools.
     const mine = await held({ max_attempts: 3 });
     const theirs = await held();
@@ -270,9 +272,9 @@ describe("outputs the edge checks", () => {
     const ref3 = { job_id: mine.jobId, epoch: third.epoch };
     complete(mine, [earlier], ref3);
     expect(await mine.conn.next("job.refused")).toMatchObject({ ...ref3, code: "invalid_output" });
-    const failed = await settled(mine, "failed");
-    expect(failed.outputs).toBeNull();
-    expect(JSON.stringify(failed)).not.toContain(theirs.jobId);
+    const ended = await settled(mine, "failed");
+    expect(ended.outputs).toBeNull();
+    expect(JSON.stringify(ended)).not.toContain(theirs.jobId);
     // Account B's file is untouched.
     complete(theirs, [theirRecord]);
     const ok = await settled(theirs, "succeeded");
@@ -391,7 +393,7 @@ describe("bytes gone", () => {
     const [open] = (await openUploads(h.jobId, h.lease.epoch)).filter((u) => u.key.endsWith("open.txt"));
     if (!open) throw new Error("no marker for the open upload");
     expect(await stillOpen(open)).toBe(true);
-    h.conn.send({ v: 1, type: "job.fail", trace: "t", ...h.ref, code: "oom", message: "x", retryable: true });
+    h.conn.send(failed(h.ref, "oom", "x"));
     await settled(h, "queued");
     await emptied(h.jobId);
     expect(await stillOpen(open)).toBe(false);
@@ -432,7 +434,7 @@ describe("bytes gone", () => {
     const h = await held({ max_attempts: 1 });
     await uploadOutput(h.agent, h.ref, "done.txt", "text/plain", enc.encode("finished"));
     const open = await strays(h.jobId);
-    h.conn.send({ v: 1, type: "job.fail", trace: "t", ...h.ref, code: "model_error", message: "x", retryable: false });
+    h.conn.send(failed(h.ref, "model_error", "x"));
     await settled(h, "failed");
     expect((await call("DELETE", `/v1/jobs/${h.jobId}`, { key: h.acct.key })).status).toBe(204);
     await emptied(h.jobId);
@@ -482,8 +484,8 @@ describe("signed URLs and deleted jobs", () => {
         new Request(`http://${host}/v1/jobs/${h.jobId}/events`, { headers: { ...evil, host } }),
       );
       const text = await res.text();
-      const succeeded = /event: succeeded\ndata: (.*)\n/.exec(text)?.[1];
-      const urls = (JSON.parse(succeeded ?? "{}") as { outputs?: { url: string }[] }).outputs?.map((o) => o.url);
+      const done = /event: succeeded\ndata: (.*)\n/.exec(text)?.[1];
+      const urls = (JSON.parse(done ?? "{}") as { outputs?: { url: string }[] }).outputs?.map((o) => o.url);
       expect(urls).toEqual([expect.stringMatching(/^http:\/\/edge\.test\/v1\/files\//)]);
     }
     h.conn.ws.close(1000, "done");

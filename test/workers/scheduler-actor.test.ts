@@ -6,6 +6,7 @@ import { newJobId, schedulerName } from "../../shared/ids.ts";
 import { DEFAULT_TIERS } from "../../shared/slo.ts";
 import { HEAD_QUERY } from "../../mesh/scheduler/store.ts";
 import type { SchedulerActor } from "../../mesh/index.ts";
+import { DEFAULT_LEASE_TTL_MS, type SchedulerCore } from "../../mesh/scheduler/core.ts";
 
 let n = 1000;
 function setup(overrides: Partial<ModelConfig> = {}) {
@@ -40,33 +41,41 @@ describe("the scheduler actor", () => {
     const { stub, config, item } = setup();
     const job = item();
     await stub.enqueue(config, [job]);
-    const [lease] = await stub.lease({ id: "agent-1", pool: "p" }, 1);
+    const agent = { id: "agent-1", pool: "p" };
+    const [lease] = await stub.lease(agent, 1);
     expect(lease).toMatchObject({ job_id: job.id, epoch: 1 });
     await evictDurableObject(stub);
     const view = await stub.view(job.id, "acc_a");
     expect(view).toMatchObject({ ok: true, job: { status: "running", phase: "assigned" } });
-    const stale = await stub.complete({ job_id: job.id, epoch: 0 }, { status: "succeeded", outputs: [] });
-    expect(stale).toMatchObject({ ok: false, code: "conflict" });
-    const done = await stub.complete(
-      { job_id: job.id, epoch: 1 },
-      { status: "succeeded", outputs: [{ url: "r2://x" }] },
+    const ok = { status: "succeeded" as const, outputs: [] };
+    const stale = await stub.settle(agent, [{ job_id: job.id, epoch: 0, result: ok }], 1, 0);
+    expect(stale.outcomes).toMatchObject([{ ok: false, code: "conflict" }]);
+    const done = await stub.settle(
+      agent,
+      [{ job_id: job.id, epoch: 1, result: { status: "succeeded", outputs: [{ url: "r2://x" }] } }],
+      1,
+      0,
     );
-    expect(done).toEqual({ ok: true, status: "succeeded" });
+    expect(done.outcomes).toEqual([{ ok: true, status: "succeeded" }]);
   });
 
-  it("an expired lease is requeued by the alarm, and the alarm survives a restart", async () => {
+  it("after a restart a running lease has a fresh lease time and the alarm is armed; a lease that runs out is requeued by the alarm", async () => {
     const { stub, config, item } = setup();
     const job = item();
     await stub.enqueue(config, [job]);
     await stub.lease({ id: "agent-1", pool: "p" }, 1);
-    // Move the lease deadline into the past, as if 30 s had gone by without a heartbeat.
-    await runInDurableObject(stub, (_i, state) => {
-      state.storage.sql.exec("UPDATE jobs SET lease_deadline = ? WHERE id = ?", Date.now() - 1, job.id);
-    });
+    const woke = Date.now();
     await evictDurableObject(stub);
-    // Waking re-arms the alarm for the (past) deadline; running it requeues the job.
     await stub.stats();
-    expect(await runDurableObjectAlarm(stub)).toBe(true);
+    const alarm = await runInDurableObject<SchedulerActor, number | null>(stub, (_i, state) =>
+      state.storage.getAlarm(),
+    );
+    // (workerd's clock moves between events only, so allow it the odd millisecond)
+    expect(alarm).toBeGreaterThanOrEqual(woke + DEFAULT_LEASE_TTL_MS - 50);
+    // 31 s without a heartbeat: the sweep the alarm runs finds the lease run out.
+    await runInDurableObject<SchedulerActor, unknown>(stub, (instance) =>
+      (instance as unknown as { core: SchedulerCore }).core.sweep(Date.now() + DEFAULT_LEASE_TTL_MS + 1_000),
+    );
     const view = await stub.view(job.id, "acc_a");
     expect(view).toMatchObject({ ok: true, job: { status: "queued", phase: "waiting" } });
     if (!view.ok) throw new Error("unreachable");
@@ -74,6 +83,7 @@ describe("the scheduler actor", () => {
     expect(view.job.attempts[0]).toMatchObject({ outcome: "lease_expired", reason: "worker_lost", epoch: 1 });
     const [again] = await stub.lease({ id: "agent-2", pool: "p" }, 1);
     expect(again).toMatchObject({ job_id: job.id, epoch: 2, attempt: 2 });
+    expect(await runDurableObjectAlarm(stub)).toBe(true);
   });
 
   it("a job past max_attempts fails with the reason", async () => {
@@ -86,18 +96,28 @@ describe("the scheduler actor", () => {
     expect(view).toMatchObject({ ok: true, job: { status: "failed", error: { code: "worker_lost" } } });
   });
 
-  it("renewing all of an agent's leases is one call; stale ones come back as stale", async () => {
+  it("renewing all of an agent's leases is one call that writes nothing; stale ones come back as stale", async () => {
     const { stub, config, item } = setup();
     const jobs = [item(), item(), item()];
     await stub.enqueue(config, jobs);
     const leases = await stub.lease({ id: "agent-1", pool: "p" }, 3);
     expect(leases).toHaveLength(3);
-    const out = await stub.renew("agent-1", [
-      ...leases.map((l) => ({ job_id: l.job_id, epoch: l.epoch })),
-      { job_id: "job_gone", epoch: 9 },
-    ]);
+    const out = await stub.heartbeat(
+      { id: "agent-1", pool: "p" },
+      [...leases.map((l) => ({ job_id: l.job_id, epoch: l.epoch })), { job_id: "job_gone", epoch: 9 }],
+      3,
+      0,
+    );
     expect(out.renewed).toHaveLength(3);
     expect(out.stale).toEqual([{ job_id: "job_gone", epoch: 9 }]);
+    const commits = (await stub.stats()).counters.commits;
+    await stub.heartbeat(
+      { id: "agent-1", pool: "p" },
+      leases.map((l) => ({ job_id: l.job_id, epoch: l.epoch })),
+      3,
+      0,
+    );
+    expect((await stub.stats()).counters.commits).toBe(commits);
   });
 
   it("an agent never holds more leases than its credits", async () => {

@@ -445,7 +445,7 @@ describe(`agent tokens: ${BAD_CLASSES.length + 3} classes of bad token, 0 accept
     if (!conn) throw new Error("no connection");
     // Claiming to have the other model loaded does not widen the token.
     conn.send({
-      v: 1,
+      v: 2,
       type: "agent.hello",
       trace: "t",
       agent_id: id,
@@ -457,8 +457,8 @@ describe(`agent tokens: ${BAD_CLASSES.length + 3} classes of bad token, 0 accept
       leases: [],
     });
     await conn.next("agent.welcome");
-    conn.send({ v: 1, type: "work.request", trace: "t", credits: 5 });
-    conn.send({ v: 1, type: "agent.heartbeat", trace: "t", leases: [], gpus: [], credits: 5, draining: false });
+    conn.send({ v: 2, type: "work.request", trace: "t", credits: 5 });
+    conn.send({ v: 2, type: "agent.heartbeat", trace: "t", leases: [], gpus: [], credits: 5, draining: false });
     await conn.next("agent.heartbeat_ack");
     expect(conn.inbox.filter((m) => m.type === "job.leases")).toEqual([]);
     // Reconnected with the hello honest, it gets its own model's job and nothing else.
@@ -467,10 +467,10 @@ describe(`agent tokens: ${BAD_CLASSES.length + 3} classes of bad token, 0 accept
     if (!honest.conn) throw new Error("no connection");
     honest.conn.send(hello(id));
     await honest.conn.next("agent.welcome");
-    honest.conn.send({ v: 1, type: "work.request", trace: "t", credits: 5 });
+    honest.conn.send({ v: 2, type: "work.request", trace: "t", credits: 5 });
     const got = (await honest.conn.next("job.leases")) as { leases: LeaseGrant[] };
     expect(got.leases.map((l) => l.job_id)).toEqual([myJob.id]);
-    honest.conn.send({ v: 1, type: "agent.heartbeat", trace: "t", leases: [], gpus: [], credits: 4, draining: false });
+    honest.conn.send({ v: 2, type: "agent.heartbeat", trace: "t", leases: [], gpus: [], credits: 4, draining: false });
     await honest.conn.next("agent.heartbeat_ack");
     const all = [...conn.inbox, ...honest.conn.inbox].flatMap((m) =>
       m.type === "job.leases" ? m.leases.map((l) => l.model) : [],
@@ -585,7 +585,7 @@ describe("agent ids are bound to the token they connected with", () => {
     }
     const ref = { job_id: job.id, epoch: lease.epoch };
     holder.conn.send({
-      v: 1,
+      v: 2,
       type: "agent.heartbeat",
       trace: "t",
       leases: [ref],
@@ -637,7 +637,7 @@ describe("revoked agent tokens", () => {
       state.storage.sql.exec("UPDATE agent_tokens SET revoked_at = ? WHERE id = ?", Date.now(), t.id);
     });
     conn.send({
-      v: 1,
+      v: 2,
       type: "agent.heartbeat",
       trace: "t",
       leases: [{ job_id: job.id, epoch: lease.epoch }],
@@ -660,7 +660,7 @@ describe("agent tokens while connected", () => {
     await conn.next("agent.welcome");
     const deadline = Date.now() + 5000;
     while (Date.now() / 1000 <= now + 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
-    conn.send({ v: 1, type: "agent.heartbeat", trace: "t", leases: [], gpus: [], credits: 0, draining: false });
+    conn.send({ v: 2, type: "agent.heartbeat", trace: "t", leases: [], gpus: [], credits: 0, draining: false });
     expect((await conn.closed).code).toBe(CLOSE.unauthorized);
   }, 10_000);
 });

@@ -1,0 +1,410 @@
+/**
+ * What an agent's actor does with each frame its agent sends, once decoded and checked: the
+ * protocol's decisions (docs/protocol.md, "Session"), over ports to the other actors so that it
+ * runs in plain Node as well (frames.test.ts drives it against a real SchedulerCore).
+ *
+ * The hot path costs: a `job.results` frame is one call to its shard, which ends the attempts
+ * and grants the next leases in one commit; progress, previews and logs are fenced by the
+ * {@link Session} and go nowhere unless a job actor watches the job; a heartbeat is one call
+ * per shard, which writes nothing.
+ *
+ * Called by AgentActor.webSocketMessage.
+ */
+import { assertExhaustive } from "../../shared/errors.ts";
+import type { FailureReason } from "../../shared/job.ts";
+import {
+  AGENT_PROTOCOL_VERSION,
+  CLOSE,
+  CONTROL_FRAME_CAP,
+  PREVIEW_FRAME_CAP,
+  type FromAgent,
+  type GpuHealth,
+  type JobResult,
+  type LeaseRef,
+  type OutputRecord,
+  type ToAgent,
+} from "../../shared/wire.ts";
+import type { OutputCheck } from "../outputs.ts";
+import {
+  DEFAULT_LEASE_TTL_MS,
+  type AgentRef,
+  type CompleteOutcome,
+  type Completion,
+  type Lease,
+} from "../scheduler/core.ts";
+import type { Session } from "./session.ts";
+import { byShard, type ShardRoute } from "./shards.ts";
+
+/** Heartbeat interval the edge asks of agents (ms). */
+export const HEARTBEAT_MS = 5_000;
+/**
+ * How often a connection's heartbeats ask the registry whether its token is still live (ms),
+ * besides the first heartbeat: a connection that raced its token's revocation is closed then.
+ */
+export const TOKEN_CHECK_MS = 15_000;
+
+/** What the Worker verified about the connecting agent. */
+export interface AgentClaimsLite {
+  token_id: string;
+  pool: string;
+  models: string[];
+  exp: number;
+}
+
+/** Per-connection state, kept in the socket attachment (≤ 2 KiB) so it survives hibernation. */
+export interface Attachment extends AgentClaimsLite {
+  agent_id: string;
+  /** The agent process behind this connection (its AGENT_INSTANCE_HEADER). */
+  instance: string;
+  /** Refused as a second live process with this id: closing, and deaf to what it sends. */
+  refused: boolean;
+  hello: boolean;
+  name: string;
+  slots: number;
+  prefetch: number;
+  versions: { model: string; version: string }[];
+  gpus: GpuHealth[];
+  /** Leases held, as of the last heartbeat. */
+  running: number;
+  last_heartbeat: number;
+  connected_at: number;
+  /** When the registry last said the token is live (ms); absent until the first heartbeat asks. */
+  token_checked_at?: number;
+}
+
+/** A shard, as far as an agent's frames reach it (SchedulerActor's RPC). */
+export interface ShardPort {
+  rejoin(agentId: string, listed: LeaseRef[], connectedAt: number): Promise<{ renewed: LeaseRef[]; stale: LeaseRef[] }>;
+  heartbeat(
+    agent: AgentRef,
+    refs: LeaseRef[],
+    capacity: number,
+    credits: number,
+  ): Promise<{ renewed: LeaseRef[]; stale: LeaseRef[]; leases: Lease[] }>;
+  lease(agent: AgentRef, capacity: number, maxNew: number): Promise<Lease[]>;
+  settle(
+    agent: AgentRef,
+    results: (LeaseRef & { result: Completion })[],
+    capacity: number,
+    credits: number,
+  ): Promise<{ outcomes: CompleteOutcome[]; leases: Lease[] }>;
+  releaseLeases(agentId: string, refs: LeaseRef[], reason: "drained" | "preempted"): Promise<number>;
+  leaseOf(jobId: string): Promise<{ status: string; epoch: number; agent_id: string | null } | null>;
+}
+
+/** A lease, with the agent holding it: what the agent's actor vouches for when it passes a message on. */
+export type HeldBy = LeaseRef & { agent_id: string };
+
+/** A job actor, as far as an agent's frames reach it (only for watched jobs). */
+export interface JobPort {
+  progress(ref: HeldBy, p: { phase: string; step: number; total: number }): Promise<unknown>;
+  preview(ref: HeldBy, contentType: string, data: Uint8Array): Promise<unknown>;
+  log(ref: HeldBy, level: string, message: string): Promise<unknown>;
+}
+
+/** Everything outside the frame handler it needs. */
+export interface AgentPorts {
+  shard(name: string): ShardPort;
+  job(jobId: string): JobPort;
+  /** The shards this agent serves. */
+  routes(att: Attachment): Promise<ShardRoute[]>;
+  /** A success's outputs checked against the edge's receipts and the model's policy. */
+  checkOutputs(ref: LeaseRef, outputs: OutputRecord[]): Promise<OutputCheck>;
+  /** Whether the registry says the token is live (a registry that cannot answer: yes). */
+  tokenLive(tokenId: string): Promise<boolean>;
+  /** The agent said hello: remember it durably, call off a pending "gone" alarm, tell the registry. */
+  joined(att: Attachment): Promise<void>;
+  /** The token died while connected: every lease goes back (not spending attempts). */
+  releaseAll(reason: "preempted"): Promise<void>;
+  /** Work that may finish after the frame is handled. */
+  waitUntil(p: Promise<unknown>): void;
+}
+
+/** One connection, as the frame handler sees it. */
+export interface Connection {
+  att: Attachment;
+  save(att: Attachment): void;
+  send(msg: ToAgent): void;
+  sendLeases(leases: Lease[]): void;
+  close(code: number, reason: string): void;
+}
+
+const V = AGENT_PROTOCOL_VERSION;
+
+/** The agent this connection speaks for, as a shard of `route` sees it. */
+function agentOn(att: Attachment, route: ShardRoute | undefined): AgentRef {
+  return { id: att.agent_id, pool: att.pool, versions: route?.versions ?? [] };
+}
+
+function capacity(att: Attachment): number {
+  return att.slots + att.prefetch;
+}
+
+export class AgentFrames {
+  private readonly ports: AgentPorts;
+  private readonly session: Session;
+  /** Per watched job, its last message on its way to the job's actor. */
+  private readonly forwarding = new Map<string, Promise<unknown>>();
+
+  constructor(ports: AgentPorts, session: Session) {
+    this.ports = ports;
+    this.session = session;
+  }
+
+  /** Handles one decoded frame of a connection. */
+  async handle(conn: Connection, msg: FromAgent): Promise<void> {
+    const att = conn.att;
+    if (att.refused) return;
+    if (!att.hello && msg.type !== "agent.hello") {
+      conn.close(CLOSE.protocol, "the first message must be agent.hello");
+      return;
+    }
+    switch (msg.type) {
+      case "agent.hello":
+        return await this.hello(conn, msg);
+      case "work.request":
+        return await this.requestWork(conn, msg.credits);
+      case "agent.heartbeat":
+        return await this.heartbeat(conn, msg);
+      case "job.progress":
+        return await this.onLease(conn, msg, (job, by) =>
+          job.progress(by, { phase: msg.phase, step: msg.step, total: msg.total }),
+        );
+      case "job.preview":
+        return await this.onLease(conn, msg, (job, by) => job.preview(by, msg.content_type, msg.data));
+      case "job.log":
+        return await this.onLease(conn, msg, (job, by) => job.log(by, msg.level, msg.message));
+      case "job.results":
+        return await this.results(conn, msg.trace, msg.results, msg.credits);
+      case "job.release":
+        for (const r of msg.leases) this.session.drop(r);
+        await Promise.all(
+          [...byShard(msg.leases)].map(([name, refs]) =>
+            this.ports.shard(name).releaseLeases(att.agent_id, refs, msg.reason),
+          ),
+        );
+        return;
+      default:
+        assertExhaustive(msg);
+    }
+  }
+
+  private async hello(conn: Connection, msg: Extract<FromAgent, { type: "agent.hello" }>): Promise<void> {
+    const att = conn.att;
+    // A second hello would re-run the lease reconciliation of a first one mid-session.
+    if (att.hello) return conn.close(CLOSE.protocol, "agent.hello comes once per connection");
+    if (msg.agent_id !== att.agent_id) {
+      return conn.close(CLOSE.protocol, "agent.hello names another agent id than the connection");
+    }
+    const next: Attachment = {
+      ...att,
+      hello: true,
+      name: msg.name.slice(0, 64),
+      slots: msg.slots,
+      prefetch: msg.prefetch,
+      versions: msg.versions.slice(0, 16),
+      gpus: msg.gpus.slice(0, 8),
+      last_heartbeat: Date.now(),
+    };
+    conn.save(next);
+    await this.ports.joined(next);
+    // Every shard hears which of its leases the agent still runs: those are renewed, the ones
+    // it held but did not name were lost with its previous process or connection and go back.
+    const listed = byShard(msg.leases);
+    const renewed: LeaseRef[] = [];
+    const stale: LeaseRef[] = [];
+    await Promise.all(
+      (await this.ports.routes(next)).map(async (r) => {
+        const out = await this.ports.shard(r.name).rejoin(att.agent_id, listed.get(r.name) ?? [], att.connected_at);
+        renewed.push(...out.renewed);
+        stale.push(...out.stale);
+        listed.delete(r.name);
+      }),
+    );
+    // Leases of shards the agent does not serve (a model no longer its token's) are not its.
+    for (const refs of listed.values()) stale.push(...refs);
+    this.session.sync(renewed);
+    conn.send({
+      v: V,
+      type: "agent.welcome",
+      trace: msg.trace,
+      heartbeat_ms: HEARTBEAT_MS,
+      lease_ttl_ms: DEFAULT_LEASE_TTL_MS,
+      control_frame_cap: CONTROL_FRAME_CAP,
+      preview_frame_cap: PREVIEW_FRAME_CAP,
+      resumed: renewed,
+      stale,
+    });
+  }
+
+  /**
+   * Asks the agent's shards, in random order, for up to `credits` jobs; what is short waits
+   * parked at each (an agent given more than its credits gives the extra back at once).
+   */
+  private async requestWork(conn: Connection, credits: number): Promise<void> {
+    const routes = await this.ports.routes(conn.att);
+    routes.sort(() => Math.random() - 0.5);
+    let left = credits;
+    const granted: Lease[] = [];
+    for (const r of routes) {
+      const leases = await this.ports.shard(r.name).lease(agentOn(conn.att, r), capacity(conn.att), left);
+      granted.push(...leases);
+      left = Math.max(0, left - leases.length);
+    }
+    this.granted(conn, granted);
+  }
+
+  private granted(conn: Connection, leases: Lease[]): void {
+    if (leases.length === 0) return;
+    this.session.add(leases);
+    conn.sendLeases(leases);
+  }
+
+  private async heartbeat(conn: Connection, msg: Extract<FromAgent, { type: "agent.heartbeat" }>): Promise<void> {
+    const att = conn.att;
+    const now = Date.now();
+    const check = now - (att.token_checked_at ?? 0) >= TOKEN_CHECK_MS;
+    const dead =
+      att.exp * 1000 < now
+        ? "the agent token expired"
+        : check && !(await this.ports.tokenLive(att.token_id))
+          ? "the agent token was revoked"
+          : undefined;
+    if (dead) {
+      conn.close(CLOSE.unauthorized, dead);
+      await this.ports.releaseAll("preempted");
+      return;
+    }
+    conn.save({
+      ...att,
+      gpus: msg.gpus.slice(0, 8),
+      running: msg.leases.length,
+      last_heartbeat: now,
+      token_checked_at: check ? now : att.token_checked_at,
+    });
+    const routes = (await this.ports.routes(att)).sort(() => Math.random() - 0.5);
+    const refs = byShard(msg.leases);
+    let left = msg.credits > 0 && !msg.draining ? msg.credits : 0;
+    const renewed: LeaseRef[] = [];
+    const stale: LeaseRef[] = [];
+    const granted: Lease[] = [];
+    for (const r of routes) {
+      const mine = refs.get(r.name) ?? [];
+      refs.delete(r.name);
+      if (mine.length === 0 && left === 0) continue;
+      const out = await this.ports.shard(r.name).heartbeat(agentOn(att, r), mine, capacity(att), left);
+      renewed.push(...out.renewed);
+      stale.push(...out.stale);
+      granted.push(...out.leases);
+      left = Math.max(0, left - out.leases.length);
+    }
+    for (const other of refs.values()) stale.push(...other);
+    this.session.sync(renewed);
+    conn.send({ v: V, type: "agent.heartbeat_ack", trace: msg.trace, stale });
+    this.granted(conn, granted);
+  }
+
+  /**
+   * A progress, preview or log about a lease: kept (progress, coalesced) and passed on to the
+   * job's actor only when one watches the job; about a lease the agent does not hold, answered
+   * `lease.stale`. After the actor woke up, a lease it does not know yet is checked once with
+   * its shard.
+   */
+  private async onLease(
+    conn: Connection,
+    msg: Extract<FromAgent, { type: "job.progress" | "job.preview" | "job.log" }>,
+    forward: (job: JobPort, by: HeldBy) => Promise<unknown>,
+  ): Promise<void> {
+    const ref = { job_id: msg.job_id, epoch: msg.epoch };
+    let holding = this.session.holds(ref);
+    if (holding === "unknown") {
+      const shard = byShard([ref]).keys().next().value;
+      const lease = shard === undefined ? null : await this.ports.shard(shard).leaseOf(ref.job_id);
+      const mine = lease?.status === "running" && lease.epoch === ref.epoch && lease.agent_id === conn.att.agent_id;
+      if (mine) this.session.add([ref]);
+      holding = mine ? "held" : "stale";
+    }
+    if (holding === "stale") {
+      conn.send({ v: V, type: "lease.stale", trace: msg.trace, ...ref });
+      return;
+    }
+    if (msg.type === "job.progress") {
+      this.session.progress(ref, { phase: msg.phase, step: msg.step, total: msg.total, at: Date.now() });
+    }
+    if (this.session.isWatched(ref.job_id)) this.forward({ ...ref, agent_id: conn.att.agent_id }, forward);
+  }
+
+  /** Passes a message on to a job's actor, after the job's earlier ones: they keep their order. */
+  private forward(by: HeldBy, send: (job: JobPort, by: HeldBy) => Promise<unknown>): void {
+    const last = this.forwarding.get(by.job_id) ?? Promise.resolve();
+    const next = last.then(() => send(this.ports.job(by.job_id), by)).catch(() => undefined);
+    this.forwarding.set(by.job_id, next);
+    void next.then(() => {
+      if (this.forwarding.get(by.job_id) === next) this.forwarding.delete(by.job_id);
+    });
+    this.ports.waitUntil(next);
+  }
+
+  /**
+   * A job actor watches a job this agent runs at `epoch`: what comes about it is passed on from
+   * now on, starting with the newest progress kept while nobody watched (in order with the rest).
+   */
+  watch(jobId: string, epoch: number, agentId: string): void {
+    this.session.watch(jobId);
+    const p = this.session.latest(jobId, epoch);
+    if (p) this.forward({ job_id: jobId, epoch, agent_id: agentId }, (job, by) => job.progress(by, p));
+  }
+
+  /**
+   * How attempts ended, with the agent's room for more: each success's outputs are checked
+   * first (only what the edge stored and hashed for the lease counts), then one call per shard
+   * ends the attempts and grants the next leases in the same commit.
+   */
+  private async results(conn: Connection, trace: string, results: JobResult[], credits: number): Promise<void> {
+    const att = conn.att;
+    const checked = await Promise.all(
+      results.map(async (r): Promise<{ r: JobResult; result: Completion; refused?: string }> => {
+        if (r.status === "failed") return { r, result: { status: "failed", code: r.code, message: r.message } };
+        const out = await this.ports.checkOutputs(r, r.outputs);
+        if (out.ok) return { r, result: { status: "succeeded", outputs: out.outputs } };
+        const code: FailureReason = "invalid_output";
+        return { r, result: { status: "failed", code, message: out.message }, refused: out.message };
+      }),
+    );
+    const routes = await this.ports.routes(att);
+    let left = credits;
+    const granted: Lease[] = [];
+    for (const [name, group] of byShard(checked.map((c) => ({ ...c, job_id: c.r.job_id })))) {
+      // A shard the agent does not serve settles its results but grants it nothing.
+      const route = routes.find((r) => r.name === name);
+      const out = await this.ports.shard(name).settle(
+        agentOn(att, route),
+        group.map((c) => ({ job_id: c.r.job_id, epoch: c.r.epoch, result: c.result })),
+        route ? capacity(att) : 0,
+        route ? left : 0,
+      );
+      out.outcomes.forEach((o, i) => {
+        const c = group[i];
+        if (!c) return;
+        const ref = { job_id: c.r.job_id, epoch: c.r.epoch };
+        this.session.drop(ref);
+        if (!o.ok) conn.send({ v: V, type: "lease.stale", trace, ...ref });
+        else if (c.refused !== undefined) {
+          conn.send({
+            v: V,
+            type: "job.refused",
+            trace,
+            ...ref,
+            code: "invalid_output",
+            message: c.refused.slice(0, 4096),
+          });
+        }
+      });
+      granted.push(...out.leases);
+      left = Math.max(0, left - out.leases.length);
+    }
+    this.granted(conn, granted);
+    // Room left over: the agent's other shards hear of it (and park it) too.
+    if (left > 0 && routes.length > 1) await this.requestWork(conn, left);
+  }
+}

@@ -1,0 +1,111 @@
+/**
+ * What an agent's actor knows of its agent between frames, in memory: which leases the agent
+ * holds (granted through this actor, or confirmed by the shards at its hello and heartbeats),
+ * each one's latest progress (coalesced: the newest wins), and which of its jobs a job actor
+ * watches for subscribers. Progress, previews and logs are fenced here — a message about a
+ * lease the agent does not hold is stale — so they cost no call to any other actor unless
+ * someone watches the job.
+ *
+ * An actor that wakes up (after hibernation) has an empty session that is not yet `complete`:
+ * until its agent's next heartbeat lists every lease it holds, a lease the session does not
+ * know is checked with its shard once (see {@link Session.knows}).
+ *
+ * Called by AgentActor; tested in plain Node (session.test.ts).
+ */
+import type { ProgressPhase } from "../../shared/job.ts";
+import type { LeaseRef } from "../../shared/wire.ts";
+
+/** A job's progress as its agent last reported it. */
+export interface Progress {
+  epoch: number;
+  phase: ProgressPhase;
+  step: number;
+  total: number;
+  /** When it arrived (ms since the Unix epoch). */
+  at: number;
+}
+
+/** Whether a message names a lease the agent holds: yes, no, or unknown (ask its shard). */
+export type Holding = "held" | "stale" | "unknown";
+
+/** Jobs whose progress one session keeps at most (an agent's leases: slots and prefetch). */
+const MAX_HELD = 1024;
+
+export class Session {
+  /** Epoch held per job. */
+  private readonly held = new Map<string, number>();
+  private readonly progressOf = new Map<string, Progress>();
+  private readonly watched = new Set<string>();
+  /** Whether every lease the agent holds is in `held` (set by a hello or heartbeat). */
+  private complete = false;
+
+  /** Whether `ref` names a lease the agent holds. */
+  holds(ref: LeaseRef): Holding {
+    const epoch = this.held.get(ref.job_id);
+    if (epoch === ref.epoch) return "held";
+    if (epoch !== undefined && epoch > ref.epoch) return "stale";
+    return this.complete ? "stale" : "unknown";
+  }
+
+  /** Leases granted to the agent, or confirmed as its own; `watched` ones are followed at once. */
+  add(refs: readonly (LeaseRef & { watched?: true })[]): void {
+    for (const r of refs) {
+      if (r.watched) this.watched.add(r.job_id);
+      if (this.held.size >= MAX_HELD && !this.held.has(r.job_id)) continue;
+      const before = this.held.get(r.job_id);
+      if (before !== undefined && before !== r.epoch) this.progressOf.delete(r.job_id);
+      this.held.set(r.job_id, r.epoch);
+    }
+  }
+
+  /**
+   * The shards' answer to a hello or heartbeat that listed every lease the agent holds: those
+   * renewed are its own, and nothing else is; the session is complete from now on.
+   */
+  sync(renewed: readonly LeaseRef[]): void {
+    const keep = new Map(renewed.map((r) => [r.job_id, r.epoch]));
+    for (const [job, epoch] of this.held) if (keep.get(job) !== epoch) this.forget(job);
+    this.add(renewed);
+    this.complete = true;
+  }
+
+  /** A lease that ended (its result accepted, given back, taken back): forget it. */
+  drop(ref: LeaseRef): void {
+    if (this.held.get(ref.job_id) === ref.epoch) this.forget(ref.job_id);
+  }
+
+  private forget(job: string): void {
+    this.held.delete(job);
+    this.progressOf.delete(job);
+    this.watched.delete(job);
+  }
+
+  /** Records a held lease's progress (the newest wins). */
+  progress(ref: LeaseRef, p: Omit<Progress, "epoch">): void {
+    if (this.held.get(ref.job_id) === ref.epoch) this.progressOf.set(ref.job_id, { epoch: ref.epoch, ...p });
+  }
+
+  /** A held lease's latest progress, if any (at `epoch` only). */
+  latest(jobId: string, epoch: number): Progress | undefined {
+    const p = this.progressOf.get(jobId);
+    return p?.epoch === epoch ? p : undefined;
+  }
+
+  /** A job actor follows this job for its subscribers: its progress, previews and logs go there. */
+  watch(jobId: string): void {
+    this.watched.add(jobId);
+  }
+
+  unwatch(jobId: string): void {
+    this.watched.delete(jobId);
+  }
+
+  isWatched(jobId: string): boolean {
+    return this.watched.has(jobId);
+  }
+
+  /** The leases the agent holds, as this session knows them. */
+  leases(): LeaseRef[] {
+    return [...this.held].map(([job_id, epoch]) => ({ job_id, epoch }));
+  }
+}
