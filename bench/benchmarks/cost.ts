@@ -437,6 +437,11 @@ function folded(m: Map<string, number>, floor: number, perJob: (ms: number) => n
   return [...big, [`other (${small.length}, each under ${ms2(perJob(floor))} ms/job)`, rest]];
 }
 
+/** µs per event of `ms` per job spread over `n` events per job; blank when unknown. */
+function microsEach(ms: number | undefined, n: number): number | string {
+  return ms === undefined || n <= 0 ? "" : (1000 * ms) / n;
+}
+
 /** Thread names, as /proc/<pid>/task gives them. */
 const WORKERD_THREADS = { main: "workerd", helpers: "V8 DefaultWorke", profiler: "v8:ProfEvntProc" } as const;
 const OWN_THREADS = { main: "MainThread", pool: "libuv-worker", helpers: "V8Worker" } as const;
@@ -845,6 +850,85 @@ function buildReport(r: {
     });
   }
 
+  // Unit costs: a path's CPU per job over the events of that path per job.
+  const unitJson: Record<string, unknown>[] = [];
+  if (counted) {
+    const perJobCount = (n: number): number => per(counted, n);
+    const calls = [...(r.calls ?? new Map<string, number>())].filter(([k]) => k !== BENCH_OWN_CALL);
+    const count = (pred: (k: string) => boolean): number =>
+      calls.filter(([k]) => pred(k)).reduce((sum, [, n]) => sum + n, 0);
+    const framesIn = [...r.frames.sent.values()].reduce((sum, v) => sum + v, 0);
+    const events = {
+      request: perJobCount(counted.load.sent),
+      frame: perJobCount(framesIn),
+      rpc: perJobCount(count((k) => !k.startsWith("new ") && !k.startsWith("SQL") && !k.endsWith(".webSocketMessage"))),
+      actor: perJobCount(count((k) => k.startsWith("new "))),
+      sql: perJobCount(count((k) => k.startsWith("SQL"))),
+      commit: perJobCount(counted.commits.commits),
+    };
+    const pathMs = (path: string): number | undefined =>
+      r.native && nativeP
+        ? (per(nativeP, nativeP.workerdMs) * (r.native.byPath.get(path) ?? 0)) / Math.max(1, r.native.samples)
+        : undefined;
+    const hopMs = (hop: string): number | undefined =>
+      profiled && r.attributions.length > 0 ? per(profiled, byHop.get(hop) ?? 0) : undefined;
+    const rows: [string, string, number, number | undefined, number | undefined][] = [
+      [
+        "an actor instance constructed (with its SQLite database)",
+        "new <actor> (counted)",
+        events.actor,
+        pathMs(NATIVE_PATHS[0]?.path ?? ""),
+        undefined,
+      ],
+      [
+        "an HTTP request into the Worker",
+        "HTTP requests",
+        events.request,
+        pathMs("HTTP requests into Workers"),
+        hopMs("Worker fetch (HTTP API)"),
+      ],
+      [
+        "a WebSocket message into an agent's actor",
+        "frames agent → edge",
+        events.frame,
+        pathMs("WebSocket messages into actors (webSocketMessage)"),
+        hopMs("AgentActor.webSocketMessage"),
+      ],
+      [
+        "an RPC call into an actor (callee side)",
+        "actor entry calls other than webSocketMessage",
+        events.rpc,
+        pathMs("JS RPC calls into actors (callee side)"),
+        undefined,
+      ],
+      [
+        "a SQL statement (sqlite3_step)",
+        "SQL statements (all, run)",
+        events.sql,
+        pathMs("SQLite: running statements (sqlite3_step)"),
+        undefined,
+      ],
+      [
+        "a scheduler durable commit (pager commits of every actor, so at most)",
+        "scheduler commits",
+        events.commit,
+        pathMs("SQLite: committing (pager commit)"),
+        undefined,
+      ],
+    ];
+    tables.push({
+      title:
+        "Unit costs: µs of workerd CPU per event (a path's ms per job over its events per job; perf from phase native, V8 lock time from phase profiled, counts from phase counted)",
+      columns: ["event", "counted as", "per job", "perf path µs/event", "V8 hop µs/event (lock time)"],
+      rows: rows.map(([event, as, n, perfMs, v8Ms]) => [event, as, n, microsEach(perfMs, n), microsEach(v8Ms, n)]),
+    });
+    for (const [event, as, n, perfMs, v8Ms] of rows) {
+      const u = (ms: number | undefined): number | null =>
+        ms === undefined || n <= 0 ? null : round((1000 * ms) / n, 1);
+      unitJson.push({ event, counted_as: as, per_job: round(n), perf_us: u(perfMs), v8_lock_us: u(v8Ms) });
+    }
+  }
+
   const metrics: Report["metrics"] = {
     jobs_per_s: round(plain.jobs / plain.wallS, 1),
     workerd_cpu_ms_per_job: round(per(plain, plain.workerdMs)),
@@ -893,6 +977,7 @@ function buildReport(r: {
       "Kind: the innermost frame that names one (SQLite: sql.exec and cursors; msgpack: msgpackr and shared/codec.ts; zod; WebSocket send and attachments; actor stubs; RPC result promises; a library by package), looking no further out than the innermost frame of our own code, which otherwise names it as `JS: <source module>`; `runtime API x()` and `built-in JS` are a runtime function or built-in module our code calls with no kind of its own.",
       "V8 shows no frame for a call on an RPC stub: what the call costs in the lock, and what the runtime does synchronously for it (serialising the arguments; constructing the actor it addresses when none is in memory, which opens, and the first time creates, the actor's SQLite database), is the self time of the line that makes the call, or of the function's first line when it resumes: the table of lines shows where.",
       "perf: a sample's component is its innermost frame not charged to its caller (kernel, libc and allocator frames are charged to the frame that called them; `of which in the kernel` keeps them visible); components' shares of the samples are applied to workerd's CPU from /proc over the same phase. Paths count a sample for every runtime path on its stack.",
+      "Unit costs divide a path's CPU per job by the events of that path per job, each from its own phase of the same workload. Paths overlap: what runs synchronously under an event counts for it (a new actor's own SQL statements and first commit are in the new-actor row and in the SQL and commit rows; the V8 hop of a WebSocket message holds the lock time of the RPC calls it makes, the actor it constructs included), so a row is at most the event's own cost.",
       "Counts: WebSocket frames are counted on the agents' sockets in this process (the message type decoded from each frame); calls by inspector breakpoints at the first statement of each entry method of the mesh/*-actor.ts classes (a method not called as this.<name>() in its class: an RPC method or a runtime handler), of each such class's construction (its constructor, or its first field initialiser) and of the SQL adapter's all/run (mesh/sql/durable.ts: one SQL statement each, any actor); actor databases are the .sqlite files workerd created; commits are the scheduler actor's own count of events that wrote storage (other actors' writes are not counted).",
       ...r.phases.flatMap((p) =>
         p.load.errorSamples.length > 0 ? [`error samples (${p.name}): ${p.load.errorSamples.join(" | ")}`] : [],
@@ -917,6 +1002,7 @@ function buildReport(r: {
         scheduler: p.commits,
       })),
       counts_per_job: countJson,
+      unit_costs: unitJson,
       ...profileJson,
       ...nativeJson,
     },
