@@ -6,6 +6,7 @@ import type { Benchmark } from "../lib/report.ts";
 import { agentDispatch } from "./agent-dispatch.ts";
 import { agentGap } from "./agent-gap.ts";
 import { commits } from "./commits.ts";
+import { cost } from "./cost.ts";
 import { depth } from "./depth.ts";
 import { dispatch } from "./dispatch.ts";
 import { fairness } from "./fairness.ts";
@@ -19,6 +20,7 @@ export const BENCHMARKS: readonly Benchmark[] = [
   agentGap,
   agentDispatch,
   dispatch,
+  cost,
   streams,
   fairness,
 ];

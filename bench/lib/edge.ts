@@ -64,6 +64,15 @@ export interface Edge {
   mf: Miniflare;
   /** The workerd process, for CPU accounting; undefined when it could not be found. */
   workerdPid: number | undefined;
+  /**
+   * With {@link EdgeOptions.inspector}: workerd's own inspector socket, `http://127.0.0.1:<port>`
+   * (its `/json` lists one Chrome DevTools Protocol target per isolate); otherwise undefined.
+   */
+  inspectorUrl: string | undefined;
+  /** The bundled Worker workerd runs (its source map lies beside it, `.map`). */
+  bundle: string;
+  /** Where workerd keeps the actors' storage: one SQLite file per actor under `do/<class>/`. */
+  persistDir: string;
   /** Disposes Miniflare (stopping workerd) and removes the temporary state. Idempotent. */
   stop(): Promise<void>;
 }
@@ -125,6 +134,11 @@ export interface EdgeOptions {
    * simulator costs.
    */
   rateLimits?: "simulator" | "stub";
+  /**
+   * Opens workerd's V8 inspector on a free port of 127.0.0.1 ({@link Edge.inspectorUrl}), for
+   * CPU profiles; no proxy in between. Off by default: an attached inspector costs CPU.
+   */
+  inspector?: boolean;
 }
 
 let bundled: string | undefined;
@@ -142,11 +156,13 @@ export async function startEdge(opts: EdgeOptions = {}): Promise<Edge> {
   process.env.CLOUDFLARE_CF_FETCH_ENABLED = "false";
   process.env.WRANGLER_SEND_METRICS = "false";
   bundled ??= bundleWorker();
+  const bundle = bundled;
   const fromToml: V4WorkerOptionsShape & { modulesRules?: unknown } = unstable_getMiniflareWorkerOptions(
     join(ROOT, "wrangler.toml"),
   ).workerOptions;
   const stubbed = opts.rateLimits === "stub";
   const state = mkdtempSync(join(tmpdir(), "floodgate-bench-"));
+  const persistDir = join(state, "persist");
   let mf: Miniflare;
   let adminKey: string;
   try {
@@ -175,9 +191,10 @@ export async function startEdge(opts: EdgeOptions = {}): Promise<Edge> {
       convertV4MiniflareOptions({
         host: "127.0.0.1",
         port: 0,
+        ...(opts.inspector ? { inspectorPort: 0 } : {}),
         cf: false,
         log: new Log(LogLevel.WARN),
-        resourcePersistencePath: join(state, "persist"),
+        resourcePersistencePath: persistDir,
         telemetry: { enabled: false },
         workers: stubbed ? [edgeWorker, stubWorker] : [edgeWorker],
       }),
@@ -202,7 +219,18 @@ export async function startEdge(opts: EdgeOptions = {}): Promise<Edge> {
     const health = await fetch(`${url}/healthz`);
     if (!health.ok) throw new Error(`the edge answered /healthz with ${health.status}`);
     await health.text();
-    return { url, port: Number(ready.port), adminKey, mf, workerdPid: findWorkerdPid(), stop };
+    const inspectorUrl = opts.inspector ? (await mf.getInspectorURL()).href.replace(/^ws:/, "http:") : undefined;
+    return {
+      url,
+      port: Number(ready.port),
+      adminKey,
+      mf,
+      workerdPid: findWorkerdPid(),
+      inspectorUrl,
+      bundle,
+      persistDir,
+      stop,
+    };
   } catch (err) {
     await stop();
     throw err;

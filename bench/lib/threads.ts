@@ -49,6 +49,22 @@ export function threadMeter(pid: number | undefined): () => BusiestThread {
   };
 }
 
+/**
+ * Starts a meter of a process's CPU by thread name (threads of one name summed: V8's helper
+ * threads share one); calling the result answers the ms each name used since.
+ */
+export function threadNameMeter(pid: number | undefined): () => Map<string, number> {
+  const before = threadCpu(pid);
+  return () => {
+    const out = new Map<string, number>();
+    for (const [tid, now] of threadCpu(pid)) {
+      const used = now.ms - (before.get(tid)?.ms ?? 0);
+      out.set(now.name, (out.get(now.name) ?? 0) + used);
+    }
+    return out;
+  };
+}
+
 /** This process's event-loop delay over a measurement (ms): p50, p99, max. */
 export function loopDelayMeter(): () => { p50: number; p99: number; max: number } {
   const h = monitorEventLoopDelay({ resolution: 1 });
