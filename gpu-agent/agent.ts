@@ -247,6 +247,9 @@ export class Agent extends EventEmitter {
       },
       maxPayload: PREVIEW_FRAME_CAP,
       handshakeTimeout: 10_000,
+      // Frames are small msgpack maps and previews already-compressed images: deflating each
+      // one would cost CPU on both ends for nothing.
+      perMessageDeflate: false,
     });
     this.ws = ws;
     ws.binaryType = "nodebuffer";

@@ -56,17 +56,12 @@ export type AttemptOutcome = z.infer<typeof AttemptOutcome>;
  */
 export const AgentFailure = z
   .enum(["oom", "runner_crashed", "model_error", "invalid_input", "run_timeout", "upload_failed", "cancelled"])
-  .describe(
-    "Why the attempt failed: `oom` out of GPU memory; `runner_crashed` the runner died; `model_error` the model failed; `invalid_input` the input cannot run; `run_timeout` the runner gave up; `upload_failed` an output could not be uploaded; `cancelled` after a `job.cancel`.",
-  );
+  .describe("Why the attempt failed (the failure reasons table says what each means and which are retried).");
 export type AgentFailure = z.infer<typeof AgentFailure>;
 
 /**
  * Why an attempt or a job ended other than in success: an agent's {@link AgentFailure}, or one
- * the edge decides — `worker_lost` (the agent went away or stopped renewing), `invalid_output`
- * (its outputs were not what the edge stored, or not what the model requires), `preempted` and
- * `drained` (given back without an attempt spent), `queue_ttl` (waited past the model's queue
- * TTL), `cancelled` (by its owner).
+ * the edge decides.
  */
 export const FailureReason = z.enum([
   ...AgentFailure.options,
@@ -78,22 +73,39 @@ export const FailureReason = z.enum([
 ]);
 export type FailureReason = z.infer<typeof FailureReason>;
 
+/** What each failure reason means: the one place it is written (docs/protocol.md is made from it). */
+export const FAILURE_WHEN: Readonly<Record<FailureReason, string>> = {
+  oom: "the runner ran out of GPU memory",
+  runner_crashed: "the runner process died while running the attempt",
+  model_error: "the model raised an error the same input would raise again",
+  invalid_input: "the input cannot run (the runner or the agent refused it)",
+  run_timeout: "the attempt ran past the model's `run_timeout_s` (the runner gave up, or the edge stopped renewing)",
+  upload_failed: "an output could not be uploaded",
+  cancelled: "the job's owner cancelled it (an agent reports it after a `job.cancel`)",
+  worker_lost: "the agent went away or stopped renewing its lease",
+  invalid_output: "the outputs were not what the edge stored, or not what the model requires",
+  preempted: "given back by the agent (more than it asked for, or its capacity went away)",
+  drained: "given back by a draining or stopping agent",
+  queue_ttl: "the job waited in its queue past the model's queue TTL",
+};
+
 /**
- * Whether another attempt may succeed where this one failed: a failure the next attempt could
- * avoid (another agent, more memory, a healthy runner) requeues the job, spending an attempt; the
- * others fail it at once. Decided here, not by the agent that reports the failure.
+ * What a failure does to its job: `spend` requeues it and spends an attempt (another agent, more
+ * memory or a healthy runner may succeed; past `max_attempts` the job fails), `free` requeues it
+ * without spending one (the attempt was given back, not tried), `final` fails the job at once.
+ * Decided here by the reason, never by the agent that reports it.
  */
-export const RETRYABLE: Readonly<Record<FailureReason, boolean>> = {
-  oom: true,
-  runner_crashed: true,
-  run_timeout: true,
-  upload_failed: true,
-  worker_lost: true,
-  invalid_output: true,
-  model_error: false,
-  invalid_input: false,
-  cancelled: false,
-  preempted: true,
-  drained: true,
-  queue_ttl: false,
+export const RETRY: Readonly<Record<FailureReason, "spend" | "free" | "final">> = {
+  oom: "spend",
+  runner_crashed: "spend",
+  run_timeout: "spend",
+  upload_failed: "spend",
+  worker_lost: "spend",
+  invalid_output: "spend",
+  model_error: "final",
+  invalid_input: "final",
+  cancelled: "final",
+  preempted: "free",
+  drained: "free",
+  queue_ttl: "final",
 };

@@ -42,6 +42,7 @@ export async function openProbe(opts: {
       [AGENT_INSTANCE_HEADER]: `probe-${opts.agentId}`,
     },
     handshakeTimeout: 10_000,
+    perMessageDeflate: false,
   });
   ws.binaryType = "nodebuffer";
   const queued: LeaseGrant[][] = [];

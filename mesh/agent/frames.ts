@@ -32,6 +32,7 @@ import {
   type Completion,
   type Lease,
 } from "../scheduler/core.ts";
+import { Relay, type RelayKind } from "./relay.ts";
 import type { Session } from "./session.ts";
 import { byShard, type ShardRoute } from "./shards.ts";
 
@@ -143,12 +144,13 @@ function capacity(att: Attachment): number {
 export class AgentFrames {
   private readonly ports: AgentPorts;
   private readonly session: Session;
-  /** Per watched job, its last message on its way to the job's actor. */
-  private readonly forwarding = new Map<string, Promise<unknown>>();
+  /** What goes on to the job actors of watched jobs. */
+  private readonly relay: Relay;
 
   constructor(ports: AgentPorts, session: Session) {
     this.ports = ports;
     this.session = session;
+    this.relay = new Relay((p) => ports.waitUntil(p));
   }
 
   /** Handles one decoded frame of a connection. */
@@ -331,18 +333,15 @@ export class AgentFrames {
     if (msg.type === "job.progress") {
       this.session.progress(ref, { phase: msg.phase, step: msg.step, total: msg.total, at: Date.now() });
     }
-    if (this.session.isWatched(ref.job_id)) this.forward({ ...ref, agent_id: conn.att.agent_id }, forward);
+    if (this.session.isWatched(ref.job_id)) {
+      const kind = msg.type === "job.progress" ? "progress" : "other";
+      this.forward({ ...ref, agent_id: conn.att.agent_id }, kind, forward);
+    }
   }
 
-  /** Passes a message on to a job's actor, after the job's earlier ones: they keep their order. */
-  private forward(by: HeldBy, send: (job: JobPort, by: HeldBy) => Promise<unknown>): void {
-    const last = this.forwarding.get(by.job_id) ?? Promise.resolve();
-    const next = last.then(() => send(this.ports.job(by.job_id), by)).catch(() => undefined);
-    this.forwarding.set(by.job_id, next);
-    void next.then(() => {
-      if (this.forwarding.get(by.job_id) === next) this.forwarding.delete(by.job_id);
-    });
-    this.ports.waitUntil(next);
+  /** Passes a message on to a job's actor, after the job's earlier ones (mesh/agent/relay.ts). */
+  private forward(by: HeldBy, kind: RelayKind, send: (job: JobPort, by: HeldBy) => Promise<unknown>): void {
+    this.relay.send(by.job_id, kind, () => send(this.ports.job(by.job_id), by));
   }
 
   /**
@@ -352,7 +351,7 @@ export class AgentFrames {
   watch(jobId: string, epoch: number, agentId: string): void {
     this.session.watch(jobId);
     const p = this.session.latest(jobId, epoch);
-    if (p) this.forward({ job_id: jobId, epoch, agent_id: agentId }, (job, by) => job.progress(by, p));
+    if (p) this.forward({ job_id: jobId, epoch, agent_id: agentId }, "progress", (job, by) => job.progress(by, p));
   }
 
   /**

@@ -14,7 +14,7 @@
  */
 import type { AdminJobView, ModelConfig, QueueStats } from "../../shared/api.ts";
 import { fail, type Failure } from "../../shared/errors.ts";
-import { canTransition, isTerminal, RETRYABLE, type FailureReason, type JobStatus } from "../../shared/job.ts";
+import { canTransition, isTerminal, RETRY, type FailureReason, type JobStatus } from "../../shared/job.ts";
 import type { TierConfig } from "../../shared/slo.ts";
 import { migrate, type Sql } from "../sql/sql.ts";
 import { LeaseTable, type HeldLease, type LeaseRef } from "./leases.ts";
@@ -207,14 +207,14 @@ export class SchedulerCore {
     const verdicts = new Map<string, Admission>();
     let wrote = false;
     const out = items.map((item): EnqueueOutcome => {
-      const held = this.store.job(item.id);
+      const { job: held, tombstone } = this.store.claimed(item.id);
       if (held) {
         const status = held.status as JobStatus;
         return { ok: true, id: held.id, status, tier: held.tier, created_at: held.created_at, existed: true };
       }
       // An id that comes back after its job was deleted is an Idempotency-Key reused: the
       // account still maps the key to that job. Deleted stays deleted (and no epoch repeats).
-      if (this.store.tombstone(item.id) !== undefined) {
+      if (tombstone !== undefined) {
         return fail(
           "idempotency_conflict",
           `the job this Idempotency-Key created (${item.id}) was deleted; submit with a new key`,
@@ -253,6 +253,7 @@ export class SchedulerCore {
       return { ok: true, id: item.id, status: "queued", tier: item.tier, created_at: now, existed: false };
     });
     if (wrote) {
+      this.queues.saveTags();
       this.counters.commits++;
       this.dispatch(now);
     }
@@ -462,7 +463,7 @@ export class SchedulerCore {
    * Ends an attempt as its agent reports it. Refused as stale unless the job is running under
    * exactly that epoch and (when the caller says who it is) that agent holds it, so a zombie
    * agent can never overwrite its successor's work. Whether a failure is retried is decided
-   * by its reason (shared/job.ts, RETRYABLE), not by the agent.
+   * by its reason (shared/job.ts, RETRY), not by the agent.
    */
   complete(ref: LeaseRef, result: Completion, now: number, agentId?: string): CompleteOutcome {
     const job = this.leases.current(ref, agentId) ? this.store.job(ref.job_id) : undefined;
@@ -479,8 +480,8 @@ export class SchedulerCore {
       return { ok: true, status: "succeeded" };
     }
     this.queues.failuresInRow++;
-    if (RETRYABLE[result.code]) {
-      const status = this.requeue(job, now, result.code, true, result.message);
+    if (RETRY[result.code] !== "final") {
+      const status = this.requeue(job, now, result.code, RETRY[result.code] === "spend", result.message);
       this.dispatch(now);
       return { ok: true, status };
     }
@@ -565,7 +566,7 @@ export class SchedulerCore {
 
   /** Requeues each of `jobs` (its lease ended as `reason`), then grants to parked agents. */
   private requeueAll(jobs: readonly JobRow[], now: number, reason: FailureReason, message?: string): number {
-    const spend = reason !== "drained" && reason !== "preempted";
+    const spend = RETRY[reason] === "spend";
     for (const job of jobs) this.requeue(job, now, reason, spend, message);
     if (jobs.length > 0) {
       this.counters.commits++;

@@ -21,6 +21,8 @@ import type { JobRow, Lane, SchedulerStore } from "./store.ts";
 const EWMA_TAU_S = 60;
 /** Queues up to this depth answer positions by exact count; deeper ones interpolate. */
 const EXACT_POSITION_DEPTH = 20_000;
+/** Accounts' tags kept in memory at most (beyond, the cache starts over). */
+const TAG_CACHE = 10_000;
 /** This many failed attempts in a row marks the model's agents unhealthy. */
 const UNHEALTHY_AFTER = 5;
 /**
@@ -70,6 +72,10 @@ export class Queues {
   private runtime: Ewma | undefined;
   /** Per tier: the largest tag served, in memory; written to storage by {@link checkpoint}. */
   private readonly vt = new Map<string, number>();
+  /** Accounts' last tags per tier (`tier\naccount`), as lately read or written. */
+  private readonly tags = new Map<string, number | undefined>();
+  /** Tags moved by this event's enqueues, not yet written. */
+  private readonly unsavedTags = new Set<string>();
   /** Per tier: whether its last grant won on its backlog went to the oldest job. */
   private readonly backlogTurn = new Map<string, boolean>();
   /** Attempts that failed in a row (any agent): past a few, the wait reason says so. */
@@ -203,14 +209,30 @@ export class Queues {
     }
   }
 
-  /** The fair-queuing tag of an account's next job in a tier, costing `costS`; remembered. */
+  /**
+   * The fair-queuing tag of an account's next job in a tier, costing `costS`; remembered in
+   * memory until {@link saveTags}, so a batch writes each account's tag once.
+   */
   nextTag(account: string, tier: string, costS: number): number {
+    const key = `${tier}\n${account}`;
+    const last = this.tags.has(key) ? this.tags.get(key) : this.store.lastTag(account, tier);
     // Tags run on the tier's virtual time (the tag of the last job it served), not the wall
     // clock: a newcomer lands next to the job in service, ahead of a backlog that piled up
     // while the tier was served slower than one job per cost.
-    const tag = fairTag(this.virtualTime(tier), this.store.lastTag(account, tier), costS);
-    this.store.setLastTag(account, tier, tag);
+    const tag = fairTag(this.virtualTime(tier), last, costS);
+    this.tags.set(key, tag);
+    this.unsavedTags.add(key);
     return tag;
+  }
+
+  /** Writes the tags {@link nextTag} moved, in the same event; the cache stays bounded. */
+  saveTags(): void {
+    for (const key of this.unsavedTags) {
+      const cut = key.indexOf("\n");
+      this.store.setLastTag(key.slice(cut + 1), key.slice(0, cut), this.tags.get(key) ?? 0);
+    }
+    this.unsavedTags.clear();
+    if (this.tags.size > TAG_CACHE) this.tags.clear();
   }
 
   /**
@@ -287,7 +309,10 @@ export class Queues {
     };
     for (const t of tiers) load(t);
     let granted = 0;
+    let stale: TierRef | undefined;
     while (granted < want) {
+      if (stale) load(stale);
+      stale = undefined;
       const all = [...ranks.values()];
       const best = pickHead(all, now);
       if (!best) break;
@@ -310,8 +335,8 @@ export class Queues {
       this.noteGrant(job.tier, now);
       grant(job, inTagOrder);
       granted++;
-      const tier = tiers.find((t) => t.name === best.tier);
-      if (tier) load(tier);
+      // The tier's rank moved; it is read again only if another pick follows.
+      stale = tiers.find((t) => t.name === best.tier);
     }
     return granted;
   }

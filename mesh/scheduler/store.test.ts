@@ -4,6 +4,7 @@ import { migrate } from "../sql/sql.ts";
 import { nodeSql } from "../sql/node.ts";
 import {
   AHEAD_QUERY,
+  CLAIMED_QUERY,
   EXPIRED_QUERY,
   HEAD_QUERY,
   MIGRATIONS,
@@ -92,6 +93,7 @@ describe("scheduler store query plans", () => {
       ["jobs_pick", AHEAD_QUERY, "api", "v2", 1100, 1100, "job_"],
       ["jobs_pick", TAIL_QUERY, "api", null],
       ["jobs_pick", TAIL_QUERY, "api", "v2"],
+      ["sqlite_autoindex_jobs_1", CLAIMED_QUERY, "job_x"],
     ];
     const problems = cases.flatMap(([index, query, ...params]) =>
       planProblems(plan(sql, query, ...params), index).map((p) => `${query}: ${p}`),

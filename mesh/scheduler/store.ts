@@ -127,6 +127,10 @@ export const TAIL_QUERY =
 export const EXPIRED_QUERY =
   "SELECT * FROM jobs WHERE status = 'queued' AND tier = ? AND version IS ? AND enqueued_at <= ? ORDER BY enqueued_at LIMIT ?";
 
+/** An id's job, if any, and its tombstone, if deleted: what an enqueue checks first. */
+export const CLAIMED_QUERY = `SELECT j.status, j.tier, j.created_at, t.epoch AS tomb
+  FROM (SELECT ? AS id) k LEFT JOIN jobs j ON j.id = k.id LEFT JOIN tombstones t ON t.id = k.id`;
+
 /** The running jobs' leases, read once when a shard wakes up. */
 export const RUNNING_LEASES_QUERY = `SELECT id, agent_id, epoch, lease_deadline,
   json_extract(attempts, '$[#-1].started_at') AS granted_at
@@ -262,6 +266,21 @@ export class SchedulerStore {
       id,
     );
     this.sql.run("DELETE FROM jobs WHERE id = ?", id);
+  }
+
+  /**
+   * Whether an id is taken, in one read: the job holding it, or the last epoch of the job that
+   * held it and was deleted recently enough to remember.
+   */
+  claimed(id: string): { job?: Pick<JobRow, "id" | "status" | "tier" | "created_at">; tombstone?: number } {
+    const r = one<{ status: string | null; tier: string | null; created_at: number | null; tomb: number | null }>(
+      this.sql,
+      CLAIMED_QUERY,
+      id,
+    );
+    if (r?.status != null && r.tier !== null && r.created_at !== null)
+      return { job: { id, status: r.status, tier: r.tier, created_at: r.created_at } };
+    return r?.tomb == null ? {} : { tombstone: r.tomb };
   }
 
   /** The last epoch of a deleted job, if it was deleted recently enough to remember. */

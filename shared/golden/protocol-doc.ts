@@ -10,6 +10,7 @@ import type { z } from "zod";
 import { JobProgressView } from "../api.ts";
 import { ERROR_CODES, ERROR_WHEN, type ErrorCode } from "../errors.ts";
 import { JobEvent } from "../events.ts";
+import { AgentFailure, FAILURE_WHEN, FailureReason, RETRY } from "../job.ts";
 import { FromRunner, ToRunner } from "../runner.ts";
 import { CLOSE, CLOSE_WHEN, FromAgent, ToAgent } from "../wire.ts";
 import { directionSchema } from "./runner-golden.ts";
@@ -221,6 +222,19 @@ function closeCodes(): string {
   );
 }
 
+function failureReasons(): string {
+  const fromAgent = new Set<string>(AgentFailure.options);
+  return table(
+    ["code", "reported by", "retried", "when"],
+    FailureReason.options.map((r) => [
+      code(r),
+      fromAgent.has(r) ? "agent, in `job.results`" : RETRY[r] === "free" ? "agent, in `job.release`; or edge" : "edge",
+      { spend: "yes, spending an attempt", free: "yes, no attempt spent", final: "no" }[RETRY[r]],
+      FAILURE_WHEN[r],
+    ]),
+  );
+}
+
 /** The docs with generated parts, each part by name. */
 export function docRegions(): Record<string, Record<string, string>> {
   return {
@@ -229,6 +243,7 @@ export function docRegions(): Record<string, Record<string, string>> {
       "job-progress": fieldTable(rows(schemaOf(JobProgressView), "json")),
       "job-events": jobEvents(),
       "close-codes": closeCodes(),
+      "failure-reasons": failureReasons(),
       "agent-to-edge": messages(FromAgent, "msgpack", 5),
       "edge-to-agent": messages(ToAgent, "msgpack", 5),
     },
