@@ -32,11 +32,39 @@ export function stepFor(perMinute: number): Step {
   return STEPS.find((s) => s <= perMinute) ?? 60;
 }
 
+/** How long a refusal is remembered in the isolate (ms): the binding is not asked again meanwhile. */
+export const REFUSAL_MEMORY_MS = 1_000;
+/** Refusals remembered at most; past it the memory starts over. */
+const MAX_REMEMBERED = 10_000;
+/** Binding and key → until when a refusal stands (ms). */
+const refusedUntil = new Map<string, number>();
+
+/**
+ * Asks a binding whether `key` may go on. A refusal is remembered for {@link REFUSAL_MEMORY_MS},
+ * so a client far past its limit costs one binding call a second, not one per request: its
+ * flood is refused from memory and its neighbours' requests do not queue behind it. A refused
+ * key may then wait up to that long past the moment its window frees a request.
+ */
+export async function allowed(rl: RateLimit, scope: string, key: string): Promise<boolean> {
+  const memo = `${scope}\n${key}`;
+  const until = refusedUntil.get(memo);
+  if (until !== undefined) {
+    if (Date.now() < until) return false;
+    refusedUntil.delete(memo);
+  }
+  const { success } = await rl.limit({ key });
+  if (!success) {
+    if (refusedUntil.size >= MAX_REMEMBERED) refusedUntil.clear();
+    refusedUntil.set(memo, Date.now() + REFUSAL_MEMORY_MS);
+  }
+  return success;
+}
+
 export async function checkRateLimit(env: Env, p: Principal): Promise<void> {
   const perMinute =
     p.rate_limit ?? (await registry(env)).tiers.find((t) => t.name === p.tier)?.rate_limit_per_min ?? 60;
-  const { success } = await binding(env, stepFor(perMinute)).limit({ key: p.account_id });
-  if (!success) {
+  const step = stepFor(perMinute);
+  if (!(await allowed(binding(env, step), `account:${step}`, p.account_id))) {
     throw new FloodgateError(
       "rate_limited",
       `account ${p.account_id} is over its rate limit of ${stepFor(perMinute)} requests per minute`,
@@ -60,8 +88,7 @@ export function clientAddress(req: Request): string {
  */
 export async function checkAddressLimit(env: Env, req: Request): Promise<void> {
   const address = clientAddress(req);
-  const { success } = await env.RL_ADDRESS.limit({ key: address });
-  if (!success) {
+  if (!(await allowed(env.RL_ADDRESS, "address", address))) {
     throw new FloodgateError(
       "rate_limited",
       `too many requests with missing or invalid credentials from ${address}; check the key or token`,
@@ -72,8 +99,7 @@ export async function checkAddressLimit(env: Env, req: Request): Promise<void> {
 
 /** Counts an agent route's request against its token (`RL_AGENT`); past the limit, 429. */
 export async function checkAgentLimit(env: Env, tokenId: string): Promise<void> {
-  const { success } = await env.RL_AGENT.limit({ key: tokenId });
-  if (!success) {
+  if (!(await allowed(env.RL_AGENT, "agent", tokenId))) {
     throw new FloodgateError(
       "rate_limited",
       `agent token ${tokenId} is over its rate limit; its agents share it (mint a token per group of agents)`,

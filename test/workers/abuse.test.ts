@@ -14,6 +14,7 @@ import { newId, newJobId, newSecret, parseJobId, schedulerName } from "../../sha
 import { API_KEY_PREFIX } from "../../shared/keys.ts";
 import type { AccountActor, Remote, SchedulerActor } from "../../mesh/index.ts";
 import { agentId, token } from "./agent-helpers.ts";
+import { allowed, REFUSAL_MEMORY_MS } from "../../edge/ratelimit.ts";
 import { ADMIN, call, makeAccount, makeModel, submit } from "./helpers.ts";
 
 let address = 0;
@@ -171,6 +172,30 @@ describe("nothing is written for an unknown account, model or shard", () => {
 });
 
 describe("rate limits before authentication", () => {
+  it("a refusal is remembered for a moment: a key far past its limit costs one binding call, not one per request", async () => {
+    let asked = 0;
+    let open = false;
+    const binding = {
+      limit: async () => {
+        asked++;
+        return { success: open };
+      },
+    } as unknown as RateLimit;
+    const key = `k-${crypto.randomUUID()}`;
+    expect(await allowed(binding, "test", key)).toBe(false);
+    for (let i = 0; i < 100; i++) expect(await allowed(binding, "test", key)).toBe(false);
+    expect(asked).toBe(1);
+    // Another key, or the same key in another scope, is asked for.
+    expect(await allowed(binding, "test", `${key}-other`)).toBe(false);
+    expect(await allowed(binding, "other scope", key)).toBe(false);
+    expect(asked).toBe(3);
+    // Once the moment passed, the binding decides again.
+    open = true;
+    await new Promise((r) => setTimeout(r, REFUSAL_MEMORY_MS + 50));
+    expect(await allowed(binding, "test", key)).toBe(true);
+    expect(asked).toBe(4);
+  });
+
   it("a flood of bad keys from one address gets 429 rate_limited with Retry-After; other addresses and valid keys are still answered", async () => {
     const flooder = { "cf-connecting-ip": freshAddress() };
     const acct = await makeAccount("api");
