@@ -11,7 +11,7 @@ import { createHash } from "node:crypto";
 import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { open } from "node:fs/promises";
 import { join, relative, resolve } from "node:path";
-import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
+import type { ParseArgsOptionsConfig } from "node:util";
 import { z } from "zod";
 import {
   createAdminClient,
@@ -28,6 +28,7 @@ import {
 import { AccountCreateBody, AgentTokenBody, IdempotencyKey, SubmitBody } from "../shared/api.ts";
 import { assertExhaustive } from "../shared/errors.ts";
 import { JobStatus } from "../shared/job.ts";
+import { parseFlags, UsageError } from "./flags.ts";
 import { adminConfig, ConfigError, resolveConfig, userConfig, type ResolvedConfig } from "./config.ts";
 import {
   formatBytes,
@@ -96,9 +97,6 @@ export function processIo(): Io {
 
 // ---- flags ----
 
-/** A usage error: the message, a pointer to the command's help, exit code 2. */
-class UsageError extends Error {}
-
 const CONN_USER = {
   url: { type: "string" },
   "api-key": { type: "string" },
@@ -123,36 +121,6 @@ const Conn = {
   help: z.boolean().optional(),
   json: z.boolean().optional(),
 };
-
-/**
- * Parses flags strictly, then checks them with `schema`; `undefined` when `--help` was asked
- * (the caller prints its help). Positionals are counted against `arity`.
- */
-function parse<S extends z.ZodType>(
-  argv: string[],
-  options: ParseArgsOptionsConfig,
-  schema: S,
-  arity: { min: number; max: number; names: string },
-): { flags: z.infer<S>; args: string[] } | undefined {
-  let values: Record<string, unknown>;
-  let positionals: string[];
-  try {
-    ({ values, positionals } = parseArgs({ args: argv, options, strict: true, allowPositionals: true }));
-  } catch (err) {
-    throw new UsageError((err as Error).message);
-  }
-  if (values.help) return undefined;
-  if (positionals.length < arity.min) throw new UsageError(`missing ${arity.names}`);
-  if (positionals.length > arity.max) {
-    throw new UsageError(`unexpected argument ${JSON.stringify(positionals[arity.max])}`);
-  }
-  const parsed = schema.safeParse(values);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    throw new UsageError(`--${issue?.path.join(".") ?? "?"}: ${issue?.message ?? "invalid"}`);
-  }
-  return { flags: parsed.data, args: positionals };
-}
 
 const required = (what: string) => ({
   error: (iss: { input: unknown }) => (iss.input === undefined ? `required (${what})` : undefined),
@@ -772,7 +740,7 @@ const Timeout = z.coerce
   .default(3600);
 
 const submit: Runner = async (argv, io) => {
-  const parsed = parse(
+  const parsed = parseFlags(
     argv,
     {
       ...CONN_USER,
@@ -827,7 +795,7 @@ const submit: Runner = async (argv, io) => {
 };
 
 const watch: Runner = async (argv, io) => {
-  const parsed = parse(
+  const parsed = parseFlags(
     argv,
     {
       ...CONN_USER,
@@ -856,7 +824,7 @@ const watch: Runner = async (argv, io) => {
 };
 
 const status: Runner = async (argv, io) => {
-  const parsed = parse(argv, { ...CONN_USER, ...JSON_FLAG }, z.strictObject(Conn), {
+  const parsed = parseFlags(argv, { ...CONN_USER, ...JSON_FLAG }, z.strictObject(Conn), {
     min: 1,
     max: 1,
     names: "the job id",
@@ -870,7 +838,7 @@ const status: Runner = async (argv, io) => {
 };
 
 const cancel: Runner = async (argv, io) => {
-  const parsed = parse(argv, { ...CONN_USER, ...JSON_FLAG }, z.strictObject(Conn), {
+  const parsed = parseFlags(argv, { ...CONN_USER, ...JSON_FLAG }, z.strictObject(Conn), {
     min: 1,
     max: 1,
     names: "the job id",
@@ -887,7 +855,7 @@ const cancel: Runner = async (argv, io) => {
 };
 
 const jobs: Runner = async (argv, io) => {
-  const parsed = parse(
+  const parsed = parseFlags(
     argv,
     { ...CONN_USER, ...JSON_FLAG, status: { type: "string" }, limit: { type: "string" }, cursor: { type: "string" } },
     z.strictObject({
@@ -917,7 +885,7 @@ const accounts: Runner = async (argv, io) => {
   const [sub, ...rest] = argv;
   if (sub === undefined || sub === "-h" || sub === "--help" || sub === "help") return help(io, ACCOUNTS_HELP);
   if (sub !== "create") throw new UsageError(`unknown accounts command ${JSON.stringify(sub)} (try: accounts create)`);
-  const parsed = parse(
+  const parsed = parseFlags(
     rest,
     {
       ...CONN_ADMIN,
@@ -953,7 +921,7 @@ const tokens: Runner = async (argv, io) => {
   const [sub, ...rest] = argv;
   if (sub === undefined || sub === "-h" || sub === "--help" || sub === "help") return help(io, TOKENS_HELP);
   if (sub === "create") {
-    const parsed = parse(
+    const parsed = parseFlags(
       rest,
       {
         ...CONN_ADMIN,
@@ -999,7 +967,11 @@ const tokens: Runner = async (argv, io) => {
     return 0;
   }
   if (sub === "revoke") {
-    const parsed = parse(rest, CONN_ADMIN, z.strictObject(Conn), { min: 1, max: 1, names: "the token id (tok_…)" });
+    const parsed = parseFlags(rest, CONN_ADMIN, z.strictObject(Conn), {
+      min: 1,
+      max: 1,
+      names: "the token id (tok_…)",
+    });
     if (!parsed) return help(io, TOKENS_HELP);
     const id = parsed.args[0] as string;
     await admin(connection(parsed.flags, io), io).tokens.revoke(id);
@@ -1010,7 +982,7 @@ const tokens: Runner = async (argv, io) => {
 };
 
 const agents: Runner = async (argv, io) => {
-  const parsed = parse(argv, { ...CONN_ADMIN, ...JSON_FLAG }, z.strictObject(Conn), { min: 0, max: 0, names: "" });
+  const parsed = parseFlags(argv, { ...CONN_ADMIN, ...JSON_FLAG }, z.strictObject(Conn), { min: 0, max: 0, names: "" });
   if (!parsed) return help(io, AGENTS_HELP);
   const list = await admin(connection(parsed.flags, io), io).agents.list();
   if (parsed.flags.json) jsonOut(io, list);
@@ -1019,7 +991,7 @@ const agents: Runner = async (argv, io) => {
 };
 
 const queues: Runner = async (argv, io) => {
-  const parsed = parse(argv, { ...CONN_ADMIN, ...JSON_FLAG }, z.strictObject(Conn), { min: 0, max: 0, names: "" });
+  const parsed = parseFlags(argv, { ...CONN_ADMIN, ...JSON_FLAG }, z.strictObject(Conn), { min: 0, max: 0, names: "" });
   if (!parsed) return help(io, QUEUES_HELP);
   const list = await admin(connection(parsed.flags, io), io).queues.list();
   if (parsed.flags.json) jsonOut(io, list);

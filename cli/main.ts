@@ -3,13 +3,14 @@
  * client commands (cli/client-commands.ts). Flags are parsed strictly: an unknown flag or a bad
  * value is a clear error and exit code 2.
  */
-import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
+import { parseArgs } from "node:util";
 import { z } from "zod";
 import { agentArgOptions, agentFlagsHelp, parseAgentConfig } from "../gpu-agent/config.ts";
 import { PRETEND_GPUS_ENV } from "../gpu-agent/gpu.ts";
 import { runAgent } from "../gpu-agent/main.ts";
 import { CLIENT_HELP, clientCommand, isClientCommand } from "./client-commands.ts";
 import { dev } from "./dev.ts";
+import { parseFlags, UsageError } from "./flags.ts";
 
 const HELP = `floodgate — generative-media jobs at launch-day scale
 
@@ -65,24 +66,6 @@ const DevFlags = z.strictObject({
   help: z.boolean().optional(),
 });
 
-/** A usage error: printed with a hint, exit code 2. */
-export class UsageError extends Error {}
-
-function parse<S extends z.ZodType>(argv: string[], options: ParseArgsOptionsConfig, schema: S): z.infer<S> {
-  let values: Record<string, unknown>;
-  try {
-    values = parseArgs({ args: argv, options, strict: true, allowPositionals: false }).values;
-  } catch (err) {
-    throw new UsageError((err as Error).message);
-  }
-  const parsed = schema.safeParse(values);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    throw new UsageError(`--${issue?.path.join(".")}: ${issue?.message}`);
-  }
-  return parsed.data;
-}
-
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   try {
@@ -94,7 +77,7 @@ export async function main(argv: string[]): Promise<number> {
         process.stdout.write(HELP);
         return command === undefined ? 2 : 0;
       case "dev": {
-        const flags = parse(
+        const parsed = parseFlags(
           rest,
           {
             port: { type: "string" },
@@ -104,10 +87,11 @@ export async function main(argv: string[]): Promise<number> {
           },
           DevFlags,
         );
-        if (flags.help) {
+        if (!parsed) {
           process.stdout.write(DEV_HELP);
           return 0;
         }
+        const { flags } = parsed;
         return await dev({ port: flags.port, agents: flags.agents, state: flags.state });
       }
       case "agent": {

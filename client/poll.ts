@@ -8,6 +8,7 @@
 import { JobView } from "../shared/api.ts";
 import { OutputView, type JobEvent } from "../shared/events.ts";
 import { assertExhaustive } from "../shared/errors.ts";
+import { ProgressPhase } from "../shared/job.ts";
 import { MalformedAnswerError } from "./errors.ts";
 import type { Http } from "./http.ts";
 import { sleep } from "./retry.ts";
@@ -42,7 +43,7 @@ export function diffView(prev: JobView | undefined, next: JobView): Body[] {
   const a = stepOf(prev);
   const b = stepOf(next);
   if (running && b && (a?.step !== b.step || a.total !== b.total || a.phase !== b.phase)) {
-    const phase = b.phase === "loading" || b.phase === "decoding" || b.phase === "uploading" ? b.phase : "sampling";
+    const phase = ProgressPhase.catch("sampling").parse(b.phase);
     out.push({ event: "progress", data: { phase, step: b.step, total: b.total } });
   }
   switch (next.status) {

@@ -33,6 +33,8 @@ import {
   type OutputRecord,
 } from "../shared/wire.ts";
 import { assertExhaustive } from "../shared/errors.ts";
+import { backoffMs, type Backoff } from "../shared/backoff.ts";
+import type { RunnerPhase } from "../shared/job.ts";
 import { gpuHealth, vramAbove } from "./gpu.ts";
 import { agentFailure } from "./runner/host.ts";
 import { uploadOutput, UploadError } from "./upload.ts";
@@ -52,7 +54,7 @@ export interface RunnerLike {
   run(
     job: { job_id: string; model: string; version: string; input: Record<string, unknown> },
     on: {
-      progress: (p: { phase: "loading" | "sampling" | "decoding"; step: number; total: number }) => void;
+      progress: (p: { phase: RunnerPhase; step: number; total: number }) => void;
       preview: (f: Frame) => void;
       log: (level: "debug" | "info" | "warn" | "error", message: string) => void;
     },
@@ -116,6 +118,8 @@ export class FatalAgentError extends Error {}
 
 /** How long a cancelled job may take to end before its runner is taken for hung and restarted (ms). */
 const CANCEL_GRACE_MS = 10_000;
+/** Reconnects: 0.25 s doubling to 30 s, each wait drawn from [½, 1] of it. */
+const RECONNECT_BACKOFF: Backoff = { baseMs: 250, maxMs: 30_000 };
 
 export class Agent extends EventEmitter {
   private readonly opts: AgentOptions;
@@ -325,9 +329,7 @@ export class Agent extends EventEmitter {
 
   private reconnectLater(why: string): void {
     this.attempt += 1;
-    // Jittered exponential backoff: 0.25 s doubling to 30 s, each wait drawn from [½, 1] of it.
-    const cap = Math.min(30_000, 250 * 2 ** Math.min(this.attempt, 7));
-    const wait = cap / 2 + Math.random() * (cap / 2);
+    const wait = backoffMs(this.attempt, RECONNECT_BACKOFF);
     this.log(`connection lost (${why}); reconnecting in ${Math.round(wait)} ms`);
     setTimeout(() => this.connect(), wait).unref();
   }

@@ -38,6 +38,9 @@ const packr = new Packr({
 });
 
 /** Plain data: what may cross a wire. */
+/** A message read off a wire: one that passed its schema, or why it did not (`F`). */
+export type Decoded<T, F> = { ok: true; msg: T } | ({ ok: false } & F);
+
 export type Plain = null | boolean | number | string | Uint8Array | Plain[] | { [k: string]: Plain };
 
 function check(v: unknown, depth: number): void {

@@ -115,9 +115,6 @@ export interface Failure {
   retry_after_s?: number;
 }
 
-/** Either a value or an expected failure; what actor RPC methods return. */
-export type Result<T> = ({ ok: true } & T) | Failure;
-
 /** Builds a {@link Failure}. */
 export function fail(code: ErrorCode, message: string, retryAfterS?: number): Failure {
   return retryAfterS === undefined

@@ -21,6 +21,12 @@ export const ProgressPhase = JobPhase.extract(["loading", "sampling", "decoding"
 );
 export type ProgressPhase = z.infer<typeof ProgressPhase>;
 
+/** The phases a runner reports (uploading is the agent's own, after the runner is done). */
+export const RunnerPhase = ProgressPhase.exclude(["uploading"]).describe(
+  "`loading` the model loads; `sampling` denoising steps; `decoding` frames decode.",
+);
+export type RunnerPhase = z.infer<typeof RunnerPhase>;
+
 const TRANSITIONS: Record<JobStatus, readonly JobStatus[]> = {
   queued: ["running", "cancelled", "expired", "failed"],
   running: ["queued", "succeeded", "failed", "cancelled"],

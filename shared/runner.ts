@@ -13,6 +13,7 @@
  * agent encodes (GIF, PNG, MP4) the same way for every runner.
  */
 import { z } from "zod";
+import { RunnerPhase } from "./job.ts";
 
 export const RUNNER_PROTOCOL_VERSION = 1;
 /** Largest runner frame (bytes): a 1024×1024 RGBA frame with room to spare. */
@@ -121,9 +122,7 @@ export const JobProgress = z
     v: V,
     type: z.literal("job.progress"),
     job_id: JobId,
-    phase: z
-      .enum(["loading", "sampling", "decoding"])
-      .describe("`loading` the model loads; `sampling` denoising steps; `decoding` frames decode."),
+    phase: RunnerPhase,
     step: z.number().int().min(0).describe("Steps done in this phase, normally at most `total`."),
     total: z.number().int().min(1).describe("Steps in this phase."),
   })

@@ -9,7 +9,7 @@
  * {@link CLOSE}'s codes and changes nothing else.
  */
 import { z } from "zod";
-import { CodecError, decode, decodeItems, encode } from "./codec.ts";
+import { CodecError, decode, decodeItems, encode, type Decoded } from "./codec.ts";
 import { AgentFailure, ProgressPhase } from "./job.ts";
 
 export const AGENT_PROTOCOL_VERSION = 2;
@@ -554,7 +554,8 @@ export function leaseFrames(
   return { frames, oversized };
 }
 
-export type FrameResult<T> = { ok: true; msg: T } | { ok: false; close: number; reason: string };
+/** An agent frame read: its message, or the close code and reason to close the socket with. */
+export type FrameResult<T> = Decoded<T, { close: number; reason: string }>;
 
 function capOf(kind: number | undefined): number | undefined {
   if (kind === FRAME_KIND_CONTROL) return CONTROL_FRAME_CAP;

@@ -220,7 +220,7 @@ describe("runner stdio frames, fuzzed", () => {
           // Messages are plain and schema-valid; errors are values; a fatal one can only be last.
           const verdicts = a.map((r, i) =>
             r.ok
-              ? { plain: plain(r.message), schema: schema.safeParse(r.message).success }
+              ? { plain: plain(r.msg), schema: schema.safeParse(r.msg).success }
               : { code: r.error.code, fatalNotLast: r.error.fatal && i !== a.length - 1 },
           );
           expect(verdicts).toEqual(
@@ -250,7 +250,7 @@ describe("runner stdio frames, fuzzed", () => {
             counted.frames += out.length;
             expect(out).toHaveLength(items.length);
             // Each valid frame as sent; each corrupt one a non-fatal error, so reading went on.
-            expect(unbytes(out.map((r) => (r.ok ? r.message : { fatal: r.error.fatal })))).toEqual(
+            expect(unbytes(out.map((r) => (r.ok ? r.msg : { fatal: r.error.fatal })))).toEqual(
               unbytes(items.map((x) => (x.ok ? x.m : { fatal: false }))),
             );
             expect(dec.end()).toBeUndefined();
@@ -367,7 +367,7 @@ describe("runner stdio frames, fuzzed", () => {
             const out = feed(dec, chunks(concat(items.map((i) => i.bytes)), cuts));
             counted.frames += out.length;
             expect(out.map((r) => r.ok)).toEqual(items.map((i) => i.ok));
-            expect(out.every((r) => !r.ok || plain(r.message))).toBe(true);
+            expect(out.every((r) => !r.ok || plain(r.msg))).toBe(true);
           },
         ),
         { numRuns: RUNS },

@@ -23,8 +23,9 @@ import {
   type ToRunner,
 } from "../../shared/runner.ts";
 import { decode } from "../../shared/codec.ts";
-import type { AgentFailure } from "../../shared/job.ts";
+import type { AgentFailure, RunnerPhase } from "../../shared/job.ts";
 import { encodeFrame, readFrames } from "./io.ts";
+import { assertExhaustive } from "../../shared/errors.ts";
 
 /** How to start a runner and how patient to be with it. */
 export interface RunnerHostOptions {
@@ -131,12 +132,7 @@ export class RunnerStartError extends Error {
 }
 
 /** What the runner said in `runner.hello`. */
-export interface RunnerHello {
-  runner: string;
-  version: string;
-  max_batch: number;
-  models: { model: string; version: string }[];
-}
+export type RunnerHello = Omit<Extract<FromRunner, { type: "runner.hello" }>, "v" | "type">;
 
 /** One job for the runner. `id` is the job id on the wire (1–64 chars). */
 export interface RunnerJob {
@@ -169,7 +165,7 @@ export interface RunResult {
 
 /** Called as a job's messages arrive. They must not throw (a throw is rethrown asynchronously, as the bug it is). */
 export interface RunCallbacks {
-  onProgress?(p: { phase: "loading" | "sampling" | "decoding"; step: number; total: number }): void;
+  onProgress?(p: { phase: RunnerPhase; step: number; total: number }): void;
   onPreview?(f: RunnerFrame): void;
   onLog?(l: { level: "debug" | "info" | "warn" | "error"; message: string }): void;
 }
@@ -701,8 +697,4 @@ class HostCore {
     this.#resolveExited(exit);
     this.onExit(exit);
   }
-}
-
-function assertExhaustive(x: never): never {
-  throw new Error(`unhandled runner message ${JSON.stringify(x)}`);
 }

@@ -19,7 +19,7 @@ const concat = (...parts: Uint8Array[]): Uint8Array => {
   }
   return out;
 };
-const messages = <T>(rs: FrameResult<T>[]): T[] => rs.flatMap((r) => (r.ok ? [r.message] : []));
+const messages = <T>(rs: FrameResult<T>[]): T[] => rs.flatMap((r) => (r.ok ? [r.msg] : []));
 const errors = <T>(rs: FrameResult<T>[]): ProtocolError[] => rs.flatMap((r) => (r.ok ? [] : [r.error]));
 
 describe("runner frame io", () => {

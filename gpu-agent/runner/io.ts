@@ -11,7 +11,7 @@
  */
 import type { Readable, Writable } from "node:stream";
 import type { z } from "zod";
-import { CodecError, decode, encode } from "../../shared/codec.ts";
+import { CodecError, decode, encode, type Decoded } from "../../shared/codec.ts";
 import { MAX_RUNNER_FRAME, lengthPrefix } from "../../shared/runner.ts";
 
 /** A frame that broke the protocol. `fatal`: the byte stream can no longer be framed. */
@@ -22,7 +22,7 @@ export interface ProtocolError {
 }
 
 /** One frame read: a message that passed its schema, or why it did not. */
-export type FrameResult<T> = { ok: true; message: T } | { ok: false; error: ProtocolError };
+export type FrameResult<T> = Decoded<T, { error: ProtocolError }>;
 
 function protocolError(message: string, fatal: boolean): ProtocolError {
   return { code: "protocol_error", message, fatal };
@@ -59,7 +59,7 @@ export function parseBody<T>(schema: z.ZodType<T>, body: Uint8Array): FrameResul
         : "";
     return { ok: false, error: protocolError(`frame${type} fails its schema: ${describeIssues(parsed.error)}`, false) };
   }
-  return { ok: true, message: parsed.data };
+  return { ok: true, msg: parsed.data };
 }
 
 /**
@@ -197,7 +197,7 @@ export function readFrames<T>(
   const onData = (chunk: Buffer | string): void => {
     const bytes = typeof chunk === "string" ? new TextEncoder().encode(chunk) : chunk;
     for (const r of decoder.push(bytes)) {
-      if (r.ok) handlers.message(r.message);
+      if (r.ok) handlers.message(r.msg);
       else handlers.error(r.error);
     }
   };

@@ -8,7 +8,9 @@
  */
 import type { Readable, Writable } from "node:stream";
 import { FromRunner, RUNNER_PROTOCOL_VERSION, type RunnerErrorCode, ToRunner } from "../../shared/runner.ts";
+import type { RunnerPhase } from "../../shared/job.ts";
 import { readFrames, writeFrame } from "./io.ts";
+import { assertExhaustive } from "../../shared/errors.ts";
 
 /** An expected failure of a job, sent as `job.error` with its code. Anything else thrown is a `model_error`. */
 export class JobFailure extends Error {
@@ -31,7 +33,7 @@ export interface JobContext {
   readonly signal: AbortSignal;
   /** A step boundary: yields to the other jobs, then throws `JobFailure("cancelled")` if cancelled. */
   step(): Promise<void>;
-  progress(phase: "loading" | "sampling" | "decoding", step: number, total: number): Promise<void>;
+  progress(phase: RunnerPhase, step: number, total: number): Promise<void>;
   /** One RGBA8 frame (`data.length === width * height * 4`). */
   frame(f: {
     index: number;
@@ -242,8 +244,4 @@ export async function serve(model: RunnerModel, opts: ServeOptions = {}): Promis
 export async function main(model: RunnerModel): Promise<void> {
   await serve(model);
   process.stdout.write("", () => process.exit(0));
-}
-
-function assertExhaustive(x: never): never {
-  throw new Error(`unhandled message ${JSON.stringify(x)}`);
 }

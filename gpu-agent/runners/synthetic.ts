@@ -21,6 +21,7 @@ import { parseArgs } from "node:util";
 import { z } from "zod";
 import { rng } from "../../shared/rng.ts";
 import { type JobContext, JobFailure, type RunnerModel, main } from "../runner/runtime.ts";
+import { assertExhaustive } from "../../shared/errors.ts";
 
 export const SyntheticConfig = z.object({
   /** Model names served (any version). */
@@ -144,10 +145,6 @@ async function injectFault(
     default:
       assertExhaustive(fault);
   }
-}
-
-function assertExhaustive(x: never): never {
-  throw new Error(`unhandled fault ${String(x)}`);
 }
 
 if (import.meta.main) await main(syntheticModel(syntheticConfig(process.argv.slice(2), process.env)));

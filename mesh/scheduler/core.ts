@@ -16,6 +16,7 @@ import type { AdminJobView, ModelConfig, QueueStats } from "../../shared/api.ts"
 import { fail, type Failure } from "../../shared/errors.ts";
 import { canTransition, isTerminal, RETRY, type FailureReason, type JobStatus } from "../../shared/job.ts";
 import type { TierConfig } from "../../shared/slo.ts";
+import type { LeaseGrant } from "../../shared/wire.ts";
 import { migrate, type Sql } from "../sql/sql.ts";
 import { LeaseTable, type HeldLease, type LeaseRef } from "./leases.ts";
 import { BACKLOG_SHED, Queues, type Admission } from "./queues.ts";
@@ -67,21 +68,12 @@ export interface AgentRef {
   versions?: string[];
 }
 
-/** A job handed to an agent. */
-export interface Lease {
-  job_id: string;
-  epoch: number;
-  deadline: number;
-  attempt: number;
-  model: string;
-  version: string | null;
-  input: Record<string, unknown>;
-  /**
-   * A job actor watches the job for subscribers: the agent's actor passes the attempt's
-   * progress, previews and logs on from its first message. Not sent to the agent.
-   */
-  watched?: true;
-}
+/**
+ * A job handed to an agent: the wire's lease, and whether a job actor watches the job for
+ * subscribers (then the agent's actor passes the attempt's progress, previews and logs on from
+ * its first message; not sent to the agent).
+ */
+export type Lease = LeaseGrant & { watched?: true };
 
 /** How an attempt ended, as its agent reported it (after the edge checked its outputs). */
 export type Completion =
