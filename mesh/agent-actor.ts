@@ -12,7 +12,7 @@
  */
 import { DurableObject } from "cloudflare:workers";
 import type { ModelConfig } from "../shared/api.ts";
-import { parseJobId, schedulerName } from "../shared/ids.ts";
+import { parseJobId } from "../shared/ids.ts";
 import { outputPolicy } from "../shared/outputs.ts";
 import {
   AGENT_ID_HEADER,
@@ -20,16 +20,15 @@ import {
   AGENT_PROTOCOL_VERSION,
   AGENT_SUBPROTOCOL,
   CLOSE,
-  CONTROL_FRAME_CAP,
   decodeFrame,
   encodeFrame,
   FromAgent,
   HELLO_TIMEOUT_MS,
-  leaseFrames,
   type LeaseRef,
   type ToAgent,
 } from "../shared/wire.ts";
-import { AgentFrames, HEARTBEAT_MS, type AgentClaimsLite, type Attachment, type Connection } from "./agent/frames.ts";
+import { admit, agentView, HEARTBEAT_MS, type AgentClaimsLite, type Attachment } from "./agent/connection.ts";
+import { AgentFrames, type Connection } from "./agent/frames.ts";
 import { Session, type Progress } from "./agent/session.ts";
 import { shardsServed } from "./agent/shards.ts";
 import type { JobActor } from "./job-actor.ts";
@@ -39,15 +38,10 @@ import { actor, type Remote } from "./remote.ts";
 import type { SchedulerActor } from "./scheduler-actor.ts";
 import type { Lease, Revocation } from "./scheduler/core.ts";
 
-export type { AgentClaimsLite } from "./agent/frames.ts";
+export type { AgentClaimsLite } from "./agent/connection.ts";
 
 /** After a socket closes, how long the agent has to reconnect before its leases go back (ms). */
 export const RECONNECT_GRACE_MS = 2 * HEARTBEAT_MS;
-/**
- * A connection whose last heartbeat is this recent belongs to a live agent process: another
- * process presenting its id is refused (ms).
- */
-const LIVE_MS = 3 * HEARTBEAT_MS;
 /** Header on the upgrade request carrying the verified token claims (set by the Worker only). */
 export const CLAIMS_HEADER = "x-floodgate-claims";
 /** How long the registry's model list is used before it is read again (ms). */
@@ -108,35 +102,15 @@ export class AgentActor extends DurableObject<Env> {
     const agentId = request.headers.get(AGENT_ID_HEADER);
     const instance = request.headers.get(AGENT_INSTANCE_HEADER);
     if (!claims || !agentId || !instance) return new Response("missing claims", { status: 400 });
-    const now = Date.now();
-    // Another process already speaking as this id, and alive, keeps it: the newcomer is a clone.
-    const rival = this.ctx.getWebSockets().some((old) => {
-      const att = old.deserializeAttachment() as Attachment | null;
-      return (
-        old.readyState === WebSocket.OPEN &&
-        att !== null &&
-        att.instance !== instance &&
-        now - att.last_heartbeat < LIVE_MS
-      );
-    });
+    const open = this.ctx
+      .getWebSockets()
+      .filter((ws) => ws.readyState === WebSocket.OPEN)
+      .flatMap((ws) => (ws.deserializeAttachment() as Attachment | null) ?? []);
+    const att = admit(open, claims, agentId, instance, Date.now());
+    const rival = att.refused;
     const pair = new WebSocketPair();
     const [client, server] = [pair[0], pair[1]];
     this.ctx.acceptWebSocket(server);
-    const att: Attachment = {
-      ...claims,
-      agent_id: agentId,
-      instance,
-      refused: rival,
-      hello: false,
-      name: agentId,
-      slots: 0,
-      prefetch: 0,
-      versions: [],
-      gpus: [],
-      running: 0,
-      last_heartbeat: now,
-      connected_at: now,
-    };
     server.serializeAttachment(att);
     if (rival) {
       // Closed once the upgrade has been answered: a close sent before the 101 is lost on the
@@ -178,7 +152,13 @@ export class AgentActor extends DurableObject<Env> {
       att: ws.deserializeAttachment() as Attachment,
       save: (att) => ws.serializeAttachment(att),
       send: (msg) => this.send(ws, msg),
-      sendLeases: (leases) => this.sendLeases(ws, leases),
+      sendRaw: (frames) => {
+        try {
+          for (const f of frames) ws.send(f);
+        } catch {
+          // The socket is closing; its close handler returns the leases.
+        }
+      },
       close: (code, reason) => ws.close(code, reason),
     };
   }
@@ -191,35 +171,9 @@ export class AgentActor extends DurableObject<Env> {
     }
   }
 
-  /**
-   * Sends leases in as many frames as the control-frame cap needs. A lease too large for any
-   * frame (its input predates the input bound) cannot reach any agent: its job fails with
-   * `invalid_input`, as the edge's decision, not blamed on this agent, and the others go on.
-   */
-  private sendLeases(ws: WebSocket, leases: readonly Lease[]): void {
-    // What the agent is sent is the lease itself: whether a job actor watches is the edge's.
-    const grants = leases.map(({ watched: _watched, ...grant }) => grant);
-    const { frames, oversized } = leaseFrames(trace(), grants);
-    for (const f of frames) {
-      try {
-        ws.send(f);
-      } catch {
-        // The socket is closing; its close handler returns the leases.
-      }
-    }
-    if (oversized.length === 0) return;
-    const att = ws.deserializeAttachment() as Attachment;
-    const message = `the job's lease is larger than an agent frame (${CONTROL_FRAME_CAP} bytes); its input cannot be delivered`;
-    for (const l of oversized) {
-      this.session.drop(l);
-      const shard = shardOf(this.env, l.job_id);
-      const result = { status: "failed" as const, code: "invalid_input" as const, message };
-      this.ctx.waitUntil(
-        (shard?.settle({ id: att.agent_id, pool: att.pool }, [{ ...l, result }], 0, 0) ?? Promise.resolve()).catch(
-          () => undefined,
-        ),
-      );
-    }
+  private openConnection(): Connection | undefined {
+    const open = this.open();
+    return open ? this.connection(open.ws) : undefined;
   }
 
   private open(): { ws: WebSocket; att: Attachment } | undefined {
@@ -287,29 +241,12 @@ export class AgentActor extends DurableObject<Env> {
 
   /** Leases a scheduler granted while this agent waited for work; answers those it could not send. */
   async deliver(leases: Lease[]): Promise<LeaseRef[]> {
-    const open = this.open();
-    if (!open) return leases.map((l) => ({ job_id: l.job_id, epoch: l.epoch }));
-    this.session.add(leases);
-    this.sendLeases(open.ws, leases);
-    return [];
+    return this.frames.deliver(this.openConnection(), leases);
   }
 
-  /**
-   * A scheduler ended leases of this agent without its asking: cancelled by their owners, or
-   * their deadlines passed. The agent is told to stop them; what it sends about them is stale.
-   */
+  /** A scheduler ended leases of this agent without its asking (see AgentFrames.takenBack). */
   async takenBack(refs: Revocation[]): Promise<void> {
-    const open = this.open();
-    for (const r of refs) {
-      this.session.drop(r);
-      const ref = { job_id: r.job_id, epoch: r.epoch };
-      if (!open) continue;
-      const msg: ToAgent =
-        r.why === "cancelled"
-          ? { v: AGENT_PROTOCOL_VERSION, type: "job.cancel", trace: trace(), ...ref }
-          : { v: AGENT_PROTOCOL_VERSION, type: "lease.stale", trace: trace(), ...ref };
-      this.send(open.ws, msg);
-    }
+    this.frames.takenBack(this.openConnection(), refs);
   }
 
   /** A job actor follows a job this agent runs: its progress, previews and logs are passed on. */
@@ -346,27 +283,6 @@ export class AgentActor extends DurableObject<Env> {
   /** What admins see of this agent. */
   async info() {
     const open = this.open();
-    if (!open) return { connected: false as const };
-    const { att } = open;
-    return {
-      connected: true as const,
-      agent_id: att.agent_id,
-      name: att.name,
-      pool: att.pool,
-      models: att.models,
-      versions: att.versions,
-      slots: att.slots,
-      prefetch: att.prefetch,
-      gpus: att.gpus,
-      running: att.running,
-      last_heartbeat: new Date(att.last_heartbeat).toISOString(),
-      connected_at: new Date(att.connected_at).toISOString(),
-    };
+    return open ? agentView(open.att) : { connected: false as const };
   }
-}
-
-/** The scheduler shard a job id names. */
-function shardOf(env: Env, jobId: string): Remote<SchedulerActor> | undefined {
-  const route = parseJobId(jobId);
-  return route ? actor<SchedulerActor>(env.SCHEDULER, schedulerName(route)) : undefined;
 }

@@ -16,9 +16,9 @@ import {
   AGENT_PROTOCOL_VERSION,
   CLOSE,
   CONTROL_FRAME_CAP,
+  leaseFrames,
   PREVIEW_FRAME_CAP,
   type FromAgent,
-  type GpuHealth,
   type JobResult,
   type LeaseRef,
   type OutputRecord,
@@ -31,47 +31,12 @@ import {
   type CompleteOutcome,
   type Completion,
   type Lease,
+  type Revocation,
 } from "../scheduler/core.ts";
 import { Relay, type RelayKind } from "./relay.ts";
+import { HEARTBEAT_MS, TOKEN_CHECK_MS, type Attachment } from "./connection.ts";
 import type { Session } from "./session.ts";
 import { byShard, type ShardRoute } from "./shards.ts";
-
-/** Heartbeat interval the edge asks of agents (ms). */
-export const HEARTBEAT_MS = 5_000;
-/**
- * How often a connection's heartbeats ask the registry whether its token is still live (ms),
- * besides the first heartbeat: a connection that raced its token's revocation is closed then.
- */
-export const TOKEN_CHECK_MS = 15_000;
-
-/** What the Worker verified about the connecting agent. */
-export interface AgentClaimsLite {
-  token_id: string;
-  pool: string;
-  models: string[];
-  exp: number;
-}
-
-/** Per-connection state, kept in the socket attachment (≤ 2 KiB) so it survives hibernation. */
-export interface Attachment extends AgentClaimsLite {
-  agent_id: string;
-  /** The agent process behind this connection (its AGENT_INSTANCE_HEADER). */
-  instance: string;
-  /** Refused as a second live process with this id: closing, and deaf to what it sends. */
-  refused: boolean;
-  hello: boolean;
-  name: string;
-  slots: number;
-  prefetch: number;
-  versions: { model: string; version: string }[];
-  gpus: GpuHealth[];
-  /** Leases held, as of the last heartbeat. */
-  running: number;
-  last_heartbeat: number;
-  connected_at: number;
-  /** When the registry last said the token is live (ms); absent until the first heartbeat asks. */
-  token_checked_at?: number;
-}
 
 /** A shard, as far as an agent's frames reach it (SchedulerActor's RPC). */
 export interface ShardPort {
@@ -126,7 +91,8 @@ export interface Connection {
   att: Attachment;
   save(att: Attachment): void;
   send(msg: ToAgent): void;
-  sendLeases(leases: Lease[]): void;
+  /** Sends encoded frames as they are. */
+  sendRaw(frames: Uint8Array[]): void;
   close(code: number, reason: string): void;
 }
 
@@ -259,7 +225,57 @@ export class AgentFrames {
   private granted(conn: Connection, leases: Lease[]): void {
     if (leases.length === 0) return;
     this.session.add(leases);
-    conn.sendLeases(leases);
+    this.sendLeases(conn, leases);
+  }
+
+  /**
+   * Leases a scheduler granted while the agent waited for work, pushed to its connection; with
+   * no connection open, answers them all as undelivered (the scheduler takes them back).
+   */
+  deliver(conn: Connection | undefined, leases: Lease[]): LeaseRef[] {
+    if (!conn) return leases.map((l) => ({ job_id: l.job_id, epoch: l.epoch }));
+    this.granted(conn, leases);
+    return [];
+  }
+
+  /**
+   * A scheduler ended leases of this agent without its asking: cancelled by their owners, or
+   * their deadlines passed. The agent is told to stop them; what it sends about them is stale.
+   */
+  takenBack(conn: Connection | undefined, refs: readonly Revocation[]): void {
+    for (const r of refs) {
+      this.session.drop(r);
+      const ref = { job_id: r.job_id, epoch: r.epoch };
+      const type = r.why === "cancelled" ? "job.cancel" : "lease.stale";
+      conn?.send({ v: V, type, trace: crypto.randomUUID(), ...ref });
+    }
+  }
+
+  /**
+   * Sends leases in as many frames as the control-frame cap needs. A lease too large for any
+   * frame (its input predates the input bound) cannot reach any agent: its job fails with
+   * `invalid_input`, as the edge's decision, not blamed on this agent, and the others go on.
+   */
+  private sendLeases(conn: Connection, leases: readonly Lease[]): void {
+    // What the agent is sent is the lease itself: whether a job actor watches is the edge's.
+    const grants = leases.map(({ watched: _watched, ...grant }) => grant);
+    const { frames, oversized } = leaseFrames(crypto.randomUUID(), grants);
+    conn.sendRaw(frames);
+    const message = `the job's lease is larger than an agent frame (${CONTROL_FRAME_CAP} bytes); its input cannot be delivered`;
+    for (const [name, refs] of byShard(oversized)) {
+      for (const r of refs) this.session.drop(r);
+      const results = refs.map((r) => ({
+        ...r,
+        result: { status: "failed" as const, code: "invalid_input" as const, message },
+      }));
+      const agent = { id: conn.att.agent_id, pool: conn.att.pool };
+      this.ports.waitUntil(
+        this.ports
+          .shard(name)
+          .settle(agent, results, 0, 0)
+          .catch(() => undefined),
+      );
+    }
   }
 
   private async heartbeat(conn: Connection, msg: Extract<FromAgent, { type: "agent.heartbeat" }>): Promise<void> {

@@ -1,0 +1,260 @@
+import { describe, expect, it } from "vitest";
+import { newJobId, schedulerName } from "../../shared/ids.ts";
+import { DEFAULT_TIERS } from "../../shared/slo.ts";
+import {
+  AGENT_PROTOCOL_VERSION,
+  CLOSE,
+  decodeFrame,
+  ToAgent,
+  type FromAgent,
+  type ToAgent as Out,
+} from "../../shared/wire.ts";
+import { nodeSql } from "../sql/node.ts";
+import { SchedulerCore } from "../scheduler/core.ts";
+import { admit, type Attachment } from "./connection.ts";
+import { AgentFrames, type AgentPorts, type Connection, type HeldBy, type ShardPort } from "./frames.ts";
+import { Session } from "./session.ts";
+
+const V = AGENT_PROTOCOL_VERSION;
+/** A message as a test writes it: without the version and trace every message carries. */
+type Said = FromAgent extends infer M ? (M extends FromAgent ? Omit<M, "v" | "trace"> : never) : never;
+const SERVED = { modelNumber: 0, shard: 0 };
+const OTHER = { modelNumber: 1, shard: 0 };
+
+/** A shard port over a real scheduler core, as the scheduler actor exposes it. */
+function shardOver(core: SchedulerCore): ShardPort {
+  return {
+    rejoin: async (id, listed, at) => core.rejoin(id, listed, at, Date.now()),
+    heartbeat: async (agent, refs, cap, credits) => core.heartbeat(agent, refs, cap, credits, Date.now()),
+    lease: async (agent, cap, maxNew) => core.lease(agent, cap, Date.now(), maxNew),
+    settle: async (agent, results, cap, credits) => core.settle(agent, results, cap, credits, Date.now()),
+    releaseLeases: async (id, refs, reason) => core.releaseLeases(id, refs, reason, Date.now()),
+    leaseOf: async (jobId) => core.leaseOf(jobId) ?? null,
+  };
+}
+
+function schedulerCore(modelNumber: number): SchedulerCore {
+  const core = new SchedulerCore(nodeSql());
+  core.configure({
+    model: {
+      name: `m${modelNumber}`,
+      number: modelNumber,
+      updated_at: "2026-01-01T00:00:00.000Z",
+      input_schema: { type: "object" },
+      max_attempts: 3,
+      run_timeout_s: 600,
+      queue_ttl_s: 86_400,
+      retention_s: 86_400,
+      expected_runtime_s: 1,
+      shards: 1,
+    },
+    tiers: [...DEFAULT_TIERS],
+  });
+  return core;
+}
+
+/** An agent's frame handler over two real shards: one of a model its token allows, one not. */
+function world() {
+  const served = schedulerCore(0);
+  const other = schedulerCore(1);
+  const shards = new Map([
+    [schedulerName(SERVED), shardOver(served)],
+    [schedulerName(OTHER), shardOver(other)],
+  ]);
+  const forwarded: { what: string; by: HeldBy; detail: unknown }[] = [];
+  const pending: Promise<unknown>[] = [];
+  const released: string[] = [];
+  const ports: AgentPorts = {
+    shard: (name) => shards.get(name) as ShardPort,
+    job: () => ({
+      progress: async (by, p) => forwarded.push({ what: "progress", by, detail: p }),
+      preview: async (by, ct) => forwarded.push({ what: "preview", by, detail: ct }),
+      log: async (by, level, message) => forwarded.push({ what: "log", by, detail: `${level}: ${message}` }),
+    }),
+    routes: async () => [{ name: schedulerName(SERVED), model: "m0", versions: [] }],
+    checkOutputs: async (_ref, outputs) =>
+      outputs.some((o) => o.name === "forged")
+        ? { ok: false, message: "output forged: no valid receipt" }
+        : { ok: true, outputs: [] },
+    tokenLive: async () => true,
+    joined: async () => {},
+    releaseAll: async (reason) => void released.push(reason),
+    waitUntil: (p) => void pending.push(p),
+  };
+  const session = new Session();
+  const frames = new AgentFrames(ports, session);
+  const sent: Out[] = [];
+  const closed: number[] = [];
+  let att: Attachment = admit([], { token_id: "tok_1", pool: "p", models: ["m0"], exp: 4e9 }, "agt_1", "i", Date.now());
+  const conn: Connection = {
+    get att() {
+      return att;
+    },
+    save: (a) => (att = a),
+    send: (m) => sent.push(m),
+    sendRaw: (fs) => {
+      for (const f of fs) {
+        const d = decodeFrame(f, ToAgent);
+        if (d.ok) sent.push(d.msg);
+      }
+    },
+    close: (code) => closed.push(code),
+  };
+  const say = (m: Said) => frames.handle(conn, { v: V, trace: "t", ...m } as FromAgent);
+  const submit = (core: SchedulerCore, route = SERVED) => {
+    const id = newJobId(route);
+    core.enqueue([{ id, account_id: "acc", tier: "api", body: { model: "m", input: {} } }], Date.now());
+    return id;
+  };
+  const of = <T extends Out["type"]>(type: T) => sent.filter((m): m is Extract<Out, { type: T }> => m.type === type);
+  const hello = () =>
+    say({
+      type: "agent.hello",
+      agent_id: "agt_1",
+      name: "a",
+      slots: 1,
+      prefetch: 0,
+      leases: [],
+      gpus: [],
+      versions: [],
+    });
+  return { served, other, frames, session, conn, sent, closed, forwarded, pending, released, say, submit, of, hello };
+}
+
+describe("an agent's frames", () => {
+  it("anything before agent.hello closes the connection with 4402", async () => {
+    const w = world();
+    await w.say({ type: "work.request", credits: 1 });
+    expect(w.closed).toEqual([CLOSE.protocol]);
+  });
+
+  it("a result ends the attempt and grants the next lease in the same answer", async () => {
+    const w = world();
+    const first = w.submit(w.served);
+    const second = w.submit(w.served);
+    await w.hello();
+    await w.say({ type: "work.request", credits: 1 });
+    const [lease] = w.of("job.leases").flatMap((m) => m.leases);
+    expect(lease?.job_id).toBe(first);
+    await w.say({
+      type: "job.results",
+      results: [{ job_id: first, epoch: lease?.epoch ?? 0, status: "succeeded", outputs: [] }],
+      credits: 1,
+    });
+    expect(w.served.adminView(first, Date.now())).toMatchObject({ ok: true, job: { status: "succeeded" } });
+    expect(w.of("job.leases").flatMap((m) => m.leases.map((l) => l.job_id))).toEqual([first, second]);
+  });
+
+  it("a result about a lease the agent does not hold is answered lease.stale and changes nothing", async () => {
+    const w = world();
+    const job = w.submit(w.served);
+    await w.hello();
+    await w.say({
+      type: "job.results",
+      results: [{ job_id: job, epoch: 1, status: "succeeded", outputs: [] }],
+      credits: 0,
+    });
+    expect(w.of("lease.stale")).toMatchObject([{ job_id: job, epoch: 1 }]);
+    expect(w.served.adminView(job, Date.now())).toMatchObject({ ok: true, job: { status: "queued" } });
+  });
+
+  it("results about a shard the agent does not serve grant it nothing from that shard, whatever its credits", async () => {
+    const w = world();
+    const foreign = w.submit(w.other, OTHER);
+    await w.hello();
+    await w.say({
+      type: "job.results",
+      results: [{ job_id: w.submit(w.other, OTHER), epoch: 1, status: "succeeded", outputs: [] }],
+      credits: 5,
+    });
+    expect(w.of("job.leases")).toEqual([]);
+    expect(w.other.adminView(foreign, Date.now())).toMatchObject({ ok: true, job: { status: "queued" } });
+  });
+
+  it("a success whose outputs fail the edge's check ends the attempt invalid_output and is answered job.refused", async () => {
+    const w = world();
+    const job = w.submit(w.served);
+    await w.hello();
+    await w.say({ type: "work.request", credits: 1 });
+    const forged = {
+      name: "forged",
+      content_type: "image/png",
+      size: 1,
+      sha256: "0".repeat(64),
+      key: "k",
+      receipt: "r",
+    };
+    await w.say({
+      type: "job.results",
+      results: [{ job_id: job, epoch: 1, status: "succeeded", outputs: [forged] as never }],
+      credits: 0,
+    });
+    expect(w.of("job.refused")).toMatchObject([{ job_id: job, epoch: 1, code: "invalid_output" }]);
+    const view = w.served.adminView(job, Date.now());
+    expect(view).toMatchObject({ ok: true, job: { status: "queued" } });
+  });
+
+  it("progress about a lease held goes to the job's actor only while one watches; a watch starts with the newest", async () => {
+    const w = world();
+    const job = w.submit(w.served);
+    await w.hello();
+    await w.say({ type: "work.request", credits: 1 });
+    await w.say({ type: "job.progress", job_id: job, epoch: 1, phase: "sampling", step: 1, total: 10 });
+    await w.say({ type: "job.progress", job_id: job, epoch: 1, phase: "sampling", step: 2, total: 10 });
+    expect(w.forwarded).toEqual([]);
+    w.frames.watch(job, 1, "agt_1");
+    await w.say({ type: "job.log", job_id: job, epoch: 1, level: "info", message: "hi" });
+    await Promise.all(w.pending);
+    expect(w.forwarded.map((f) => [f.what, f.detail])).toMatchObject([
+      ["progress", { phase: "sampling", step: 2, total: 10 }],
+      ["log", "info: hi"],
+    ]);
+  });
+
+  it("a message about a lease the actor never saw is checked once with its shard: another agent's lease is stale", async () => {
+    const w = world();
+    const job = w.submit(w.served);
+    w.served.lease({ id: "agt_other", pool: "p" }, 1, Date.now());
+    await w.hello();
+    await w.say({ type: "job.progress", job_id: job, epoch: 1, phase: "sampling", step: 1, total: 10 });
+    expect(w.of("lease.stale")).toMatchObject([{ job_id: job, epoch: 1 }]);
+  });
+
+  it("a lease too large for any frame fails its job invalid_input at the edge; the agent gets the others", async () => {
+    const w = world();
+    const big = newJobId(SERVED);
+    const small = newJobId(SERVED);
+    const now = Date.now();
+    w.served.enqueue(
+      [
+        { id: big, account_id: "acc", tier: "api", body: { model: "m", input: { blob: "x".repeat(70_000) } } },
+        { id: small, account_id: "acc", tier: "api", body: { model: "m", input: {} } },
+      ],
+      now,
+    );
+    await w.hello();
+    w.conn.save({ ...w.conn.att, slots: 2 });
+    await w.say({ type: "work.request", credits: 2 });
+    await Promise.all(w.pending);
+    expect(w.of("job.leases").flatMap((m) => m.leases.map((l) => l.job_id))).toEqual([small]);
+    expect(w.served.adminView(big, Date.now())).toMatchObject({
+      ok: true,
+      job: { status: "failed", error: { code: "invalid_input" } },
+    });
+  });
+
+  it("leases pushed while no connection is open are answered undelivered", () => {
+    const w = world();
+    const lease = { job_id: "job_x", epoch: 3, deadline: 0, attempt: 1, model: "m", version: null, input: {} };
+    expect(w.frames.deliver(undefined, [lease])).toEqual([{ job_id: "job_x", epoch: 3 }]);
+  });
+
+  it("a heartbeat after the token expired closes with 4401 and gives every lease back", async () => {
+    const w = world();
+    await w.hello();
+    w.conn.save({ ...w.conn.att, exp: 1 });
+    await w.say({ type: "agent.heartbeat", leases: [], gpus: [], credits: 0, draining: false });
+    expect(w.closed).toEqual([CLOSE.unauthorized]);
+    expect(w.released).toEqual(["preempted"]);
+  });
+});
