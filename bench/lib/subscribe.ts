@@ -7,7 +7,7 @@
  */
 import { Agent as UndiciAgent, fetch } from "undici";
 import { WebSocket } from "ws";
-import { decode } from "../../shared/codec.ts";
+import { decode, encode } from "../../shared/codec.ts";
 
 /** One event as a subscriber sees it. */
 export interface StreamEvent {
@@ -119,6 +119,8 @@ export function subscribeWs(opts: {
       ready();
       const msg = decode(new Uint8Array(raw.buffer, raw.byteOffset, raw.byteLength)) as unknown as StreamEvent;
       opts.onEvent(msg, at, raw.byteLength);
+      // Taken: the edge bounds what a WebSocket subscriber has not acknowledged.
+      ws.send(encode({ ack: msg.id }));
     });
     ws.on("unexpected-response", (_req, r) => {
       ready();

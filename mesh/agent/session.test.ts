@@ -62,4 +62,19 @@ describe("agent session", () => {
     s.unwatch("job_a");
     expect(s.isWatched("job_a")).toBe(false);
   });
+
+  it("a lease that ended here stays stale: a late message about it is not checked with its shard, nor re-added", () => {
+    const s = new Session();
+    s.add([ref("job_a", 2)]);
+    s.drop(ref("job_a", 2));
+    expect(s.holds(ref("job_a", 2))).toBe("stale");
+    expect(s.holds(ref("job_a", 1))).toBe("stale");
+    // The shard, asked before the ending reached it, may still say the lease is the agent's.
+    s.add([ref("job_a", 2)]);
+    expect(s.holds(ref("job_a", 2))).toBe("stale");
+    // A newer grant of the same job is the agent's again.
+    expect(s.holds(ref("job_a", 3))).toBe("unknown");
+    s.add([ref("job_a", 3)]);
+    expect(s.holds(ref("job_a", 3))).toBe("held");
+  });
 });

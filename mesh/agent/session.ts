@@ -39,17 +39,27 @@ export class Session {
   /** Whether every lease the agent holds is in `held` (set by a hello or heartbeat). */
   private complete = false;
 
+  /**
+   * Per job, the newest epoch whose lease ended here (accepted, given back, taken back): a
+   * message about it or an older one is stale, without asking its shard, even while the
+   * ending is still on its way there. Bounded, oldest forgotten first.
+   */
+  private readonly ended = new Map<string, number>();
+
   /** Whether `ref` names a lease the agent holds. */
   holds(ref: LeaseRef): Holding {
     const epoch = this.held.get(ref.job_id);
     if (epoch === ref.epoch) return "held";
     if (epoch !== undefined && epoch > ref.epoch) return "stale";
+    const ended = this.ended.get(ref.job_id);
+    if (ended !== undefined && ended >= ref.epoch) return "stale";
     return this.complete ? "stale" : "unknown";
   }
 
   /** Leases granted to the agent, or confirmed as its own; `watched` ones are followed at once. */
   add(refs: readonly (LeaseRef & { watched?: true })[]): void {
     for (const r of refs) {
+      if ((this.ended.get(r.job_id) ?? 0) >= r.epoch) continue;
       if (r.watched) this.watched.add(r.job_id);
       if (this.held.size >= MAX_HELD && !this.held.has(r.job_id)) continue;
       const before = this.held.get(r.job_id);
@@ -69,9 +79,14 @@ export class Session {
     this.complete = true;
   }
 
-  /** A lease that ended (its result accepted, given back, taken back): forget it. */
+  /** A lease that ended (its result sent, given back, taken back): forget it; it stays stale. */
   drop(ref: LeaseRef): void {
     if (this.held.get(ref.job_id) === ref.epoch) this.forget(ref.job_id);
+    if ((this.ended.get(ref.job_id) ?? 0) < ref.epoch) {
+      this.ended.delete(ref.job_id);
+      this.ended.set(ref.job_id, ref.epoch);
+      if (this.ended.size > MAX_HELD) this.ended.delete(this.ended.keys().next().value as string);
+    }
   }
 
   private forget(job: string): void {

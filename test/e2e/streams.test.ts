@@ -1,6 +1,10 @@
 import type { ChildProcess } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { WebSocket } from "ws";
+import { openProbe } from "../../bench/lib/probe.ts";
 import { startAgent, waitExit } from "../../cli/dev.ts";
+import { decode, encode } from "../../shared/codec.ts";
+import { AGENT_PROTOCOL_VERSION } from "../../shared/wire.ts";
 import { api, startStack, type Stack } from "./stack.ts";
 
 interface Sse {
@@ -144,4 +148,86 @@ describe("job event streams end to end", () => {
       await waitExit(late, 10_000);
     }
   }, 120_000);
+
+  it("a WebSocket subscriber that acknowledges nothing is closed with 1008 once 4 MiB went unacknowledged; a reader that keeps up misses nothing", async () => {
+    const model = `${SYNTH}-lag`;
+    await api(stack, "PUT", `/v1/admin/models/${model}`, { input_schema: { type: "object" } }, stack.config.admin_key);
+    const job = await api<{ id: string }>(stack, "POST", `/v1/models/${model}/jobs`, { input: {} });
+    const u = new URL(`${stack.config.url}/v1/jobs/${job.body.id}/events`);
+    u.protocol = "ws:";
+    const stalled = new WebSocket(u, { headers: { authorization: `Bearer ${stack.config.api_key}` } });
+    await new Promise<void>((res, rej) => {
+      stalled.once("open", () => res());
+      stalled.once("error", rej);
+    });
+    // It reads and acknowledges nothing from now on.
+    stalled.pause();
+    // Another WebSocket subscriber acknowledges each event as it takes it.
+    const acking = new WebSocket(u, { headers: { authorization: `Bearer ${stack.config.api_key}` } });
+    let ackedPreviews = 0;
+    let ackingClosed: number | undefined;
+    acking.on("message", (data: Buffer) => {
+      const e = decode(new Uint8Array(data)) as { id: string; event: string };
+      if (e.event === "preview") ackedPreviews++;
+      acking.send(encode({ ack: e.id }));
+    });
+    acking.on("close", (code) => (ackingClosed = code));
+    await new Promise<void>((res, rej) => {
+      acking.once("open", () => res());
+      acking.once("error", rej);
+    });
+    const reader = await subscribe(job.body.id);
+    const frames = 80;
+    const seen = readAll(reader, (e) => e.event === "preview" && e.data.size === 256 * 1024 + frames - 1);
+    const tok = await api<{ token: string }>(
+      stack,
+      "POST",
+      "/v1/admin/agent-tokens",
+      { pool: "lag", models: [model] },
+      stack.config.admin_key,
+    );
+    const probe = await openProbe({
+      url: stack.config.url,
+      token: tok.body.token,
+      agentId: `agt_lag${String(Date.now()).slice(-13)}`,
+      slots: 1,
+      prefetch: 0,
+    });
+    try {
+      probe.send({ v: AGENT_PROTOCOL_VERSION, type: "work.request", trace: "t", credits: 1 });
+      const [lease] = await probe.nextLeases();
+      if (!lease) throw new Error("no lease");
+      // 80 previews of 256 KiB (20 MiB), one every 25 ms (10 MiB/s), each a byte longer than the
+      // last so the readers can tell them apart.
+      for (let i = 0; i < frames; i++) {
+        await new Promise((r) => setTimeout(r, 25));
+        probe.send({
+          v: AGENT_PROTOCOL_VERSION,
+          type: "job.preview",
+          trace: "t",
+          job_id: lease.job_id,
+          epoch: lease.epoch,
+          content_type: "image/png",
+          data: new Uint8Array(256 * 1024 + i),
+        });
+      }
+      const read = await seen;
+      expect(read.filter((e) => e.event === "preview")).toHaveLength(frames);
+      const caughtUp = (): boolean => ackedPreviews >= frames;
+      for (const end = Date.now() + 10_000; !caughtUp() && Date.now() < end;)
+        await new Promise((r) => setTimeout(r, 50));
+      expect({ ackedPreviews, ackingClosed }).toEqual({ ackedPreviews: frames, ackingClosed: undefined });
+      // The stalled subscriber reads again: what was sent before it was dropped, then its close.
+      const got: string[] = [];
+      stalled.on("message", (data: Buffer) => got.push((decode(new Uint8Array(data)) as { event: string }).event));
+      const closed = new Promise<number>((res) => stalled.once("close", (code) => res(code)));
+      stalled.resume();
+      expect(await closed).toBe(1008);
+      expect(got.filter((e) => e === "preview").length).toBeLessThan(frames);
+    } finally {
+      await probe.close();
+      stalled.terminate();
+      acking.terminate();
+    }
+  }, 60_000);
 });

@@ -1,6 +1,6 @@
 import { exports } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
-import { decode } from "../../shared/codec.ts";
+import { decode, encode } from "../../shared/codec.ts";
 import type { LeaseGrant } from "../../shared/wire.ts";
 import { leaseOne, succeeded, welcomed, type Conn } from "./agent-helpers.ts";
 import { ADMIN, call, makeAccount, makeModel, submit } from "./helpers.ts";
@@ -9,6 +9,40 @@ import { events, readSse, seq } from "./sse.ts";
 async function agentFor(model: string): Promise<{ conn: Conn; lease: () => Promise<LeaseGrant> }> {
   const { conn } = await welcomed(model);
   return { conn, lease: () => leaseOne(conn) };
+}
+
+/**
+ * A lease ends without its holder's result (given back, or its attempt past run_timeout_s);
+ * the old holder goes on talking about it. Subscribers see the job back in its queue and
+ * nothing of that attempt after it; the holder hears lease.stale. A second agent then runs the
+ * job to the end, so the stream's whole life is read.
+ */
+async function lostHolder(model: string, lose: (conn: Conn, ref: { job_id: string; epoch: number }) => Promise<void>) {
+  const acct = await makeAccount();
+  const { body: job } = await submit(model, acct.key);
+  const watching = await events(job.id, acct.key);
+  const reading = readSse(watching, (e) => e.event === "succeeded", 15_000);
+  const old = await agentFor(model);
+  const l = await old.lease();
+  const ref = { job_id: job.id, epoch: l.epoch };
+  const progress = (step: number) =>
+    ({ v: 2, type: "job.progress", trace: "t", ...ref, phase: "sampling", step, total: 10 }) as const;
+  old.conn.send(progress(1));
+  await lose(old.conn, ref);
+  old.conn.send(progress(2));
+  expect(await old.conn.next("lease.stale")).toMatchObject(ref);
+  old.conn.send({ v: 2, type: "job.log", trace: "t", ...ref, level: "info", message: "late" });
+  expect(await old.conn.next("lease.stale")).toMatchObject(ref);
+  const next = await agentFor(model);
+  const l2 = await next.lease();
+  next.conn.send(succeeded({ job_id: job.id, epoch: l2.epoch }, []));
+  const got = await reading;
+  const requeued = got.findIndex((e) => e.event === "status" && e.data.status === "queued" && seq(e) > 1);
+  expect(requeued).toBeGreaterThan(0);
+  const after = got.slice(requeued);
+  old.conn.ws.close(1000, "done");
+  next.conn.ws.close(1000, "done");
+  return { logs: after.filter((e) => e.event === "log"), progress: after.filter((e) => e.event === "progress") };
 }
 
 describe("job events", () => {
@@ -208,6 +242,31 @@ describe("job events", () => {
     conn.ws.close(1000, "done");
   });
 
+  it("a WebSocket subscriber's acks are taken in msgpack or JSON; anything else it sends closes it with 1003", async () => {
+    const model = await makeModel();
+    const acct = await makeAccount();
+    const { body: job } = await submit(model, acct.key);
+    const open = async () => {
+      const res = await events(job.id, acct.key, { upgrade: "websocket" });
+      const ws = res.webSocket as WebSocket;
+      ws.accept();
+      const closed = new Promise<number>((r) => ws.addEventListener("close", (e) => r(e.code)));
+      return { ws, closed };
+    };
+    const good = await open();
+    good.ws.send(encode({ ack: "00000000.1" }));
+    good.ws.send(JSON.stringify({ ack: "00000000.1" }));
+    const bad = await open();
+    bad.ws.send("hello");
+    expect(await bad.closed).toBe(1003);
+    // The one that only acknowledged is still open: the job's end closes it normally.
+    const { conn, lease } = await agentFor(model);
+    const l = await lease();
+    conn.send(succeeded({ job_id: job.id, epoch: l.epoch }, []));
+    expect(await good.closed).toBe(1000);
+    conn.ws.close(1000, "done");
+  });
+
   it("log messages with U+2028, U+2029 and U+0085 reach SSE subscribers escaped, on one data line, as the same text", async () => {
     const model = await makeModel();
     const acct = await makeAccount();
@@ -276,5 +335,22 @@ describe("job events", () => {
     expect((await call("GET", `/v1/admin/jobs/${job.id}`, { key: acct.key })).status).toBe(403);
     expect((await call("GET", `/v1/admin/jobs/${job.id.slice(0, -5)}zzzzz`, { key: ADMIN })).status).toBe(404);
     conn.ws.close(1000, "done");
+  });
+
+  it("after its holder gives a lease back, the holder's late progress and logs are answered lease.stale and never shown", async () => {
+    const shown = await lostHolder(await makeModel(), async (conn, ref) => {
+      conn.send({ v: 2, type: "job.release", trace: "t", leases: [ref], reason: "preempted" });
+    });
+    expect(shown).toEqual({ logs: [], progress: [] });
+  });
+
+  it("after an attempt passes run_timeout_s, its holder's late progress and logs are answered lease.stale and never shown", async () => {
+    const shown = await lostHolder(await makeModel({ run_timeout_s: 1 }), async (conn, ref) => {
+      await new Promise((r) => setTimeout(r, 1_100));
+      conn.send({ v: 2, type: "agent.heartbeat", trace: "t", leases: [ref], gpus: [], credits: 0, draining: false });
+      const ack = (await conn.next("agent.heartbeat_ack")) as { stale: { job_id: string; epoch: number }[] };
+      expect(ack.stale).toEqual([ref]);
+    });
+    expect(shown).toEqual({ logs: [], progress: [] });
   });
 });
