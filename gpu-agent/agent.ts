@@ -31,6 +31,7 @@ import {
   type LeaseGrant,
   type LeaseRef,
   type OutputRecord,
+  type VersionState,
 } from "../shared/wire.ts";
 import { assertExhaustive } from "../shared/errors.ts";
 import { backoffMs, type Backoff } from "../shared/backoff.ts";
@@ -283,7 +284,7 @@ export class Agent extends EventEmitter {
         agent_id: this.agentId,
         name: this.opts.name,
         gpus: this.gpus,
-        versions: [...(this.runner?.models ?? [])],
+        versions: this.versions(),
         slots: this.slots,
         prefetch: this.opts.prefetch,
         leases: this.refs(),
@@ -389,6 +390,10 @@ export class Agent extends EventEmitter {
       case "agent.drain":
         void this.drain(msg.reason);
         return;
+      case "agent.desired":
+        // What the rollout says to serve; an agent started with a fixed runner serves that.
+        this.emit("desired", msg.models);
+        return;
       default:
         assertExhaustive(msg);
     }
@@ -426,6 +431,11 @@ export class Agent extends EventEmitter {
     if (credits > 0) this.send({ v: AGENT_PROTOCOL_VERSION, type: "work.request", trace: this.trace(), credits });
   }
 
+  /** The model versions this agent's runner serves. */
+  private versions(): VersionState[] {
+    return (this.runner?.models ?? []).map((m) => ({ model: m.model, version: m.version, state: "serving" }));
+  }
+
   private async heartbeat(): Promise<void> {
     this.gpus = await (this.opts.gpus ?? gpuHealth)();
     this.send({
@@ -436,6 +446,7 @@ export class Agent extends EventEmitter {
       gpus: this.gpus,
       credits: this.credits(),
       draining: this.stopping !== "no",
+      versions: this.versions(),
     });
   }
 

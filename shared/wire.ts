@@ -115,6 +115,27 @@ export type GpuHealth = z.infer<typeof GpuHealth>;
 
 // ---- agent → edge ----
 
+export const VersionState = z
+  .strictObject({
+    model: ModelName.describe("A model the agent's token allows."),
+    version: Version.describe("One of its versions."),
+    state: z
+      .enum(["loading", "serving", "failed"])
+      .describe(
+        "`loading`: fetching or loading it (no jobs yet); `serving`: its runners take jobs; `failed`: it could not be loaded (a canary that fails to load counts as failing).",
+      ),
+    message: z.string().max(512).optional().describe("Why it failed, or what loading is doing, for people."),
+  })
+  .describe("A model version on this agent, and where it stands.");
+export type VersionState = z.infer<typeof VersionState>;
+
+const Versions = z
+  .array(VersionState)
+  .max(64)
+  .describe(
+    "The model versions on this agent and their states (the edge keeps the first 16). It is given jobs of the models it serves (state `serving`) that its token allows: pinned to a version it serves, routed to a canary it serves, or unpinned when it serves any other version of the model. An empty list means every model of its token, at any version. A lease with no pinned version names the version to run.",
+  );
+
 export const AgentHello = z
   .strictObject({
     v: V,
@@ -128,19 +149,7 @@ export const AgentHello = z
       .array(GpuHealth)
       .max(64)
       .describe("The GPUs this agent runs on (admins see the first 8); empty on a machine without one."),
-    versions: z
-      .array(
-        z
-          .strictObject({
-            model: ModelName.describe("A model the agent's token allows."),
-            version: Version.describe("The version of it the agent's runner serves."),
-          })
-          .describe("A model version the agent serves."),
-      )
-      .max(64)
-      .describe(
-        "The model versions the agent can run now, one per model (the edge keeps the first 16). It is given jobs of the models listed here that its token allows; an empty list means every model of its token, at any version. A lease with no pinned version names the first version listed.",
-      ),
+    versions: Versions,
     slots: z.number().int().min(1).max(256).describe("Jobs the agent runs at once."),
     prefetch: z
       .number()
@@ -201,6 +210,7 @@ export const AgentHeartbeat = z
     draining: z
       .boolean()
       .describe("Required. True while the agent finishes its jobs and takes none new: no work is asked for it."),
+    versions: Versions,
   })
   .describe(
     "Every `heartbeat_ms`: renews the agent's leases and reports its GPUs. Answered by `agent.heartbeat_ack`. A heartbeat after the token expired or was revoked closes the connection with 4401.",
@@ -307,7 +317,7 @@ export const JobFailed = z
     message: z.string().max(4096).describe("For people."),
   })
   .describe(
-    "The attempt failed. The edge decides from `code` whether another attempt may succeed (`oom`, `runner_crashed`, `run_timeout`, `upload_failed`: the job goes back to its queue, an attempt spent; the others, or past `max_attempts`: the job fails with `code` as its reason).",
+    "The attempt failed. The edge decides from `code` whether another attempt may succeed (the failure reasons table): a retried job goes back to its queue, an attempt spent; otherwise, or past `max_attempts`, the job fails with `code` as its reason.",
   );
 
 export const JobResult = z.discriminatedUnion("status", [JobSucceeded, JobFailed]);
@@ -497,8 +507,45 @@ export const AgentDrain = z
     "Finish the running jobs and take none new: give the staged ones back (`job.release` `drained`) and send `draining: true` from now on.",
   );
 
+const DesiredVersion = z.strictObject({
+  version: Version,
+  digest: z
+    .string()
+    .regex(/^[0-9a-f]{64}$/)
+    .describe("The version's digest: fetch its record at `GET /v1/agent/versions/{model}/{version}` and check it."),
+});
+
+export const AgentDesired = z
+  .strictObject({
+    v: V,
+    type: z.literal("agent.desired"),
+    trace: Trace,
+    models: z
+      .array(
+        z
+          .strictObject({
+            model: ModelName,
+            stable: DesiredVersion.describe("The version the model's unpinned jobs run on."),
+            canary: DesiredVersion.extend({
+              percent: z.number().min(0).max(100).describe("Share of unpinned jobs routed to it."),
+            })
+              .optional()
+              .describe("During a canary: the version that takes its share of the jobs."),
+          })
+          .describe("What the rollout says for one model the token allows."),
+      )
+      .max(64)
+      .describe(
+        "Every model of the agent's token that has a rollout; a model not listed has none (agents started with a fixed runner serve it).",
+      ),
+  })
+  .describe(
+    "What the agent should serve, sent after `agent.welcome` and whenever a rollout or a revert changes it. Load the versions (stable first; the canary beside it where resources allow), keep serving what runs until a new version serves, then drop versions no longer desired once their jobs ended. Report each in `versions` of the next heartbeat.",
+  );
+
 export const ToAgent = z.discriminatedUnion("type", [
   Welcome,
+  AgentDesired,
   JobLeases,
   HeartbeatAck,
   LeaseStale,

@@ -3,7 +3,7 @@
  * survives hibernation), who may take an agent id's connection over, and what admins see of it.
  * Pure: the actor (mesh/agent-actor.ts) applies what these decide.
  */
-import type { GpuHealth } from "../../shared/wire.ts";
+import type { GpuHealth, VersionState } from "../../shared/wire.ts";
 
 /** Heartbeat interval the edge asks of agents (ms). */
 export const HEARTBEAT_MS = 5_000;
@@ -32,7 +32,8 @@ export interface Attachment extends AgentClaimsLite {
   name: string;
   slots: number;
   prefetch: number;
-  versions: { model: string; version: string }[];
+  /** The model versions on the agent and their states (its last hello or heartbeat's). */
+  versions: VersionState[];
   gpus: GpuHealth[];
   /** Leases held, as of the last heartbeat. */
   running: number;

@@ -253,7 +253,7 @@ describe("an agent's frames", () => {
     const w = world();
     await w.hello();
     w.conn.save({ ...w.conn.att, exp: 1 });
-    await w.say({ type: "agent.heartbeat", leases: [], gpus: [], credits: 0, draining: false });
+    await w.say({ type: "agent.heartbeat", leases: [], gpus: [], credits: 0, draining: false, versions: [] });
     expect(w.closed).toEqual([CLOSE.unauthorized]);
     expect(w.released).toEqual(["preempted"]);
   });

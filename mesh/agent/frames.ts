@@ -296,6 +296,7 @@ export class AgentFrames {
     conn.save({
       ...att,
       gpus: msg.gpus.slice(0, 8),
+      versions: msg.versions.slice(0, 16),
       running: msg.leases.length,
       last_heartbeat: now,
       token_checked_at: check ? now : att.token_checked_at,

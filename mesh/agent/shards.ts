@@ -8,33 +8,35 @@
  */
 import type { ModelConfig } from "../../shared/api.ts";
 import { parseJobId, schedulerName } from "../../shared/ids.ts";
+import type { VersionState } from "../../shared/wire.ts";
 
 /** One shard an agent deals with. */
 export interface ShardRoute {
   /** The scheduler actor's name (`m<model number>.s<shard>`). */
   name: string;
   model: string;
-  /** The versions of the model the agent serves (its hello's); empty: none said. */
+  /** The versions of the model the agent serves now; empty: none said. */
   versions: string[];
 }
 
 /**
- * The shards of the models an agent's token allows. With `versions` (its hello's), only the
- * models it said it serves when it said any.
+ * The shards of the models an agent's token allows. With `versions` (its hello's or last
+ * heartbeat's), only the models of which it serves a version, when it listed any.
  */
 export function shardsServed(
   models: readonly ModelConfig[],
   tokenModels: readonly string[],
-  versions: readonly { model: string; version: string }[] = [],
+  versions: readonly VersionState[] = [],
 ): ShardRoute[] {
-  const loaded = new Set(versions.map((v) => v.model));
+  const serving = versions.filter((v) => v.state === "serving");
+  const loaded = new Set(serving.map((v) => v.model));
   return models
-    .filter((m) => tokenModels.includes(m.name) && (loaded.size === 0 || loaded.has(m.name)))
+    .filter((m) => tokenModels.includes(m.name) && (versions.length === 0 || loaded.has(m.name)))
     .flatMap((m) =>
       Array.from({ length: m.shards }, (_, shard) => ({
         name: schedulerName({ modelNumber: m.number, shard }),
         model: m.name,
-        versions: versions.filter((v) => v.model === m.name).map((v) => v.version),
+        versions: serving.filter((v) => v.model === m.name).map((v) => v.version),
       })),
     );
 }

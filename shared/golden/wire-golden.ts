@@ -145,7 +145,7 @@ function examples(): Example[] {
         agent_id: AGENT,
         name: "gpu-node-17",
         gpus: [h100(0, 1024, 34)],
-        versions: [{ model: "sdxl-turbo", version: "2024-11-02.1" }],
+        versions: [{ model: "sdxl-turbo", version: "2024-11-02.1", state: "serving" }],
         slots: 2,
         prefetch: 1,
         leases: [],
@@ -162,8 +162,9 @@ function examples(): Example[] {
         name: "gpu-node-17",
         gpus: [{ index: 0, name: "NVIDIA L4" }, { index: 1 }],
         versions: [
-          { model: "sdxl-turbo", version: "2024-11-02.1" },
-          { model: "demo", version: "0.1.0" },
+          { model: "sdxl-turbo", version: "2024-11-02.1", state: "serving" },
+          { model: "demo", version: "0.1.0", state: "serving" },
+          { model: "demo", version: "0.2.0", state: "loading", message: "fetching 12 of 40 pieces" },
         ],
         slots: 4,
         prefetch: 0,
@@ -192,12 +193,30 @@ function examples(): Example[] {
         gpus: [h100(97.5, 40_213, 71.25)],
         credits: 1,
         draining: false,
+        versions: [
+          { model: "sdxl-turbo", version: "2024-11-02.1", state: "serving" },
+          {
+            model: "sdxl-turbo",
+            version: "2024-12-01.1",
+            state: "failed",
+            message: "CUDA out of memory while loading",
+          },
+        ],
       },
     },
     {
       name: "agent.heartbeat while draining",
       direction: "to_edge",
-      message: { v, type: "agent.heartbeat", trace: AGENT_TRACE_2, leases: [], gpus: [], credits: 0, draining: true },
+      message: {
+        v,
+        type: "agent.heartbeat",
+        trace: AGENT_TRACE_2,
+        leases: [],
+        gpus: [],
+        credits: 0,
+        draining: true,
+        versions: [],
+      },
     },
     {
       name: "job.progress",
@@ -422,6 +441,23 @@ function examples(): Example[] {
       name: "agent.drain",
       direction: "to_agent",
       message: { v, type: "agent.drain", trace: EDGE_TRACE, reason: "pool gpu-eu is being drained for a deploy" },
+    },
+    {
+      name: "agent.desired during a canary",
+      direction: "to_agent",
+      message: {
+        v,
+        type: "agent.desired",
+        trace: EDGE_TRACE,
+        models: [
+          {
+            model: "sdxl-turbo",
+            stable: { version: "2024-11-02.1", digest: "3".repeat(64) },
+            canary: { version: "2024-12-01.1", digest: "9".repeat(64), percent: 10 },
+          },
+          { model: "demo", stable: { version: "0.2.0", digest: "a".repeat(64) } },
+        ],
+      },
     },
   ];
 }

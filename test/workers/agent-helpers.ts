@@ -125,7 +125,8 @@ export function hello(
   id: string,
   leases: { job_id: string; epoch: number }[] = [],
   versions: { model: string; version: string }[] = [],
-): FromAgent {
+): Extract<FromAgent, { type: "agent.hello" }> {
+  const serving = versions.map((v) => ({ ...v, state: "serving" as const }));
   return {
     v: AGENT_PROTOCOL_VERSION,
     type: "agent.hello",
@@ -133,7 +134,7 @@ export function hello(
     agent_id: id,
     name: "test-agent",
     gpus: [],
-    versions,
+    versions: serving,
     slots: 2,
     prefetch: 1,
     leases,

@@ -308,8 +308,9 @@ describe("job events", () => {
     const status = seen.findLast((e) => e.event === "status");
     expect(status?.data).toMatchObject({ status: "running", attempt: 1 });
     expect(status?.data).not.toHaveProperty("agent");
+    const one = await call<{ attempts: Record<string, unknown>[] }>("GET", `/v1/jobs/${job.id}`, { key: acct.key });
     const customer = [
-      await call<{ attempts: Record<string, unknown>[] }>("GET", `/v1/jobs/${job.id}`, { key: acct.key }),
+      one,
       await call<{ jobs: { attempts: Record<string, unknown>[] }[] }>("GET", "/v1/jobs", { key: acct.key }),
       await call<{ attempts: Record<string, unknown>[] }>("POST", `/v1/jobs/${job.id}/cancel`, { key: acct.key }),
     ];
@@ -319,7 +320,7 @@ describe("job events", () => {
       expect(text).not.toContain(agent);
       expect(text).not.toMatch(/"(agent|pool)":/);
     }
-    expect(customer[0]?.body.attempts).toEqual([expect.objectContaining({ n: 1, epoch: l.epoch })]);
+    expect(one.body.attempts).toEqual([expect.objectContaining({ n: 1, epoch: l.epoch })]);
     const admin = await call<{ attempts: Record<string, unknown>[] }>("GET", `/v1/admin/jobs/${job.id}`, {
       key: ADMIN,
     });
@@ -347,7 +348,16 @@ describe("job events", () => {
   it("after an attempt passes run_timeout_s, its holder's late progress and logs are answered lease.stale and never shown", async () => {
     const shown = await lostHolder(await makeModel({ run_timeout_s: 1 }), async (conn, ref) => {
       await new Promise((r) => setTimeout(r, 1_100));
-      conn.send({ v: 2, type: "agent.heartbeat", trace: "t", leases: [ref], gpus: [], credits: 0, draining: false });
+      conn.send({
+        v: 2,
+        type: "agent.heartbeat",
+        trace: "t",
+        leases: [ref],
+        gpus: [],
+        credits: 0,
+        draining: false,
+        versions: [],
+      });
       const ack = (await conn.next("agent.heartbeat_ack")) as { stale: { job_id: string; epoch: number }[] };
       expect(ack.stale).toEqual([ref]);
     });

@@ -133,6 +133,7 @@ const anyValid: fc.Arbitrary<Msg> = fc.oneof(
     gpus: [],
     credits: 0,
     draining: false,
+    versions: [],
   })),
 );
 
@@ -547,7 +548,16 @@ let rw: RouteWorld;
 
 /** Sends a heartbeat and waits for its ack: the connection is alive and answering in order. */
 async function alive(conn: Link): Promise<void> {
-  conn.send({ v: 2, type: "agent.heartbeat", trace: "alive", leases: [], gpus: [], credits: 0, draining: false });
+  conn.send({
+    v: 2,
+    type: "agent.heartbeat",
+    trace: "alive",
+    leases: [],
+    gpus: [],
+    credits: 0,
+    draining: false,
+    versions: [],
+  });
   await conn.next("agent.heartbeat_ack");
 }
 
@@ -652,7 +662,16 @@ describe("agent frames: through the connect route", () => {
     const refs = jobIds.map((job_id, i) => ({ job_id, epoch: i + 1 }));
     b.conn.send(hello(b.id, refs));
     expect(await b.conn.next("agent.welcome")).toMatchObject({ resumed: [], stale: expect.arrayContaining(refs) });
-    b.conn.send({ v: 2, type: "agent.heartbeat", trace: "t", leases: refs, gpus: [], credits: 3, draining: false });
+    b.conn.send({
+      v: 2,
+      type: "agent.heartbeat",
+      trace: "t",
+      leases: refs,
+      gpus: [],
+      credits: 3,
+      draining: false,
+      versions: [],
+    });
     const ack = (await b.conn.next("agent.heartbeat_ack")) as Extract<ToAgent, { type: "agent.heartbeat_ack" }>;
     expect(ack.stale).toEqual(expect.arrayContaining(refs));
     // A preview frame exactly at its cap is a valid message: about a never-held lease, stale.

@@ -215,7 +215,7 @@ beforeAll(async () => {
     expiredAgent: await resigned(t.token, { iat: now - 7200, nbf: now - 7200, exp: now - 60 }),
     streamForSpare: stream.body.token,
     streamOfOther: streamOther.body.token,
-    expiredStream: (await streamToken(SECRET, running, owner.id, -60)).token,
+    expiredStream: (await streamToken(SECRET, { jobId: running, accountId: owner.id, keyId: owner.keyId }, -60)).token,
     fileKey: start.body.key,
     fileUrl,
     previewUrl,

@@ -5,7 +5,7 @@ import type { ModelConfig } from "../../shared/api.ts";
 import { newJobId, schedulerName } from "../../shared/ids.ts";
 import { DEFAULT_TIERS } from "../../shared/slo.ts";
 import { HEAD_QUERY } from "../../mesh/scheduler/store.ts";
-import type { SchedulerActor } from "../../mesh/index.ts";
+import type { Remote, SchedulerActor } from "../../mesh/index.ts";
 import { DEFAULT_LEASE_TTL_MS, type SchedulerCore } from "../../mesh/scheduler/core.ts";
 
 let n = 1000;
@@ -25,7 +25,8 @@ function setup(overrides: Partial<ModelConfig> = {}) {
     ...overrides,
   };
   const route = { modelNumber: n, shard: 0 };
-  const stub = env.SCHEDULER.get(env.SCHEDULER.idFromName(schedulerName(route)));
+  const raw = env.SCHEDULER.get(env.SCHEDULER.idFromName(schedulerName(route)));
+  const stub = raw as unknown as Remote<SchedulerActor>;
   const config = { model, tiers: [...DEFAULT_TIERS] };
   const item = (account = "acc_a", tier = "plus") => ({
     id: newJobId(route),
@@ -33,18 +34,18 @@ function setup(overrides: Partial<ModelConfig> = {}) {
     tier,
     body: { model: model.name, input: { prompt: "x" } },
   });
-  return { stub, config, item };
+  return { raw, stub, config, item };
 }
 
 describe("the scheduler actor", () => {
   it("jobs, leases and epochs survive an actor restart", async () => {
-    const { stub, config, item } = setup();
+    const { raw, stub, config, item } = setup();
     const job = item();
     await stub.enqueue(config, [job]);
     const agent = { id: "agent-1", pool: "p" };
     const [lease] = await stub.lease(agent, 1);
     expect(lease).toMatchObject({ job_id: job.id, epoch: 1 });
-    await evictDurableObject(stub);
+    await evictDurableObject(raw);
     const view = await stub.view(job.id, "acc_a");
     expect(view).toMatchObject({ ok: true, job: { status: "running", phase: "assigned" } });
     const ok = { status: "succeeded" as const, outputs: [] };
@@ -60,20 +61,18 @@ describe("the scheduler actor", () => {
   });
 
   it("after a restart a running lease has a fresh lease time and the alarm is armed; a lease that runs out is requeued by the alarm", async () => {
-    const { stub, config, item } = setup();
+    const { raw, stub, config, item } = setup();
     const job = item();
     await stub.enqueue(config, [job]);
     await stub.lease({ id: "agent-1", pool: "p" }, 1);
     const woke = Date.now();
-    await evictDurableObject(stub);
+    await evictDurableObject(raw);
     await stub.stats();
-    const alarm = await runInDurableObject<SchedulerActor, number | null>(stub, (_i, state) =>
-      state.storage.getAlarm(),
-    );
+    const alarm = await runInDurableObject<SchedulerActor, number | null>(raw, (_i, state) => state.storage.getAlarm());
     // (workerd's clock moves between events only, so allow it the odd millisecond)
     expect(alarm).toBeGreaterThanOrEqual(woke + DEFAULT_LEASE_TTL_MS - 50);
     // 31 s without a heartbeat: the sweep the alarm runs finds the lease run out.
-    await runInDurableObject<SchedulerActor, unknown>(stub, (instance) =>
+    await runInDurableObject<SchedulerActor, unknown>(raw, (instance) =>
       (instance as unknown as { core: SchedulerCore }).core.sweep(Date.now() + DEFAULT_LEASE_TTL_MS + 1_000),
     );
     const view = await stub.view(job.id, "acc_a");
@@ -83,7 +82,7 @@ describe("the scheduler actor", () => {
     expect(view.job.attempts[0]).toMatchObject({ outcome: "lease_expired", reason: "worker_lost", epoch: 1 });
     const [again] = await stub.lease({ id: "agent-2", pool: "p" }, 1);
     expect(again).toMatchObject({ job_id: job.id, epoch: 2, attempt: 2 });
-    expect(await runDurableObjectAlarm(stub)).toBe(true);
+    expect(await runDurableObjectAlarm(raw)).toBe(true);
   });
 
   it("a job past max_attempts fails with the reason", async () => {
@@ -132,12 +131,12 @@ describe("the scheduler actor", () => {
   });
 
   it("the pick runs on the jobs_pick index in the actor's own SQLite", async () => {
-    const { stub, config, item } = setup();
+    const { raw, stub, config, item } = setup();
     await stub.enqueue(
       config,
       Array.from({ length: 50 }, (_, i) => item(`acc_${i % 5}`, DEFAULT_TIERS[i % 5]?.name)),
     );
-    const plan = await runInDurableObject<SchedulerActor, string>(stub, (_i, state) =>
+    const plan = await runInDurableObject<SchedulerActor, string>(raw, (_i, state) =>
       state.storage.sql
         .exec(`EXPLAIN QUERY PLAN ${HEAD_QUERY}`, "plus", null)
         .toArray()

@@ -451,14 +451,23 @@ describe(`agent tokens: ${BAD_CLASSES.length + 3} classes of bad token, 0 accept
       agent_id: id,
       name: "dishonest",
       gpus: [],
-      versions: [{ model: theirs, version: "v1" }],
+      versions: [{ model: theirs, version: "v1", state: "serving" }],
       slots: 2,
       prefetch: 1,
       leases: [],
     });
     await conn.next("agent.welcome");
     conn.send({ v: 2, type: "work.request", trace: "t", credits: 5 });
-    conn.send({ v: 2, type: "agent.heartbeat", trace: "t", leases: [], gpus: [], credits: 5, draining: false });
+    conn.send({
+      v: 2,
+      type: "agent.heartbeat",
+      trace: "t",
+      leases: [],
+      gpus: [],
+      credits: 5,
+      draining: false,
+      versions: [],
+    });
     await conn.next("agent.heartbeat_ack");
     expect(conn.inbox.filter((m) => m.type === "job.leases")).toEqual([]);
     // Reconnected with the hello honest, it gets its own model's job and nothing else.
@@ -470,7 +479,16 @@ describe(`agent tokens: ${BAD_CLASSES.length + 3} classes of bad token, 0 accept
     honest.conn.send({ v: 2, type: "work.request", trace: "t", credits: 5 });
     const got = (await honest.conn.next("job.leases")) as { leases: LeaseGrant[] };
     expect(got.leases.map((l) => l.job_id)).toEqual([myJob.id]);
-    honest.conn.send({ v: 2, type: "agent.heartbeat", trace: "t", leases: [], gpus: [], credits: 4, draining: false });
+    honest.conn.send({
+      v: 2,
+      type: "agent.heartbeat",
+      trace: "t",
+      leases: [],
+      gpus: [],
+      credits: 4,
+      draining: false,
+      versions: [],
+    });
     await honest.conn.next("agent.heartbeat_ack");
     const all = [...conn.inbox, ...honest.conn.inbox].flatMap((m) =>
       m.type === "job.leases" ? m.leases.map((l) => l.model) : [],
@@ -592,6 +610,7 @@ describe("agent ids are bound to the token they connected with", () => {
       gpus: [],
       credits: 0,
       draining: false,
+      versions: [],
     });
     expect(await holder.conn.next("agent.heartbeat_ack")).toMatchObject({ stale: [] });
     expect(holder.conn.inbox.filter((m) => m.type === "job.leases")).toEqual([]);
@@ -644,6 +663,7 @@ describe("revoked agent tokens", () => {
       gpus: [],
       credits: 0,
       draining: false,
+      versions: [],
     });
     expect((await within(conn.closed, 3000, "the close")).code).toBe(CLOSE.unauthorized);
     expect((await call("GET", `/v1/jobs/${job.id}`, { key: acct.key })).body).toMatchObject({ status: "queued" });
@@ -660,7 +680,16 @@ describe("agent tokens while connected", () => {
     await conn.next("agent.welcome");
     const deadline = Date.now() + 5000;
     while (Date.now() / 1000 <= now + 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
-    conn.send({ v: 2, type: "agent.heartbeat", trace: "t", leases: [], gpus: [], credits: 0, draining: false });
+    conn.send({
+      v: 2,
+      type: "agent.heartbeat",
+      trace: "t",
+      leases: [],
+      gpus: [],
+      credits: 0,
+      draining: false,
+      versions: [],
+    });
     expect((await conn.closed).code).toBe(CLOSE.unauthorized);
   }, 10_000);
 });
