@@ -96,6 +96,40 @@ async function edge(
 
 const text = (xs: string[]): string => xs.join("");
 
+/**
+ * The rows a terminal shows after `written`, trailing blank rows dropped: text, CR, LF and the
+ * CSI sequences a live line uses (cursor up, down and to a column, erase line, and the
+ * synchronized-output mode, which changes nothing on screen).
+ */
+function terminal(written: string): string[] {
+  const rows = [""];
+  let row = 0;
+  let col = 0;
+  const down = (n: number): void => {
+    row += n;
+    while (rows.length <= row) rows.push("");
+  };
+  // oxlint-disable-next-line no-control-regex -- a terminal's escape sequences start with ESC
+  for (const [tok, priv, num, cmd] of written.matchAll(/\x1b\[(\?)?(\d*)([A-Za-z])|\r|\n|[^\x1b\r\n]+/g)) {
+    const line = rows[row] ?? "";
+    if (tok === "\n") {
+      down(1);
+      col = 0;
+    } else if (tok === "\r") col = 0;
+    else if (cmd === undefined) {
+      rows[row] = line.slice(0, col).padEnd(col) + tok + line.slice(col + tok.length);
+      col += tok.length;
+    } else if (priv) continue;
+    else if (cmd === "A") row = Math.max(0, row - Number(num || 1));
+    else if (cmd === "B") down(Number(num || 1));
+    else if (cmd === "G") col = Number(num || 1) - 1;
+    else if (cmd === "K") rows[row] = num === "2" ? "" : line.slice(0, col);
+    else throw new Error(`an escape a terminal test does not know: ${JSON.stringify(tok)}`);
+  }
+  while (rows.at(-1) === "") rows.pop();
+  return rows;
+}
+
 describe("floodgate client commands", () => {
   it("refuses a submit without --input, or with a wrong flag, with exit code 2", async () => {
     const io = fakeIo();
@@ -175,9 +209,39 @@ describe("floodgate client commands", () => {
     expect(err).toContain("sampling 5/10 (50%)");
     expect(err).toContain("preview 1 saved: out/preview-1.png");
     expect(err).toContain("saved out/video.gif (17 B)");
+    // No terminal, nothing drawn: plain lines only.
+    expect(err).not.toContain("\x1b");
     expect(readFileSync(join(root, "out", "preview-1.png")).toString()).toBe("png-preview");
     expect(readFileSync(join(root, "out", "video.gif"))).toEqual(GIF);
     expect(text(io.out)).toBe(`${join(root, "out", "video.gif")}\n`);
+  });
+
+  it("on a terminal, draws one live line in place, prints permanent lines above it and erases it at the end", async () => {
+    server = await edge(
+      [
+        sse("g.1", "status", { status: "running", phase: "sampling", queue: null, attempt: 1 }),
+        sse("g.2", "progress", { phase: "sampling", step: 5, total: 10 }),
+        sse("g.3", "log", { level: "info", message: "weights loaded" }),
+      ],
+      { hold: true },
+    );
+    local(server.url);
+    const io = fakeIo({ tty: true, columns: 60 });
+    const done = clientCommand("watch", [JOB], io);
+    await until(() => {
+      const rows = terminal(text(io.err));
+      return rows.includes("[info] weights loaded") && /5\/10/.test(rows.at(-1) ?? "");
+    });
+    const during = terminal(text(io.err));
+    expect(during.filter((r) => r.includes("running ·"))).toHaveLength(1);
+    expect(during.at(-1)).toMatch(/running · sampling .* 5\/10 50%/);
+    expect(during.at(-1)!.length).toBeLessThan(60);
+    expect(during.at(-2)).toBe("[info] weights loaded");
+    io.interrupt?.();
+    expect(await done).toBe(130);
+    const after = terminal(text(io.err));
+    expect(after).toContain("[info] weights loaded");
+    expect(after.some((r) => r.includes("running ·"))).toBe(false);
   });
 
   it("refuses an output whose bytes do not match the job's record, exit 1", async () => {

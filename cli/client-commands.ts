@@ -11,7 +11,9 @@ import { createHash } from "node:crypto";
 import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { open } from "node:fs/promises";
 import { join, relative, resolve } from "node:path";
+import { Writable } from "node:stream";
 import type { ParseArgsOptionsConfig } from "node:util";
+import { createLogUpdate } from "log-update";
 import { z } from "zod";
 import {
   createAdminClient,
@@ -314,30 +316,44 @@ export function outputFileName(name: string, index: number, contentType: string)
   return /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(name) ? name : `output-${index + 1}.${extensionOf(contentType)}`;
 }
 
-/** The one live line on a terminal, and plain lines printed above it. */
+/** stderr as the stream log-update draws on: writes go through `io`, the width is the terminal's. */
+function stderrStream(io: Io): Writable {
+  const stream = new Writable({
+    decodeStrings: false,
+    write(chunk: string, _encoding, done) {
+      io.stderr(chunk);
+      done();
+    },
+  });
+  // Read on every draw: the terminal may be resized.
+  return Object.defineProperties(stream, { columns: { get: () => io.columns }, isTTY: { value: io.tty } });
+}
+
+/**
+ * The one live line on a terminal, redrawn in place by log-update, and plain lines printed
+ * above it. Without a terminal nothing is drawn: plain lines are all there is.
+ */
 class Screen {
-  private shown = false;
   private readonly io: Io;
+  private readonly draw: ReturnType<typeof createLogUpdate> | undefined;
 
   constructor(io: Io) {
     this.io = io;
+    // The cursor stays as it is: a Ctrl-C question may follow.
+    this.draw = io.tty ? createLogUpdate(stderrStream(io), { showCursor: true }) : undefined;
   }
 
   line(s: string): void {
-    this.clear();
-    this.io.stderr(s + "\n");
+    if (this.draw) this.draw.persist(s);
+    else this.io.stderr(s + "\n");
   }
 
   live(s: string): void {
-    if (!this.io.tty) return;
-    this.io.stderr(`\r\x1b[2K${s}`);
-    this.shown = true;
+    this.draw?.(s);
   }
 
   clear(): void {
-    if (!this.shown) return;
-    this.io.stderr("\r\x1b[2K");
-    this.shown = false;
+    this.draw?.clear();
   }
 }
 

@@ -60,4 +60,28 @@ describe("SseParser", () => {
     expect(parser.lastEventId).toBe("g.1");
     expect(parser.feed("data: b\n\n")).toEqual([{ id: "g.1", event: "message", data: "b" }]);
   });
+
+  it("dispatches nothing for comments, keep-alives and blocks of unknown fields alone", () => {
+    const { messages, parser } = parseAll([": keep-alive\n\n", ":\n\n", "foo: bar\nbaz\n\n"]);
+    expect(messages).toEqual([]);
+    expect(parser.lastEventId).toBe("");
+  });
+
+  it("clears the last event id on an empty id field, and names an event with an empty event field message", () => {
+    const { messages, parser } = parseAll(["id: g.1\nevent: log\ndata: a\n\n", "id\nevent:\ndata: b\n\n"]);
+    expect(messages).toEqual([
+      { id: "g.1", event: "log", data: "a" },
+      { id: "", event: "message", data: "b" },
+    ]);
+    expect(parser.lastEventId).toBe("");
+  });
+
+  it("drops a byte order mark only at the start of a stream, and again after reset", () => {
+    const parser = new SseParser();
+    expect(parser.feed("\uFEFFdata: a\n\n")).toEqual([{ id: "", event: "message", data: "a" }]);
+    // Mid-stream it is part of the field name, which is then unknown.
+    expect(parser.feed("\uFEFFdata: b\n\n")).toEqual([]);
+    parser.reset();
+    expect(parser.feed("\uFEFFdata: c\n\n")).toEqual([{ id: "", event: "message", data: "c" }]);
+  });
 });

@@ -2,7 +2,8 @@
  * The edge Worker's HTTP app: request ids, the body-size limit, authentication, the routes and
  * the one error handler. Built once per isolate.
  */
-import { Hono } from "hono";
+import type { OpenAPIHono } from "@hono/zod-openapi";
+import { z } from "zod";
 import { bodyLimit } from "hono/body-limit";
 import { requestId } from "hono/request-id";
 import { MAX_BODY_BYTES } from "../shared/api.ts";
@@ -10,36 +11,34 @@ import { FloodgateError } from "../shared/errors.ts";
 import { adminAuth, jobsAuth, userAuth } from "./auth/index.ts";
 import type { AppEnv } from "./env.ts";
 import { errorResponse } from "./errors.ts";
-import { openApiDocument, type RouteDoc } from "./openapi.ts";
-import { fileDocs, fileRoutes } from "./files.ts";
-import { adminDocs, adminRoutes } from "./routes/admin.ts";
+import { fileRoutes } from "./files.ts";
+import { apiRoute, json, routesApp, SECURITY_SCHEMES } from "./openapi.ts";
+import { adminRoutes } from "./routes/admin.ts";
 import { MAX_PART_BYTES } from "../shared/outputs.ts";
-import { agentAuth, agentDocs, agentRoutes } from "./routes/agent.ts";
-import { jobDocs, jobRoutes } from "./routes/jobs.ts";
-import { protocolDocs, protocolRoutes } from "./routes/protocol.ts";
-import { uploadDocs, uploadRoutes } from "./routes/uploads.ts";
+import { agentAuth, agentRoutes } from "./routes/agent.ts";
+import { jobRoutes } from "./routes/jobs.ts";
+import { protocolRoutes } from "./routes/protocol.ts";
+import { uploadRoutes } from "./routes/uploads.ts";
 
 export const VERSION = "0.1.0";
 
-const systemDocs: RouteDoc[] = [
-  { method: "get", path: "/healthz", summary: "Liveness", auth: "none", responses: { 200: { description: "OK" } } },
-  {
-    method: "get",
-    path: "/openapi.json",
-    summary: "This document",
-    auth: "none",
-    responses: { 200: { description: "OpenAPI 3.1" } },
-  },
-];
-const docs = openApiDocument(
-  [...systemDocs, ...jobDocs, ...adminDocs, ...agentDocs, ...uploadDocs, ...fileDocs, ...protocolDocs],
-  VERSION,
-);
+const healthz = apiRoute("none", {
+  method: "get",
+  path: "/healthz",
+  summary: "Liveness",
+  responses: { 200: json("OK", z.object({ ok: z.literal(true), version: z.string() })) },
+});
+const openapi = apiRoute("none", {
+  method: "get",
+  path: "/openapi.json",
+  summary: "This document",
+  responses: { 200: json("OpenAPI 3.1", z.record(z.string(), z.unknown())) },
+});
 
 const PART_PATH = /^\/v1\/agent\/uploads\/[^/]+\/parts\//;
 
-export function buildApp(): Hono<AppEnv> {
-  const app = new Hono<AppEnv>();
+export function buildApp(): OpenAPIHono<AppEnv> {
+  const app = routesApp();
   app.use("*", requestId({ headerName: "X-Request-Id" }));
   const smallBodies = bodyLimit({
     maxSize: MAX_BODY_BYTES,
@@ -58,8 +57,18 @@ export function buildApp(): Hono<AppEnv> {
   });
   // Output parts are large by design; every other body is small.
   app.use("*", (c, next) => (PART_PATH.test(c.req.path) ? partBodies(c, next) : smallBodies(c, next)));
-  app.get("/healthz", (c) => c.json({ ok: true, version: VERSION }));
-  app.get("/openapi.json", (c) => c.json(docs));
+  app.openapi(healthz, (c) => c.json({ ok: true as const, version: VERSION }, 200));
+  // Generated once, on first request, when every route has been declared.
+  let document: Record<string, unknown> | undefined;
+  app.openapi(openapi, (c) => {
+    document ??= {
+      ...app.getOpenAPI31Document({
+        openapi: "3.1.0",
+        info: { title: "Floodgate", version: VERSION, description: "Generative-media jobs at launch-day scale." },
+      }),
+    };
+    return c.json(document, 200);
+  });
   app.use("/v1/admin/*", adminAuth);
   app.use("/v1/jobs", userAuth);
   app.use("/v1/jobs/*", jobsAuth);
@@ -71,6 +80,9 @@ export function buildApp(): Hono<AppEnv> {
   app.route("/", uploadRoutes);
   app.route("/", fileRoutes);
   app.route("/", protocolRoutes);
+  for (const [name, scheme] of Object.entries(SECURITY_SCHEMES)) {
+    app.openAPIRegistry.registerComponent("securitySchemes", name, scheme);
+  }
   app.notFound(() => {
     throw new FloodgateError("not_found", "no such route; GET /openapi.json lists them");
   });

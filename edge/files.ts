@@ -8,13 +8,14 @@
  * browser run them there: every answer says `nosniff` and a sandboxing Content-Security-Policy,
  * and only images and video are served inline; everything else is an attachment.
  */
-import { Hono, type MiddlewareHandler } from "hono";
+import type { MiddlewareHandler } from "hono";
+import { z } from "zod";
 import { FloodgateError } from "../shared/errors.ts";
 import { INLINE_MEDIA_TYPES, mediaType } from "../shared/outputs.ts";
 import { publicOrigin, signedOutputUrl, verify } from "../shared/signing.ts";
 import { actor, type JobActor } from "../mesh/index.ts";
 import type { AppEnv } from "./env.ts";
-import type { RouteDoc } from "./openapi.ts";
+import { apiRoute, routesApp } from "./openapi.ts";
 
 export function fileSecret(env: Env): string {
   if (!env.FILE_SIGNING_KEY) throw new FloodgateError("unavailable", "the edge has no FILE_SIGNING_KEY secret");
@@ -60,58 +61,66 @@ const safe: MiddlewareHandler<AppEnv> = async (c, next) => {
   for (const [k, v] of Object.entries(FILE_SAFETY_HEADERS)) c.res.headers.set(k, v);
 };
 
-export const fileRoutes = new Hono<AppEnv>()
-  .use("/v1/files/*", safe)
-  .use("/v1/jobs/:id/preview", safe)
-  .get("/v1/files/*", async (c) => {
-    let key: string;
-    try {
-      key = decodeURIComponent(new URL(c.req.url).pathname.slice("/v1/files/".length));
-    } catch {
-      throw new FloodgateError("not_found", "no such output");
-    }
-    await checkSigned(c.env, (exp) => `file\n${key}\n${exp}`, c.req.query("exp"), c.req.query("sig"));
-    const object = await c.env.OUTPUTS.get(key);
-    if (!object) throw new FloodgateError("not_found", "no such output (deleted, or past retention)");
-    const headers = new Headers();
-    object.writeHttpMetadata(headers);
-    // Output names are [a-z0-9._-], safe in a quoted filename.
-    headers.set(
-      "content-disposition",
-      disposition(object.httpMetadata?.contentType, key.slice(key.lastIndexOf("/") + 1)),
-    );
-    headers.set("etag", object.httpEtag);
-    headers.set("content-length", String(object.size));
-    headers.set("cache-control", "private, max-age=3600");
-    return new Response(object.body, { headers });
-  })
-  .get("/v1/jobs/:id/preview", async (c) => {
-    const id = c.req.param("id");
-    await checkSigned(c.env, (exp) => `preview\n${id}\n${exp}`, c.req.query("exp"), c.req.query("sig"));
-    const preview = await actor<JobActor>(c.env.JOB, id).previewBytes();
-    if (!preview) throw new FloodgateError("not_found", "no preview for this job right now");
-    return new Response(preview.data, {
-      headers: {
-        "content-type": preview.content_type,
-        "content-disposition": disposition(preview.content_type, `${id}-preview`),
-        "cache-control": "no-store",
-      },
-    });
-  });
+const readFile = apiRoute("none", {
+  method: "get",
+  path: "/v1/files/{key}",
+  summary: "An output file, by the signed URL a job read returns (?exp=&sig=)",
+  request: { params: z.object({ key: z.string() }) },
+  responses: {
+    200: { description: "The file", content: { "*/*": { schema: { type: "string", format: "binary" } } } },
+    403: { description: "Bad or expired signature" },
+  },
+});
 
-export const fileDocs: RouteDoc[] = [
-  {
-    method: "get",
-    path: "/v1/files/{key}",
-    summary: "An output file, by the signed URL a job read returns (?exp=&sig=)",
-    auth: "none",
-    responses: { 200: { description: "The file" }, 403: { description: "Bad or expired signature" } },
+const readPreview = apiRoute("none", {
+  method: "get",
+  path: "/v1/jobs/{id}/preview",
+  summary: "A running job's latest preview frame, by the signed URL its events carry (?exp=&sig=)",
+  request: { params: z.object({ id: z.string() }) },
+  responses: {
+    200: { description: "The image", content: { "image/*": { schema: { type: "string", format: "binary" } } } },
+    403: { description: "Bad or expired signature" },
   },
-  {
-    method: "get",
-    path: "/v1/jobs/{id}/preview",
-    summary: "A running job's latest preview frame, by the signed URL its events carry (?exp=&sig=)",
-    auth: "none",
-    responses: { 200: { description: "The image" }, 403: { description: "Bad or expired signature" } },
-  },
-];
+});
+
+export const fileRoutes = routesApp();
+fileRoutes.use("/v1/files/*", safe);
+fileRoutes.use("/v1/jobs/:id/preview", safe);
+// An output key is the rest of the path, slashes included: a wildcard, which an OpenAPI path
+// template cannot express, so this route is routed as one and declared to the document apart.
+fileRoutes.openAPIRegistry.registerPath(readFile);
+fileRoutes.get("/v1/files/*", async (c) => {
+  let key: string;
+  try {
+    key = decodeURIComponent(new URL(c.req.url).pathname.slice("/v1/files/".length));
+  } catch {
+    throw new FloodgateError("not_found", "no such output");
+  }
+  await checkSigned(c.env, (exp) => `file\n${key}\n${exp}`, c.req.query("exp"), c.req.query("sig"));
+  const object = await c.env.OUTPUTS.get(key);
+  if (!object) throw new FloodgateError("not_found", "no such output (deleted, or past retention)");
+  const headers = new Headers();
+  object.writeHttpMetadata(headers);
+  // Output names are [a-z0-9._-], safe in a quoted filename.
+  headers.set(
+    "content-disposition",
+    disposition(object.httpMetadata?.contentType, key.slice(key.lastIndexOf("/") + 1)),
+  );
+  headers.set("etag", object.httpEtag);
+  headers.set("content-length", String(object.size));
+  headers.set("cache-control", "private, max-age=3600");
+  return new Response(object.body, { headers });
+});
+fileRoutes.openapi(readPreview, async (c) => {
+  const { id } = c.req.valid("param");
+  await checkSigned(c.env, (exp) => `preview\n${id}\n${exp}`, c.req.query("exp"), c.req.query("sig"));
+  const preview = await actor<JobActor>(c.env.JOB, id).previewBytes();
+  if (!preview) throw new FloodgateError("not_found", "no preview for this job right now");
+  return new Response(preview.data, {
+    headers: {
+      "content-type": preview.content_type,
+      "content-disposition": disposition(preview.content_type, `${id}-preview`),
+      "cache-control": "no-store",
+    },
+  });
+});

@@ -2,7 +2,8 @@
  * Parsing at the HTTP boundary: bodies must be JSON (415 otherwise), within the size limit
  * (413, enforced by the body-limit middleware) and the nesting limit, have no `__proto__` key,
  * and pass their zod schema (400 naming the field). Nothing is cast: handlers get the parsed
- * value or the request ends here.
+ * value or the request ends here. Path parameters, queries and headers are checked by the
+ * routes' own validators (edge/openapi.ts).
  */
 import type { Context } from "hono";
 import type { z } from "zod";
@@ -62,22 +63,5 @@ export async function readJson<S extends z.ZodType>(c: Context, schema: S): Prom
   if (unfit) throw new FloodgateError("invalid_body", unfit);
   const parsed = schema.safeParse(raw);
   if (!parsed.success) throw new FloodgateError("invalid_body", describeZodError(parsed.error));
-  return parsed.data;
-}
-
-export function readQuery<S extends z.ZodType>(c: Context, schema: S): z.infer<S> {
-  const parsed = schema.safeParse(c.req.query());
-  if (!parsed.success) throw new FloodgateError("invalid_query", describeZodError(parsed.error, "query"));
-  return parsed.data;
-}
-
-export function readParam<S extends z.ZodType>(
-  c: Context,
-  name: string,
-  schema: S,
-  code: "not_found" | "model_not_found" | "invalid_query" = "not_found",
-): z.infer<S> {
-  const parsed = schema.safeParse(c.req.param(name));
-  if (!parsed.success) throw new FloodgateError(code, `no ${name} ${JSON.stringify(c.req.param(name))}`);
   return parsed.data;
 }

@@ -1,7 +1,6 @@
 /**
  * Admin routes (the admin key): models, accounts and their keys, tiers, queues, agent tokens.
  */
-import { Hono } from "hono";
 import { z } from "zod";
 import {
   AccountCreateBody,
@@ -24,12 +23,11 @@ import { hashKey, newApiKey } from "../../shared/keys.ts";
 import { TierList } from "../../shared/slo.ts";
 import { actor, type AccountActor } from "../../mesh/index.ts";
 import { forgetAccount, keySecret } from "../auth/index.ts";
-import type { AppEnv } from "../env.ts";
 import { raise } from "../errors.ts";
-import type { RouteDoc } from "../openapi.ts";
+import { apiRoute, firstValues, json, jsonBody, refuse, routesApp } from "../openapi.ts";
 import { checkSchema, invalidateRegistry, jobRoute, registry, registryStub } from "../registry-cache.ts";
 import { mintAgentToken } from "../tokens.ts";
-import { readJson, readParam, readQuery } from "../validate.ts";
+import { readJson } from "../validate.ts";
 import { forgetToken, listAgents } from "./agent.ts";
 import { listJobs, present, scheduler } from "./jobs.ts";
 
@@ -41,22 +39,137 @@ function account(env: Env, id: string) {
   return actor<AccountActor>(env.ACCOUNT, id);
 }
 
-export const adminRoutes = new Hono<AppEnv>()
-  .put("/v1/admin/models/:model", async (c) => {
-    const name = readParam(c, "model", ModelName, "invalid_query");
-    const body = await readJson(c, ModelConfigBody);
-    const problem = checkSchema(body.input_schema);
-    if (problem) throw new FloodgateError("invalid_body", `body.input_schema is not a usable JSON Schema: ${problem}`);
-    const out = await registryStub(c.env).putModel(name, body);
-    if (!out.ok) raise(out);
-    invalidateRegistry();
-    return c.json(out.model, out.created ? 201 : 200);
-  })
-  .get("/v1/admin/models", async (c) => {
+const TiersBody = z.strictObject({ tiers: TierList });
+
+const putModel = apiRoute("admin", {
+  method: "put",
+  path: "/v1/admin/models/{model}",
+  summary: "Register or update a model",
+  request: { params: z.object({ model: ModelName }), body: jsonBody(ModelConfigBody) },
+  responses: { 200: json("Updated", ModelConfig), 201: json("Registered", ModelConfig) },
+});
+
+const listModels = apiRoute("admin", {
+  method: "get",
+  path: "/v1/admin/models",
+  summary: "Every model",
+  responses: { 200: json("Models", z.object({ models: z.array(ModelConfig) })) },
+});
+
+const createAccount = apiRoute("admin", {
+  method: "post",
+  path: "/v1/admin/accounts",
+  summary: "Create an account and its first API key (shown once)",
+  request: { body: jsonBody(AccountCreateBody) },
+  responses: { 201: json("Created", AccountCreated) },
+});
+
+const listAccounts = apiRoute("admin", {
+  method: "get",
+  path: "/v1/admin/accounts",
+  summary: "Every account",
+  responses: { 200: { description: "Accounts" } },
+});
+
+const addKey = apiRoute("admin", {
+  method: "post",
+  path: "/v1/admin/accounts/{id}/keys",
+  summary: "Add an API key to an account (shown once)",
+  request: { params: z.object({ id: AccountId }) },
+  responses: { 201: json("Created", KeyCreated) },
+});
+
+const revokeKey = apiRoute("admin", {
+  method: "delete",
+  path: "/v1/admin/accounts/{id}/keys/{key_id}",
+  summary: "Revoke an API key (effective within 60 s everywhere)",
+  // In this order: a bad account id is named before a bad key id.
+  request: { params: z.object({ id: AccountId, key_id: KeyId }) },
+  responses: { 204: { description: "Revoked" } },
+});
+
+const readTiers = apiRoute("admin", {
+  method: "get",
+  path: "/v1/admin/tiers",
+  summary: "The tier table",
+  responses: { 200: json("Tiers", TiersBody) },
+});
+
+const putTiers = apiRoute("admin", {
+  method: "put",
+  path: "/v1/admin/tiers",
+  summary: "Replace the tier table",
+  request: { body: jsonBody(TiersBody) },
+  responses: { 200: json("Tiers", TiersBody) },
+});
+
+const readQueues = apiRoute("admin", {
+  method: "get",
+  path: "/v1/admin/queues",
+  summary: "Per model, shard and tier: depth, oldest wait, largest wait/SLO, drain rate",
+  responses: { 200: json("Queues", z.object({ queues: z.array(QueueStats) })) },
+});
+
+const mintToken = apiRoute("admin", {
+  method: "post",
+  path: "/v1/admin/agent-tokens",
+  summary: "Mint an agent token for a pool and its models",
+  request: { body: jsonBody(AgentTokenBody) },
+  responses: { 201: json("Minted", AgentTokenCreated) },
+});
+
+const readAnyJob = apiRoute("admin", {
+  method: "get",
+  path: "/v1/admin/jobs/{id}",
+  summary: "Any account's job, with the agent and pool of each attempt",
+  request: { params: z.object({ id: z.string() }) },
+  responses: { 200: json("The job", AdminJobView) },
+});
+
+const listAccountJobs = apiRoute("admin", {
+  method: "get",
+  path: "/v1/admin/jobs",
+  summary: "One account's jobs, newest first, with the agent and pool of each attempt",
+  request: { query: firstValues(AdminJobListQuery) },
+  responses: { 200: json("A page of jobs", AdminJobList) },
+});
+
+const listConnected = apiRoute("admin", {
+  method: "get",
+  path: "/v1/admin/agents",
+  summary: "Connected agents: pool, models, versions, slots, running jobs, GPU health, last heartbeat",
+  responses: { 200: json("Agents", z.object({ agents: z.array(AgentView) })) },
+});
+
+const revokeToken = apiRoute("admin", {
+  method: "delete",
+  path: "/v1/admin/agent-tokens/{id}",
+  summary: "Revoke an agent token",
+  request: { params: z.object({ id: TokenId }) },
+  responses: { 204: { description: "Revoked" } },
+});
+
+export const adminRoutes = routesApp()
+  .openapi(
+    putModel,
+    async (c) => {
+      const name = c.req.valid("param").model;
+      const body = await readJson(c, ModelConfigBody);
+      const problem = checkSchema(body.input_schema);
+      if (problem)
+        throw new FloodgateError("invalid_body", `body.input_schema is not a usable JSON Schema: ${problem}`);
+      const out = await registryStub(c.env).putModel(name, body);
+      if (!out.ok) raise(out);
+      invalidateRegistry();
+      return out.created ? c.json(out.model, 201) : c.json(out.model, 200);
+    },
+    refuse("invalid_query"),
+  )
+  .openapi(listModels, async (c) => {
     const { byName } = await registry(c.env);
-    return c.json({ models: [...byName.values()] });
+    return c.json({ models: [...byName.values()] }, 200);
   })
-  .post("/v1/admin/accounts", async (c) => {
+  .openapi(createAccount, async (c) => {
     const body = await readJson(c, AccountCreateBody);
     const { tiers } = await registry(c.env);
     if (!tiers.some((t) => t.name === body.tier)) {
@@ -77,31 +190,30 @@ export const adminRoutes = new Hono<AppEnv>()
     await registryStub(c.env).putAccount(id, body.name, body.tier);
     return c.json({ id, key_id: keyId, api_key: apiKey }, 201);
   })
-  .get("/v1/admin/accounts", async (c) => c.json({ accounts: await registryStub(c.env).accounts() }))
-  .post("/v1/admin/accounts/:id/keys", async (c) => {
-    const id = readParam(c, "id", AccountId);
+  .openapi(listAccounts, async (c) => c.json({ accounts: await registryStub(c.env).accounts() }, 200))
+  .openapi(addKey, async (c) => {
+    const { id } = c.req.valid("param");
     const keyId = newId("key");
     const apiKey = await newApiKey(keySecret(c.env), id, keyId);
     const out = await account(c.env, id).addKey(keyId, await hashKey(apiKey));
     if (!out.ok) raise(out);
     return c.json({ key_id: keyId, api_key: apiKey }, 201);
   })
-  .delete("/v1/admin/accounts/:id/keys/:key_id", async (c) => {
-    const id = readParam(c, "id", AccountId);
-    const keyId = readParam(c, "key_id", KeyId);
+  .openapi(revokeKey, async (c) => {
+    const { id, key_id: keyId } = c.req.valid("param");
     const out = await account(c.env, id).revokeKey(keyId);
     if (!out.ok) raise(out);
     forgetAccount(id);
     return c.body(null, 204);
   })
-  .get("/v1/admin/tiers", async (c) => c.json({ tiers: (await registry(c.env)).tiers }))
-  .put("/v1/admin/tiers", async (c) => {
-    const body = await readJson(c, z.strictObject({ tiers: TierList }));
+  .openapi(readTiers, async (c) => c.json({ tiers: (await registry(c.env)).tiers }, 200))
+  .openapi(putTiers, async (c) => {
+    const body = await readJson(c, TiersBody);
     const out = await registryStub(c.env).putTiers(body.tiers);
     invalidateRegistry();
-    return c.json({ tiers: out.tiers });
+    return c.json({ tiers: out.tiers }, 200);
   })
-  .get("/v1/admin/queues", async (c) => {
+  .openapi(readQueues, async (c) => {
     const { byName } = await registry(c.env);
     const rows = await Promise.all(
       [...byName.values()].flatMap((m) =>
@@ -111,9 +223,9 @@ export const adminRoutes = new Hono<AppEnv>()
         }),
       ),
     );
-    return c.json({ queues: rows.flat() });
+    return c.json({ queues: rows.flat() }, 200);
   })
-  .post("/v1/admin/agent-tokens", async (c) => {
+  .openapi(mintToken, async (c) => {
     const body = await readJson(c, AgentTokenBody);
     const id = newId("tok");
     const { token, expiresAt } = await mintAgentToken(c.env, {
@@ -131,134 +243,23 @@ export const adminRoutes = new Hono<AppEnv>()
     });
     return c.json({ id, token, expires_at: new Date(expiresAt).toISOString() }, 201);
   })
-  .get("/v1/admin/jobs/:id", async (c) => {
-    const id = c.req.param("id");
+  .openapi(readAnyJob, async (c) => {
+    const { id } = c.req.valid("param");
     const out = await scheduler(c.env, await jobRoute(c.env, id)).adminView(id);
     if (!out.ok) raise(out);
     const job: AdminJobView = await present(c.env, out.job, true);
-    return c.json(job);
+    return c.json(job, 200);
   })
-  .get("/v1/admin/jobs", async (c) => {
-    const q = readQuery(c, AdminJobListQuery);
+  .openapi(listAccountJobs, async (c) => {
+    const q = c.req.valid("query");
     const page: AdminJobList = await listJobs(c.env, q.account, q);
-    return c.json(page);
+    return c.json(page, 200);
   })
-  .get("/v1/admin/agents", async (c) => c.json({ agents: await listAgents(c.env) }))
-  .delete("/v1/admin/agent-tokens/:id", async (c) => {
-    const id = readParam(c, "id", TokenId);
+  .openapi(listConnected, async (c) => c.json({ agents: await listAgents(c.env) }, 200))
+  .openapi(revokeToken, async (c) => {
+    const { id } = c.req.valid("param");
     const out = await registryStub(c.env).revokeToken(id);
     if (!out.ok) raise(out);
     forgetToken(id);
     return c.body(null, 204);
   });
-
-const TiersBody = z.object({ tiers: TierList });
-
-export const adminDocs: RouteDoc[] = [
-  {
-    method: "put",
-    path: "/v1/admin/models/{model}",
-    summary: "Register or update a model",
-    auth: "admin",
-    body: ModelConfigBody,
-    responses: {
-      200: { description: "Updated", schema: ModelConfig },
-      201: { description: "Registered", schema: ModelConfig },
-    },
-  },
-  {
-    method: "get",
-    path: "/v1/admin/models",
-    summary: "Every model",
-    auth: "admin",
-    responses: { 200: { description: "Models", schema: z.object({ models: z.array(ModelConfig) }) } },
-  },
-  {
-    method: "post",
-    path: "/v1/admin/accounts",
-    summary: "Create an account and its first API key (shown once)",
-    auth: "admin",
-    body: AccountCreateBody,
-    responses: { 201: { description: "Created", schema: AccountCreated } },
-  },
-  {
-    method: "get",
-    path: "/v1/admin/accounts",
-    summary: "Every account",
-    auth: "admin",
-    responses: { 200: { description: "Accounts" } },
-  },
-  {
-    method: "post",
-    path: "/v1/admin/accounts/{id}/keys",
-    summary: "Add an API key to an account (shown once)",
-    auth: "admin",
-    responses: { 201: { description: "Created", schema: KeyCreated } },
-  },
-  {
-    method: "delete",
-    path: "/v1/admin/accounts/{id}/keys/{key_id}",
-    summary: "Revoke an API key (effective within 60 s everywhere)",
-    auth: "admin",
-    responses: { 204: { description: "Revoked" } },
-  },
-  {
-    method: "get",
-    path: "/v1/admin/tiers",
-    summary: "The tier table",
-    auth: "admin",
-    responses: { 200: { description: "Tiers", schema: TiersBody } },
-  },
-  {
-    method: "put",
-    path: "/v1/admin/tiers",
-    summary: "Replace the tier table",
-    auth: "admin",
-    body: TiersBody,
-    responses: { 200: { description: "Tiers", schema: TiersBody } },
-  },
-  {
-    method: "get",
-    path: "/v1/admin/queues",
-    summary: "Per model, shard and tier: depth, oldest wait, largest wait/SLO, drain rate",
-    auth: "admin",
-    responses: { 200: { description: "Queues", schema: z.object({ queues: z.array(QueueStats) }) } },
-  },
-  {
-    method: "post",
-    path: "/v1/admin/agent-tokens",
-    summary: "Mint an agent token for a pool and its models",
-    auth: "admin",
-    body: AgentTokenBody,
-    responses: { 201: { description: "Minted", schema: AgentTokenCreated } },
-  },
-  {
-    method: "get",
-    path: "/v1/admin/jobs/{id}",
-    summary: "Any account's job, with the agent and pool of each attempt",
-    auth: "admin",
-    responses: { 200: { description: "The job", schema: AdminJobView } },
-  },
-  {
-    method: "get",
-    path: "/v1/admin/jobs",
-    summary: "One account's jobs, newest first, with the agent and pool of each attempt",
-    auth: "admin",
-    query: AdminJobListQuery,
-    responses: { 200: { description: "A page of jobs", schema: AdminJobList } },
-  },
-  {
-    method: "get",
-    path: "/v1/admin/agents",
-    summary: "Connected agents: pool, models, versions, slots, running jobs, GPU health, last heartbeat",
-    auth: "admin",
-    responses: { 200: { description: "Agents", schema: z.object({ agents: z.array(AgentView) }) } },
-  },
-  {
-    method: "delete",
-    path: "/v1/admin/agent-tokens/{id}",
-    summary: "Revoke an agent token",
-    auth: "admin",
-    responses: { 204: { description: "Revoked" } },
-  },
-];

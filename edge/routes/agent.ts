@@ -3,7 +3,8 @@
  * any upgrade), and the WebSocket connection. Output uploads, authorised by the same check and
  * by the lease, are in uploads.ts.
  */
-import { Hono, type MiddlewareHandler } from "hono";
+import type { MiddlewareHandler } from "hono";
+import { z } from "zod";
 import { FloodgateError } from "../../shared/errors.ts";
 import type { AgentClaims } from "../../shared/tokens.ts";
 import {
@@ -15,7 +16,7 @@ import {
 } from "../../shared/wire.ts";
 import { actor, CLAIMS_HEADER, type AgentActor, type AgentClaimsLite } from "../../mesh/index.ts";
 import type { AppEnv } from "../env.ts";
-import type { RouteDoc } from "../openapi.ts";
+import { apiRoute, routesApp } from "../openapi.ts";
 import { checkAddressLimit, checkAgentLimit } from "../ratelimit.ts";
 import { registryStub } from "../registry-cache.ts";
 import { verifyAgentToken } from "../tokens.ts";
@@ -79,7 +80,30 @@ export const agentAuth: MiddlewareHandler<AppEnv> = async (c, next) => {
   await next();
 };
 
-export const agentRoutes = new Hono<AppEnv>().get(CONNECT_PATH, async (c) => {
+const connect = apiRoute("agent", {
+  method: "get",
+  path: CONNECT_PATH,
+  summary: `Upgrade to the agent WebSocket (subprotocol ${AGENT_SUBPROTOCOL}); 401 before the upgrade for a bad token`,
+  request: {
+    headers: z.object({
+      [AGENT_ID_HEADER]: z
+        .string()
+        .optional()
+        .describe("The agent's id (agt_…), stable across the agent's restarts and reconnects"),
+      [AGENT_INSTANCE_HEADER]: z
+        .string()
+        .optional()
+        .describe("The agent process (random per process start, kept across its reconnects)"),
+    }),
+  },
+  responses: {
+    101: { description: "Switching protocols" },
+    403: { description: "The agent id is bound to another live token (agent_id_taken)" },
+    426: { description: "Not a WebSocket upgrade" },
+  },
+});
+
+export const agentRoutes = routesApp().openapi(connect, async (c) => {
   if (c.req.header("upgrade")?.toLowerCase() !== "websocket") {
     throw new FloodgateError("upgrade_required", `connect with a WebSocket upgrade (subprotocol ${AGENT_SUBPROTOCOL})`);
   }
@@ -111,21 +135,3 @@ export async function listAgents(env: Env) {
   );
   return infos.filter((i) => i.connected);
 }
-
-export const agentDocs: RouteDoc[] = [
-  {
-    method: "get",
-    path: "/v1/agent/connect",
-    summary: `Upgrade to the agent WebSocket (subprotocol ${AGENT_SUBPROTOCOL}); 401 before the upgrade for a bad token`,
-    auth: "agent",
-    headers: {
-      [AGENT_ID_HEADER]: "The agent's id (agt_…), stable across the agent's restarts and reconnects",
-      [AGENT_INSTANCE_HEADER]: "The agent process (random per process start, kept across its reconnects)",
-    },
-    responses: {
-      101: { description: "Switching protocols" },
-      403: { description: "The agent id is bound to another live token (agent_id_taken)" },
-      426: { description: "Not a WebSocket upgrade" },
-    },
-  },
-];

@@ -3,8 +3,7 @@
  * one scheduler shard (one durable commit) and, only when it carries an Idempotency-Key, the
  * account's actor first.
  */
-import { Hono } from "hono";
-import type { z } from "zod";
+import { z } from "zod";
 import {
   BatchAnswer,
   BatchBody,
@@ -39,11 +38,10 @@ import {
 import { StreamTokenAnswer } from "../../shared/events.ts";
 import { streamToken } from "../../shared/signing.ts";
 import { fileSecret, outputUrl } from "../files.ts";
-import type { AppEnv } from "../env.ts";
 import { raise } from "../errors.ts";
-import type { RouteDoc } from "../openapi.ts";
+import { apiRoute, firstValues, json, jsonBody, refuse, routesApp } from "../openapi.ts";
 import { jobRoute, modelByName, registry, validateInput } from "../registry-cache.ts";
-import { jsonProblem, readJson, readParam, readQuery } from "../validate.ts";
+import { jsonProblem, readJson } from "../validate.ts";
 
 export function scheduler(env: Env, route: JobRoute): Remote<SchedulerActor> {
   return actor<SchedulerActor>(env.SCHEDULER, schedulerName(route));
@@ -193,61 +191,153 @@ export async function listJobs(
   return { jobs, next_cursor: merged.length > q.limit ? (jobs.at(-1)?.id ?? null) : null };
 }
 
-export const jobRoutes = new Hono<AppEnv>()
-  .post("/v1/models/:model/jobs", async (c) => {
-    const p = c.get("principal");
-    const model = await modelByName(c.env, readParam(c, "model", ModelName, "model_not_found"));
-    const body = await readJson(c, SubmitBody);
-    const rawKey = c.req.header("idempotency-key");
-    const idem = rawKey === undefined ? undefined : IdempotencyKey.safeParse(rawKey);
-    if (idem && !idem.success)
-      throw new FloodgateError("bad_request", "Idempotency-Key must be 1–255 printable ASCII characters");
-    const prepared = await prepare(model, p, pickShard(model), body, idem?.data, "");
-    const [result] = await submit(c.env, p.account_id, model, [prepared]);
-    if (!result) throw new Error("submit answered nothing");
-    if ("ok" in result && result.ok === false) raise(result);
-    return c.json(result as SubmitAnswer, 202);
-  })
-  .post("/v1/models/:model/jobs/batch", async (c) => {
-    const p = c.get("principal");
-    const model = await modelByName(c.env, readParam(c, "model", ModelName, "model_not_found"));
-    const body = await readJson(c, BatchBody);
-    // One shard for the whole batch, so the batch is one commit.
-    const route = pickShard(model);
-    const prepared = await Promise.all(
-      body.jobs.map(({ idempotency_key, ...job }, i) => prepare(model, p, route, job, idempotency_key, `jobs.${i}.`)),
-    );
-    const results = await submit(c.env, p.account_id, model, prepared);
-    const answer: BatchAnswer = {
-      jobs: results.map((r) =>
-        "ok" in r && r.ok === false
-          ? { ok: false, error: { code: r.code, message: r.message } }
-          : { ok: true, ...(r as SubmitAnswer) },
-      ),
-    };
-    return c.json(answer, 202);
-  })
-  .get("/v1/jobs/:id", async (c) => {
-    const id = c.req.param("id");
+const JobId = z.object({ id: z.string() });
+const OfModel = z.object({ model: ModelName });
+
+const submitJob = apiRoute("user", {
+  method: "post",
+  path: "/v1/models/{model}/jobs",
+  summary: "Submit a job; answers at once with its id",
+  request: {
+    params: OfModel,
+    headers: z.object({
+      "idempotency-key": z.string().optional().describe("The same key and body within 24 h return the same job"),
+    }),
+    body: jsonBody(SubmitBody),
+  },
+  responses: {
+    202: json("Accepted and durable", SubmitAnswer),
+    409: { description: "Idempotency-Key reused with another body" },
+  },
+});
+
+const submitBatch = apiRoute("user", {
+  method: "post",
+  path: "/v1/models/{model}/jobs/batch",
+  summary: "Submit up to 100 jobs; each is validated and answered on its own",
+  request: { params: OfModel, body: jsonBody(BatchBody) },
+  responses: { 202: json("One answer per job, in order", BatchAnswer) },
+});
+
+const readJob = apiRoute("user", {
+  method: "get",
+  path: "/v1/jobs/{id}",
+  summary: "A job: status, phase, attempts, queue position and ETA, outputs",
+  request: { params: JobId },
+  responses: { 200: json("The job", JobView) },
+});
+
+const listOwnJobs = apiRoute("user", {
+  method: "get",
+  path: "/v1/jobs",
+  summary: "The caller's jobs, newest first",
+  request: { query: firstValues(JobListQuery) },
+  responses: { 200: json("A page of jobs", JobList) },
+});
+
+const mintStreamToken = apiRoute("user", {
+  method: "post",
+  path: "/v1/jobs/{id}/stream-token",
+  summary:
+    "A short-lived token for one job's events, accepted as ?token= (EventSource and browser WebSockets cannot set headers)",
+  request: { params: JobId },
+  responses: { 201: json("The token", StreamTokenAnswer) },
+});
+
+const jobEvents = apiRoute("user", {
+  method: "get",
+  path: "/v1/jobs/{id}/events",
+  summary:
+    "The job's events as Server-Sent Events (status, progress, preview, log, then succeeded|failed|cancelled|expired); Last-Event-ID resumes; Upgrade: websocket for msgpack frames; ?token= from stream-token for browsers",
+  request: {
+    params: JobId,
+    headers: z.object({ "last-event-id": z.string().optional().describe("Resume after this event") }),
+  },
+  responses: {
+    200: { description: "The events", content: { "text/event-stream": { schema: { type: "string" } } } },
+    101: { description: "WebSocket (msgpack frames)" },
+  },
+});
+
+const cancelJob = apiRoute("user", {
+  method: "post",
+  path: "/v1/jobs/{id}/cancel",
+  summary: "Cancel a queued or running job (idempotent)",
+  request: { params: JobId },
+  responses: { 200: json("The job after cancelling", JobView) },
+});
+
+const deleteJob = apiRoute("user", {
+  method: "delete",
+  path: "/v1/jobs/{id}",
+  summary: "Delete a finished job and its outputs",
+  request: { params: JobId },
+  responses: { 204: { description: "Deleted" }, 409: { description: "The job has not finished" } },
+});
+
+export const jobRoutes = routesApp()
+  .openapi(
+    submitJob,
+    async (c) => {
+      const p = c.get("principal");
+      const model = await modelByName(c.env, c.req.valid("param").model);
+      const body = await readJson(c, SubmitBody);
+      const rawKey = c.req.header("idempotency-key");
+      const idem = rawKey === undefined ? undefined : IdempotencyKey.safeParse(rawKey);
+      if (idem && !idem.success)
+        throw new FloodgateError("bad_request", "Idempotency-Key must be 1–255 printable ASCII characters");
+      const prepared = await prepare(model, p, pickShard(model), body, idem?.data, "");
+      const [result] = await submit(c.env, p.account_id, model, [prepared]);
+      if (!result) throw new Error("submit answered nothing");
+      if ("ok" in result && result.ok === false) raise(result);
+      return c.json(result as SubmitAnswer, 202);
+    },
+    refuse("model_not_found"),
+  )
+  .openapi(
+    submitBatch,
+    async (c) => {
+      const p = c.get("principal");
+      const model = await modelByName(c.env, c.req.valid("param").model);
+      const body = await readJson(c, BatchBody);
+      // One shard for the whole batch, so the batch is one commit.
+      const route = pickShard(model);
+      const prepared = await Promise.all(
+        body.jobs.map(({ idempotency_key, ...job }, i) => prepare(model, p, route, job, idempotency_key, `jobs.${i}.`)),
+      );
+      const results = await submit(c.env, p.account_id, model, prepared);
+      const answer: BatchAnswer = {
+        jobs: results.map((r) =>
+          "ok" in r && r.ok === false
+            ? { ok: false, error: { code: r.code, message: r.message } }
+            : { ok: true, ...(r as SubmitAnswer) },
+        ),
+      };
+      return c.json(answer, 202);
+    },
+    refuse("model_not_found"),
+  )
+  .openapi(readJob, async (c) => {
+    const { id } = c.req.valid("param");
     const out = await scheduler(c.env, await jobRoute(c.env, id)).view(id, c.get("principal").account_id);
     if (!out.ok) raise(out);
-    return c.json(customerView(await present(c.env, out.job, true)));
+    return c.json(customerView(await present(c.env, out.job, true)), 200);
   })
-  .get("/v1/jobs", async (c) => {
-    const page = await listJobs(c.env, c.get("principal").account_id, readQuery(c, JobListQuery));
+  .openapi(listOwnJobs, async (c) => {
+    const page = await listJobs(c.env, c.get("principal").account_id, c.req.valid("query"));
     const answer: JobList = { jobs: page.jobs.map(customerView), next_cursor: page.next_cursor };
-    return c.json(answer);
+    return c.json(answer, 200);
   })
-  .post("/v1/jobs/:id/stream-token", async (c) => {
-    const id = c.req.param("id");
+  .openapi(mintStreamToken, async (c) => {
+    const { id } = c.req.valid("param");
     const { account_id: accountId, key_id: keyId } = c.get("principal");
     const out = await scheduler(c.env, await jobRoute(c.env, id)).view(id, accountId);
     if (!out.ok) raise(out);
     const { token, exp } = await streamToken(fileSecret(c.env), { jobId: id, accountId, keyId });
     return c.json({ token, expires_at: new Date(exp * 1000).toISOString() }, 201);
   })
-  .get("/v1/jobs/:id/events", async (c) => {
-    const id = c.req.param("id");
+  .openapi(jobEvents, async (c) => {
+    const { id } = c.req.valid("param");
     const accountId = c.get("principal").account_id;
     // Ownership first: another account's job is 404 here too, before any stream opens.
     const out = await scheduler(c.env, await jobRoute(c.env, id)).view(id, accountId);
@@ -257,84 +347,15 @@ export const jobRoutes = new Hono<AppEnv>()
     headers.set(SUBSCRIBE_HEADERS.account, accountId);
     return await c.env.JOB.get(c.env.JOB.idFromName(id)).fetch(new Request(c.req.raw, { headers }));
   })
-  .post("/v1/jobs/:id/cancel", async (c) => {
-    const id = c.req.param("id");
+  .openapi(cancelJob, async (c) => {
+    const { id } = c.req.valid("param");
     const out = await scheduler(c.env, await jobRoute(c.env, id)).cancel(id, c.get("principal").account_id);
     if (!out.ok) raise(out);
-    return c.json(customerView(await present(c.env, out.job, false)));
+    return c.json(customerView(await present(c.env, out.job, false)), 200);
   })
-  .delete("/v1/jobs/:id", async (c) => {
-    const id = c.req.param("id");
+  .openapi(deleteJob, async (c) => {
+    const { id } = c.req.valid("param");
     const out = await scheduler(c.env, await jobRoute(c.env, id)).remove(id, c.get("principal").account_id);
     if (!out.ok) raise(out);
     return c.body(null, 204);
   });
-
-export const jobDocs: RouteDoc[] = [
-  {
-    method: "post",
-    path: "/v1/models/{model}/jobs",
-    summary: "Submit a job; answers at once with its id",
-    auth: "user",
-    body: SubmitBody,
-    headers: { "Idempotency-Key": "The same key and body within 24 h return the same job" },
-    responses: {
-      202: { description: "Accepted and durable", schema: SubmitAnswer },
-      409: { description: "Idempotency-Key reused with another body" },
-    },
-  },
-  {
-    method: "post",
-    path: "/v1/models/{model}/jobs/batch",
-    summary: "Submit up to 100 jobs; each is validated and answered on its own",
-    auth: "user",
-    body: BatchBody,
-    responses: { 202: { description: "One answer per job, in order", schema: BatchAnswer } },
-  },
-  {
-    method: "get",
-    path: "/v1/jobs/{id}",
-    summary: "A job: status, phase, attempts, queue position and ETA, outputs",
-    auth: "user",
-    responses: { 200: { description: "The job", schema: JobView } },
-  },
-  {
-    method: "get",
-    path: "/v1/jobs",
-    summary: "The caller's jobs, newest first",
-    auth: "user",
-    query: JobListQuery,
-    responses: { 200: { description: "A page of jobs", schema: JobList } },
-  },
-  {
-    method: "post",
-    path: "/v1/jobs/{id}/cancel",
-    summary: "Cancel a queued or running job (idempotent)",
-    auth: "user",
-    responses: { 200: { description: "The job after cancelling", schema: JobView } },
-  },
-  {
-    method: "get",
-    path: "/v1/jobs/{id}/events",
-    summary:
-      "The job's events as Server-Sent Events (status, progress, preview, log, then succeeded|failed|cancelled|expired); Last-Event-ID resumes; Upgrade: websocket for msgpack frames; ?token= from stream-token for browsers",
-    auth: "user",
-    headers: { "Last-Event-ID": "Resume after this event" },
-    responses: { 200: { description: "text/event-stream" }, 101: { description: "WebSocket (msgpack frames)" } },
-  },
-  {
-    method: "post",
-    path: "/v1/jobs/{id}/stream-token",
-    summary:
-      "A short-lived token for one job's events, accepted as ?token= (EventSource and browser WebSockets cannot set headers)",
-    auth: "user",
-    responses: { 201: { description: "The token", schema: StreamTokenAnswer } },
-  },
-  {
-    method: "delete",
-    path: "/v1/jobs/{id}",
-    summary: "Delete a finished job and its outputs",
-    auth: "user",
-    responses: { 204: { description: "Deleted" }, 409: { description: "The job has not finished" } },
-  },
-];

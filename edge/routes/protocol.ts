@@ -4,16 +4,15 @@
  * another language validates its messages and tests its codec against them
  * (docs/protocol.md, docs/runner-protocol.md).
  */
-import { Hono } from "hono";
+import { z } from "zod";
 import runnerSchema from "../../shared/golden/runner.schema.json";
 import runnerVectors from "../../shared/golden/runner-vectors.json";
 import agentSchema from "../../shared/golden/wire.schema.json";
 import agentVectors from "../../shared/golden/wire-vectors.json";
-import type { AppEnv } from "../env.ts";
-import type { RouteDoc } from "../openapi.ts";
+import { apiRoute, json, routesApp } from "../openapi.ts";
 
 /** The served files by path, each with what /openapi.json says of it. */
-const FILES: Record<string, { body: unknown; summary: string }> = {
+const FILES: Record<string, { body: Record<string, unknown>; summary: string }> = {
   "/v1/protocol/agent.schema.json": {
     body: agentSchema,
     summary: "JSON Schema (draft 2020-12) of every agent-protocol message, both directions",
@@ -32,16 +31,14 @@ const FILES: Record<string, { body: unknown; summary: string }> = {
   },
 };
 
-export const protocolRoutes = new Hono<AppEnv>();
+export const protocolRoutes = routesApp();
 for (const [path, file] of Object.entries(FILES)) {
+  const route = apiRoute("none", {
+    method: "get",
+    path,
+    summary: file.summary,
+    responses: { 200: json("The file, as in shared/golden/", z.record(z.string(), z.unknown())) },
+  });
   // They change only with a deploy: caches may keep them a while.
-  protocolRoutes.get(path, (c) => c.json(file.body, 200, { "cache-control": "public, max-age=300" }));
+  protocolRoutes.openapi(route, (c) => c.json(file.body, 200, { "cache-control": "public, max-age=300" }));
 }
-
-export const protocolDocs: RouteDoc[] = Object.entries(FILES).map(([path, file]) => ({
-  method: "get",
-  path,
-  summary: file.summary,
-  auth: "none",
-  responses: { 200: { description: "The file, as in shared/golden/" } },
-}));

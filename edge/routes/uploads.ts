@@ -14,7 +14,6 @@
  * `uploads/<job>/<epoch>/` so that the scheduler can abort what an attempt left unfinished
  * (mesh/job-files.ts).
  */
-import { Hono } from "hono";
 import { z } from "zod";
 import { FloodgateError } from "../../shared/errors.ts";
 import { parseJobId, schedulerName } from "../../shared/ids.ts";
@@ -33,9 +32,8 @@ import {
 import { outputReceipt, sign, verify } from "../../shared/signing.ts";
 import { MAX_OUTPUTS, OutputRecord } from "../../shared/wire.ts";
 import { actor, type SchedulerActor } from "../../mesh/index.ts";
-import type { AppEnv } from "../env.ts";
 import { fileSecret } from "../files.ts";
-import type { RouteDoc } from "../openapi.ts";
+import { apiRoute, json, jsonBody, routesApp } from "../openapi.ts";
 import { invalidateRegistry, jobRoute, registry } from "../registry-cache.ts";
 import { readJson } from "../validate.ts";
 
@@ -185,8 +183,60 @@ const UploadComplete = z.strictObject({
   sha256: OutputRecord.shape.sha256,
 });
 
-export const uploadRoutes = new Hono<AppEnv>()
-  .post("/v1/agent/uploads", async (c) => {
+const startUpload = apiRoute("agent", {
+  method: "post",
+  path: "/v1/agent/uploads",
+  summary:
+    "Start a multipart output upload for a job the agent holds at this epoch, announcing its size and content type (checked against the model's output policy)",
+  request: { body: jsonBody(UploadStart) },
+  responses: {
+    201: json("Started", UploadStarted),
+    409: { description: "Stale lease, or this name already uploaded in this attempt" },
+    413: { description: "Over the model's max_bytes or max_job_bytes, or past 32 outputs (payload_too_large)" },
+    415: { description: "A content type the model's outputs may not have (unsupported_media_type)" },
+  },
+});
+
+const putPart = apiRoute("agent", {
+  method: "put",
+  path: "/v1/agent/uploads/{upload_id}/parts/{n}",
+  summary:
+    "Upload part n (raw bytes; every part but the last exactly part_bytes long, the last the rest of the announced size; ?key= from the start)",
+  request: {
+    params: z.object({ upload_id: z.string(), n: z.string() }),
+    body: {
+      required: true,
+      content: { "application/octet-stream": { schema: { type: "string", format: "binary" } } },
+    },
+  },
+  responses: {
+    200: json("The part's etag", z.object({ part_number: z.number(), etag: z.string() })),
+    400: { description: "A part shorter than the announced size implies (invalid_upload)" },
+    404: { description: "No such upload for this key (upload_not_found)" },
+    409: { description: "Stale lease" },
+    413: { description: "A part past the announced size (payload_too_large)" },
+  },
+});
+
+const completeUpload = apiRoute("agent", {
+  method: "post",
+  path: "/v1/agent/uploads/{upload_id}/complete",
+  summary:
+    "Complete an upload; the edge hashes what it stored and answers the output record, with its receipt, for job.results",
+  request: { params: z.object({ upload_id: z.string() }), body: jsonBody(UploadComplete) },
+  responses: {
+    200: json("The output record", OutputRecord),
+    400: {
+      description:
+        "Parts that do not match what was uploaded, or a size or sha256 other than what was stored (invalid_upload; the object is deleted)",
+    },
+    404: { description: "No such upload for this key (upload_not_found)" },
+    409: { description: "Stale lease" },
+  },
+});
+
+export const uploadRoutes = routesApp()
+  .openapi(startUpload, async (c) => {
     const body = await readJson(c, UploadStart);
     const agentId = c.get("agent").agentId;
     await requireLease(c.env, agentId, body.job_id, body.epoch, true);
@@ -263,14 +313,15 @@ export const uploadRoutes = new Hono<AppEnv>()
       201,
     );
   })
-  .put("/v1/agent/uploads/:upload_id/parts/:n", async (c) => {
+  .openapi(putPart, async (c) => {
     const key = c.req.query("key") ?? "";
     const { jobId, epoch } = parseKey(key);
     await requireLease(c.env, c.get("agent").agentId, jobId, epoch);
-    const n = Number(c.req.param("n"));
+    const { upload_id: uploadId, n: partNumber } = c.req.valid("param");
+    const n = Number(partNumber);
     if (!Number.isInteger(n) || n < 1 || n > MAX_PARTS)
       throw new FloodgateError("bad_request", `part numbers are 1–${MAX_PARTS}`);
-    const id = await readUploadId(c.env, key, c.req.param("upload_id"));
+    const id = await readUploadId(c.env, key, uploadId);
     // Every part's length follows from the size announced at the start: nothing past it is
     // stored, and a part of another length is refused before storage.
     const parts = partCount(id.size, id.partBytes);
@@ -291,13 +342,13 @@ export const uploadRoutes = new Hono<AppEnv>()
     }
     const upload = c.env.OUTPUTS.resumeMultipartUpload(key, id.r2Id);
     const part = await storage(() => upload.uploadPart(n, bytes));
-    return c.json({ part_number: part.partNumber, etag: part.etag });
+    return c.json({ part_number: part.partNumber, etag: part.etag }, 200);
   })
-  .post("/v1/agent/uploads/:upload_id/complete", async (c) => {
+  .openapi(completeUpload, async (c) => {
     const body = await readJson(c, UploadComplete);
     const { jobId, epoch, name } = parseKey(body.key);
     await requireLease(c.env, c.get("agent").agentId, jobId, epoch);
-    const id = await readUploadId(c.env, body.key, c.req.param("upload_id"));
+    const id = await readUploadId(c.env, body.key, c.req.valid("param").upload_id);
     const bucket = c.env.OUTPUTS;
     const markerKey = uploadMarkerKey(jobId, epoch, name);
     // A refused upload is undone whole (object, upload and marker), so the name may be sent again.
@@ -326,53 +377,5 @@ export const uploadRoutes = new Hono<AppEnv>()
       sha256: body.sha256,
     };
     const record: OutputRecord = { name, ...fields, receipt: await outputReceipt(fileSecret(c.env), fields) };
-    return c.json(record);
+    return c.json(record, 200);
   });
-
-export const uploadDocs: RouteDoc[] = [
-  {
-    method: "post",
-    path: "/v1/agent/uploads",
-    summary:
-      "Start a multipart output upload for a job the agent holds at this epoch, announcing its size and content type (checked against the model's output policy)",
-    auth: "agent",
-    body: UploadStart,
-    responses: {
-      201: { description: "Started", schema: UploadStarted },
-      409: { description: "Stale lease, or this name already uploaded in this attempt" },
-      413: { description: "Over the model's max_bytes or max_job_bytes, or past 32 outputs (payload_too_large)" },
-      415: { description: "A content type the model's outputs may not have (unsupported_media_type)" },
-    },
-  },
-  {
-    method: "put",
-    path: "/v1/agent/uploads/{upload_id}/parts/{n}",
-    summary:
-      "Upload part n (raw bytes; every part but the last exactly part_bytes long, the last the rest of the announced size; ?key= from the start)",
-    auth: "agent",
-    responses: {
-      200: { description: "The part's etag" },
-      400: { description: "A part shorter than the announced size implies (invalid_upload)" },
-      404: { description: "No such upload for this key (upload_not_found)" },
-      409: { description: "Stale lease" },
-      413: { description: "A part past the announced size (payload_too_large)" },
-    },
-  },
-  {
-    method: "post",
-    path: "/v1/agent/uploads/{upload_id}/complete",
-    summary:
-      "Complete an upload; the edge hashes what it stored and answers the output record, with its receipt, for job.results",
-    auth: "agent",
-    body: UploadComplete,
-    responses: {
-      200: { description: "The output record", schema: OutputRecord },
-      400: {
-        description:
-          "Parts that do not match what was uploaded, or a size or sha256 other than what was stored (invalid_upload; the object is deleted)",
-      },
-      404: { description: "No such upload for this key (upload_not_found)" },
-      409: { description: "Stale lease" },
-    },
-  },
-];

@@ -1,6 +1,7 @@
 import { env } from "cloudflare:workers";
 import { SignJWT, importJWK, type JWK } from "jose";
 import { describe, expect, it } from "vitest";
+import { buildApp } from "../../edge/app.ts";
 import { verifyAgentToken } from "../../edge/tokens.ts";
 import { ADMIN, call, makeAccount, makeModel, submit } from "./helpers.ts";
 
@@ -213,31 +214,112 @@ describe("agent tokens", () => {
   });
 });
 
+/** `get /v1/jobs/{}`: a method and a path with its parameters unnamed (`:id`, `{id}` and `*` alike). */
+function unnamed(method: string, path: string): string {
+  return `${method.toLowerCase()} ${path.replace(/:\w+(\{[^}]*\})?|\{\w+\}|\*$/g, "{}")}`;
+}
+
+/** The credential a path asks for, as edge/app.ts applies its authentication middleware. */
+function schemeOf(path: string): string | undefined {
+  if (path.startsWith("/v1/admin/")) return "admin";
+  if (path.startsWith("/v1/agent/")) return "agent";
+  if (/^\/v1\/(models|jobs)(\/|$)/.test(path) && !path.endsWith("/preview")) return "user";
+  return undefined;
+}
+
 describe("system routes", () => {
-  it("openapi.json documents every public and admin route", async () => {
-    const r = await call<{ openapi: string; paths: Record<string, Record<string, unknown>> }>("GET", "/openapi.json");
-    expect(r.body.openapi).toBe("3.1.0");
-    for (const p of [
-      "/v1/models/{model}/jobs",
-      "/v1/models/{model}/jobs/batch",
-      "/v1/jobs/{id}",
-      "/v1/jobs",
-      "/v1/jobs/{id}/cancel",
-      "/v1/admin/models/{model}",
-      "/v1/admin/accounts",
-      "/v1/admin/tiers",
-      "/v1/admin/queues",
-      "/v1/admin/agent-tokens",
-    ]) {
-      expect(Object.keys(r.body.paths)).toContain(p);
+  type Operation = {
+    summary?: string;
+    security?: Record<string, string[]>[];
+    parameters?: { name: string; in: string }[];
+    requestBody?: { content: Record<string, { schema: { properties?: Record<string, unknown> } }> };
+    responses: Record<string, { description: string; content?: Record<string, { schema: unknown }> }>;
+  };
+  type Document = {
+    openapi: string;
+    components: { securitySchemes: Record<string, unknown> };
+    paths: Record<string, Record<string, Operation>>;
+  };
+  const openapi = async () => (await call<Document>("GET", "/openapi.json")).body;
+
+  it("openapi.json documents every route the app serves, and nothing else", async () => {
+    const served = new Set(
+      buildApp()
+        .routes.filter((r) => r.method !== "ALL") // middleware
+        .map((r) => unnamed(r.method, r.path)),
+    );
+    const doc = await openapi();
+    const documented = Object.entries(doc.paths).flatMap(([path, ops]) =>
+      Object.keys(ops).map((m) => unnamed(m, path)),
+    );
+    expect(new Set(documented).size).toBe(documented.length);
+    expect([...served].sort()).toEqual([...documented].sort());
+    expect(served.size).toBeGreaterThanOrEqual(30);
+  });
+
+  it("openapi.json is OpenAPI 3.1 with a summary, its credential and the error answer on every route", async () => {
+    const doc = await openapi();
+    const errorAnswer = {
+      type: "object",
+      properties: {
+        error: {
+          type: "object",
+          properties: { code: { type: "string" }, message: { type: "string" } },
+          required: ["code", "message"],
+        },
+      },
+      required: ["error"],
+    };
+    expect(doc.openapi).toBe("3.1.0");
+    expect(Object.keys(doc.components.securitySchemes).sort()).toEqual(["admin", "agent", "user"]);
+    const problems: string[] = [];
+    for (const [path, ops] of Object.entries(doc.paths)) {
+      for (const [method, op] of Object.entries(ops)) {
+        const where = `${method} ${path}`;
+        if (!op.summary) problems.push(`${where}: no summary`);
+        const schemes = (op.security ?? []).flatMap((s) => Object.keys(s));
+        const scheme = schemeOf(path);
+        if (JSON.stringify(schemes) !== JSON.stringify(scheme ? [scheme] : [])) {
+          problems.push(`${where}: security ${JSON.stringify(op.security)}`);
+        }
+        for (const status of ["400", "404", "413", "429", ...(scheme ? ["401"] : [])]) {
+          const schema = op.responses[status]?.content?.["application/json"]?.schema;
+          if (JSON.stringify(schema) !== JSON.stringify(errorAnswer))
+            problems.push(`${where}: ${status} is not ErrorAnswer`);
+        }
+        for (const param of path.match(/\{\w+\}/g) ?? []) {
+          if (!op.parameters?.some((p) => p.in === "path" && `{${p.name}}` === param))
+            problems.push(`${where}: ${param} is not a parameter`);
+        }
+      }
     }
-    const post = r.body.paths["/v1/models/{model}/jobs"]?.post as
-      | { requestBody: { content: Record<string, { schema: { properties: Record<string, unknown> } }> } }
-      | undefined;
-    const submitBody = post?.requestBody.content["application/json"]?.schema;
+    expect(problems).toEqual([]);
+  });
+
+  it("openapi.json gives request bodies, queries and answers their schemas, and non-JSON routes their content types", async () => {
+    const { paths } = await openapi();
+    const submitBody = paths["/v1/models/{model}/jobs"]?.post?.requestBody?.content["application/json"]?.schema;
     expect(Object.keys(submitBody?.properties ?? {})).toEqual(
       expect.arrayContaining(["input", "metadata", "deadline", "version", "webhook"]),
     );
+    expect(paths["/v1/jobs"]?.get?.parameters?.map((p) => `${p.in}:${p.name}`)).toEqual([
+      "query:status",
+      "query:limit",
+      "query:cursor",
+    ]);
+    expect(paths["/v1/jobs/{id}"]?.get?.responses["200"]?.content?.["application/json"]?.schema).toMatchObject({
+      properties: { id: { type: "string" }, status: {} },
+    });
+    expect(Object.keys(paths["/v1/jobs/{id}/events"]?.get?.responses["200"]?.content ?? {})).toEqual([
+      "text/event-stream",
+    ]);
+    expect(paths["/v1/jobs/{id}/events"]?.get?.responses["101"]).toBeDefined();
+    expect(paths["/v1/agent/connect"]?.get?.responses["101"]).toBeDefined();
+    expect(Object.keys(paths["/v1/agent/uploads/{upload_id}/parts/{n}"]?.put?.requestBody?.content ?? {})).toEqual([
+      "application/octet-stream",
+    ]);
+    expect(Object.keys(paths["/v1/files/{key}"]?.get?.responses["200"]?.content ?? {})).toEqual(["*/*"]);
+    expect(Object.keys(paths["/v1/jobs/{id}/preview"]?.get?.responses["200"]?.content ?? {})).toEqual(["image/*"]);
   });
 
   it("unknown routes answer 404 in the error shape", async () => {

@@ -3,6 +3,7 @@
  * fetch handler, and reading Server-Sent Events with a deadline.
  */
 import { exports } from "cloudflare:workers";
+import { createParser } from "eventsource-parser";
 
 export interface Sse {
   id: string;
@@ -15,7 +16,12 @@ export async function readSse(res: Response, stop: (e: Sse, all: Sse[]) => boole
   const reader = (res.body as ReadableStream<Uint8Array>).getReader();
   const dec = new TextDecoder();
   const out: Sse[] = [];
-  let buf = "";
+  const parsed: Sse[] = [];
+  const parser = createParser({
+    onEvent: (m) => {
+      if (m.event) parsed.push({ id: m.id ?? "", event: m.event, data: JSON.parse(m.data) as Record<string, unknown> });
+    },
+  });
   const deadline = Date.now() + ms;
   for (;;) {
     const left = deadline - Date.now();
@@ -23,23 +29,8 @@ export async function readSse(res: Response, stop: (e: Sse, all: Sse[]) => boole
     const chunk = await Promise.race([reader.read(), new Promise<"late">((r) => setTimeout(() => r("late"), left))]);
     if (chunk === "late") continue;
     if (chunk.done) return out;
-    buf += dec.decode(chunk.value, { stream: true });
-    let end: number;
-    while ((end = buf.indexOf("\n\n")) >= 0) {
-      const block = buf.slice(0, end);
-      buf = buf.slice(end + 2);
-      const fields = Object.fromEntries(
-        block
-          .split("\n")
-          .filter((l) => !l.startsWith(":") && l.includes(":"))
-          .map((l) => [l.slice(0, l.indexOf(":")), l.slice(l.indexOf(":") + 1).trimStart()]),
-      );
-      if (!fields.event) continue;
-      const e = {
-        id: fields.id ?? "",
-        event: fields.event,
-        data: JSON.parse(fields.data ?? "{}") as Record<string, unknown>,
-      };
+    parser.feed(dec.decode(chunk.value, { stream: true }));
+    for (const e of parsed.splice(0)) {
       out.push(e);
       if (stop(e, out)) {
         await reader.cancel();
