@@ -5,7 +5,7 @@
  */
 import { spawn } from "node:child_process";
 import { join } from "node:path";
-import type { NoisyConfig, NoisyReport } from "./noisy.ts";
+import type { BlockTally, NoisyConfig, NoisyReport } from "./noisy.ts";
 
 /** A running flood client. */
 export interface Flood {
@@ -13,8 +13,8 @@ export interface Flood {
   pid: number | undefined;
   /** Opens its streams and, once every one has answered, starts the flood. */
   on(): Promise<void>;
-  /** Stops the flood, waits for its answers and closes the streams. */
-  off(): Promise<void>;
+  /** Stops the flood, waits for its answers and closes the streams; answers what it sent since `on`. */
+  off(): Promise<BlockTally>;
   /** Stops everything and answers the client's report; the process exits. */
   end(): Promise<NoisyReport>;
   /** SIGKILL, for cleanup when something failed on the way. */
@@ -39,15 +39,15 @@ export async function startFlood(config: NoisyConfig): Promise<Flood> {
   let err = "";
   child.stdout.on("data", (d: Buffer) => (out += d.toString()));
   child.stderr.on("data", (d: Buffer) => (err += d.toString()));
-  /** Waits for the client's next line that starts with `word`, and consumes the lines up to it. */
-  const said = async (word: string): Promise<void> => {
+  /** Waits for the client's next line that starts with `word`, consumes the lines up to it, and answers it. */
+  const said = async (word: string): Promise<string> => {
     const deadline = Date.now() + ANSWER_MS;
     for (;;) {
       const lines = out.split("\n");
       const at = lines.slice(0, -1).findIndex((l) => l.startsWith(word));
       if (at >= 0) {
         out = lines.slice(at + 1).join("\n");
-        return;
+        return lines[at]!;
       }
       if (child.exitCode !== null || Date.now() > deadline) {
         throw new Error(`the flood client did not say ${word}:\n${err}`);
@@ -61,14 +61,16 @@ export async function startFlood(config: NoisyConfig): Promise<Flood> {
     child.kill("SIGKILL");
     throw e;
   }
-  const command = async (word: string): Promise<void> => {
+  const command = async (word: string): Promise<string> => {
     child.stdin.write(`${word}\n`);
-    await said(word);
+    return await said(word);
   };
   return {
     pid: child.pid,
-    on: () => command("on"),
-    off: () => command("off"),
+    on: async () => {
+      await command("on");
+    },
+    off: async () => JSON.parse((await command("off")).slice("off".length)) as BlockTally,
     end: async () => {
       if (child.exitCode === null) {
         const exited = new Promise((r) => child.once("exit", r));
