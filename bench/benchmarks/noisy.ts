@@ -314,7 +314,10 @@ async function runEdge(mode: Mode, plan: Plan, log: (l: string) => void): Promis
     const blocks: Block[] = [];
     const beside: Record<Side, Flood | undefined> = { alone: undefined, healthz: healthzFlood, noisy: noisyFlood };
     for (let n = 1; n <= plan.rounds; n++) {
-      for (const side of SIDES) {
+      // Each round starts on the next side, so that whatever a block leaves behind (the
+      // neighbour's 300 streams closing) lands before every side alike.
+      const order = SIDES.map((_, i) => SIDES[(i + n - 1) % SIDES.length]!);
+      for (const side of order) {
         const flood = beside[side];
         await flood?.on();
         const b = await quietBlock(edge, pool, fleet, shot, plan.blockS, flood?.pid);
@@ -404,7 +407,7 @@ export const noisy: Benchmark = {
   async run({ quick, log }): Promise<Report> {
     const plan: Plan = quick
       ? { rounds: 1, blockS: 3, warmS: 1, cpuRounds: 2, perBlock: 100 }
-      : { rounds: 4, blockS: 5, warmS: 2, cpuRounds: 5, perBlock: 200 };
+      : { rounds: 8, blockS: 2.5, warmS: 2, cpuRounds: 5, perBlock: 200 };
     const runs: EdgeRun[] = [];
     for (const mode of ["simulator", "stub"] as const) runs.push(await runEdge(mode, plan, log));
 
@@ -616,7 +619,7 @@ export const noisy: Benchmark = {
         quiet: `an api account (60,000/min), ${QUIET_RATE} single submits/s in an open loop (bench/lib/load.ts, 16 keep-alive connections) to model ${QUIET_MODEL} (1 shard), served by ${AGENTS} agents × ${SLOTS} slots, prefetch ${PREFETCH}; the runner holds a slot ${SERVICE_MS} ms`,
         latency:
           "the runner's run() call (the agent holds the lease and starts the job) − the submit's scheduled send time, both on this process's performance.now(), joined by job id",
-        blocks: `${plan.rounds} rounds of alone, beside healthz, beside noisy, ${plan.blockS} s each; ${plan.warmS} s of the quiet account alone first, not reported. A flood starts once its streams are open and stops (streams closed) after the block's last answer`,
+        blocks: `${plan.rounds} rounds of alone, beside healthz, beside noisy, ${plan.blockS} s each, each round starting on the next side; ${plan.warmS} s of the quiet account alone first, not reported. A flood starts once its streams are open and stops (streams closed) after the block's last answer`,
         healthz: `control: ${NOISY_RATE} GET /healthz/s, no credentials (the cheapest answer the edge gives), its own process`,
         noisy: `a free account (${NOISY_LIMIT_PER_MIN} requests/min, binding RL_60) submitting ${NOISY_RATE}/s to ${IDLE_MODEL}, which no agent serves; a second account (${STREAMER_LIMIT_PER_MIN}/min) holds ${STREAMS} SSE streams on ${STREAM_JOBS} queued jobs there (opening a stream counts against its account's limit); one process for both`,
         rate_limits:
@@ -630,7 +633,7 @@ export const noisy: Benchmark = {
         "workerd CPU per request: workerd's CPU (from /proc, 10 ms ticks) over a block over its requests. refused: the noisy account's submits once its minute's 60 are spent (429 rate_limited); malformed key: `Bearer fgk_malformed`, from an address per block (401); accepted: the quiet account's submits to the idle model (202, queued, through the account and scheduler actors); GET /healthz: no credentials, no actor.",
         "workerd CPU per flood request, beyond alone: the flood blocks' workerd cores less the alone blocks', over the flood's 100 requests/s; the noisy neighbour's includes its 300 open streams and the submits its limit lets through.",
         "The rate limit's window is the clock's minute: at 100× its limit the noisy account's 60 allowed submits arrive in the first 0.6 s of its flood in each minute, and they queue on a model of its own (no agent). Those submits fall in one noisy block per minute; the 'blocks where it got only 429s' row and the 'only-429 blocks / alone' ratio leave those blocks out, so they show what the refusals and the streams cost the quiet account on their own.",
-        "Every p99 here is of a few hundred samples (a block's of 100): a few slow answers move it, and on this shared machine a burst of other work in one block moves it most; the per-round ratios and the every-block table show the spread.",
+        `Every p99 here is of a few hundred samples (a block's of ${QUIET_RATE * plan.blockS}, where it is nearly the largest): a few slow answers move it, and on this shared machine a burst of other work in one block moves it most; the per-round ratios and the every-block table show the spread.`,
         ...runs.flatMap((r) => r.fatal.map((f) => `${r.mode}: agent fatal error: ${f}`)),
         ...runs.flatMap((r) => {
           const s = statusesOf(r.blocks);
