@@ -490,7 +490,7 @@ export const noisy: Benchmark = {
         "noisy / healthz",
         "healthz / alone",
         "only-429 blocks / alone",
-        "noisy / alone by round (* its allowed submits in that block)",
+        "noisy / alone by round († its allowed submits in that block)",
         "workerd CPU per flood request, beyond alone: healthz / noisy ms",
         "goal",
       ],
@@ -502,7 +502,7 @@ export const noisy: Benchmark = {
         times(ratio(r, "healthz", "alone")),
         times(ratio(r, "refused", "alone")),
         roundRatios(r)
-          .map((x) => `${times(x.ratio)}${x.burst ? "*" : ""}`)
+          .map((x) => `${times(x.ratio)}${x.burst ? "†" : ""}`)
           .join(", "),
         `${floodCpuMs(r, "healthz").toFixed(2)} / ${floodCpuMs(r, "noisy").toFixed(2)}`,
         ratio(r, "noisy", "alone") <= GOAL ? "met" : "missed",
