@@ -10,6 +10,7 @@ import { cost } from "./cost.ts";
 import { depth } from "./depth.ts";
 import { dispatch } from "./dispatch.ts";
 import { fairness } from "./fairness.ts";
+import { noisy } from "./noisy.ts";
 import { streams } from "./streams.ts";
 import { submit } from "./submit.ts";
 
@@ -23,4 +24,5 @@ export const BENCHMARKS: readonly Benchmark[] = [
   cost,
   streams,
   fairness,
+  noisy,
 ];

@@ -117,21 +117,34 @@ function findWorkerdPid(): number | undefined {
 }
 
 /**
- * A stand-in for the Workers rate-limiting binding that always allows: an in-memory RPC
- * entrypoint in its own Worker. Only for the A/B comparison with Miniflare's simulator, which
- * keeps its counters in a SQLite-backed Durable Object and so writes on every `limit()` call.
+ * A stand-in for the Workers rate-limiting binding that counts in memory, as the deployed
+ * binding counts in the Worker's own process: an RPC entrypoint in a Worker of its own, one
+ * fixed window per binding and key aligned to the clock (the window Miniflare's simulator
+ * keeps), with the binding's limit and period from wrangler.toml as service-binding props.
+ * For the A/B comparison with Miniflare's simulator, which keeps its counters in a SQLite-backed
+ * Durable Object: there every `limit()` is an actor call (a read, and a write when it allows).
  */
 const RATE_LIMIT_STUB = `import { WorkerEntrypoint } from "cloudflare:workers";
+const windows = new Map();
 export default class extends WorkerEntrypoint {
-  async limit() { return { success: true }; }
+  async limit({ key = "" } = {}) {
+    const { name, limit, period } = this.ctx.props;
+    const epoch = Math.floor(Date.now() / (period * 1000));
+    const id = name + "\\u0000" + key;
+    const w = windows.get(id);
+    const count = w !== undefined && w.epoch === epoch ? w.count : 0;
+    if (count >= limit) return { success: false };
+    windows.set(id, { epoch, count: count + 1 });
+    return { success: true };
+  }
 }
 `;
 
 export interface EdgeOptions {
   /**
    * `simulator` (default): wrangler.toml's rate-limit bindings, as Miniflare simulates them.
-   * `stub`: every rate-limit binding answers `{success: true}` from memory, to measure what the
-   * simulator costs.
+   * `stub`: every rate-limit binding counts in memory against its wrangler.toml limit (the same
+   * window, without a Durable Object), to measure what the simulator costs.
    */
   rateLimits?: "simulator" | "stub";
   /**
@@ -172,7 +185,12 @@ export async function startEdge(opts: EdgeOptions = {}): Promise<Edge> {
     // rate limits; R2; vars), as wrangler itself reads them, plus the secrets `floodgate dev`
     // generates. wrangler's modulesRules are dropped: the bundle is one ES module.
     const { ratelimits, serviceBindings, bindings, modulesRules: _rules, ...rest } = fromToml;
-    const stubs = Object.fromEntries(Object.keys(ratelimits ?? {}).map((k) => [k, "rl-stub"]));
+    const stubs = Object.fromEntries(
+      Object.entries(ratelimits ?? {}).map(([name, { simple }]) => [
+        name,
+        { name: "rl-stub", props: { name, limit: simple.limit, period: simple.period ?? 60 } },
+      ]),
+    );
     const edgeWorker: V4WorkerOptions = {
       ...rest,
       name: "floodgate",

@@ -6,7 +6,7 @@
  * prints `ready`. Told `on` (a line on
  * stdin) it opens `streams` Server-Sent Event streams on those jobs and, once every one has
  * answered, submits to `model` at `rate` per second (it prints `on`); told `off` it stops and
- * closes them (`off`). Told `end` it prints one JSON line: the answers by status and error code,
+ * closes them (it prints `off` and, as JSON, the answers by status since `on`: a {@link BlockTally}). Told `end` it prints one JSON line: the answers by status and error code,
  * the fewest streams it held open at once while on, and the jobs its 202s made.
  */
 import { createInterface } from "node:readline";
@@ -44,11 +44,18 @@ export interface NoisyReport {
   setup_requests: number;
 }
 
+/** What one flood (from `on` to `off`) sent, and its answers by HTTP status (`0`: no answer). */
+export interface BlockTally {
+  sent: number;
+  by_status: Record<string, number>;
+}
+
 const config = JSON.parse(process.argv[2] ?? "{}") as NoisyConfig;
 const dispatcher = new Agent({ keepAliveTimeout: 60_000, headersTimeout: 30_000, bodyTimeout: 0 });
 const auth = { authorization: `Bearer ${config.key}` };
 const streamAuth = { authorization: `Bearer ${config.stream_key ?? config.key}` };
 const report: NoisyReport = { sent: 0, by_status: {}, by_code: {}, accepted: [], streams_open: 0, setup_requests: 0 };
+let block: BlockTally = { sent: 0, by_status: {} };
 
 async function call(method: string, path: string, body?: unknown): Promise<{ status: number; json: unknown }> {
   report.setup_requests++;
@@ -108,6 +115,8 @@ let blocks = 0;
 const inflight = new Set<Promise<void>>();
 const send = (): void => {
   report.sent++;
+  const tally = block;
+  tally.sent++;
   const p = (async () => {
     try {
       const r =
@@ -121,11 +130,13 @@ const send = (): void => {
             });
       const body = (await r.json()) as { id?: string; error?: { code?: string } };
       report.by_status[r.status] = (report.by_status[r.status] ?? 0) + 1;
+      tally.by_status[r.status] = (tally.by_status[r.status] ?? 0) + 1;
       const code = body.error?.code ?? "ok";
       report.by_code[code] = (report.by_code[code] ?? 0) + 1;
       if (r.status === 202 && body.id) report.accepted.push(body.id);
     } catch {
       report.by_status["0"] = (report.by_status["0"] ?? 0) + 1;
+      tally.by_status["0"] = (tally.by_status["0"] ?? 0) + 1;
     }
   })();
   inflight.add(p);
@@ -135,6 +146,7 @@ const send = (): void => {
 /** `on`: streams open, then the flood; answers `on` with the streams open. */
 async function on(): Promise<void> {
   await openStreams();
+  block = { sent: 0, by_status: {} };
   const started = performance.now();
   const base = report.sent;
   flooding = setInterval(() => {
@@ -157,7 +169,7 @@ async function off(): Promise<void> {
     if (open === 0) break;
     await new Promise((r) => setTimeout(r, 20));
   }
-  process.stdout.write("off\n");
+  process.stdout.write(`off ${JSON.stringify(block)}\n`);
 }
 
 async function end(): Promise<void> {
