@@ -79,6 +79,33 @@ async function fakeEdge(frame: Uint8Array): Promise<{ url: string; received: Fro
 }
 
 let cleanup: (() => Promise<void>)[] = [];
+
+/** An agent on `edge` over `runner`, with no encoder work and no GPUs; closed after the test. */
+function testAgent(
+  edge: { url: string; close: () => void },
+  runner: RunnerLike,
+  opts: { agentId: string; slots: number; prefetch: number },
+): Agent {
+  const agent = new Agent({
+    url: edge.url,
+    token: "t".repeat(40),
+    name: "test",
+    ...opts,
+    maxVramPct: 100,
+    startRunner: async () => runner,
+    encoder: {
+      outputs: async () => [],
+      preview: async () => ({ content_type: "image/png", data: new Uint8Array() }),
+    },
+    gpus: async () => [],
+    log: () => {},
+  });
+  cleanup.push(async () => {
+    await agent.close();
+    edge.close();
+  });
+  return agent;
+}
 afterEach(async () => {
   for (const c of cleanup) await c();
   cleanup = [];
@@ -102,26 +129,7 @@ describe("the agent and its leases", () => {
     });
     const edge = await fakeEdge(frame);
     const ran: string[] = [];
-    const agent = new Agent({
-      url: edge.url,
-      token: "t".repeat(40),
-      name: "test",
-      agentId: "agt_0000000000000001",
-      slots: 4,
-      prefetch: 1,
-      maxVramPct: 100,
-      startRunner: async () => instantRunner(ran),
-      encoder: {
-        outputs: async () => [],
-        preview: async () => ({ content_type: "image/png", data: new Uint8Array() }),
-      },
-      gpus: async () => [],
-      log: () => {},
-    });
-    cleanup.push(async () => {
-      await agent.close();
-      edge.close();
-    });
+    const agent = testAgent(edge, instantRunner(ran), { agentId: "agt_0000000000000001", slots: 4, prefetch: 1 });
     await agent.start();
     const ended = () => edge.received.flatMap((m) => (m.type === "job.results" ? m.results : []));
     const deadline = Date.now() + 3_000;
@@ -151,26 +159,7 @@ describe("the agent and its leases", () => {
         return { frames: [], outputs: [] };
       },
     };
-    const agent = new Agent({
-      url: edge.url,
-      token: "t".repeat(40),
-      name: "test",
-      agentId: "agt_0000000000000002",
-      slots: 1,
-      prefetch: 0,
-      maxVramPct: 100,
-      startRunner: async () => runner,
-      encoder: {
-        outputs: async () => [],
-        preview: async () => ({ content_type: "image/png", data: new Uint8Array() }),
-      },
-      gpus: async () => [],
-      log: () => {},
-    });
-    cleanup.push(async () => {
-      await agent.close();
-      edge.close();
-    });
+    const agent = testAgent(edge, runner, { agentId: "agt_0000000000000002", slots: 1, prefetch: 0 });
     await agent.start();
     await running.promise;
     const drained = agent.drain();

@@ -30,6 +30,20 @@ export function failed(ref: LeaseRef, code: AgentFailure, message = "x", credits
 }
 
 let seq = 0;
+/** An agent.heartbeat listing `leases`, asking for `credits` more jobs. */
+export function heartbeat(leases: LeaseRef[] = [], credits = 0): FromAgent {
+  return {
+    v: AGENT_PROTOCOL_VERSION,
+    type: "agent.heartbeat",
+    trace: "t",
+    leases,
+    gpus: [],
+    credits,
+    draining: false,
+    versions: [],
+  };
+}
+
 export function agentId(): string {
   seq += 1;
   return `agt_${String(seq).padStart(4, "0")}${Date.now().toString(36).padStart(12, "0").slice(-12)}`;

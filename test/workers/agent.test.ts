@@ -13,6 +13,7 @@ import {
   welcomed,
   within,
   type Conn,
+  heartbeat,
 } from "./agent-helpers.ts";
 import { ADMIN, call, makeAccount, makeModel, submit } from "./helpers.ts";
 import { events, readSse } from "./sse.ts";
@@ -301,16 +302,7 @@ describe("agent connections", () => {
     await b.conn.next("agent.welcome");
     a.conn.ws.send(new Uint8Array([FRAME_KIND_CONTROL, 0xc1, 0xff, 0x00]));
     expect((await a.conn.closed).code).toBe(CLOSE.malformed);
-    b.conn.send({
-      v: 2,
-      type: "agent.heartbeat",
-      trace: "t",
-      leases: [],
-      gpus: [],
-      credits: 0,
-      draining: false,
-      versions: [],
-    });
+    b.conn.send(heartbeat());
     expect(await b.conn.next("agent.heartbeat_ack")).toMatchObject({ stale: [] });
     b.conn.ws.close(1000, "done");
   });
@@ -426,16 +418,7 @@ describe("agent connections", () => {
     expect(refused.reason).toMatch(/in use by another live agent process/);
     // The first agent is untouched: it still gets answers.
     const held = [{ job_id: job.id, epoch: lease.epoch }];
-    conn.send({
-      v: 2,
-      type: "agent.heartbeat",
-      trace: "t",
-      leases: held,
-      gpus: [],
-      credits: 0,
-      draining: false,
-      versions: [],
-    });
+    conn.send(heartbeat(held));
     expect(await conn.next("agent.heartbeat_ack")).toMatchObject({ stale: [] });
     expect((await call("GET", `/v1/jobs/${job.id}`, { key: acct.key })).body).toMatchObject({ status: "running" });
     conn.ws.close(1000, "done");

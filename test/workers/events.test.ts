@@ -2,7 +2,7 @@ import { exports } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { decode, encode } from "../../shared/codec.ts";
 import type { LeaseGrant } from "../../shared/wire.ts";
-import { leaseOne, succeeded, welcomed, type Conn } from "./agent-helpers.ts";
+import { leaseOne, succeeded, welcomed, type Conn, heartbeat } from "./agent-helpers.ts";
 import { ADMIN, call, makeAccount, makeModel, submit } from "./helpers.ts";
 import { events, readSse, seq } from "./sse.ts";
 
@@ -348,16 +348,7 @@ describe("job events", () => {
   it("after an attempt passes run_timeout_s, its holder's late progress and logs are answered lease.stale and never shown", async () => {
     const shown = await lostHolder(await makeModel({ run_timeout_s: 1 }), async (conn, ref) => {
       await new Promise((r) => setTimeout(r, 1_100));
-      conn.send({
-        v: 2,
-        type: "agent.heartbeat",
-        trace: "t",
-        leases: [ref],
-        gpus: [],
-        credits: 0,
-        draining: false,
-        versions: [],
-      });
+      conn.send(heartbeat([ref]));
       const ack = (await conn.next("agent.heartbeat_ack")) as { stale: { job_id: string; epoch: number }[] };
       expect(ack.stale).toEqual([ref]);
     });

@@ -28,7 +28,7 @@ import {
   PREVIEW_FRAME_CAP,
   ToAgent,
 } from "../../shared/wire.ts";
-import { agentId, connectRequest, hello, token, within } from "./agent-helpers.ts";
+import { agentId, connectRequest, hello, token, within, heartbeat } from "./agent-helpers.ts";
 import { call, makeAccount, makeModel, submit } from "./helpers.ts";
 
 const RUNS = Number(process.env.FUZZ_RUNS ?? 300);
@@ -548,16 +548,7 @@ let rw: RouteWorld;
 
 /** Sends a heartbeat and waits for its ack: the connection is alive and answering in order. */
 async function alive(conn: Link): Promise<void> {
-  conn.send({
-    v: 2,
-    type: "agent.heartbeat",
-    trace: "alive",
-    leases: [],
-    gpus: [],
-    credits: 0,
-    draining: false,
-    versions: [],
-  });
+  conn.send(heartbeat());
   await conn.next("agent.heartbeat_ack");
 }
 
@@ -662,16 +653,7 @@ describe("agent frames: through the connect route", () => {
     const refs = jobIds.map((job_id, i) => ({ job_id, epoch: i + 1 }));
     b.conn.send(hello(b.id, refs));
     expect(await b.conn.next("agent.welcome")).toMatchObject({ resumed: [], stale: expect.arrayContaining(refs) });
-    b.conn.send({
-      v: 2,
-      type: "agent.heartbeat",
-      trace: "t",
-      leases: refs,
-      gpus: [],
-      credits: 3,
-      draining: false,
-      versions: [],
-    });
+    b.conn.send(heartbeat(refs, 3));
     const ack = (await b.conn.next("agent.heartbeat_ack")) as Extract<ToAgent, { type: "agent.heartbeat_ack" }>;
     expect(ack.stale).toEqual(expect.arrayContaining(refs));
     // A preview frame exactly at its cap is a valid message: about a never-held lease, stale.

@@ -16,7 +16,17 @@ import { verifyAgentToken } from "../../edge/tokens.ts";
 import { AGENT_TOKEN_TYPE } from "../../shared/tokens.ts";
 import { actor, type RegistryActor } from "../../mesh/index.ts";
 import { CLOSE, type LeaseGrant } from "../../shared/wire.ts";
-import { agentId, connect, connectRequest, hello, leaseOne, token, welcomed, within } from "./agent-helpers.ts";
+import {
+  agentId,
+  connect,
+  connectRequest,
+  hello,
+  leaseOne,
+  token,
+  welcomed,
+  within,
+  heartbeat,
+} from "./agent-helpers.ts";
 import { ADMIN, call, makeAccount, makeModel, submit } from "./helpers.ts";
 
 /** Runs per property; `npm run fuzz` raises it (test/fuzz.config.ts passes it into workerd). */
@@ -458,16 +468,7 @@ describe(`agent tokens: ${BAD_CLASSES.length + 3} classes of bad token, 0 accept
     });
     await conn.next("agent.welcome");
     conn.send({ v: 2, type: "work.request", trace: "t", credits: 5 });
-    conn.send({
-      v: 2,
-      type: "agent.heartbeat",
-      trace: "t",
-      leases: [],
-      gpus: [],
-      credits: 5,
-      draining: false,
-      versions: [],
-    });
+    conn.send(heartbeat([], 5));
     await conn.next("agent.heartbeat_ack");
     expect(conn.inbox.filter((m) => m.type === "job.leases")).toEqual([]);
     // Reconnected with the hello honest, it gets its own model's job and nothing else.
@@ -479,16 +480,7 @@ describe(`agent tokens: ${BAD_CLASSES.length + 3} classes of bad token, 0 accept
     honest.conn.send({ v: 2, type: "work.request", trace: "t", credits: 5 });
     const got = (await honest.conn.next("job.leases")) as { leases: LeaseGrant[] };
     expect(got.leases.map((l) => l.job_id)).toEqual([myJob.id]);
-    honest.conn.send({
-      v: 2,
-      type: "agent.heartbeat",
-      trace: "t",
-      leases: [],
-      gpus: [],
-      credits: 4,
-      draining: false,
-      versions: [],
-    });
+    honest.conn.send(heartbeat([], 4));
     await honest.conn.next("agent.heartbeat_ack");
     const all = [...conn.inbox, ...honest.conn.inbox].flatMap((m) =>
       m.type === "job.leases" ? m.leases.map((l) => l.model) : [],
@@ -602,16 +594,7 @@ describe("agent ids are bound to the token they connected with", () => {
       expect(await connectAs(t.token, holder.id)).toEqual({ status: 403, code: "agent_id_taken" });
     }
     const ref = { job_id: job.id, epoch: lease.epoch };
-    holder.conn.send({
-      v: 2,
-      type: "agent.heartbeat",
-      trace: "t",
-      leases: [ref],
-      gpus: [],
-      credits: 0,
-      draining: false,
-      versions: [],
-    });
+    holder.conn.send(heartbeat([ref]));
     expect(await holder.conn.next("agent.heartbeat_ack")).toMatchObject({ stale: [] });
     expect(holder.conn.inbox.filter((m) => m.type === "job.leases")).toEqual([]);
     // The token it connected with may connect again (a reconnect) and resumes the lease.
@@ -655,16 +638,7 @@ describe("revoked agent tokens", () => {
     await runInDurableObject(registry, async (_i, state) => {
       state.storage.sql.exec("UPDATE agent_tokens SET revoked_at = ? WHERE id = ?", Date.now(), t.id);
     });
-    conn.send({
-      v: 2,
-      type: "agent.heartbeat",
-      trace: "t",
-      leases: [{ job_id: job.id, epoch: lease.epoch }],
-      gpus: [],
-      credits: 0,
-      draining: false,
-      versions: [],
-    });
+    conn.send(heartbeat([{ job_id: job.id, epoch: lease.epoch }]));
     expect((await within(conn.closed, 3000, "the close")).code).toBe(CLOSE.unauthorized);
     expect((await call("GET", `/v1/jobs/${job.id}`, { key: acct.key })).body).toMatchObject({ status: "queued" });
   });
@@ -680,16 +654,7 @@ describe("agent tokens while connected", () => {
     await conn.next("agent.welcome");
     const deadline = Date.now() + 5000;
     while (Date.now() / 1000 <= now + 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
-    conn.send({
-      v: 2,
-      type: "agent.heartbeat",
-      trace: "t",
-      leases: [],
-      gpus: [],
-      credits: 0,
-      draining: false,
-      versions: [],
-    });
+    conn.send(heartbeat());
     expect((await conn.closed).code).toBe(CLOSE.unauthorized);
   }, 10_000);
 });
