@@ -188,11 +188,16 @@ describe("pushing a version", () => {
     expect(answer.body.missing).toEqual([await sha(enc("new"))]);
   });
 
-  it("created_by is the admin key's fingerprint, never the key", async () => {
+  it("created_by is the admin key's fingerprint; the key is neither answered nor stored", async () => {
     const v = await version({ "w.bin": "x" });
     const r = await pushIt(v);
     expect(r.body.version.created_by).toBe(`admin:${(await sha256Hex(ADMIN)).slice(0, 8)}`);
     expect(JSON.stringify(r.body)).not.toContain(ADMIN);
+    const stored = await runInDurableObject(env.VERSIONS.get(env.VERSIONS.idFromName(v.model)), (_i, state) =>
+      JSON.stringify(state.storage.sql.exec("SELECT * FROM versions").toArray()),
+    );
+    expect(stored).toContain(r.body.version.created_by);
+    expect(stored).not.toContain(ADMIN);
   });
 
   it("a manifest naming another model than the path is 400 invalid_body naming the field", async () => {
