@@ -106,16 +106,16 @@ const CONN_USER = {
   help: { type: "boolean", short: "h" },
 } as const satisfies ParseArgsOptionsConfig;
 
-const CONN_ADMIN = {
+export const CONN_ADMIN = {
   url: { type: "string" },
   "admin-key": { type: "string" },
   state: { type: "string" },
   help: { type: "boolean", short: "h" },
 } as const satisfies ParseArgsOptionsConfig;
 
-const JSON_FLAG = { json: { type: "boolean" } } as const satisfies ParseArgsOptionsConfig;
+export const JSON_FLAG = { json: { type: "boolean" } } as const satisfies ParseArgsOptionsConfig;
 
-const Conn = {
+export const Conn = {
   url: z.string().min(1).optional(),
   "api-key": z.string().min(1).optional(),
   "admin-key": z.string().min(1).optional(),
@@ -167,14 +167,14 @@ export function table(head: string[], rows: string[][]): string {
   return [line(head), ...rows.map(line)].join("\n") + "\n";
 }
 
-function ago(iso: string | null | undefined, now: number): string {
+export function ago(iso: string | null | undefined, now: number): string {
   if (!iso) return "—";
   const at = Date.parse(iso);
   if (Number.isNaN(at)) return iso;
   return `${formatDuration((now - at) / 1000)} ago`;
 }
 
-function jsonOut(io: Io, value: unknown): void {
+export function jsonOut(io: Io, value: unknown): void {
   io.stdout(JSON.stringify(value, null, 2) + "\n");
 }
 
@@ -333,7 +333,7 @@ function stderrStream(io: Io): Writable {
  * The one live line on a terminal, redrawn in place by log-update, and plain lines printed
  * above it. Without a terminal nothing is drawn: plain lines are all there is.
  */
-class Screen {
+export class Screen {
   private readonly io: Io;
   private readonly draw: ReturnType<typeof createLogUpdate> | undefined;
 
@@ -692,7 +692,7 @@ Prints depth, running jobs, oldest wait, the largest wait/SLO and the drain rate
 summed over a model's shards.
 ${connHelp("admin")}`;
 
-function connHelp(kind: "user" | "admin"): string {
+export function connHelp(kind: "user" | "admin"): string {
   const key =
     kind === "user"
       ? "  --api-key KEY            a user API key (fgk_…)           or FLOODGATE_API_KEY"
@@ -717,17 +717,19 @@ export const CLIENT_HELP = `  floodgate submit <model> --input '<json>'|@file.js
   floodgate tokens revoke <token id>                               (admin)
   floodgate agents                           connected agents      (admin)
   floodgate queues                           queues by model, tier (admin)
+  floodgate models push DIR [--json]         push a model version, resumable  (admin)
+  floodgate models list [MODEL] [--json]     versions, newest first           (admin)
       The edge and keys come from --url/--api-key/--admin-key, FLOODGATE_URL/_API_KEY/_ADMIN_KEY,
       or .floodgate/local.json (written by \`npm start\`). Each command has --help.
 `;
 
-type Runner = (argv: string[], io: Io) => Promise<number>;
+export type Runner = (argv: string[], io: Io) => Promise<number>;
 
-interface Ctx {
+export interface Ctx {
   config: ResolvedConfig;
 }
 
-function connection(
+export function connection(
   flags: {
     url?: string | undefined;
     "api-key"?: string | undefined;
@@ -744,7 +746,7 @@ function user(ctx: Ctx, io: Io): { fg: FloodgateClient; url: string } {
   return { fg: createClient({ url, apiKey, fetch: io.fetch }), url };
 }
 
-function admin(ctx: Ctx, io: Io) {
+export function admin(ctx: Ctx, io: Io) {
   const { url, adminKey } = adminConfig(ctx.config);
   return createAdminClient({ url, adminKey, fetch: io.fetch });
 }
@@ -1015,7 +1017,7 @@ const queues: Runner = async (argv, io) => {
   return 0;
 };
 
-function help(io: Io, text: string): number {
+export function help(io: Io, text: string): number {
   io.stdout(text);
   return 0;
 }
@@ -1034,6 +1036,14 @@ export async function clientCommand(command: string, argv: string[], io: Io = pr
     io.stderr(`floodgate: unknown command ${JSON.stringify(command)}\n`);
     return 2;
   }
+  return await runCommand(command, run, argv, io);
+}
+
+/**
+ * Runs `run` as `floodgate <command>` and answers its exit code: usage and configuration errors
+ * 2, the edge's refusals and everything else 1, each printed once, here.
+ */
+export async function runCommand(command: string, run: Runner, argv: string[], io: Io = processIo()): Promise<number> {
   try {
     return await run(argv, io);
   } catch (err) {

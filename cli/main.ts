@@ -8,9 +8,10 @@ import { z } from "zod";
 import { agentArgOptions, agentFlagsHelp, parseAgentConfig } from "../gpu-agent/config.ts";
 import { PRETEND_GPUS_ENV } from "../gpu-agent/gpu.ts";
 import { runAgent } from "../gpu-agent/main.ts";
-import { CLIENT_HELP, clientCommand, isClientCommand } from "./client-commands.ts";
+import { CLIENT_HELP, clientCommand, isClientCommand, runCommand } from "./client-commands.ts";
 import { dev } from "./dev.ts";
 import { parseFlags, UsageError } from "./flags.ts";
+import { models } from "./models.ts";
 
 const HELP = `floodgate — generative-media jobs at launch-day scale
 
@@ -109,6 +110,8 @@ export async function main(argv: string[]): Promise<number> {
         if (!parsed.ok) throw new UsageError(parsed.message);
         return await runAgent(parsed.config);
       }
+      case "models":
+        return await runCommand(command, models, rest);
       default:
         if (isClientCommand(command)) return await clientCommand(command, rest);
         throw new UsageError(`unknown command ${JSON.stringify(command)}`);

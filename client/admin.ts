@@ -1,6 +1,6 @@
 /**
- * The admin client (the edge's `ADMIN_KEY`): accounts, agent tokens, connected agents, queues
- * and models. What the CLI's admin commands call.
+ * The admin client (the edge's `ADMIN_KEY`): accounts, agent tokens, connected agents, queues,
+ * models and their versions. What the CLI's admin commands call.
  */
 import { z } from "zod";
 import {
@@ -12,6 +12,13 @@ import {
   type AccountCreateBody,
   type AgentTokenBody,
 } from "../shared/api.ts";
+import {
+  PieceStored,
+  VersionPushAnswer,
+  VersionRecord,
+  VersionSummary,
+  type VersionPush,
+} from "../shared/repository.ts";
 import { Http } from "./http.ts";
 
 /**
@@ -46,6 +53,22 @@ export interface FloodgateAdminClient {
   agents: { list(opts?: Signal): Promise<AgentView[]> };
   queues: { list(opts?: Signal): Promise<QueueStats[]> };
   models: { list(opts?: Signal): Promise<ModelConfig[]> };
+  versions: {
+    /** A push's first step: records the version (pending) and answers the pieces the store lacks. */
+    push(model: string, push: VersionPush, opts?: Signal): Promise<VersionPushAnswer>;
+    /** Stores one piece (its bytes, whose SHA-256 is `sha256`); a piece already stored is left as it is. */
+    putPiece(
+      sha256: string,
+      bytes: Uint8Array<ArrayBuffer>,
+      opts?: Signal & { timeoutMs?: number },
+    ): Promise<PieceStored>;
+    /** Makes a pushed version ready once every piece is stored. */
+    commit(model: string, version: string, opts?: Signal): Promise<VersionRecord>;
+    /** A model's versions, or every model's without `model`, newest first. */
+    list(model?: string, opts?: Signal): Promise<VersionSummary[]>;
+    /** One version with its file list. */
+    get(model: string, version: string, opts?: Signal): Promise<VersionRecord>;
+  };
 }
 
 /**
@@ -105,6 +128,45 @@ export function createAdminClient(opts: AdminClientOptions): FloodgateAdminClien
             idempotent: true,
           })
         ).models,
+    },
+    versions: {
+      // Each step is safe to repeat: the same push answers the same version, a stored piece
+      // is stored once, a ready version commits as it is.
+      push: (model, push, o = {}) =>
+        http.request(`/v1/admin/models/${encodeURIComponent(model)}/versions`, VersionPushAnswer, {
+          method: "POST",
+          body: push,
+          signal: o.signal,
+          idempotent: true,
+        }),
+      putPiece: (sha256, bytes, o = {}) =>
+        http.request(`/v1/admin/pieces/${encodeURIComponent(sha256)}`, PieceStored, {
+          method: "PUT",
+          bytes,
+          signal: o.signal,
+          idempotent: true,
+          timeoutMs: o.timeoutMs,
+        }),
+      commit: (model, version, o = {}) =>
+        http.request(
+          `/v1/admin/models/${encodeURIComponent(model)}/versions/${encodeURIComponent(version)}/commit`,
+          VersionRecord,
+          { method: "POST", signal: o.signal, idempotent: true },
+        ),
+      list: async (model, o = {}) =>
+        (
+          await http.request(
+            model === undefined ? "/v1/admin/versions" : `/v1/admin/models/${encodeURIComponent(model)}/versions`,
+            z.object({ versions: z.array(VersionSummary) }),
+            { signal: o.signal, idempotent: true },
+          )
+        ).versions,
+      get: (model, version, o = {}) =>
+        http.request(
+          `/v1/admin/models/${encodeURIComponent(model)}/versions/${encodeURIComponent(version)}`,
+          VersionRecord,
+          { signal: o.signal, idempotent: true },
+        ),
     },
   };
 }

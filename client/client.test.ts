@@ -225,4 +225,29 @@ describe("createAdminClient", () => {
     expect(server.requests.every((r) => r.headers.authorization === "Bearer fga_admin")).toBe(true);
     expect(JSON.parse(server.requests[0]!.body)).toEqual({ name: "acme", tier: "api" });
   });
+
+  it("sends a piece as raw bytes (application/octet-stream) and reads the versions' answers", async () => {
+    const sha = "ab".repeat(32);
+    server = await startServer((req, res) => {
+      switch (`${req.method} ${req.path}`) {
+        case `PUT /v1/admin/pieces/${sha}`:
+          return json(res, 201, { sha256: sha, size: Buffer.byteLength(req.body) });
+        case "GET /v1/admin/versions":
+        case "GET /v1/admin/models/demo/versions":
+          return json(res, 200, { versions: [] });
+        default:
+          return json(res, 404, { error: { code: "version_not_found", message: "no" } });
+      }
+    });
+    const admin = createAdminClient({ url: server.url, adminKey: "fga_admin" });
+    expect(await admin.versions.putPiece(sha, new Uint8Array(Buffer.from("piece bytes")))).toEqual({
+      sha256: sha,
+      size: 11,
+    });
+    expect(server.requests[0]).toMatchObject({ body: "piece bytes" });
+    expect(server.requests[0]!.headers["content-type"]).toBe("application/octet-stream");
+    expect(await admin.versions.list()).toEqual([]);
+    expect(await admin.versions.list("demo")).toEqual([]);
+    await expect(admin.versions.get("demo", "1")).rejects.toMatchObject({ code: "version_not_found", status: 404 });
+  });
 });

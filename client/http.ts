@@ -27,6 +27,8 @@ export interface HttpOptions {
 export interface RequestOptions {
   method?: "GET" | "POST" | "PUT" | "DELETE";
   body?: unknown;
+  /** Raw bytes to send instead of a JSON body (`application/octet-stream`). */
+  bytes?: Uint8Array<ArrayBuffer>;
   headers?: Record<string, string>;
   signal?: AbortSignal | undefined;
   /** Whether sending the request twice does no harm (so it may be retried). */
@@ -149,14 +151,16 @@ export class Http {
     const t = setTimeout(() => timer.abort(new DeadlineReached()), timeoutMs);
     const signal = anySignal([opts.signal, timer.signal]);
     const headers: Record<string, string> = { authorization: `Bearer ${this.key}`, ...opts.headers };
-    if (opts.body !== undefined) headers["content-type"] = "application/json";
+    let body: string | Uint8Array<ArrayBuffer> | undefined;
+    if (opts.bytes !== undefined) {
+      headers["content-type"] = "application/octet-stream";
+      body = opts.bytes;
+    } else if (opts.body !== undefined) {
+      headers["content-type"] = "application/json";
+      body = JSON.stringify(opts.body);
+    }
     try {
-      const res = await this.fetchFn(this.url(path), {
-        method: opts.method ?? "GET",
-        headers,
-        body: opts.body === undefined ? undefined : JSON.stringify(opts.body),
-        signal,
-      });
+      const res = await this.fetchFn(this.url(path), { method: opts.method ?? "GET", headers, body, signal });
       if (!res.ok) throw await apiError(res);
       return res;
     } catch (err) {

@@ -19,6 +19,8 @@ import { agentAuth, agentRoutes } from "./routes/agent.ts";
 import { jobRoutes } from "./routes/jobs.ts";
 import { protocolRoutes } from "./routes/protocol.ts";
 import { uploadRoutes } from "./routes/uploads.ts";
+import { PIECE_PATH, versionRoutes } from "./routes/versions.ts";
+import { PIECE_BYTES } from "../shared/repository.ts";
 
 export const VERSION = "0.1.0";
 
@@ -55,8 +57,18 @@ export function buildApp(): OpenAPIHono<AppEnv> {
       throw new FloodgateError("payload_too_large", `an upload part is at most ${MAX_PART_BYTES} bytes`);
     },
   });
-  // Output parts are large by design; every other body is small.
-  app.use("*", (c, next) => (PART_PATH.test(c.req.path) ? partBodies(c, next) : smallBodies(c, next)));
+  const pieceBodies = bodyLimit({
+    maxSize: PIECE_BYTES,
+    onError: () => {
+      throw new FloodgateError("payload_too_large", `a piece is at most ${PIECE_BYTES} bytes`);
+    },
+  });
+  // Output parts and pieces are large by design; every other body is small.
+  app.use("*", (c, next) => {
+    if (PART_PATH.test(c.req.path)) return partBodies(c, next);
+    if (PIECE_PATH.test(c.req.path)) return pieceBodies(c, next);
+    return smallBodies(c, next);
+  });
   app.openapi(healthz, (c) => c.json({ ok: true as const, version: VERSION }, 200));
   // Generated once, on first request, when every route has been declared.
   let document: Record<string, unknown> | undefined;
@@ -78,6 +90,7 @@ export function buildApp(): OpenAPIHono<AppEnv> {
   app.route("/", adminRoutes);
   app.route("/", agentRoutes);
   app.route("/", uploadRoutes);
+  app.route("/", versionRoutes);
   app.route("/", fileRoutes);
   app.route("/", protocolRoutes);
   for (const [name, scheme] of Object.entries(SECURITY_SCHEMES)) {

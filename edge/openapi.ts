@@ -126,7 +126,7 @@ type Refusal = (
 ) => undefined;
 
 /** The codes a path parameter that fails its schema may be refused with. */
-type ParamCode = "not_found" | "model_not_found" | "invalid_query";
+type ParamCode = "not_found" | "model_not_found" | "version_not_found" | "invalid_query";
 
 /**
  * The validation hook: a value that fails its route's schema becomes this API's error answer. A

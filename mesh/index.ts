@@ -7,6 +7,7 @@ export { AgentActor, CLAIMS_HEADER, type AgentClaimsLite } from "./agent-actor.t
 export { JobActor, SUBSCRIBE_HEADERS } from "./job-actor.ts";
 export { RegistryActor, type RegistrySnapshot } from "./registry-actor.ts";
 export { SchedulerActor } from "./scheduler-actor.ts";
+export { pieceKey, VERSION_INDEX, VersionsActor } from "./versions-actor.ts";
 export type { AgentRef, Completion, EnqueueItem, JobBody, Lease, LeaseRef, SchedulerConfig } from "./scheduler/core.ts";
 
 export { actor, type Remote } from "./remote.ts";

@@ -19,10 +19,13 @@ export const ERROR_CODES = {
   model_not_found: 404,
   job_not_found: 404,
   account_not_found: 404,
+  version_not_found: 404,
   idempotency_conflict: 409,
   job_not_finished: 409,
   conflict: 409,
   stale_lease: 409,
+  version_conflict: 409,
+  pieces_missing: 409,
   payload_too_large: 413,
   upgrade_required: 426,
   unsupported_media_type: 415,
@@ -53,12 +56,18 @@ export const ERROR_WHEN: Readonly<Record<ErrorCode, string>> = {
   model_not_found: "no such model",
   job_not_found: "no such job — also another account's job",
   account_not_found: "no such account",
+  version_not_found:
+    "no such version of the model; on agent routes, also a version not yet ready or a model the agent token does not name",
   idempotency_conflict:
     "an `Idempotency-Key` reused with another body within 24 h, or reused after the job it made was deleted",
   job_not_finished: "deleting a job that has not ended",
   conflict:
     "a state conflict: an account that exists, shrinking a model's shards, a registry that holds the most models a job id can name, an output name uploaded twice in one attempt",
   stale_lease: "an agent's upload names a lease (job id and epoch) the agent does not hold: abandon the job",
+  version_conflict:
+    "a push names a model and version that exists with other content (another digest): versions are immutable, push it as a new version",
+  pieces_missing:
+    "committing a version while some of its pieces are not in the store: the message says how many; upload them",
   payload_too_large:
     "a body over 1 MiB, a job `input` over 32 KiB msgpack-encoded (send large inputs as files), an upload part over 64 MiB or past its announced size, or an output over its model's `max_bytes` (an attempt over `max_job_bytes`)",
   upgrade_required: "`GET /v1/agent/connect` without `Upgrade: websocket`",

@@ -105,6 +105,26 @@ export const VersionPushAnswer = z.object({
   version: VersionRecord,
   missing: z.array(Sha256),
 });
+export type VersionPushAnswer = z.infer<typeof VersionPushAnswer>;
+
+/** A version as listings show it: its record without the file list. */
+export const VersionSummary = z.object({
+  model: ModelName,
+  version: VersionName,
+  digest: Sha256,
+  state: VersionRecord.shape.state,
+  /** The files' bytes, summed. */
+  bytes: z.number().int().min(0),
+  /** Distinct pieces. */
+  pieces: z.number().int().min(0),
+  created_at: z.string(),
+  created_by: z.string(),
+});
+export type VersionSummary = z.infer<typeof VersionSummary>;
+
+/** The answer to storing a piece: its name and size (bytes). */
+export const PieceStored = z.object({ sha256: Sha256, size: z.number().int().min(0).max(PIECE_BYTES) });
+export type PieceStored = z.infer<typeof PieceStored>;
 
 /** Canonical JSON: keys sorted at every level, no spaces. */
 export function canonicalJson(value: unknown): string {

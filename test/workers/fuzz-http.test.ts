@@ -28,6 +28,8 @@ import {
 } from "../../shared/api.ts";
 import { DEMO_MODEL_CONFIG } from "../../shared/models.ts";
 import { DEFAULT_TIERS, TierList } from "../../shared/slo.ts";
+import { PIECE_BYTES, VersionPush } from "../../shared/repository.ts";
+import { pushProblem } from "../../mesh/versions/logic.ts";
 import { agentId, token } from "./agent-helpers.ts";
 import { ADMIN, call, makeAccount, makeModel, submit, unique } from "./helpers.ts";
 
@@ -254,6 +256,9 @@ const TiersBody = z.strictObject({ tiers: TierList });
 const admin = (): Record<string, string> => ({ authorization: `Bearer ${ADMIN}` });
 const user = (): Record<string, string> => ({ authorization: `Bearer ${w.key}` });
 
+/** The model the version routes are fuzzed on. */
+const VERSIONS_MODEL = "fuzz-versions";
+
 const BODY_ROUTES: BodyRoute[] = [
   {
     name: "submit",
@@ -320,6 +325,21 @@ const BODY_ROUTES: BodyRoute[] = [
     auth: admin,
     example: () => ({ pool: "p", models: ["demo"], ttl_s: 3600 }),
     legit: (b) => AgentTokenBody.safeParse(b).success,
+  },
+  {
+    name: "admin version push",
+    method: "POST",
+    path: () => `/v1/admin/models/${VERSIONS_MODEL}/versions`,
+    auth: admin,
+    example: () => ({
+      manifest: { format: 1, model: VERSIONS_MODEL, version: "1", runner: "demo", input_schema: { type: "object" } },
+      piece_bytes: PIECE_BYTES,
+      files: [{ path: "w/a.bin", size: 3, sha256: "a".repeat(64), pieces: ["b".repeat(64)] }],
+    }),
+    legit: (b) => {
+      const push = VersionPush.safeParse(b);
+      return push.success && pushProblem(VERSIONS_MODEL, push.data) === undefined;
+    },
   },
   {
     name: "agent upload start",
@@ -497,6 +517,42 @@ const ID_ROUTES: IdRoute[] = [
     rawPercent: true,
   },
   {
+    name: "admin versions",
+    method: "GET",
+    path: (s) => `/v1/admin/models/${s}/versions`,
+    auth: admin,
+    rawPercent: true,
+  },
+  {
+    name: "admin version",
+    method: "GET",
+    path: (s) => `/v1/admin/models/${s}/versions/${s}`,
+    auth: admin,
+    rawPercent: true,
+  },
+  {
+    name: "admin version commit",
+    method: "POST",
+    path: (s) => `/v1/admin/models/${s}/versions/${s}/commit`,
+    auth: admin,
+    rawPercent: true,
+  },
+  { name: "admin piece", method: "PUT", path: (s) => `/v1/admin/pieces/${s}`, auth: admin, rawPercent: true },
+  {
+    name: "agent version",
+    method: "GET",
+    path: (s) => `/v1/agent/versions/${s}/${s}`,
+    auth: () => w.agent,
+    rawPercent: true,
+  },
+  {
+    name: "agent piece",
+    method: "GET",
+    path: (s) => `/v1/agent/pieces/${s}?model=${s}&version=${s}`,
+    auth: () => w.agent,
+    rawPercent: true,
+  },
+  {
     name: "agent part",
     method: "PUT",
     path: (s) => `/v1/agent/uploads/${s}/parts/${s}?key=${s}`,
@@ -541,6 +597,18 @@ const ALL_ROUTES: { method: string; path: () => string; body?: () => Json }[] = 
   { method: "POST", path: () => "/v1/admin/agent-tokens", body: () => ({ pool: "p", models: ["demo"], ttl_s: 60 }) },
   { method: "GET", path: () => "/v1/admin/agents" },
   { method: "DELETE", path: () => "/v1/admin/agent-tokens/tok_0123456789abcdef" },
+  { method: "GET", path: () => "/v1/admin/versions" },
+  { method: "GET", path: () => `/v1/admin/models/${VERSIONS_MODEL}/versions` },
+  { method: "GET", path: () => `/v1/admin/models/${VERSIONS_MODEL}/versions/1` },
+  { method: "POST", path: () => `/v1/admin/models/${VERSIONS_MODEL}/versions/1/commit` },
+  {
+    method: "POST",
+    path: () => `/v1/admin/models/${VERSIONS_MODEL}/versions`,
+    body: () => ({ manifest: {}, piece_bytes: PIECE_BYTES, files: [] }),
+  },
+  { method: "PUT", path: () => `/v1/admin/pieces/${"a".repeat(64)}` },
+  { method: "GET", path: () => `/v1/agent/versions/${VERSIONS_MODEL}/1` },
+  { method: "GET", path: () => `/v1/agent/pieces/${"a".repeat(64)}?model=${VERSIONS_MODEL}&version=1` },
   { method: "GET", path: () => "/v1/agent/connect" },
   {
     method: "POST",
@@ -674,8 +742,9 @@ describe("HTTP fuzzing: every bad request is a 4xx in the error shape, never a 5
       await fc.assert(
         fc.asyncProperty(arb, async ({ route, seg }) => {
           count("ids");
-          // A valid model name would register a model; those are not bad requests.
-          if (route.name === "admin model") fc.pre(!ModelName.safeParse(decodeURIComponentSafe(seg)).success);
+          // A valid model name would register a model, or list its (no) versions; those are not bad requests.
+          if (route.name === "admin model" || route.name === "admin versions")
+            fc.pre(!ModelName.safeParse(decodeURIComponentSafe(seg)).success);
           const body = route.body?.();
           const r: Sent = {
             method: route.method,
