@@ -253,7 +253,7 @@ describe("an agent's frames", () => {
     const w = world();
     const jobs = [w.submit(w.served), w.submit(w.served), w.submit(w.served)];
     await w.hello();
-    const beat = { type: "agent.heartbeat", gpus: [], draining: false, versions: [] } as const;
+    const beat = { type: "agent.heartbeat" as const, gpus: [], draining: false, versions: [] };
     await w.say({ ...beat, leases: [], credits: 3 });
     const first = w.of("job.leases").flatMap((m) => m.leases);
     expect(first.map((l) => l.job_id)).toEqual([jobs[0]]);
