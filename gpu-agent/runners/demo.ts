@@ -318,5 +318,13 @@ export function demoVersion(
 if (import.meta.main) {
   const { values } = parseArgs({ options: { "version-dir": { type: "string" } }, strict: true });
   const dir = values["version-dir"];
-  await main(dir === undefined ? demoModel() : demoVersion(dir));
+  let model: RunnerModel;
+  try {
+    model = dir === undefined ? demoModel() : demoVersion(dir);
+  } catch (err) {
+    // One line, the last on stderr: the agent quotes it as why the runner did not start.
+    process.stderr.write(`demo: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  }
+  await main(model);
 }
