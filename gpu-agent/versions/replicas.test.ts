@@ -16,7 +16,7 @@ const JOB = (n: number): string => `job_${String(n).padStart(30, "0")}`;
 
 const cleanup: (() => Promise<void> | void)[] = [];
 afterAll(async () => {
-  for (const c of cleanup.splice(0).reverse()) await c();
+  for (const c of cleanup.splice(0).toReversed()) await c();
 });
 
 function alive(pid: number): boolean {

@@ -81,7 +81,7 @@ class Runners {
 
 const cleanup: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
-  for (const c of cleanup.splice(0).reverse()) await c();
+  for (const c of cleanup.splice(0).toReversed()) await c();
 });
 
 async function world(gpus: number[] = []): Promise<{ edge: FakeEdge; agent: Agent; runners: Runners; logs: string[] }> {
