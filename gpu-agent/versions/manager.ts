@@ -53,6 +53,8 @@ interface Entry extends KnownVersion {
 }
 
 const DEFAULT_RETRY: Backoff = { baseMs: 5_000, maxMs: 300_000 };
+/** Passes of one reconcile at most (each acts on what the last one changed). */
+const MAX_PASSES = 64;
 const MiB = 1024 * 1024;
 
 export class VersionManager extends EventEmitter<{ changed: [] }> {
@@ -64,6 +66,8 @@ export class VersionManager extends EventEmitter<{ changed: [] }> {
   private desired: DesiredModel[] = [];
   private readonly known = new Map<string, Entry>();
   private readonly lastStable = new Map<string, string>();
+  /** Failed fetches in a row of a version being tried again, for its next backoff. */
+  private readonly failures = new Map<string, number>();
   private last: Plan | undefined;
   private lastReported = "";
   private readonly abort = new AbortController();
@@ -129,10 +133,17 @@ export class VersionManager extends EventEmitter<{ changed: [] }> {
     }
     this.planning = true;
     try {
-      do {
+      // Each pass acts on what the last one changed; a plan that kept asking for more would be a
+      // bug, not a reason to spin.
+      for (let passes = 0; ; passes++) {
         this.again = false;
         this.pass();
-      } while (this.again && !this.closed);
+        if (!this.again || this.closed) break;
+        if (passes >= MAX_PASSES) {
+          this.log(`the version plan did not settle after ${MAX_PASSES} passes: ${JSON.stringify(this.last?.actions)}`);
+          break;
+        }
+      }
     } finally {
       this.planning = false;
     }
@@ -196,21 +207,31 @@ export class VersionManager extends EventEmitter<{ changed: [] }> {
     for (const key of this.known.keys()) if (!named.has(key)) this.known.delete(key);
   }
 
+  /**
+   * A version failed. For good (a bad digest, piece or file; a runner that could not load it):
+   * `failed`, until `agent.desired` names it anew. Otherwise (the edge unreachable, the disk
+   * full) it is still `loading`, and fetched again after a backoff.
+   */
   private fail(model: string, version: string, message: string, permanent = true): void {
     const key = versionKey(model, version);
     const e = this.known.get(key);
     if (!e) return;
-    e.phase = "failed";
-    e.message = message;
     e.failures += 1;
-    this.log(`${key} failed: ${message}`);
-    if (!permanent) {
+    if (permanent) {
+      e.phase = "failed";
+      e.message = message;
+      this.log(`${key} failed: ${message}`);
+    } else {
       const wait = backoffMs(e.failures - 1, this.opts.retry ?? DEFAULT_RETRY);
+      e.phase = "fetching";
+      e.message = `${message}; trying again in ${Math.ceil(wait / 1000)} s`;
+      this.log(`${key}: ${e.message}`);
       const t = setTimeout(() => {
         this.timers.delete(t);
         // Tried again only while it is still this entry (still desired, not replaced).
-        if (this.known.get(key) === e && e.phase === "failed") {
+        if (this.known.get(key) === e) {
           this.known.delete(key);
+          this.failures.set(key, e.failures);
           this.reconcile();
         }
       }, wait);
@@ -222,7 +243,8 @@ export class VersionManager extends EventEmitter<{ changed: [] }> {
 
   private fetch(model: string, version: string, digest: string): void {
     const key = versionKey(model, version);
-    const failures = this.known.get(key)?.failures ?? 0;
+    const failures = this.failures.get(key) ?? 0;
+    this.failures.delete(key);
     const entry: Entry = { model, version, digest, phase: "fetching", message: "fetching its record", failures };
     this.known.set(key, entry);
     void fetchVersion(

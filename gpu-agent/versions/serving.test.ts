@@ -84,8 +84,11 @@ afterEach(async () => {
   for (const c of cleanup.splice(0).toReversed()) await c();
 });
 
-async function world(gpus: number[] = []): Promise<{ edge: FakeEdge; agent: Agent; runners: Runners; logs: string[] }> {
-  const edge = await FakeEdge.start();
+async function world(
+  gpus: number[] = [],
+  heartbeatMs = 60_000,
+): Promise<{ edge: FakeEdge; agent: Agent; runners: Runners; logs: string[] }> {
+  const edge = await FakeEdge.start({ heartbeatMs });
   const cache = mkdtempSync(join(tmpdir(), "fg-serving-"));
   const runners = new Runners();
   const logs: string[] = [];
@@ -96,7 +99,14 @@ async function world(gpus: number[] = []): Promise<{ edge: FakeEdge; agent: Agen
     agentId: "agt_0000000000000009",
     prefetch: 1,
     maxVramPct: 100,
-    serve: { gpus, cacheDir: cache, startRunner: runners.start, fetch: { backoff: { baseMs: 1, maxMs: 5 } } },
+    serve: {
+      gpus,
+      cacheDir: cache,
+      startRunner: runners.start,
+      fetch: { backoff: { baseMs: 1, maxMs: 5 }, tries: 2 },
+      // Long enough for a 100 ms heartbeat to tell it.
+      retry: { baseMs: 800, maxMs: 800 },
+    },
     encoder: {
       outputs: async () => [],
       preview: async () => ({ content_type: "image/png", data: new Uint8Array() }),
@@ -233,6 +243,19 @@ describe("an agent serving the rollout", () => {
     expect(state?.message).toContain("refused");
     expect(logs.some((l) => l.includes(bad) && l.includes("refused"))).toBe(true);
     expect(runners.started).toEqual([]);
+  });
+
+  it("an edge that cannot answer leaves the version loading, saying why, and it is fetched again later", async () => {
+    // Progress and retries are told by the periodic heartbeats (only a change of state by one at once).
+    const { edge } = await world([], 100);
+    const v1 = edge.add(await makeVersion(manifest("1"), { "w.bin": "one" }));
+    edge.failNext.set("/v1/agent/pieces/", { status: 503, times: 2 });
+    edge.desire(desired(v1));
+    await edge.until("a retry said", () =>
+      edge.of("agent.heartbeat").find((h) => h.versions.some((v) => v.message?.includes("trying again in"))),
+    );
+    expect(edge.of("agent.heartbeat").some((h) => h.versions.some((v) => v.state === "failed"))).toBe(false);
+    await edge.until("v1 serving", () => (stateOf(edge, "1") === "serving" ? true : undefined));
   });
 
   it("a lease of a version no replica here serves goes back at once, without spending an attempt", async () => {
