@@ -37,4 +37,15 @@ describe("the built-in model versions", () => {
     }
     expect(DEMO_MODEL_CONFIG.input_schema).toEqual(demoManifest().input_schema);
   });
+
+  it("the manifest of docs/models.md's worked example is a valid version manifest", () => {
+    const doc = readFileSync(join(MODELS_DIR, "..", "docs", "models.md"), "utf8");
+    const block = /<!-- example: fade\/manifest\.json -->\s*```json\n([\s\S]*?)```/.exec(doc)?.[1];
+    expect(block).toBeDefined();
+    expect(VersionManifest.parse(JSON.parse(block ?? ""))).toMatchObject({
+      model: "fade",
+      runner: "python",
+      max_batch: 8,
+    });
+  });
 });
