@@ -19,11 +19,12 @@ Usage:
   floodgate dev [--port 8787] [--agents 1] [--state .floodgate]
       Run the whole platform locally: the edge under wrangler dev (state kept in --state),
       local agents, and print the keys (also written to <state>/local.json).
-  floodgate agent --url URL --token TOKEN [--slots N] [--prefetch 1] [--name NAME]
-                  [--runner demo|synthetic|python] [--cache-dir DIR] [--max-vram-pct 95]
-                  [--model reference] [--model-size tiny|small|large] [--python PATH]
+  floodgate agent --url URL --token TOKEN [--gpus all] [--name NAME] [--cache-dir DIR]
+                  [--runner demo|synthetic|python [--slots N] [--model reference] …]
       Attach this machine to an edge as a GPU agent: one outbound WebSocket, no inbound port.
-      Every flag can also come from the environment (FLOODGATE_URL, FLOODGATE_AGENT_TOKEN, …).
+      It serves the model versions the rollout names for its token's models (fetched into
+      --cache-dir), or with --runner that one runner. Every flag can also come from the
+      environment (FLOODGATE_URL, FLOODGATE_AGENT_TOKEN, …).
 ${CLIENT_HELP}  floodgate help
       This text.
 
@@ -48,13 +49,23 @@ Options (each also from the environment variable in parentheses):
 ${agentFlagsHelp()}
   -h, --help           this text
 
-Several agents may run on one host from the same directory (one per GPU with --gpus N, or
-one per group): each takes an identity of its own under --cache-dir and keeps it across its
-restarts. ${PRETEND_GPUS_ENV}=N makes the agent see N GPUs that do not exist (tests, laptops).
+With just --url and --token the agent serves what the rollout says (floodgate rollout apply)
+for the models its token allows: it waits for the edge to name the versions, fetches them into
+--cache-dir (each piece checked by its sha256), starts their runners and takes their jobs. A
+version asking for N GPUs per replica runs as one runner per N of the agent's GPUs (--gpus),
+each seeing only its own (CUDA_VISIBLE_DEVICES); a CPU version runs one. On a new version the
+old one serves until the new one does; a version that fails to load leaves the old one serving.
+See docs/models.md.
 
+With --runner the agent serves that one runner and ignores rollouts (tests, benchmarks).
 --runner python serves a PyTorch model (gpu-agent/python) with continuous batching; the
 reference model's random weights are generated into --cache-dir on first use. Exit code 2
 when no Python can import torch, msgpack and numpy.
+
+Several agents may run on one host from the same directory (one per GPU with --gpus N, or
+one per group): each takes an identity of its own under --cache-dir and keeps it across its
+restarts, and they share the versions fetched there. ${PRETEND_GPUS_ENV}=N makes the agent see
+N GPUs that do not exist (tests, laptops).
 
 SIGTERM drains (finish running jobs, take none new); a second SIGTERM gives the running jobs
 back without spending their attempts and exits.

@@ -1,6 +1,8 @@
 /**
- * The GPU agent: one outbound WebSocket to the edge, a runner process for the model, and the
- * loop between them. It asks for work only for its free slots plus prefetch (credits), runs
+ * The GPU agent: one outbound WebSocket to the edge, runner processes for the models, and the
+ * loop between them. Started with `--runner`, it serves that one runner; otherwise it serves
+ * what `agent.desired` says, as replicas its version manager (versions/manager.ts) fetches and
+ * starts, and runs each lease on a replica of the version it names (pool.ts). It asks for work only for its free slots plus prefetch (credits), runs
  * leases in its runner, streams progress and previews, uploads outputs, and reports results
  * fenced by the lease epoch. It reconnects with jittered exponential backoff and resumes the
  * leases it still runs; results produced while disconnected wait for the next connection. Results
@@ -37,8 +39,10 @@ import { assertExhaustive } from "../shared/errors.ts";
 import { backoffMs, type Backoff } from "../shared/backoff.ts";
 import type { RunnerPhase } from "../shared/job.ts";
 import { gpuHealth, vramAbove } from "./gpu.ts";
+import { type Replica, routeLease, RunnerPool } from "./pool.ts";
 import { agentFailure } from "./runner/host.ts";
 import { uploadOutput, UploadError } from "./upload.ts";
+import { type ServeOptions, VersionManager } from "./versions/manager.ts";
 
 /** A frame of pixels handed back by a runner. */
 export interface Frame {
@@ -95,7 +99,10 @@ export interface AgentOptions {
   slots?: number | undefined;
   prefetch: number;
   maxVramPct: number;
-  startRunner: () => Promise<RunnerLike>;
+  /** The one runner of an agent started with `--runner`: it serves every lease; `agent.desired` is ignored. */
+  startRunner?: () => Promise<RunnerLike>;
+  /** Without `startRunner`: serve what `agent.desired` says, as these options tell. */
+  serve?: ServeOptions;
   encoder: Encoder;
   /** Health of the GPUs this agent serves with (nvidia-smi by default, all it sees). */
   gpus?: () => Promise<GpuHealth[]>;
@@ -105,6 +112,9 @@ export interface AgentOptions {
 interface Held {
   lease: LeaseGrant;
   state: "staged" | "running" | "finishing";
+  /** Where it runs, once running. */
+  replica?: Replica;
+  runner?: RunnerLike;
   abandoned: boolean;
   /**
    * Run alone, after a runner crash took it down with others: a crash kills every job in the
@@ -125,7 +135,9 @@ const RECONNECT_BACKOFF: Backoff = { baseMs: 250, maxMs: 30_000 };
 export class Agent extends EventEmitter {
   private readonly opts: AgentOptions;
   private ws: WebSocket | undefined;
-  private runner: RunnerLike | undefined;
+  private readonly pool: RunnerPool;
+  /** Serving what `agent.desired` says (no fixed runner). */
+  private readonly versionManager: VersionManager | undefined;
   private readonly held = new Map<string, Held>();
   /** Attempts ended and not yet told to the edge: sent together, with the agent's room for more. */
   private readonly results: JobResult[] = [];
@@ -142,6 +154,9 @@ export class Agent extends EventEmitter {
   private agentId: string;
   /** This process, as the edge tells it from another process with the same id. */
   private readonly instance = randomBytes(12).toString("base64url");
+  /** What the last hello or heartbeat said of versions and slots, to tell changes at once. */
+  private announced = "";
+  private announcing = false;
   /** Jobs that ended here (for tests and benchmarks). */
   completed = 0;
 
@@ -150,15 +165,42 @@ export class Agent extends EventEmitter {
     this.opts = opts;
     this.agentId = opts.agentId;
     this.log = opts.log ?? ((l) => process.stderr.write(`[agent ${opts.name}] ${l}\n`));
+    if ((opts.startRunner === undefined) === (opts.serve === undefined)) {
+      throw new Error("an agent has either a fixed runner (startRunner) or serves the rollout (serve), not both");
+    }
+    this.pool = new RunnerPool(this.log);
+    this.pool.on("changed", () => {
+      this.pump();
+      this.announceSoon();
+    });
+    this.pool.on("failed", (replica, err) => {
+      if (replica.fixed) this.emit("fatal", err);
+    });
+    if (opts.serve) {
+      const edge = {
+        baseUrl: opts.url.replace(/\/$/, ""),
+        token: opts.token,
+        agentId: () => this.agentId,
+        fetch: opts.serve.fetch?.fetch,
+      };
+      this.versionManager = new VersionManager(this.pool, edge, opts.serve, this.log);
+      this.versionManager.on("changed", () => this.announceSoon());
+    }
+  }
+
+  /** The fixed runner's replica (agents started with `--runner`). */
+  private get fixed(): Replica | undefined {
+    return this.pool.replicas.find((r) => r.fixed);
   }
 
   private get slots(): number {
-    return this.opts.slots ?? this.runner?.maxBatch ?? 1;
+    if (this.versionManager) return this.pool.slots();
+    return this.opts.slots ?? this.fixed?.runner?.maxBatch ?? 1;
   }
 
-  /** Free slots plus prefetch, or 0 while draining or above the VRAM threshold. */
+  /** Free slots plus prefetch, or 0 while draining, above the VRAM threshold, or serving nothing. */
   credits(): number {
-    if (this.stopping !== "no" || vramAbove(this.gpus, this.opts.maxVramPct)) return 0;
+    if (this.stopping !== "no" || vramAbove(this.gpus, this.opts.maxVramPct) || this.slots === 0) return 0;
     return Math.max(0, this.slots + this.opts.prefetch - this.held.size);
   }
 
@@ -210,28 +252,11 @@ export class Agent extends EventEmitter {
     }
   }
 
+  /** Starts the fixed runner (an agent serving the rollout waits for `agent.desired`), then connects. */
   async start(): Promise<void> {
-    this.runner = await this.opts.startRunner();
-    void this.watchRunner(this.runner);
+    const startRunner = this.opts.startRunner;
+    if (startRunner) await this.pool.add({ gpus: [], start: () => startRunner() });
     this.connect();
-  }
-
-  private async watchRunner(r: RunnerLike): Promise<void> {
-    const { reason } = await r.exited;
-    if (this.runner !== r || this.closed) return;
-    this.log(`runner exited (${reason}); starting a new one`);
-    this.runner = undefined;
-    // Jobs in flight were rejected by the runner host and are reported as they settle.
-    await new Promise((res) => setTimeout(res, 200));
-    if (this.closed) return;
-    try {
-      this.runner = await this.opts.startRunner();
-      void this.watchRunner(this.runner);
-      this.pump();
-    } catch (err) {
-      this.log(`could not restart the runner: ${(err as Error).message}`);
-      this.emit("fatal", err);
-    }
   }
 
   private wsUrl(): string {
@@ -285,10 +310,12 @@ export class Agent extends EventEmitter {
         name: this.opts.name,
         gpus: this.gpus,
         versions: this.versions(),
-        slots: this.slots,
+        // The hello's slots are at least 1; an agent serving nothing yet asks for no work.
+        slots: Math.max(1, this.slots),
         prefetch: this.opts.prefetch,
         leases: this.refs(),
       };
+      this.announced = this.announcement();
       ws.send(encodeFrame(hello));
     });
     ws.on("message", (data: Buffer) => this.onFrame(new Uint8Array(data.buffer, data.byteOffset, data.byteLength)));
@@ -392,6 +419,7 @@ export class Agent extends EventEmitter {
         return;
       case "agent.desired":
         // What the rollout says to serve; an agent started with a fixed runner serves that.
+        this.versionManager?.desire(msg.models);
         this.emit("desired", msg.models);
         return;
       default:
@@ -431,14 +459,36 @@ export class Agent extends EventEmitter {
     if (credits > 0) this.send({ v: AGENT_PROTOCOL_VERSION, type: "work.request", trace: this.trace(), credits });
   }
 
-  /** The model versions this agent's runner serves. */
+  /** The model versions this agent serves: its fixed runner's, or each version's state. */
   private versions(): VersionState[] {
-    return (this.runner?.models ?? []).map((m) => ({ model: m.model, version: m.version, state: "serving" }));
+    if (this.versionManager) return this.versionManager.states();
+    return (this.fixed?.runner?.models ?? []).map((m) => ({ model: m.model, version: m.version, state: "serving" }));
   }
 
-  private async heartbeat(): Promise<void> {
-    this.gpus = await (this.opts.gpus ?? gpuHealth)();
-    this.send({
+  /** What a heartbeat would say of the versions and slots, to tell when it changed. */
+  private announcement(): string {
+    return JSON.stringify([this.versions().map((v) => [v.model, v.version, v.state]), this.slots]);
+  }
+
+  /**
+   * A version's state or the slots changed: heartbeat at once (an agent serving the rollout), so
+   * the edge hears of a version that serves, or stopped serving, without waiting a period.
+   */
+  private announceSoon(): void {
+    if (!this.versionManager || this.announcing) return;
+    this.announcing = true;
+    setImmediate(() => {
+      this.announcing = false;
+      if (this.closed || !this.welcomed || this.announcement() === this.announced) return;
+      void this.heartbeat(false);
+    });
+  }
+
+  /** Sends a heartbeat; `fresh` reads the GPUs' health first (nvidia-smi), else the last reading is sent. */
+  private async heartbeat(fresh = true): Promise<void> {
+    if (fresh) this.gpus = await (this.opts.gpus ?? gpuHealth)();
+    const announced = this.announcement();
+    const sent = this.send({
       v: AGENT_PROTOCOL_VERSION,
       type: "agent.heartbeat",
       trace: this.trace(),
@@ -447,7 +497,9 @@ export class Agent extends EventEmitter {
       credits: this.credits(),
       draining: this.stopping !== "no",
       versions: this.versions(),
+      ...(this.versionManager ? { slots: this.slots } : {}),
     });
+    if (sent) this.announced = announced;
   }
 
   /**
@@ -466,12 +518,12 @@ export class Agent extends EventEmitter {
     h.abandoned = true;
     this.log(`abandoning ${jobId}: ${why}`);
     if (h.state === "running") {
-      const runner = this.runner;
+      const { runner, replica } = h;
       runner?.cancel(jobId);
       // A runner that does not end a cancelled job is hung inside it, and the slot with it:
       // restart the runner (its other jobs are retried alone, as after a crash).
       setTimeout(() => {
-        if (this.held.get(jobId) !== h || this.runner !== runner || !runner?.alive || this.closed) return;
+        if (this.held.get(jobId) !== h || replica?.runner !== runner || !runner?.alive || this.closed) return;
         this.log(`${jobId} did not end ${CANCEL_GRACE_MS / 1000} s after its cancel; restarting the runner`);
         void runner.close();
       }, CANCEL_GRACE_MS).unref();
@@ -479,35 +531,58 @@ export class Agent extends EventEmitter {
     this.pump();
   }
 
-  /** Starts staged leases while slots are free. */
+  /**
+   * Starts staged leases on replicas of their versions while slots are free. A job retried alone
+   * after a crash waits for an idle replica, which takes nothing else meanwhile; a lease whose
+   * version no replica here serves (any more) goes back without spending an attempt.
+   */
   private pump(): void {
     if (this.stopping === "drain" && this.held.size === 0) this.emit("drained");
-    if (!this.runner?.alive || this.stopping === "now") return;
-    const active = [...this.held.values()].filter((h) => h.state !== "staged");
-    if (active.some((h) => h.solo)) return;
-    const solo = [...this.held.values()].find((h) => h.state === "staged" && h.solo);
-    if (solo) {
-      // A solo retry waits for the runner to be empty, and nothing joins it.
-      if (active.length === 0) {
-        solo.state = "running";
-        void this.execute(solo, this.runner);
-      }
-      return;
+    if (this.stopping === "now") return;
+    const reserved = new Set<Replica>();
+    const release: Held[] = [];
+    const staged = [...this.held.values()].filter((h) => h.state === "staged");
+    const opts = {
+      capacity: (r: Replica) => (r.fixed ? this.slots : r.maxBatch),
+      stable: (model: string) => this.versionManager?.stableOf(model),
+      reserved,
+    };
+    for (const h of [...staged.filter((x) => x.solo), ...staged.filter((x) => !x.solo)]) {
+      const route = routeLease(h.lease, h.solo, this.pool.replicas, opts);
+      if (route.kind === "run") {
+        const { replica } = route;
+        const runner = replica.runner!;
+        h.state = "running";
+        h.replica = replica;
+        h.runner = runner;
+        replica.running.set(h.lease.job_id, h.solo);
+        void this.execute(h, replica, runner);
+      } else if (route.kind === "wait") {
+        if (h.solo) for (const r of route.on) reserved.add(r);
+      } else release.push(h);
     }
-    let running = active.length;
-    for (const h of this.held.values()) {
-      if (running >= this.slots) break;
-      if (h.state !== "staged") continue;
-      h.state = "running";
-      running++;
-      void this.execute(h, this.runner);
+    if (release.length > 0) {
+      for (const h of release) this.held.delete(h.lease.job_id);
+      this.log(
+        `giving back ${release.length} lease(s) of versions not served here: ${release.map((h) => `${h.lease.job_id} (${h.lease.model}@${h.lease.version ?? "any"})`).join(", ")}`,
+      );
+      this.send({
+        v: AGENT_PROTOCOL_VERSION,
+        type: "job.release",
+        trace: this.trace(),
+        leases: release.map((h) => ({ job_id: h.lease.job_id, epoch: h.lease.epoch })),
+        reason: "preempted",
+      });
+      if (this.stopping === "drain" && this.held.size === 0) this.emit("drained");
+      if (this.results.length === 0) this.requestWork();
     }
   }
 
-  private async execute(h: Held, runner: RunnerLike): Promise<void> {
+  private async execute(h: Held, replica: Replica, runner: RunnerLike): Promise<void> {
     const { lease } = h;
     const ref = { job_id: lease.job_id, epoch: lease.epoch };
-    const version = lease.version ?? runner.models.find((m) => m.model === lease.model)?.version ?? "unknown";
+    const version =
+      replica.version ?? lease.version ?? runner.models.find((m) => m.model === lease.model)?.version ?? "unknown";
     try {
       const result = await runner.run(
         { job_id: lease.job_id, model: lease.model, version, input: lease.input },
@@ -593,10 +668,12 @@ export class Agent extends EventEmitter {
         message: String(f.message ?? err).slice(0, 4096),
       });
     } finally {
+      replica.running.delete(lease.job_id);
       if (h.state !== "staged") {
         this.held.delete(lease.job_id);
         this.emit("job-ended", lease.job_id);
       }
+      this.pool.settle(replica);
       this.pump();
       // A result on its way carries the room this job freed; otherwise the agent asks for work.
       if (this.results.length === 0) this.requestWork();
@@ -630,7 +707,7 @@ export class Agent extends EventEmitter {
     const refs = this.refs();
     for (const h of this.held.values()) {
       h.abandoned = true;
-      this.runner?.cancel(h.lease.job_id);
+      h.runner?.cancel(h.lease.job_id);
     }
     this.held.clear();
     if (refs.length > 0)
@@ -657,7 +734,8 @@ export class Agent extends EventEmitter {
         setTimeout(res, 2000).unref();
       });
     }
-    await this.runner?.close();
+    this.versionManager?.close();
+    await this.pool.close();
   }
 }
 

@@ -11,8 +11,16 @@ describe("agent configuration", () => {
     );
     expect(r).toMatchObject({
       ok: true,
-      config: { url: "http://127.0.0.1:8787", token: TOKEN, slots: 4, prefetch: 3, runner: "demo", max_vram_pct: 95 },
+      config: { url: "http://127.0.0.1:8787", token: TOKEN, slots: 4, prefetch: 3, max_vram_pct: 95 },
     });
+    expect(r.ok && r.config.runner).toBeUndefined();
+  });
+
+  it("without --runner the agent serves the rollout; --runner serves one runner", () => {
+    const rollout = parseAgentConfig({ url: "http://x.test", token: TOKEN }, {});
+    expect(rollout.ok && rollout.config.runner).toBeUndefined();
+    const fixed = parseAgentConfig({ url: "http://x.test", token: TOKEN }, { FLOODGATE_RUNNER: "demo" });
+    expect(fixed.ok && fixed.config.runner).toBe("demo");
   });
 
   it("a missing token names the flag and its variable", () => {

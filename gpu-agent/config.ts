@@ -14,13 +14,20 @@ export const AgentConfig = z.strictObject({
   url: z.url({ protocol: /^https?$/ }),
   /** An agent token minted by an admin (POST /v1/admin/agent-tokens). */
   token: z.string().min(20, "the agent token looks too short"),
-  /** Jobs run at once (the runner's max_batch when absent). */
+  /**
+   * Jobs run at once by the `--runner` runner (its max_batch when absent). An agent serving the
+   * rollout runs each replica's `max_batch` instead.
+   */
   slots: z.coerce.number().int().min(1).max(256).optional(),
   /** Jobs staged beyond the slots so the GPU never waits between jobs. */
   prefetch: z.coerce.number().int().min(0).max(64).default(1),
   /** A name for people (admin listings); the host name when absent. */
   name: z.string().min(1).max(128).optional(),
-  runner: z.enum(RUNNERS).default("demo"),
+  /**
+   * Serve this one runner and ignore rollouts (tests, benchmarks, a machine set up by hand).
+   * Absent: serve what the rollout says (`agent.desired`) for the models the token allows.
+   */
+  runner: z.enum(RUNNERS).optional(),
   /** The GPUs this agent serves with: `all` it sees, or indices such as `0,1`. */
   gpus: z
     .string()
@@ -33,12 +40,12 @@ export const AgentConfig = z.strictObject({
       }
       return parsed.gpus;
     }),
-  /** The model the python runner serves (built in: `reference`); the other runners ignore it. */
+  /** The model `--runner python` serves (built in: `reference`); the other runners ignore it. */
   model: z
     .string()
     .regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, "a model name is 1–64 of a-z, 0-9, '.', '_', '-'")
     .default("reference"),
-  /** The reference model's size: tiny (tests, CPU), small, large (loads a GPU). */
+  /** The reference model's size with `--runner python`: tiny (tests, CPU), small, large (loads a GPU). */
   model_size: z.enum(MODEL_SIZES).default("tiny"),
   /**
    * The Python interpreter for the python runner; absent: the first of python3 on the PATH and
@@ -46,8 +53,9 @@ export const AgentConfig = z.strictObject({
    */
   python: z.string().min(1).optional(),
   /**
-   * Where the agent keeps its identity and caches; `.floodgate/agent` when absent. Agents on one
-   * host may share it: each takes an identity of its own (gpu-agent/identity.ts).
+   * Where the agent keeps its identity and caches (model versions and their pieces under
+   * `versions/` and `pieces/`); `.floodgate/agent` when absent. Agents on one host may share it:
+   * each takes an identity of its own (gpu-agent/identity.ts), and versions are fetched once.
    */
   cache_dir: z.string().min(1).default(".floodgate/agent"),
   /** Above this share of any GPU's memory in use, the agent takes no new work. */
@@ -67,26 +75,38 @@ interface FlagDoc {
 export const AGENT_FLAGS: Record<keyof AgentConfig, FlagDoc> = {
   url: { env: "FLOODGATE_URL", arg: "URL", help: "the edge, e.g. https://floodgate.example.com" },
   token: { env: "FLOODGATE_AGENT_TOKEN", arg: "TOKEN", help: "an agent token (POST /v1/admin/agent-tokens)" },
-  slots: { env: "FLOODGATE_SLOTS", arg: "N", help: "jobs run at once (default: the runner's max_batch)" },
+  slots: {
+    env: "FLOODGATE_SLOTS",
+    arg: "N",
+    help: "jobs the --runner runner runs at once (default: its max_batch; serving the rollout, each replica runs its version's max_batch)",
+  },
   prefetch: { env: "FLOODGATE_PREFETCH", arg: "N", help: "jobs staged beyond the slots (default 1)" },
   name: { env: "FLOODGATE_AGENT_NAME", arg: "NAME", help: "shown to admins (default: the host name)" },
-  runner: { env: "FLOODGATE_RUNNER", arg: "KIND", help: "demo | synthetic | python (default demo)" },
+  runner: {
+    env: "FLOODGATE_RUNNER",
+    arg: "KIND",
+    help: "demo | synthetic | python: serve this one runner and ignore rollouts (default: serve what the rollout says for the token's models)",
+  },
   gpus: {
     env: "FLOODGATE_GPUS",
     arg: "LIST",
-    help: "the GPUs to serve with: all (default) or indices such as 0,1; the runner gets CUDA_VISIBLE_DEVICES",
+    help: "the GPUs to serve with: all (default) or indices such as 0,1; each runner gets CUDA_VISIBLE_DEVICES of its own",
   },
-  model: { env: "FLOODGATE_MODEL", arg: "NAME", help: "the python runner's model (default reference)" },
-  model_size: { env: "FLOODGATE_MODEL_SIZE", arg: "SIZE", help: "tiny | small | large (default tiny)" },
+  model: { env: "FLOODGATE_MODEL", arg: "NAME", help: "the model of --runner python (default reference)" },
+  model_size: {
+    env: "FLOODGATE_MODEL_SIZE",
+    arg: "SIZE",
+    help: "the reference model's size with --runner python: tiny | small | large (default tiny)",
+  },
   python: {
     env: "FLOODGATE_PYTHON",
     arg: "PATH",
-    help: "the interpreter for --runner python (default: the first of python3 on the PATH and /usr/bin/python3 that can import torch)",
+    help: "the interpreter for python runners (default: the first of python3 on the PATH and /usr/bin/python3 that can import torch)",
   },
   cache_dir: {
     env: "FLOODGATE_CACHE_DIR",
     arg: "DIR",
-    help: "identities and caches, shareable by the agents of one host (default .floodgate/agent)",
+    help: "identities and model versions, shareable by the agents of one host (default .floodgate/agent)",
   },
   max_vram_pct: {
     env: "FLOODGATE_MAX_VRAM_PCT",

@@ -1,7 +1,8 @@
 /**
- * Starts an agent from its configuration: the runner process for `--runner`, the output
- * encoder, and the signal handling (SIGTERM drains; a second SIGTERM gives every lease back
- * without spending attempts and exits). Called by `floodgate agent`.
+ * Starts an agent from its configuration: the runner process for `--runner`, or (without it)
+ * what serving the rollout needs — the GPUs to place replicas on and how to start a version's
+ * runner —, the output encoder, and the signal handling (SIGTERM drains; a second SIGTERM gives
+ * every lease back without spending attempts and exits). Called by `floodgate agent`.
  */
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -10,8 +11,9 @@ import type { AgentConfig } from "./config.ts";
 import { encodeOutputs, encodePng } from "./encode.ts";
 import { cudaVisibleDevices, gpuHealth } from "./gpu.ts";
 import { claimIdentity, identityGroup } from "./identity.ts";
-import { findPython, PYTHON_MODELS, pythonRunnerArgs, type Probe } from "./python-runner.ts";
-import { RunnerHost } from "./runner/host.ts";
+import { findPython, PYTHON_MODELS, pythonRunnerArgs, pythonVersionArgs, type Probe } from "./python-runner.ts";
+import { RunnerHost, RunnerJobError } from "./runner/host.ts";
+import type { ReplicaLaunch, ServeOptions } from "./versions/manager.ts";
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 
@@ -21,7 +23,9 @@ const HERE = dirname(fileURLToPath(import.meta.url));
  * cannot run is a {@link FatalAgentError} that says what to fix.
  */
 export async function runnerCommand(
-  config: Pick<AgentConfig, "runner" | "model" | "model_size" | "python" | "cache_dir" | "slots">,
+  config: Pick<AgentConfig, "model" | "model_size" | "python" | "cache_dir" | "slots"> & {
+    runner: NonNullable<AgentConfig["runner"]>;
+  },
   env: NodeJS.ProcessEnv = process.env,
   probe?: Probe,
 ): Promise<{ command: string; args: string[] }> {
@@ -70,6 +74,66 @@ export function asRunner(host: RunnerHost): RunnerLike {
   };
 }
 
+/** How long a version's runner may take to load it (ms): large weights from a cold disk are slow. */
+const LOAD_TIMEOUT_MS = 10 * 60_000;
+
+/**
+ * How an agent serving the rollout starts a replica's runner: the version's runner kind on its
+ * directory, seeing only its GPUs (`CUDA_VISIBLE_DEVICES`, none for a CPU replica, numbered as
+ * nvidia-smi numbers them), then checks that its hello names the version and has it loaded.
+ * Rejects with why it could not; the version is then reported failed.
+ */
+export function versionRunners(
+  config: Pick<AgentConfig, "python" | "cache_dir">,
+  log: (line: string) => void,
+  probe?: Probe,
+): (launch: ReplicaLaunch) => Promise<RunnerLike> {
+  let python: Promise<string> | undefined;
+  const interpreter = async (): Promise<string> => {
+    python ??= findPython(config.python, probe).then((found) => {
+      if (found.ok) return found.python;
+      python = undefined;
+      throw new Error(found.message);
+    });
+    return await python;
+  };
+  return async (launch) => {
+    const { model, version, dir, manifest } = launch;
+    const name = `${model}@${version}#${launch.replica}`;
+    let command: string;
+    let args: string[];
+    switch (manifest.runner) {
+      case "demo":
+        command = process.execPath;
+        args = [join(HERE, "runners", "demo.ts"), "--version-dir", dir];
+        break;
+      case "python":
+        command = await interpreter();
+        args = pythonVersionArgs(dir, manifest.max_batch, config.cache_dir);
+        break;
+    }
+    const env: NodeJS.ProcessEnv = { ...process.env, CUDA_VISIBLE_DEVICES: launch.gpus.join(",") };
+    // CUDA numbers devices fastest first unless told otherwise; nvidia-smi (and --gpus) by bus.
+    if (launch.gpus.length > 0) env.CUDA_DEVICE_ORDER = "PCI_BUS_ID";
+    const host = await RunnerHost.start({ command, args, env, onLog: (l) => log(`[runner ${name}] ${l}`) });
+    try {
+      if (!host.hello.models.some((m) => m.model === model && m.version === version)) {
+        throw new Error(
+          `its runner serves ${host.hello.models.map((m) => `${m.model}@${m.version}`).join(", ") || "nothing"}, not ${model}@${version}`,
+        );
+      }
+      await host.load(model, version, { timeoutMs: LOAD_TIMEOUT_MS });
+    } catch (err) {
+      await host.close();
+      if (err instanceof RunnerJobError) {
+        throw new Error(`its runner could not load it (${err.code}): ${err.message}`, { cause: err });
+      }
+      throw err;
+    }
+    return asRunner(host);
+  };
+}
+
 export const encoder: Encoder = {
   outputs: (frames) => encodeOutputs(frames),
   preview: async (frame) => ({ content_type: "image/png", data: encodePng(frame) }),
@@ -80,22 +144,35 @@ export async function runAgent(
   config: AgentConfig,
   log: (line: string) => void = (l) => process.stderr.write(l + "\n"),
 ): Promise<number> {
-  let command: string;
-  let args: string[];
-  try {
-    ({ command, args } = await runnerCommand(config));
-  } catch (err) {
-    if (!(err instanceof FatalAgentError)) throw err;
-    // A setup that cannot work (no usable Python, an unknown model): say so, exit 2.
-    log(`floodgate agent: ${err.message}`);
-    return 2;
-  }
-  if (config.runner === "python") log(`[agent] python runner: ${command} ${args.join(" ")}`);
   const name = config.name ?? defaultName();
+  let startRunner: (() => Promise<RunnerLike>) | undefined;
+  let serve: ServeOptions | undefined;
+  if (config.runner !== undefined) {
+    let command: string;
+    let args: string[];
+    try {
+      ({ command, args } = await runnerCommand({ ...config, runner: config.runner }));
+    } catch (err) {
+      if (!(err instanceof FatalAgentError)) throw err;
+      // A setup that cannot work (no usable Python, an unknown model): say so, exit 2.
+      log(`floodgate agent: ${err.message}`);
+      return 2;
+    }
+    if (config.runner === "python") log(`[agent] python runner: ${command} ${args.join(" ")}`);
+    const cuda = cudaVisibleDevices(config.gpus);
+    const runnerEnv = cuda === undefined ? process.env : { ...process.env, CUDA_VISIBLE_DEVICES: cuda };
+    startRunner = async () =>
+      asRunner(await RunnerHost.start({ command, args, env: runnerEnv, onLog: (l) => log(`[runner] ${l}`) }));
+  } else {
+    // An explicit --gpus list is taken as given; `all` is every GPU this machine shows.
+    const gpus = config.gpus === "all" ? (await gpuHealth("all")).map((g) => g.index) : [...config.gpus];
+    log(
+      `[agent ${name}] serving what the rollout says, on ${gpus.length > 0 ? `GPU ${gpus.join(",")}` : "the CPU"}; versions cached in ${join(config.cache_dir, "versions")}`,
+    );
+    serve = { gpus, cacheDir: config.cache_dir, startRunner: versionRunners(config, log) };
+  }
   const identity = claimIdentity(resolve(config.cache_dir), identityGroup(config.gpus));
   log(`[agent ${name}] agent id ${identity.agentId} (${join(config.cache_dir, identity.slot)})`);
-  const cuda = cudaVisibleDevices(config.gpus);
-  const runnerEnv = cuda === undefined ? process.env : { ...process.env, CUDA_VISIBLE_DEVICES: cuda };
   const agent = new Agent({
     url: config.url,
     token: config.token,
@@ -105,8 +182,7 @@ export async function runAgent(
     slots: config.slots,
     prefetch: config.prefetch,
     maxVramPct: config.max_vram_pct,
-    startRunner: async () =>
-      asRunner(await RunnerHost.start({ command, args, env: runnerEnv, onLog: (l) => log(`[runner] ${l}`) })),
+    ...(startRunner ? { startRunner } : { serve }),
     encoder,
     gpus: () => gpuHealth(config.gpus),
     log: (l) => log(`[agent ${name}] ${l}`),

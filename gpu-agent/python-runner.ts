@@ -87,3 +87,11 @@ export function pythonRunnerArgs(config: Pick<AgentConfig, "model" | "model_size
     String(config.slots ?? 4),
   ];
 }
+
+/**
+ * The runner's arguments for one replica of a model version (after the interpreter): the
+ * version's directory as the agent assembled it, and its `max_batch`.
+ */
+export function pythonVersionArgs(dir: string, maxBatch: number, cacheDir: string): string[] {
+  return ["-B", PYTHON_SERVE, "--model-dir", dir, "--cache-dir", resolve(cacheDir), "--max-batch", String(maxBatch)];
+}

@@ -211,6 +211,15 @@ export const AgentHeartbeat = z
       .boolean()
       .describe("Required. True while the agent finishes its jobs and takes none new: no work is asked for it."),
     versions: Versions,
+    slots: z
+      .number()
+      .int()
+      .min(0)
+      .max(256)
+      .optional()
+      .describe(
+        "Jobs the agent runs at once now, when that is no longer what its hello said: an agent serving what `agent.desired` says gains slots as versions start serving and loses them as they stop. Absent: as the hello said.",
+      ),
   })
   .describe(
     "Every `heartbeat_ms`: renews the agent's leases and reports its GPUs. Answered by `agent.heartbeat_ack`. A heartbeat after the token expired or was revoked closes the connection with 4401.",

@@ -11,9 +11,17 @@
  *
  * Input: `prompt` (string), `seed` (uint32), `steps` (default 20), `frames` (default 16),
  * `size` (pixels, square, default 128).
+ *
+ * `--version-dir DIR` serves the model version in DIR as the agent assembled it: the model,
+ * version and `max_batch` of its manifest.json, and its `config` ({@link DemoVersionConfig}),
+ * whose switches make a version fail on purpose (how a broken version is tested). Without it,
+ * the runner serves `demo` at the project's version (`--runner demo`).
  */
 import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
 import { z } from "zod";
+import { VersionManifest } from "../../shared/repository.ts";
 import { rng } from "../../shared/rng.ts";
 import { type JobContext, JobFailure, type RunnerModel, main } from "../runner/runtime.ts";
 
@@ -251,4 +259,72 @@ export function demoModel(): RunnerModel {
   return { runner: "demo", version, maxBatch: 4, models: [{ model: "demo", version }], run: renderJob };
 }
 
-if (import.meta.main) await main(demoModel());
+/** What a demo version's manifest `config` may say. */
+export const DemoVersionConfig = z.strictObject({
+  /** Fail on purpose: `load` answers every `runner.load` with `runner.load_failed`; `start` exits before its hello. */
+  fail: z.enum(["load", "start"]).optional(),
+  /** Share of jobs that fail with `model_error` (percent), drawn from the job id: a retry of a job fails the same way. */
+  fail_pct: z.number().min(0).max(100).default(0),
+  /** How long a load takes (ms). */
+  load_ms: z.number().int().min(0).max(600_000).default(0),
+});
+export type DemoVersionConfig = z.infer<typeof DemoVersionConfig>;
+
+/**
+ * The demo model serving the version in `dir` (its manifest.json); a manifest that is not a
+ * demo version's throws, and the runner exits before its hello.
+ */
+export function demoVersion(
+  dir: string,
+  log: (line: string) => void = (l) => process.stderr.write(`${l}\n`),
+): RunnerModel {
+  const manifest = VersionManifest.parse(JSON.parse(readFileSync(join(dir, "manifest.json"), "utf8")));
+  if (manifest.runner !== "demo") throw new Error(`${dir}: a ${manifest.runner} version, not a demo one`);
+  const parsed = DemoVersionConfig.safeParse(manifest.config);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new Error(`${dir}: config.${issue?.path.join(".")}: ${issue?.message}`);
+  }
+  const cfg = parsed.data;
+  const { model, version } = manifest;
+  // The devices this runner was given, for people and for the tests that check replicas' GPUs.
+  log(
+    `demo: serving ${model}@${version} (max_batch ${manifest.max_batch}) with CUDA_VISIBLE_DEVICES=${process.env.CUDA_VISIBLE_DEVICES ?? "(unset)"} in process ${process.pid}`,
+  );
+  if (cfg.fail === "start") throw new Error(`${model}@${version} is configured to fail its start`);
+  return {
+    runner: "demo",
+    version: packageVersion(),
+    maxBatch: manifest.max_batch,
+    models: [{ model, version }],
+    load: async () => {
+      if (cfg.load_ms > 0) await new Promise((res) => setTimeout(res, cfg.load_ms));
+      if (cfg.fail === "load")
+        throw new JobFailure("model_error", `${model}@${version} is configured to fail its load`);
+    },
+    run: async (job) => {
+      if (cfg.fail_pct > 0 && hash32(job.id, 0xfa11) % 100 < cfg.fail_pct) {
+        throw new JobFailure("model_error", `${model}@${version} fails ${cfg.fail_pct}% of jobs, this one included`);
+      }
+      await job.log(
+        "info",
+        `demo ${model}@${version} on CUDA_VISIBLE_DEVICES=${process.env.CUDA_VISIBLE_DEVICES ?? "(unset)"}`,
+      );
+      await renderJob(job);
+    },
+  };
+}
+
+if (import.meta.main) {
+  const { values } = parseArgs({ options: { "version-dir": { type: "string" } }, strict: true });
+  const dir = values["version-dir"];
+  let model: RunnerModel;
+  try {
+    model = dir === undefined ? demoModel() : demoVersion(dir);
+  } catch (err) {
+    // One line, the last on stderr: the agent quotes it as why the runner did not start.
+    process.stderr.write(`demo: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  }
+  await main(model);
+}

@@ -249,6 +249,20 @@ describe("an agent's frames", () => {
     expect(w.frames.deliver(undefined, [lease])).toEqual([{ job_id: "job_x", epoch: 3 }]);
   });
 
+  it("a heartbeat naming the agent's slots moves its capacity: it is granted up to its new slots, not its hello's", async () => {
+    const w = world();
+    const jobs = [w.submit(w.served), w.submit(w.served), w.submit(w.served)];
+    await w.hello();
+    const beat = { type: "agent.heartbeat" as const, gpus: [], draining: false, versions: [] };
+    await w.say({ ...beat, leases: [], credits: 3 });
+    const first = w.of("job.leases").flatMap((m) => m.leases);
+    expect(first.map((l) => l.job_id)).toEqual([jobs[0]]);
+    const held = first.map((l) => ({ job_id: l.job_id, epoch: l.epoch }));
+    await w.say({ ...beat, leases: held, credits: 2, slots: 3 });
+    expect(w.of("job.leases").flatMap((m) => m.leases.map((l) => l.job_id))).toEqual(jobs);
+    expect(w.conn.att.slots).toBe(3);
+  });
+
   it("a heartbeat after the token expired closes with 4401 and gives every lease back", async () => {
     const w = world();
     await w.hello();

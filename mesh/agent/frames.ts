@@ -293,15 +293,19 @@ export class AgentFrames {
       await this.ports.releaseAll("preempted");
       return;
     }
-    conn.save({
+    // What the heartbeat says now counts for this heartbeat's grants: an agent sends one at once
+    // when a version starts serving, so that its jobs come without waiting a period.
+    const next: Attachment = {
       ...att,
       gpus: msg.gpus.slice(0, 8),
       versions: msg.versions.slice(0, 16),
+      slots: msg.slots ?? att.slots,
       running: msg.leases.length,
       last_heartbeat: now,
       token_checked_at: check ? now : att.token_checked_at,
-    });
-    const routes = (await this.ports.routes(att)).sort(() => Math.random() - 0.5);
+    };
+    conn.save(next);
+    const routes = (await this.ports.routes(next)).sort(() => Math.random() - 0.5);
     const refs = byShard(msg.leases);
     let left = msg.credits > 0 && !msg.draining ? msg.credits : 0;
     const renewed: LeaseRef[] = [];
@@ -311,7 +315,7 @@ export class AgentFrames {
       const mine = refs.get(r.name) ?? [];
       refs.delete(r.name);
       if (mine.length === 0 && left === 0) continue;
-      const out = await this.ports.shard(r.name).heartbeat(agentOn(att, r), mine, capacity(att), left);
+      const out = await this.ports.shard(r.name).heartbeat(agentOn(next, r), mine, capacity(next), left);
       renewed.push(...out.renewed);
       stale.push(...out.stale);
       granted.push(...out.leases);

@@ -12,7 +12,9 @@ A model version lives in a directory:
     *.py                   optional: an entry module shipped with the version
 
 `entry` is `module:Class`; the directory is put on `sys.path` first, so a version can ship its
-own module next to its manifest.
+own module next to its manifest. The manifest is the model repository's (shared/repository.ts,
+docs/models.md): the fields the runner does not use (`runner`, `input_schema`, `resources`,
+`max_batch`, `outputs`, …) are left to the agent and the edge.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ import torch
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+# A file of the version: a relative path without '.' or '..' parts (as shared/repository.ts says).
+_FILE = re.compile(r"^(?!/)(?!.*(^|/)\.\.?(/|$))[A-Za-z0-9._+\-/]{1,255}$")
 
 
 class JobFailure(Exception):
@@ -129,6 +133,8 @@ class Manifest:
             raise ValueError(f"{path}: {err}") from None
         if not isinstance(raw, dict) or raw.get("format") != MANIFEST_FORMAT:
             raise ValueError(f"{path}: not a format {MANIFEST_FORMAT} model manifest")
+        if raw.get("runner", "python") != "python":
+            raise ValueError(f"{path}: a version for the {raw.get('runner')!r} runner, not the python one")
         model, version, entry = raw.get("model"), raw.get("version"), raw.get("entry")
         weights, config = raw.get("weights", "weights.safetensors"), raw.get("config", {})
         if not isinstance(model, str) or not _NAME.match(model):
@@ -137,8 +143,8 @@ class Manifest:
             raise ValueError(f"{path}: `version` must be a string of 1–128 characters")
         if not isinstance(entry, str) or not re.match(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", entry):
             raise ValueError(f"{path}: `entry` must be 'module:Class'")
-        if not isinstance(weights, str) or "/" in weights or weights.startswith("."):
-            raise ValueError(f"{path}: `weights` must be a file name in the version's directory")
+        if not isinstance(weights, str) or not _FILE.match(weights):
+            raise ValueError(f"{path}: `weights` must be a file of the version (a relative path without '.' or '..' parts)")
         if not isinstance(config, dict):
             raise ValueError(f"{path}: `config` must be an object")
         return Manifest(model, version, entry, weights, config)

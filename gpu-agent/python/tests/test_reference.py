@@ -4,6 +4,7 @@ checked and bounded, and a real pipeline (text encoder → DiT/DDIM → VAE) tha
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 import unittest
@@ -17,7 +18,7 @@ from floodgate_runner.model import InvalidInput, Manifest, load_model
 from floodgate_runner.reference.generate import MODEL, SIZES, config_of, generate, version_of
 from floodgate_runner.reference.model import INJECT_ENV, ReferenceModel
 
-from .support import tiny_dir, tiny_model
+from .support import ROOT, tiny_dir, tiny_model
 
 
 def run_alone(model: ReferenceModel, params: dict) -> np.ndarray:
@@ -84,3 +85,57 @@ class Reference(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class RepositoryVersions(unittest.TestCase):
+    """The model repository's manifests (shared/repository.ts) as the runner reads them."""
+
+    def test_the_repository_reference_version_is_what_the_generator_describes(self):
+        from floodgate_runner.reference.generate import manifest_of
+
+        directory = ROOT / "models" / MODEL / version_of("tiny")
+        raw = json.loads((directory / "manifest.json").read_text("utf-8"))
+        self.assertEqual(raw["runner"], "python")
+        self.assertEqual(Manifest.read(directory), manifest_of("tiny"))
+
+    def test_a_repository_manifest_with_fields_the_runner_does_not_use_and_weights_in_a_folder_loads(self):
+        with tempfile.TemporaryDirectory() as d:
+            m = generate(Path(d), "tiny")
+            (Path(d) / "w").mkdir()
+            (Path(d) / m.weights).rename(Path(d) / "w" / "model.safetensors")
+            raw = json.loads((Path(d) / "manifest.json").read_text("utf-8"))
+            raw.update(
+                runner="python",
+                weights="w/model.safetensors",
+                input_schema={"type": "object"},
+                resources={"gpus": 1, "vram_gib": 2},
+                max_batch=4,
+                expected_runtime_s=10,
+                outputs={"required": ["animation.gif"]},
+            )
+            (Path(d) / "manifest.json").write_text(json.dumps(raw), "utf-8")
+            manifest, model = load_model(Path(d), torch.device("cpu"))
+            self.assertEqual(manifest.weights, "w/model.safetensors")
+            self.assertIsInstance(model, ReferenceModel)
+
+    def test_a_manifest_of_another_runner_or_with_weights_outside_the_version_is_refused(self):
+        with tempfile.TemporaryDirectory() as d:
+            generate(Path(d), "tiny")
+            raw = json.loads((Path(d) / "manifest.json").read_text("utf-8"))
+            for bad in ({"runner": "demo"}, {"weights": "../weights.safetensors"}, {"weights": "/etc/passwd"}):
+                with self.subTest(bad):
+                    (Path(d) / "manifest.json").write_text(json.dumps({**raw, **bad}), "utf-8")
+                    with self.assertRaises(ValueError):
+                        Manifest.read(Path(d))
+
+    def test_weights_are_written_only_beside_a_manifest_that_describes_them(self):
+        from floodgate_runner.reference.generate import weights_for
+
+        with tempfile.TemporaryDirectory() as d:
+            m = generate(Path(d), "tiny")
+            digest = hashlib.sha256((Path(d) / m.weights).read_bytes()).hexdigest()
+            (Path(d) / m.weights).unlink()
+            weights_for(Path(d), "tiny")
+            self.assertEqual(hashlib.sha256((Path(d) / m.weights).read_bytes()).hexdigest(), digest)
+            with self.assertRaisesRegex(ValueError, "`version` is not the reference model's at size small"):
+                weights_for(Path(d), "small")

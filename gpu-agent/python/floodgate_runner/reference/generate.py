@@ -3,14 +3,20 @@ Makes a version of the reference model: random weights (seeded, so every machine
 bytes with the same PyTorch) written as safetensors, and its manifest. Nothing is downloaded.
 
     python3 -m floodgate_runner.reference.generate --size tiny --out DIR
+    python3 -m floodgate_runner.reference.generate --size tiny --out models/reference/tiny-1 --weights-only
+    python3 -m floodgate_runner.reference.generate --size tiny --describe
 
-The runner calls `ensure` on first use, into the agent's cache directory.
+The runner calls `ensure` on first use, into the agent's cache directory (`--runner python`).
+The repository's version directory (models/reference/<version>/) keeps its manifest.json in
+git and gets its weights from `--weights-only`, which checks that the manifest describes these
+weights; `--describe` prints what the manifest must say (scripts/models.ts writes it).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
 import os
 import shutil
 import sys
@@ -78,11 +84,18 @@ def config_of(size: str) -> dict[str, Any]:
     return cfg
 
 
-def generate(out: Path, size: str, seed: int = 0) -> Manifest:
-    """Writes the version `size` into the directory `out` (made if missing) and returns its manifest."""
+def manifest_of(size: str) -> Manifest:
+    """The manifest of the version `size`: what the runner reads of it."""
+    return Manifest(MODEL, version_of(size), ENTRY, "weights.safetensors", config_of(size))
+
+
+def write_weights(out: Path, size: str, seed: int = 0) -> Path:
+    """Writes the weights of the version `size` into the directory `out` (made if missing), under a
+    temporary name renamed into place; returns their path."""
     from .nets import ReferenceNet
 
-    cfg = config_of(size)
+    manifest = manifest_of(size)
+    cfg = manifest.config
     out.mkdir(parents=True, exist_ok=True)
     state = torch.random.get_rng_state()
     try:
@@ -92,10 +105,30 @@ def generate(out: Path, size: str, seed: int = 0) -> Manifest:
         torch.random.set_rng_state(state)
     dtype = getattr(torch, cfg["dtype"])
     tensors = {k: v.to(dtype) for k, v in net.state_dict().items()}
-    manifest = Manifest(MODEL, version_of(size), ENTRY, "weights.safetensors", cfg)
-    safetensors.save_file(tensors, out / manifest.weights, {"model": MODEL, "version": manifest.version, "seed": str(seed)})
+    target = out / manifest.weights
+    tmp = out / f".{manifest.weights}.{os.getpid()}.tmp"
+    safetensors.save_file(tensors, tmp, {"model": MODEL, "version": manifest.version, "seed": str(seed)})
+    os.replace(tmp, target)
+    return target
+
+
+def generate(out: Path, size: str, seed: int = 0) -> Manifest:
+    """Writes the version `size` into the directory `out` (made if missing) and returns its manifest."""
+    manifest = manifest_of(size)
+    write_weights(out, size, seed)
     manifest.write(out)
     return manifest
+
+
+def weights_for(directory: Path, size: str, seed: int = 0) -> Path:
+    """Writes the weights into a version directory whose manifest.json (the repository's, kept as
+    it is) must describe the version `size`; an error says what differs."""
+    want = manifest_of(size)
+    have = Manifest.read(directory)
+    for field in ("model", "version", "entry", "weights", "config"):
+        if getattr(have, field) != getattr(want, field):
+            raise ValueError(f"{directory / MANIFEST}: `{field}` is not the reference model's at size {size} (regenerate it: npx node scripts/models.ts)")
+    return write_weights(directory, size, seed)
 
 
 def ensure(cache_dir: Path, size: str, log=lambda line: None) -> Path:
@@ -124,12 +157,27 @@ def ensure(cache_dir: Path, size: str, log=lambda line: None) -> Path:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Write a random-weight version of the reference model.")
     ap.add_argument("--size", choices=list(SIZES), default="tiny")
-    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--out", type=Path)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--weights-only", action="store_true", help="write only the weights, beside the manifest.json already in --out")
+    ap.add_argument("--describe", action="store_true", help="print the manifest's model, version, entry, weights and config as JSON")
     args = ap.parse_args(argv)
-    m = generate(args.out, args.size, args.seed)
-    params = sum(t.numel() for t in safetensors.load_file(args.out / m.weights).values())
-    print(f"{m.model}@{m.version}: {params:,} parameters in {args.out}", file=sys.stderr)
+    if args.describe:
+        m = manifest_of(args.size)
+        print(json.dumps({"model": m.model, "version": m.version, "entry": m.entry, "weights": m.weights, "config": m.config}, indent=2))
+        return 0
+    if args.out is None:
+        ap.error("--out is required")
+    if args.weights_only:
+        try:
+            path = weights_for(args.out, args.size, args.seed)
+        except ValueError as err:
+            print(err, file=sys.stderr)
+            return 1
+    else:
+        path = args.out / generate(args.out, args.size, args.seed).weights
+    params = sum(t.numel() for t in safetensors.load_file(path).values())
+    print(f"{MODEL}@{version_of(args.size)}: {params:,} parameters in {path}", file=sys.stderr)
     return 0
 
 
