@@ -1247,16 +1247,23 @@ describe("canaries: routed jobs, the pick and re-laning", () => {
     expect(new SchedulerCore(h.sql).configured?.desired?.revision).toBe(3);
   });
 
-  it("each version's attempts that ran to a result are counted, and taken for a report at most every 2 s", () => {
+  it("each desired version's attempts that ran to a result are counted, and taken for a report at most every 2 s", () => {
     const h = harness();
-    rollout(h, 1, 0);
+    h.core.configure({
+      ...h.core.configured!,
+      desired: { stable: "v1", canary: { version: "v2", percent: 0 }, revision: 1 },
+    });
     for (let i = 0; i < 4; i++) h.submit("acc_1", "plus");
     pinned(h, "acc_1", "v2");
+    pinned(h, "acc_1", "v3");
     const [a, b, c, d] = h.core.lease(STABLE, 4, h.clock.now) as [Lease, Lease, Lease, Lease];
     const e = only(h.core.lease(CANARY, 1, h.clock.now));
+    const other = only(h.core.lease({ id: "agent_v3", pool: "p", versions: ["v3"] }, 1, h.clock.now));
     h.core.complete(a, { status: "succeeded", outputs: [] }, h.clock.now);
     h.core.complete(b, { status: "failed", code: "model_error", message: "x" }, h.clock.now);
     h.core.complete(e, { status: "failed", code: "oom", message: "x" }, h.clock.now);
+    // A version that is not desired has no window to count in.
+    h.core.complete(other, { status: "failed", code: "oom", message: "x" }, h.clock.now);
     // A cancel and a give-back say nothing of the version.
     h.core.cancel(c.job_id, "acc_1", h.clock.now);
     h.core.releaseLeases(STABLE.id, [d], "drained", h.clock.now);

@@ -879,11 +879,15 @@ export class SchedulerCore {
     return this.config ? this.queues.stats(this.config.tiers, now) : [];
   }
 
+  /**
+   * Counts an attempt of a desired version (the stable one or the canary): only their figures
+   * have a window at the registry, and a model without a rollout costs nothing here.
+   */
   private noteFigure(version: string, failed: boolean): void {
+    const desired = this.config?.desired;
+    if (version !== desired?.stable && version !== desired?.canary?.version) return;
     let f = this.figures.get(version);
     if (!f) {
-      // Versions named by agents: a handful per model; a flood of made-up names is bounded.
-      if (this.figures.size >= 64) return;
       f = { jobs: 0, failed: 0 };
       this.figures.set(version, f);
     }
