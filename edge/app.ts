@@ -18,6 +18,7 @@ import { MAX_PART_BYTES } from "../shared/outputs.ts";
 import { agentAuth, agentRoutes } from "./routes/agent.ts";
 import { jobRoutes } from "./routes/jobs.ts";
 import { protocolRoutes } from "./routes/protocol.ts";
+import { rolloutRoutes } from "./routes/rollouts.ts";
 import { uploadRoutes } from "./routes/uploads.ts";
 
 export const VERSION = "0.1.0";
@@ -76,6 +77,7 @@ export function buildApp(): OpenAPIHono<AppEnv> {
   app.use("/v1/agent/*", agentAuth);
   app.route("/", jobRoutes);
   app.route("/", adminRoutes);
+  app.route("/", rolloutRoutes);
   app.route("/", agentRoutes);
   app.route("/", uploadRoutes);
   app.route("/", fileRoutes);

@@ -19,6 +19,7 @@ export const ERROR_CODES = {
   model_not_found: 404,
   job_not_found: 404,
   account_not_found: 404,
+  version_not_found: 404,
   idempotency_conflict: 409,
   job_not_finished: 409,
   conflict: 409,
@@ -53,6 +54,7 @@ export const ERROR_WHEN: Readonly<Record<ErrorCode, string>> = {
   model_not_found: "no such model",
   job_not_found: "no such job — also another account's job",
   account_not_found: "no such account",
+  version_not_found: "no such model version, or one not ready yet (some of its pieces are not stored)",
   idempotency_conflict:
     "an `Idempotency-Key` reused with another body within 24 h, or reused after the job it made was deleted",
   job_not_finished: "deleting a job that has not ended",
