@@ -334,8 +334,9 @@ export class RegistryActor extends DurableObject<Env> {
 
   /**
    * An agent's version states changed (its actor tells only changes): kept for `rollout status`;
-   * each load that failed anew counts as a failed job of that version; each model touched is
-   * analysed.
+   * a load that failed counts as a failed job of a desired version, once per agent in the
+   * version's window (an agent that retries and fails again does not count twice); each model
+   * touched is analysed.
    */
   async agentVersions(agentId: string, states: VersionState[]): Promise<void> {
     const before = this.store.agentVersions(agentId);
@@ -344,7 +345,9 @@ export class RegistryActor extends DurableObject<Env> {
       agentId,
       states.map((s) => ({ model: s.model, version: s.version, state: s.state, message: s.message ?? null })),
     );
-    for (const f of newlyFailed(before, states)) this.store.addFigures(f.model, f.version, 1, 1);
+    for (const f of newlyFailed(before, states)) {
+      if (this.store.noteLoadFailure(f.model, f.version, agentId)) this.store.addFigures(f.model, f.version, 1, 1);
+    }
     const models = new Set([...before.map((r) => r.model), ...states.map((s) => s.model)]);
     for (const model of models) await this.analyse(model);
   }

@@ -322,7 +322,7 @@ describe("an agent's frames", () => {
     expect(w.of("agent.desired")[2]?.models[0]).not.toHaveProperty("canary");
   });
 
-  it("an agent's version states go to the registry at its hello and then only when they change", async () => {
+  it("an agent's version states of its token's models go to the registry at its hello and then only when they change", async () => {
     const w = world();
     await w.say({
       type: "agent.hello",
@@ -348,6 +348,8 @@ describe("an agent's frames", () => {
     await beat([
       { model: "m0", version: "v1", state: "serving" },
       { model: "m0", version: "v2", state: "failed", message: "piece 3: sha256 mismatch" },
+      // A model its token does not allow: the agent does not speak for it.
+      { model: "m9", version: "x", state: "failed" },
     ]);
     expect(w.reported.map((r) => r.map((v) => `${v.version}:${v.state}`).join(","))).toEqual([
       "v1:serving",

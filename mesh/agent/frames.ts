@@ -111,6 +111,11 @@ function agentOn(att: Attachment, route: ShardRoute | undefined): AgentRef {
   return { id: att.agent_id, pool: att.pool, versions: route?.versions ?? [] };
 }
 
+/** The version states of the models the agent's token allows: it speaks for no others. */
+function ownVersions(att: Attachment, versions: readonly VersionState[]): VersionState[] {
+  return versions.filter((v) => att.models.includes(v.model));
+}
+
 function capacity(att: Attachment): number {
   return att.slots + att.prefetch;
 }
@@ -211,7 +216,7 @@ export class AgentFrames {
       resumed: renewed,
       stale,
     });
-    this.ports.versionsChanged(next, next.versions);
+    this.ports.versionsChanged(next, ownVersions(next, next.versions));
     await this.tellDesired(conn, next, true);
   }
 
@@ -331,7 +336,9 @@ export class AgentFrames {
       token_checked_at: check ? now : att.token_checked_at,
     };
     conn.save(saved);
-    if (JSON.stringify(versions) !== JSON.stringify(att.versions)) this.ports.versionsChanged(saved, versions);
+    if (JSON.stringify(versions) !== JSON.stringify(att.versions)) {
+      this.ports.versionsChanged(saved, ownVersions(saved, versions));
+    }
     const routes = (await this.ports.routes(att)).sort(() => Math.random() - 0.5);
     const refs = byShard(msg.leases);
     let left = msg.credits > 0 && !msg.draining ? msg.credits : 0;

@@ -154,6 +154,27 @@ function history() {
   return { store, entries };
 }
 
+describe("failed loads", () => {
+  it("each agent's failed load of a desired version counts once in its window, however often it fails", () => {
+    const sql = nodeSql();
+    migrate(sql, MIGRATIONS);
+    const store = new RegistryStore(sql);
+    const a = desiredAfterApply("demo", WITH_CANARY, { stable: D1, canary: D2 }, undefined, 1, T0);
+    store.setDesired(a, desiredVersions(a), T0);
+    expect(store.noteLoadFailure("demo", "v2", "agt_a")).toBe(true);
+    expect(store.noteLoadFailure("demo", "v2", "agt_a")).toBe(false);
+    expect(store.noteLoadFailure("demo", "v2", "agt_b")).toBe(true);
+    // A version with no window (not desired) counts nothing.
+    expect(store.noteLoadFailure("demo", "v7", "agt_a")).toBe(false);
+    // Reverted, then desired again: a new window, where the agent's next failure counts anew.
+    const reverted = desiredAfterRevert(a, T0 + 1);
+    store.setDesired(reverted, desiredVersions(reverted), T0 + 1);
+    const again = desiredAfterApply("demo", WITH_CANARY, { stable: D1, canary: D2 }, reverted, 2, T0 + 2);
+    store.setDesired(again, desiredVersions(again), T0 + 2);
+    expect(store.noteLoadFailure("demo", "v2", "agt_a")).toBe(true);
+  });
+});
+
 describe("the rollout history and undo", () => {
   it("undo applies the model's previous entry; a second undo goes back again, as each undo is an entry too", () => {
     const { store, entries } = history();

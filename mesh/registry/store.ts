@@ -25,7 +25,8 @@ export const MIGRATIONS: readonly string[] = [
    CREATE INDEX agents_token ON agents (token_id)`,
   // Rollouts: the history (each entry's models also in rollout_models, to find a model's
   // entries by index), each model's desired versions, the figures of its desired versions since
-  // each became desired, its reverts, and what each agent reports of its versions.
+  // each became desired, its reverts, what each agent reports of its versions, and which agents'
+  // failed loads a desired version's figures already count.
   `CREATE TABLE rollouts (
      id INTEGER PRIMARY KEY AUTOINCREMENT, applied_at INTEGER NOT NULL, by TEXT NOT NULL, kind TEXT NOT NULL,
      models TEXT NOT NULL, source TEXT
@@ -45,7 +46,10 @@ export const MIGRATIONS: readonly string[] = [
      agent_id TEXT NOT NULL, model TEXT NOT NULL, version TEXT NOT NULL, state TEXT NOT NULL, message TEXT,
      PRIMARY KEY (agent_id, model, version)
    ) WITHOUT ROWID;
-   CREATE INDEX agent_versions_model ON agent_versions (model, version)`,
+   CREATE INDEX agent_versions_model ON agent_versions (model, version);
+   CREATE TABLE load_failures (
+     model TEXT NOT NULL, version TEXT NOT NULL, agent_id TEXT NOT NULL, PRIMARY KEY (model, version, agent_id)
+   ) WITHOUT ROWID`,
 ];
 
 /** A history entry as stored. */
@@ -272,8 +276,9 @@ export class RegistryStore {
     );
     const held = this.windows(d.model).map((w) => w.version);
     for (const v of held) {
-      if (!versions.includes(v))
-        this.sql.run("DELETE FROM version_windows WHERE model = ? AND version = ?", d.model, v);
+      if (versions.includes(v)) continue;
+      this.sql.run("DELETE FROM version_windows WHERE model = ? AND version = ?", d.model, v);
+      this.sql.run("DELETE FROM load_failures WHERE model = ? AND version = ?", d.model, v);
     }
     for (const v of versions) {
       this.sql.run(
@@ -312,6 +317,22 @@ export class RegistryStore {
         failed,
         model,
         version,
+      ) > 0
+    );
+  }
+
+  /**
+   * Notes that an agent failed to load a desired version; answers whether this is the first
+   * time in the version's window (each agent's failed load counts once, however often it tries).
+   */
+  noteLoadFailure(model: string, version: string, agentId: string): boolean {
+    if (!this.window(model, version)) return false;
+    return (
+      this.sql.run(
+        "INSERT OR IGNORE INTO load_failures (model, version, agent_id) VALUES (?, ?, ?)",
+        model,
+        version,
+        agentId,
       ) > 0
     );
   }
