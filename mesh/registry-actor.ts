@@ -245,9 +245,10 @@ export class RegistryActor extends DurableObject<Env> {
       const d = desiredAfterApply(r.model, entry, digests, this.store.desired(r.model), id, now);
       this.store.setDesired(d, desiredVersions(d), now);
     }
+    // Built before the fan-out: another apply may be recorded while it is awaited.
+    const entry = entryOf({ id, applied_at: now, by, kind, models: JSON.stringify(models), source });
     await this.desiredChanged(names);
-    const row = this.store.rollouts(1)[0];
-    return row ? { ok: true, entry: entryOf(row) } : fail("internal", "the rollout was not recorded");
+    return { ok: true, entry };
   }
 
   /** Sets a model's configuration from a version's manifest (made when absent; kept when the same). */
