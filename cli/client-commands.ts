@@ -1,6 +1,6 @@
 /**
  * The client commands of `floodgate`: submit, watch, status, cancel, jobs, and the admin
- * commands (accounts, tokens, agents, queues). A thin layer over client/: flags are parsed
+ * commands (accounts, tokens, agents, queues, rollout). A thin layer over client/: flags are parsed
  * strictly (a wrong flag is a message and exit code 2), the edge and keys come from
  * cli/config.ts, people get summaries and tables, scripts get `--json`. Called by cli/main.ts.
  *
@@ -31,6 +31,8 @@ import { AccountCreateBody, AgentTokenBody, IdempotencyKey, SubmitBody } from ".
 import { assertExhaustive } from "../shared/errors.ts";
 import { JobStatus } from "../shared/job.ts";
 import { parseFlags, UsageError } from "./flags.ts";
+import { describeEntry, historyText, parseRolloutFile, RolloutFileError, statusText } from "./rollout.ts";
+import { table } from "./table.ts";
 import { adminConfig, ConfigError, resolveConfig, userConfig, type ResolvedConfig } from "./config.ts";
 import {
   formatBytes,
@@ -155,17 +157,6 @@ function parseJsonFlag(name: string, text: string, cwd: string): Record<string, 
 }
 
 // ---- output helpers ----
-
-/** Columns padded to their widest cell, two spaces apart. */
-export function table(head: string[], rows: string[][]): string {
-  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
-  const line = (r: string[]): string =>
-    r
-      .map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i] ?? 0)))
-      .join("  ")
-      .trimEnd();
-  return [line(head), ...rows.map(line)].join("\n") + "\n";
-}
 
 export function ago(iso: string | null | undefined, now: number): string {
   if (!iso) return "—";
@@ -692,6 +683,32 @@ Prints depth, running jobs, oldest wait, the largest wait/SLO and the drain rate
 summed over a model's shards.
 ${connHelp("admin")}`;
 
+const ROLLOUT_HELP = `floodgate rollout — which versions the models serve (admin)
+
+Usage:
+  floodgate rollout apply FILE.yaml [--json]
+      Apply a rollout file: per model its stable version and an optional canary.
+  floodgate rollout status [--json]
+      Per model: desired versions, which agents serve which version, each version's jobs and
+      failure rate since it became desired, and the canary reverts with their figures.
+  floodgate rollout undo MODEL [--json]
+      Apply the model's previous rollout entry again (a second undo goes back again).
+  floodgate rollout revert MODEL [--json]
+      End the model's canary now; its jobs go to the stable version.
+  floodgate rollout history [--limit N] [--json]
+      The rollouts applied, newest first.
+
+A rollout file:
+  models:
+    demo:
+      version: "2026-12-06.1"
+      canary: { version: "2026-12-06.2", percent: 10, max_failure_pct: 20, min_jobs: 20 }
+
+Options:
+  --limit N                history entries, 1–1000 (default 100)
+  --json                   the answer as JSON
+${connHelp("admin")}`;
+
 export function connHelp(kind: "user" | "admin"): string {
   const key =
     kind === "user"
@@ -719,6 +736,8 @@ export const CLIENT_HELP = `  floodgate submit <model> --input '<json>'|@file.js
   floodgate queues                           queues by model, tier (admin)
   floodgate models push DIR [--json]         push a model version, resumable  (admin)
   floodgate models list [MODEL] [--json]     versions, newest first           (admin)
+  floodgate rollout apply|status|undo|revert|history               (admin)
+      Which versions the models serve: apply FILE.yaml, canaries, undo, revert.
       The edge and keys come from --url/--api-key/--admin-key, FLOODGATE_URL/_API_KEY/_ADMIN_KEY,
       or .floodgate/local.json (written by \`npm start\`). Each command has --help.
 `;
@@ -1017,12 +1036,115 @@ const queues: Runner = async (argv, io) => {
   return 0;
 };
 
+/** Reads and checks a rollout file: a mistake is a usage error naming its line and column. */
+function readRolloutFile(io: Io, name: string): { text: string; rollout: ReturnType<typeof parseRolloutFile> } {
+  const path = resolve(io.cwd, name);
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (err) {
+    throw new UsageError(`cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  try {
+    return { text, rollout: parseRolloutFile(text, name) };
+  } catch (err) {
+    if (err instanceof RolloutFileError) throw new UsageError(err.message);
+    throw err;
+  }
+}
+
+/** One positional argument, named `names` when missing. */
+function oneArg(names: string): { min: number; max: number; names: string } {
+  return { min: 1, max: 1, names };
+}
+
+const rollout: Runner = async (argv, io) => {
+  const [sub, ...rest] = argv;
+  if (sub === undefined || sub === "-h" || sub === "--help" || sub === "help") return help(io, ROLLOUT_HELP);
+  const arity =
+    sub === "apply"
+      ? oneArg("the rollout file, e.g. rollout.yaml")
+      : sub === "undo" || sub === "revert"
+        ? oneArg("the model")
+        : undefined;
+  if (arity === undefined && sub !== "status" && sub !== "history") {
+    throw new UsageError(`unknown rollout command ${JSON.stringify(sub)} (try: apply, status, undo, revert, history)`);
+  }
+  const parsed = parseFlags(
+    rest,
+    { ...CONN_ADMIN, ...JSON_FLAG, ...(sub === "history" ? { limit: { type: "string" } } : {}) },
+    z.strictObject({ ...Conn, limit: z.coerce.number().int().min(1).max(1000).optional() }),
+    arity ?? { min: 0, max: 0, names: "" },
+  );
+  if (!parsed) return help(io, ROLLOUT_HELP);
+  const { flags, args } = parsed;
+  const arg = args[0] as string;
+  const api = admin(connection(flags, io), io).rollouts;
+  switch (sub) {
+    case "apply": {
+      const file = readRolloutFile(io, arg);
+      const entry = await api.apply(file.rollout, file.text);
+      if (flags.json) jsonOut(io, entry);
+      else {
+        io.stdout(`applied rollout ${entry.id}
+`);
+        for (const [model, m] of Object.entries(entry.models))
+          io.stdout(`  ${describeEntry(model, m)}
+`);
+      }
+      return 0;
+    }
+    case "undo": {
+      const entry = await api.undo(arg);
+      if (flags.json) jsonOut(io, entry);
+      else {
+        const m = entry.models[arg];
+        io.stdout(`applied rollout ${entry.id} (undo)${m ? `: ${describeEntry(arg, m)}` : ""}
+`);
+      }
+      return 0;
+    }
+    case "revert": {
+      const out = await api.revert(arg);
+      const r = out.revert;
+      if (flags.json) jsonOut(io, out);
+      else
+        io.stdout(`reverted ${arg}'s canary ${r.version}: ${r.failed} of ${r.jobs} jobs had failed (${r.failure_pct}%)
+`);
+      return 0;
+    }
+    case "status": {
+      const answer = await api.status();
+      if (flags.json) jsonOut(io, answer);
+      else io.stdout(statusText(answer));
+      return 0;
+    }
+    default: {
+      const entries = await api.history(flags.limit);
+      if (flags.json) jsonOut(io, { rollouts: entries });
+      else io.stdout(historyText(entries));
+      return 0;
+    }
+  }
+};
+
 export function help(io: Io, text: string): number {
   io.stdout(text);
   return 0;
 }
 
-const COMMANDS: Record<string, Runner> = { submit, watch, status, cancel, jobs, accounts, tokens, agents, queues };
+const COMMANDS: Record<string, Runner> = {
+  submit,
+  watch,
+  status,
+  cancel,
+  jobs,
+  accounts,
+  tokens,
+  agents,
+  queues,
+  rollout,
+};
 
 /** Whether `floodgate <command>` is one of the client commands. */
 export function isClientCommand(command: string): boolean {

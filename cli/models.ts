@@ -21,13 +21,13 @@ import {
   JSON_FLAG,
   jsonOut,
   Screen,
-  table,
   type Io,
   type Runner,
 } from "./client-commands.ts";
 import { parseFlags, UsageError } from "./flags.ts";
 import { formatBytes, formatDuration } from "./progress.ts";
 import { readPiece, readVersionDir, type Skipped } from "./pieces.ts";
+import { table } from "./table.ts";
 
 /** Pieces uploaded at once, unless `--parallel` says otherwise. */
 const DEFAULT_PARALLEL = 4;

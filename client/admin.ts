@@ -1,6 +1,6 @@
 /**
  * The admin client (the edge's `ADMIN_KEY`): accounts, agent tokens, connected agents, queues,
- * models and their versions. What the CLI's admin commands call.
+ * models, their versions and rollouts. What the CLI's admin commands call.
  */
 import { z } from "zod";
 import {
@@ -17,8 +17,18 @@ import {
   VersionPushAnswer,
   VersionRecord,
   VersionSummary,
+  type RolloutFile,
   type VersionPush,
 } from "../shared/repository.ts";
+import {
+  RevertAnswer,
+  RolloutEntry,
+  RolloutHistory,
+  RolloutStatus,
+  type RevertAnswer as Revert,
+  type RolloutEntry as Entry,
+  type RolloutStatus as Status,
+} from "../shared/rollouts.ts";
 import { Http } from "./http.ts";
 
 /**
@@ -68,6 +78,17 @@ export interface FloodgateAdminClient {
     list(model?: string, opts?: Signal): Promise<VersionSummary[]>;
     /** One version with its file list. */
     get(model: string, version: string, opts?: Signal): Promise<VersionRecord>;
+  rollouts: {
+    /** Applies a rollout file (its text, when given, is kept in the history). */
+    apply(file: z.input<typeof RolloutFile>, source?: string, opts?: Signal): Promise<Entry>;
+    /** The history, newest first. */
+    history(limit?: number, opts?: Signal): Promise<Entry[]>;
+    /** Per model: desired versions, agents' versions, figures per version, reverts. */
+    status(opts?: Signal): Promise<Status>;
+    /** Applies a model's previous entry again. */
+    undo(model: string, opts?: Signal): Promise<Entry>;
+    /** Ends a model's canary now. */
+    revert(model: string, opts?: Signal): Promise<Revert>;
   };
 }
 
@@ -167,6 +188,26 @@ export function createAdminClient(opts: AdminClientOptions): FloodgateAdminClien
           VersionRecord,
           { signal: o.signal, idempotent: true },
         ),
+    rollouts: {
+      apply: (file, source, o = {}) =>
+        http.request("/v1/admin/rollouts", RolloutEntry, {
+          method: "POST",
+          body: { ...file, ...(source === undefined ? {} : { source }) },
+          signal: o.signal,
+        }),
+      history: async (limit, o = {}) =>
+        (
+          await http.request(`/v1/admin/rollouts${limit === undefined ? "" : `?limit=${limit}`}`, RolloutHistory, {
+            signal: o.signal,
+            idempotent: true,
+          })
+        ).rollouts,
+      status: (o = {}) =>
+        http.request("/v1/admin/rollouts/status", RolloutStatus, { signal: o.signal, idempotent: true }),
+      undo: (model, o = {}) =>
+        http.request("/v1/admin/rollouts/undo", RolloutEntry, { method: "POST", body: { model }, signal: o.signal }),
+      revert: (model, o = {}) =>
+        http.request("/v1/admin/rollouts/revert", RevertAnswer, { method: "POST", body: { model }, signal: o.signal }),
     },
   };
 }

@@ -18,6 +18,7 @@ import { MAX_PART_BYTES } from "../shared/outputs.ts";
 import { agentAuth, agentRoutes } from "./routes/agent.ts";
 import { jobRoutes } from "./routes/jobs.ts";
 import { protocolRoutes } from "./routes/protocol.ts";
+import { rolloutRoutes } from "./routes/rollouts.ts";
 import { uploadRoutes } from "./routes/uploads.ts";
 import { PIECE_PATH, versionRoutes } from "./routes/versions.ts";
 import { PIECE_BYTES } from "../shared/repository.ts";
@@ -88,6 +89,7 @@ export function buildApp(): OpenAPIHono<AppEnv> {
   app.use("/v1/agent/*", agentAuth);
   app.route("/", jobRoutes);
   app.route("/", adminRoutes);
+  app.route("/", rolloutRoutes);
   app.route("/", agentRoutes);
   app.route("/", uploadRoutes);
   app.route("/", versionRoutes);

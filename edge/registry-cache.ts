@@ -1,5 +1,5 @@
 /**
- * The Worker's cache of the registry snapshot (models, tiers) and of each model's compiled input
+ * The Worker's cache of the registry snapshot (models, tiers, desired versions) and of each model's compiled input
  * validator. A submit reads only this cache; the registry actor is asked at most once per
  * `CONFIG_CACHE_S` per isolate, and at once after this isolate changed the configuration.
  */
@@ -8,13 +8,15 @@ import type { ModelConfig } from "../shared/api.ts";
 import { FloodgateError } from "../shared/errors.ts";
 import { parseJobId, type JobRoute } from "../shared/ids.ts";
 import type { TierConfig } from "../shared/slo.ts";
-import { actor, type RegistryActor } from "../mesh/index.ts";
+import { actor, laneDesired, type LaneDesired, type RegistryActor } from "../mesh/index.ts";
 
 interface Cached {
   until: number;
   tiers: TierConfig[];
   byName: Map<string, ModelConfig>;
   byNumber: Map<number, ModelConfig>;
+  /** Per model with a rollout, what its shards route by (sent with every enqueue). */
+  lanes: Map<string, LaneDesired>;
 }
 
 let cached: Cached | undefined;
@@ -48,6 +50,7 @@ export async function registry(env: Env): Promise<Cached> {
         tiers: snap.tiers,
         byName: new Map(snap.models.map((m) => [m.name, m])),
         byNumber: new Map(snap.models.map((m) => [m.number, m])),
+        lanes: new Map(snap.desired.map((d) => [d.model, laneDesired(d)])),
       };
       cached = next;
       return next;

@@ -7,11 +7,12 @@
  * when one watches the job.
  *
  * Who calls it: the edge Worker (the upgrade, `progressOf`), schedulers (`deliver`,
- * `takenBack`), job actors (`watch`, `unwatch`), the registry (`revoke`) and admins (`info`,
- * `drain`).
+ * `takenBack`), job actors (`watch`, `unwatch`), the registry (`revoke`, `desiredChanged`) and
+ * admins (`info`, `drain`).
  */
 import { DurableObject } from "cloudflare:workers";
 import type { ModelConfig } from "../shared/api.ts";
+import type { VersionState } from "../shared/wire.ts";
 import { parseJobId } from "../shared/ids.ts";
 import { outputPolicy } from "../shared/outputs.ts";
 import {
@@ -28,12 +29,13 @@ import {
   type ToAgent,
 } from "../shared/wire.ts";
 import { admit, agentView, HEARTBEAT_MS, type AgentClaimsLite, type Attachment } from "./agent/connection.ts";
+import { desiredFor } from "./agent/desired.ts";
 import { AgentFrames, type Connection } from "./agent/frames.ts";
 import { Session, type Progress } from "./agent/session.ts";
 import { shardsServed } from "./agent/shards.ts";
 import type { JobActor } from "./job-actor.ts";
 import { checkOutputs } from "./outputs.ts";
-import type { RegistryActor } from "./registry-actor.ts";
+import type { RegistryActor, RegistrySnapshot } from "./registry-actor.ts";
 import { actor, type Remote } from "./remote.ts";
 import type { SchedulerActor } from "./scheduler-actor.ts";
 import type { Lease, Revocation } from "./scheduler/core.ts";
@@ -44,8 +46,8 @@ export type { AgentClaimsLite } from "./agent/connection.ts";
 export const RECONNECT_GRACE_MS = 2 * HEARTBEAT_MS;
 /** Header on the upgrade request carrying the verified token claims (set by the Worker only). */
 export const CLAIMS_HEADER = "x-floodgate-claims";
-/** How long the registry's model list is used before it is read again (ms). */
-const MODELS_CACHE_MS = 10_000;
+/** How long the registry's snapshot (models, desired versions) is used before it is read again (ms). */
+const SNAPSHOT_CACHE_MS = 10_000;
 
 /** What is stored from the first hello on, so leases can go back even if the socket never returns. */
 interface Stored {
@@ -60,7 +62,7 @@ function trace(): string {
 }
 
 export class AgentActor extends DurableObject<Env> {
-  private models: { at: number; list: ModelConfig[] } | undefined;
+  private snap: { at: number; snapshot: RegistrySnapshot } | undefined;
   private readonly session = new Session();
   private readonly frames = new AgentFrames(
     {
@@ -87,6 +89,8 @@ export class AgentActor extends DurableObject<Env> {
             .catch(() => undefined),
         );
       },
+      desired: async (att) => desiredFor((await this.snapshot()).desired, att.models),
+      versionsChanged: (att, versions) => this.versionsChanged(att.agent_id, versions),
       releaseAll: async (reason) => void (await this.releaseAll(reason)),
       waitUntil: (p) => this.ctx.waitUntil(p),
     },
@@ -184,12 +188,25 @@ export class AgentActor extends DurableObject<Env> {
     return undefined;
   }
 
-  private async modelConfigs(fresh = false): Promise<ModelConfig[]> {
-    if (fresh || !this.models || Date.now() - this.models.at > MODELS_CACHE_MS) {
-      const snap = await actor<RegistryActor>(this.env.REGISTRY, "global").snapshot();
-      this.models = { at: Date.now(), list: snap.models };
+  private async snapshot(fresh = false): Promise<RegistrySnapshot> {
+    if (fresh || !this.snap || Date.now() - this.snap.at > SNAPSHOT_CACHE_MS) {
+      const snapshot = await actor<RegistryActor>(this.env.REGISTRY, "global").snapshot();
+      this.snap = { at: Date.now(), snapshot };
     }
-    return this.models.list;
+    return this.snap.snapshot;
+  }
+
+  private async modelConfigs(fresh = false): Promise<ModelConfig[]> {
+    return (await this.snapshot(fresh)).models;
+  }
+
+  /** The agent's version states changed: the registry hears them (not awaited by the frame). */
+  private versionsChanged(agentId: string, versions: VersionState[]): void {
+    this.ctx.waitUntil(
+      actor<RegistryActor>(this.env.REGISTRY, "global")
+        .agentVersions(agentId, versions)
+        .catch(() => undefined),
+    );
   }
 
   override async webSocketClose(ws: WebSocket, code: number, _reason: string, _clean: boolean): Promise<void> {
@@ -270,6 +287,15 @@ export class AgentActor extends DurableObject<Env> {
     if (stored?.token_id !== tokenId) return 0;
     for (const ws of this.ctx.getWebSockets()) ws.close(CLOSE.unauthorized, "the agent token was revoked");
     return await this.releaseAll("preempted");
+  }
+
+  /**
+   * The registry: a model's desired versions changed (a rollout, an undo, a revert). The
+   * snapshot it sends replaces the cached one, and the agent hears what concerns it at once.
+   */
+  async desiredChanged(snapshot: RegistrySnapshot): Promise<void> {
+    this.snap = { at: Date.now(), snapshot };
+    await this.frames.desiredChanged(this.openConnection());
   }
 
   /** Asks a connected agent to drain: finish its jobs and take no new ones. */

@@ -6,10 +6,20 @@ export { AccountActor } from "./account-actor.ts";
 export { AgentActor, CLAIMS_HEADER, type AgentClaimsLite } from "./agent-actor.ts";
 export { JobActor, SUBSCRIBE_HEADERS } from "./job-actor.ts";
 export { RegistryActor, type RegistrySnapshot } from "./registry-actor.ts";
+export { laneDesired, type ModelDesired } from "./registry/rollouts.ts";
 export { SchedulerActor } from "./scheduler-actor.ts";
 export { pieceKey, VERSION_INDEX, VersionsActor } from "./versions-actor.ts";
-export type { AgentRef, Completion, EnqueueItem, JobBody, Lease, LeaseRef, SchedulerConfig } from "./scheduler/core.ts";
+export type {
+  AgentRef,
+  Completion,
+  EnqueueItem,
+  JobBody,
+  LaneDesired,
+  Lease,
+  LeaseRef,
+  SchedulerConfig,
+} from "./scheduler/core.ts";
 
-export { actor, type Remote } from "./remote.ts";
+export { actor, eachLimited, type Remote } from "./remote.ts";
 export type { Principal } from "./account/logic.ts";
 export type { ClaimOutcome } from "./account/logic.ts";

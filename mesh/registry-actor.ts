@@ -1,24 +1,67 @@
 /**
- * RegistryActor: the one global actor (named `global`). Holds models, tiers and agent tokens.
- * It is read on configuration changes and cache misses only — the edge caches its snapshot
- * for `CONFIG_CACHE_S` — and pushes changes to the schedulers that need them.
+ * RegistryActor: the one global actor (named `global`). Holds models, tiers, agent tokens, the
+ * agent directory and rollouts. It is read on configuration changes and cache misses only — the
+ * edge caches its snapshot for `CONFIG_CACHE_S` — and pushes changes to the schedulers that need
+ * them; a change of a model's desired versions also goes to the actors of the model's agents.
+ *
+ * Rollouts (the decisions are mesh/registry/rollouts.ts's): an apply checks every version it
+ * names with the model repository, records a history entry, sets each model's configuration
+ * from its stable version's manifest and its desired versions; shards report each version's
+ * figures and agents' actors the version states their agents report, and a canary whose
+ * figures or loads fail its analysis is reverted here.
  */
 import { DurableObject } from "cloudflare:workers";
 import type { ModelConfig, ModelConfigBody } from "../shared/api.ts";
-import { fail } from "../shared/errors.ts";
+import { fail, type Failure } from "../shared/errors.ts";
 import { MAX_MODEL_NUMBER, schedulerName } from "../shared/ids.ts";
+import type { ModelRollout, VersionManifest } from "../shared/repository.ts";
+import type { RevertReason, RevertRecord, RolloutEntry, RolloutStatus } from "../shared/rollouts.ts";
 import { DEFAULT_TIERS, type TierConfig } from "../shared/slo.ts";
-import { actor } from "./remote.ts";
+import type { VersionState } from "../shared/wire.ts";
+import { actor, eachLimited } from "./remote.ts";
 import type { AgentActor } from "./agent-actor.ts";
 import type { SchedulerActor } from "./scheduler-actor.ts";
+import type { VersionFigures } from "./scheduler/core.ts";
 import { durableSql } from "./sql/durable.ts";
 import { migrate } from "./sql/sql.ts";
-import { MIGRATIONS, RegistryStore } from "./registry/store.ts";
+import {
+  canaryVerdict,
+  desiredAfterApply,
+  desiredAfterRevert,
+  desiredVersions,
+  laneDesired,
+  modelBodyFrom,
+  modelStatus,
+  newlyFailed,
+  revertRecord,
+  statesChanged,
+  undoTarget,
+  type ModelDesired,
+} from "./registry/rollouts.ts";
+import { MIGRATIONS, RegistryStore, type RolloutRow } from "./registry/store.ts";
+import { readyVersion } from "./registry/versions.ts";
 
-/** What the edge caches: every model and the tier table. */
+/** What the edge and agents' actors cache: every model, the tier table and the models' desired versions. */
 export interface RegistrySnapshot {
   models: ModelConfig[];
   tiers: TierConfig[];
+  desired: ModelDesired[];
+}
+
+/** Agents' actors told at once of a change of desired versions. */
+const TELL_AGENTS_AT_ONCE = 16;
+/** Reverts `rollout status` shows per model. */
+const STATUS_REVERTS = 20;
+
+function entryOf(r: RolloutRow): RolloutEntry {
+  return {
+    id: r.id,
+    applied_at: new Date(r.applied_at).toISOString(),
+    by: r.by,
+    kind: r.kind === "undo" ? "undo" : "apply",
+    models: JSON.parse(r.models) as Record<string, ModelRollout>,
+    source: r.source,
+  };
 }
 
 export class RegistryActor extends DurableObject<Env> {
@@ -43,7 +86,7 @@ export class RegistryActor extends DurableObject<Env> {
   }
 
   async snapshot(): Promise<RegistrySnapshot> {
-    return { models: this.models(), tiers: this.tiers() };
+    return { models: this.models(), tiers: this.tiers(), desired: this.store.allDesired() };
   }
 
   /** Registers or updates a model; its number is kept for life so job ids stay routable. */
@@ -69,18 +112,19 @@ export class RegistryActor extends DurableObject<Env> {
     return { ok: true as const, tiers };
   }
 
-  /** Tells every shard of these models the current configuration. */
+  /** Tells every shard of these models the current configuration and desired versions. */
   private async push(models: ModelConfig[]): Promise<void> {
     const tiers = this.tiers();
     await Promise.all(
-      models.flatMap((model) =>
-        Array.from({ length: model.shards }, (_, shard) =>
-          actor<SchedulerActor>(this.env.SCHEDULER, schedulerName({ modelNumber: model.number, shard })).configure({
-            model,
-            tiers,
-          }),
-        ),
-      ),
+      models.flatMap((model) => {
+        const d = this.store.desired(model.name);
+        const config = { model, tiers, ...(d ? { desired: laneDesired(d) } : {}) };
+        return Array.from({ length: model.shards }, (_, shard) =>
+          actor<SchedulerActor>(this.env.SCHEDULER, schedulerName({ modelNumber: model.number, shard })).configure(
+            config,
+          ),
+        );
+      }),
     );
   }
 
@@ -116,7 +160,10 @@ export class RegistryActor extends DurableObject<Env> {
   }
 
   async agentGone(agentId: string): Promise<void> {
+    const models = new Set(this.store.agentVersions(agentId).map((r) => r.model));
     this.store.deleteAgent(agentId);
+    // A canary that failed to load elsewhere may now serve on no agent at all.
+    for (const model of models) await this.analyse(model);
   }
 
   async agents() {
@@ -154,5 +201,172 @@ export class RegistryActor extends DurableObject<Env> {
 
   async accounts() {
     return this.store.accounts();
+  }
+
+  // ---- rollouts ----
+
+  /**
+   * Applies a rollout (a rollout file's models, or one model's earlier entry again: `undo`):
+   * every version it names must be ready in the model repository; then one history entry, each
+   * model's configuration from its stable version's manifest (the model is made when absent)
+   * and its desired versions, pushed to its shards before the answer and told to its agents.
+   */
+  async applyRollout(
+    models: Record<string, ModelRollout>,
+    source: string | null,
+    by: string,
+    kind: "apply" | "undo" = "apply",
+  ): Promise<{ ok: true; entry: RolloutEntry } | Failure> {
+    const names = Object.keys(models);
+    const read = await Promise.all(
+      names.map(async (model) => {
+        const entry = models[model] as ModelRollout;
+        const stable = await readyVersion(this.env, model, entry.version);
+        if (!stable.ok) return stable;
+        if (!entry.canary) return { ok: true as const, model, stable: stable.record };
+        const canary = await readyVersion(this.env, model, entry.canary.version);
+        return canary.ok ? { ok: true as const, model, stable: stable.record, canary: canary.record } : canary;
+      }),
+    );
+    const refused = read.find((r) => !r.ok);
+    if (refused && !refused.ok) return refused;
+    const fresh = names.filter((m) => !this.store.model(m)).length;
+    if (fresh > 0 && this.store.nextModelNumber() + fresh - 1 > MAX_MODEL_NUMBER) {
+      return fail("conflict", "the registry holds the most models a job id can name");
+    }
+    // From here on nothing awaits until every write is made: one event, one commit.
+    const now = Date.now();
+    const id = this.store.addRollout({ applied_at: now, by, kind, models, source });
+    for (const r of read) {
+      if (!r.ok) continue;
+      const entry = models[r.model] as ModelRollout;
+      this.configureFrom(r.model, r.stable.manifest, now);
+      const digests = { stable: r.stable.digest, canary: "canary" in r ? r.canary?.digest : undefined };
+      const d = desiredAfterApply(r.model, entry, digests, this.store.desired(r.model), id, now);
+      this.store.setDesired(d, desiredVersions(d), now);
+    }
+    // Built before the fan-out: another apply may be recorded while it is awaited.
+    const entry = entryOf({ id, applied_at: now, by, kind, models: JSON.stringify(models), source });
+    await this.desiredChanged(names);
+    return { ok: true, entry };
+  }
+
+  /** Sets a model's configuration from a version's manifest (made when absent; kept when the same). */
+  private configureFrom(name: string, manifest: VersionManifest, now: number): void {
+    const held = this.store.model(name);
+    const body = modelBodyFrom(held ? (JSON.parse(held.config) as ModelConfig) : undefined, manifest);
+    if (!body) return;
+    const number = held?.number ?? this.store.nextModelNumber();
+    const config: ModelConfig = { ...body, name, number, updated_at: new Date(now).toISOString() };
+    this.store.putModel({ name, number, config: JSON.stringify(config), updated_at: config.updated_at });
+  }
+
+  /** Applies a model's previous history entry again, as a new entry (see rollouts.ts, undoTarget). */
+  async undoRollout(model: string, by: string): Promise<{ ok: true; entry: RolloutEntry } | Failure> {
+    const target = undoTarget(this.store.rolloutsOf(model, 2).map(entryOf), model);
+    if (!target) return fail("conflict", `model ${model} has no earlier rollout entry to go back to`);
+    return await this.applyRollout({ [model]: target.entry }, null, by, "undo");
+  }
+
+  /** Ends a model's canary now, at an operator's word. */
+  async revertCanary(model: string): Promise<{ ok: true; revert: RevertRecord } | Failure> {
+    const out = this.revert(model, "operator");
+    if (!out.ok) return out;
+    await this.desiredChanged([model]);
+    return out;
+  }
+
+  /**
+   * Ends a model's canary: the revert recorded with the canary's figures, the desired versions
+   * left with the stable alone. The caller tells the shards and agents.
+   */
+  private revert(model: string, reason: RevertReason): { ok: true; revert: RevertRecord } | Failure {
+    const d = this.store.desired(model);
+    if (!d?.canary) return fail("conflict", `model ${model} has no canary to revert`);
+    const version = d.canary.version;
+    const figures = this.store.window(model, version) ?? { jobs: 0, failed: 0 };
+    const now = Date.now();
+    this.store.addRevert({ model, at: now, version, reason, ...figures });
+    const next = desiredAfterRevert(d, now);
+    this.store.setDesired(next, desiredVersions(next), now);
+    return { ok: true, revert: revertRecord(now, version, reason, figures) };
+  }
+
+  /** Runs a model's canary analysis; a canary that fails it is reverted, and shards and agents told. */
+  private async analyse(model: string): Promise<void> {
+    const d = this.store.desired(model);
+    if (!d?.canary) return;
+    const figures = this.store.window(model, d.canary.version) ?? { jobs: 0, failed: 0 };
+    const verdict = canaryVerdict(d, figures, this.store.versionStates(model, d.canary.version));
+    if (verdict === undefined) return;
+    const out = this.revert(model, verdict);
+    if (!out.ok) return;
+    console.warn(JSON.stringify({ level: "warn", what: "canary reverted", model, ...out.revert }));
+    // Not awaited: the shard or agent whose report led here is not held up by the fan-out.
+    this.ctx.waitUntil(this.desiredChanged([model]).catch(() => undefined));
+  }
+
+  /**
+   * A change of these models' desired versions: their shards are configured (re-laning routed
+   * jobs), and the actors of their agents told, a few at a time, after the answer.
+   */
+  private async desiredChanged(models: readonly string[]): Promise<void> {
+    const configs = models.flatMap((m) => {
+      const row = this.store.model(m);
+      return row ? [JSON.parse(row.config) as ModelConfig] : [];
+    });
+    const agents = [...new Set(models.flatMap((m) => this.store.agentsOfModel(m)))];
+    const snapshot = await this.snapshot();
+    this.ctx.waitUntil(
+      eachLimited(agents, TELL_AGENTS_AT_ONCE, (id) =>
+        actor<AgentActor>(this.env.AGENT, id)
+          .desiredChanged(snapshot)
+          .catch(() => undefined),
+      ),
+    );
+    await this.push(configs);
+  }
+
+  /** A shard's figures since its last report: added to the desired versions' windows, then analysed. */
+  async versionFigures(model: string, figures: VersionFigures[]): Promise<void> {
+    for (const f of figures) this.store.addFigures(model, f.version, f.jobs, f.failed);
+    await this.analyse(model);
+  }
+
+  /**
+   * An agent's version states changed (its actor tells only changes): kept for `rollout status`;
+   * a load that failed counts as a failed job of a desired version, once per agent in the
+   * version's window (an agent that retries and fails again does not count twice); each model
+   * touched is analysed.
+   */
+  async agentVersions(agentId: string, states: VersionState[]): Promise<void> {
+    const before = this.store.agentVersions(agentId);
+    if (!statesChanged(before, states)) return;
+    this.store.setAgentVersions(
+      agentId,
+      states.map((s) => ({ model: s.model, version: s.version, state: s.state, message: s.message ?? null })),
+    );
+    for (const f of newlyFailed(before, states)) {
+      if (this.store.noteLoadFailure(f.model, f.version, agentId)) this.store.addFigures(f.model, f.version, 1, 1);
+    }
+    const models = new Set([...before.map((r) => r.model), ...states.map((s) => s.model)]);
+    for (const model of models) await this.analyse(model);
+  }
+
+  /** The rollout history, newest first. */
+  async rolloutHistory(limit: number): Promise<RolloutEntry[]> {
+    return this.store.rollouts(limit).map(entryOf);
+  }
+
+  /** Every model with a rollout: desired versions, agents' versions, windows and reverts. */
+  async rolloutStatus(): Promise<RolloutStatus> {
+    const models: RolloutStatus["models"] = {};
+    for (const d of this.store.allDesired()) {
+      const reverts = this.store
+        .reverts(d.model, STATUS_REVERTS)
+        .map((r) => revertRecord(r.at, r.version, r.reason as RevertReason, { jobs: r.jobs, failed: r.failed }));
+      models[d.model] = modelStatus(d, this.store.windows(d.model), this.store.modelAgentVersions(d.model), reverts);
+    }
+    return { models };
   }
 }

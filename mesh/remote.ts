@@ -16,3 +16,23 @@ export type Remote<T> = {
 export function actor<T>(ns: DurableObjectNamespace, name: string): Remote<T> {
   return ns.get(ns.idFromName(name)) as unknown as Remote<T>;
 }
+
+/**
+ * Calls `fn` on every item, at most `limit` at a time: a fan-out to many actors that does not
+ * open a call to each at once. Answers when every call has settled; a failed call is the
+ * caller's to catch.
+ */
+export async function eachLimited<T>(
+  items: readonly T[],
+  limit: number,
+  fn: (item: T) => Promise<unknown>,
+): Promise<void> {
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) {
+      const item = items[next++] as T;
+      await fn(item);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+}

@@ -4,8 +4,9 @@
  * (submits, reads, cancels), from agents' actors (lease, heartbeat, settle, release) and from
  * job actors (watch), and after each event tells the others what the core noted: leases for
  * agents that wait (`deliver`), leases it took back (`takenBack`), watched jobs that changed
- * (`changed`), files to clean up; and keeps the alarm armed for the next lease deadline, queue
- * TTL or retention.
+ * (`changed`), files to clean up, and (every few seconds at most) what each model version's
+ * attempts came to, for the registry's canary analysis; and keeps the alarm armed for the next
+ * lease deadline, queue TTL, retention or figures report.
  *
  * Its tables are made by its first configuration or enqueue, never by a read: a shard that is
  * asked about jobs it never had (an id naming it, a lease an agent made up) answers as an empty
@@ -17,6 +18,7 @@ import type { FailureReason, JobStatus } from "../shared/job.ts";
 import type { AgentActor } from "./agent-actor.ts";
 import type { JobActor } from "./job-actor.ts";
 import { endAttemptFiles, purgeJobFiles } from "./job-files.ts";
+import type { RegistryActor } from "./registry-actor.ts";
 import { actor } from "./remote.ts";
 import {
   SchedulerCore,
@@ -98,7 +100,25 @@ export class SchedulerActor extends DurableObject<Env> {
         );
     }
     this.cleanFiles(core);
-    await this.arm(due);
+    this.reportFigures(core, now);
+    const figuresDue = core.figuresDue();
+    await this.arm(due === undefined || figuresDue === undefined ? (due ?? figuresDue) : Math.min(due, figuresDue));
+  }
+
+  /**
+   * Tells the registry what each version's attempts came to since the last report, riding on
+   * an event that already runs (no commit of its own here); what is not yet due waits for a
+   * later event or the alarm. A report that fails is counted again for the next one.
+   */
+  private reportFigures(core: SchedulerCore, now: number): void {
+    const model = core.configured?.model.name;
+    const figures = model === undefined ? undefined : core.takeFigures(now);
+    if (model === undefined || figures === undefined) return;
+    this.ctx.waitUntil(
+      actor<RegistryActor>(this.env.REGISTRY, "global")
+        .versionFigures(model, figures)
+        .catch(() => core.restoreFigures(figures)),
+    );
   }
 
   /**
@@ -153,12 +173,12 @@ export class SchedulerActor extends DurableObject<Env> {
 
   async enqueue(config: SchedulerConfig, items: EnqueueItem[]) {
     const core = this.writable();
-    core.configure(config);
+    core.configure(config, Date.now());
     return await this.event((c) => c.enqueue(items, Date.now()), []);
   }
 
   async configure(config: SchedulerConfig): Promise<boolean> {
-    const changed = this.writable().configure(config);
+    const changed = this.writable().configure(config, Date.now());
     await this.after();
     return changed;
   }

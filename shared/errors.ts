@@ -57,7 +57,7 @@ export const ERROR_WHEN: Readonly<Record<ErrorCode, string>> = {
   job_not_found: "no such job — also another account's job",
   account_not_found: "no such account",
   version_not_found:
-    "no such version of the model; on agent routes, also a version not yet ready or a model the agent token does not name",
+    "no such version of the model, or one not ready yet (some of its pieces are not stored); on agent routes, also a model the agent token does not name",
   idempotency_conflict:
     "an `Idempotency-Key` reused with another body within 24 h, or reused after the job it made was deleted",
   job_not_finished: "deleting a job that has not ended",

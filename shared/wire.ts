@@ -427,7 +427,7 @@ export const LeaseGrant = z
       ),
     model: ModelName.describe("The model to run."),
     version: Version.nullable().describe(
-      "The version to run: the job's pinned version, else the first version the agent's hello listed; nil when neither (run the version the runner serves).",
+      "The version to run: the job's pinned version, or the canary it was routed to; for an unpinned job the model's stable version when the agent serves it, else another version it serves that is not the canary (it is switching over); nil when the agent named no versions (run the version the runner serves).",
     ),
     input: z
       .record(z.string(), z.unknown())

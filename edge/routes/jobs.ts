@@ -99,7 +99,8 @@ async function prepare(
  * enqueues them grouped by shard (one scheduler call, one commit, per shard).
  */
 async function submit(env: Env, accountId: string, model: ModelConfig, prepared: Prepared[]) {
-  const { tiers } = await registry(env);
+  const { tiers, lanes } = await registry(env);
+  const desired = lanes.get(model.name);
   const claims = prepared.flatMap((p, i) =>
     "item" in p && p.idemKey !== undefined ? [{ i, key: p.idemKey, body_hash: p.bodyHash, job_id: p.item.id }] : [],
   );
@@ -128,7 +129,7 @@ async function submit(env: Env, accountId: string, model: ModelConfig, prepared:
   });
   await Promise.all(
     [...byShard.values()].map(async (g) => {
-      const out = await scheduler(env, g.route).enqueue({ model, tiers }, g.items);
+      const out = await scheduler(env, g.route).enqueue({ model, tiers, desired }, g.items);
       out.forEach((o, k) => {
         const i = g.idx[k] as number;
         results[i] = o.ok

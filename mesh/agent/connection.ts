@@ -41,6 +41,8 @@ export interface Attachment extends AgentClaimsLite {
   connected_at: number;
   /** When the registry last said the token is live (ms); absent until the first heartbeat asks. */
   token_checked_at?: number;
+  /** The signature of the last `agent.desired` sent (mesh/agent/desired.ts); absent before the first. */
+  desired_sig?: string;
 }
 
 /**

@@ -8,10 +8,14 @@ import {
   ToAgent,
   type FromAgent,
   type ToAgent as Out,
+  type VersionState,
 } from "../../shared/wire.ts";
+import type { ModelDesired } from "../registry/rollouts.ts";
 import { nodeSql } from "../sql/node.ts";
 import { SchedulerCore } from "../scheduler/core.ts";
 import { admit, type Attachment } from "./connection.ts";
+import { desiredAfterApply, desiredAfterRevert } from "../registry/rollouts.ts";
+import { desiredFor } from "./desired.ts";
 import { AgentFrames, type AgentPorts, type Connection, type HeldBy, type ShardPort } from "./frames.ts";
 import { Session } from "./session.ts";
 
@@ -64,6 +68,10 @@ function world() {
   const forwarded: { what: string; by: HeldBy; detail: unknown }[] = [];
   const pending: Promise<unknown>[] = [];
   const released: string[] = [];
+  /** The registry's desired versions, as the agent's actor last read them. */
+  const desired: ModelDesired[] = [];
+  /** Version states the agent's actor passed on to the registry. */
+  const reported: VersionState[][] = [];
   const ports: AgentPorts = {
     shard: (name) => shards.get(name) as ShardPort,
     job: () => ({
@@ -78,6 +86,8 @@ function world() {
         : { ok: true, outputs: [] },
     tokenLive: async () => true,
     joined: async () => {},
+    desired: async (a) => desiredFor(desired, a.models),
+    versionsChanged: (_a, versions) => void reported.push(versions),
     releaseAll: async (reason) => void released.push(reason),
     waitUntil: (p) => void pending.push(p),
   };
@@ -118,7 +128,24 @@ function world() {
       gpus: [],
       versions: [],
     });
-  return { served, other, frames, session, conn, sent, closed, forwarded, pending, released, say, submit, of, hello };
+  return {
+    served,
+    other,
+    frames,
+    session,
+    conn,
+    sent,
+    closed,
+    forwarded,
+    pending,
+    released,
+    desired,
+    reported,
+    say,
+    submit,
+    of,
+    hello,
+  };
 }
 
 describe("an agent's frames", () => {
@@ -270,5 +297,78 @@ describe("an agent's frames", () => {
     await w.say({ type: "agent.heartbeat", leases: [], gpus: [], credits: 0, draining: false, versions: [] });
     expect(w.closed).toEqual([CLOSE.unauthorized]);
     expect(w.released).toEqual(["preempted"]);
+  });
+
+  it("agent.desired follows the welcome, and comes again only when what the agent should serve changed", async () => {
+    const w = world();
+    const v1 = desiredAfterApply("m0", { version: "v1" }, { stable: "1".repeat(64) }, undefined, 1, 0);
+    const other = desiredAfterApply("m9", { version: "x" }, { stable: "9".repeat(64) }, undefined, 1, 0);
+    w.desired.push(v1, other);
+    await w.hello();
+    expect(w.sent.map((m) => m.type)).toEqual(["agent.welcome", "agent.desired"]);
+    // Only the models its token allows.
+    expect(w.of("agent.desired")[0]?.models).toEqual([
+      { model: "m0", stable: { version: "v1", digest: "1".repeat(64) } },
+    ]);
+    const beat = () =>
+      w.say({ type: "agent.heartbeat", leases: [], gpus: [], credits: 0, draining: false, versions: [] });
+    await beat();
+    await w.frames.desiredChanged(w.conn);
+    expect(w.of("agent.desired")).toHaveLength(1);
+    // A rollout adds a canary: the registry's push brings it at once.
+    const canary = { version: "v2", percent: 10, max_failure_pct: 20, min_jobs: 20 };
+    w.desired[0] = desiredAfterApply(
+      "m0",
+      { version: "v1", canary },
+      { stable: "1".repeat(64), canary: "2".repeat(64) },
+      v1,
+      2,
+      1,
+    );
+    await w.frames.desiredChanged(w.conn);
+    expect(w.of("agent.desired")[1]?.models[0]?.canary).toEqual({ version: "v2", digest: "2".repeat(64), percent: 10 });
+    await beat();
+    expect(w.of("agent.desired")).toHaveLength(2);
+    // A change the push did not bring is found on the next heartbeat.
+    w.desired[0] = desiredAfterRevert(w.desired[0]!, 2);
+    await beat();
+    expect(w.of("agent.desired")).toHaveLength(3);
+    expect(w.of("agent.desired")[2]?.models[0]).not.toHaveProperty("canary");
+  });
+
+  it("an agent's version states of its token's models go to the registry at its hello and then only when they change", async () => {
+    const w = world();
+    await w.say({
+      type: "agent.hello",
+      agent_id: "agt_1",
+      name: "a",
+      slots: 1,
+      prefetch: 0,
+      leases: [],
+      gpus: [],
+      versions: [{ model: "m0", version: "v1", state: "serving" }],
+    });
+    const beat = (versions: VersionState[]) =>
+      w.say({ type: "agent.heartbeat", leases: [], gpus: [], credits: 0, draining: false, versions });
+    await beat([{ model: "m0", version: "v1", state: "serving" }]);
+    await beat([
+      { model: "m0", version: "v1", state: "serving" },
+      { model: "m0", version: "v2", state: "loading", message: "2/8 pieces" },
+    ]);
+    await beat([
+      { model: "m0", version: "v1", state: "serving" },
+      { model: "m0", version: "v2", state: "loading", message: "2/8 pieces" },
+    ]);
+    await beat([
+      { model: "m0", version: "v1", state: "serving" },
+      { model: "m0", version: "v2", state: "failed", message: "piece 3: sha256 mismatch" },
+      // A model its token does not allow: the agent does not speak for it.
+      { model: "m9", version: "x", state: "failed" },
+    ]);
+    expect(w.reported.map((r) => r.map((v) => `${v.version}:${v.state}`).join(","))).toEqual([
+      "v1:serving",
+      "v1:serving,v2:loading",
+      "v1:serving,v2:failed",
+    ]);
   });
 });

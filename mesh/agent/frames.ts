@@ -6,7 +6,8 @@
  * The hot path costs: a `job.results` frame is one call to its shard, which ends the attempts
  * and grants the next leases in one commit; progress, previews and logs are fenced by the
  * {@link Session} and go nowhere unless a job actor watches the job; a heartbeat is one call
- * per shard, which writes nothing.
+ * per shard, which writes nothing. The agent's version states reach the registry only when
+ * they change, and `agent.desired` is sent after the welcome and whenever it changes.
  *
  * Called by AgentActor.webSocketMessage.
  */
@@ -23,6 +24,7 @@ import {
   type LeaseRef,
   type OutputRecord,
   type ToAgent,
+  type VersionState,
 } from "../../shared/wire.ts";
 import type { OutputCheck } from "../outputs.ts";
 import {
@@ -33,6 +35,8 @@ import {
   type Lease,
   type Revocation,
 } from "../scheduler/core.ts";
+import type { WireDesired } from "../registry/rollouts.ts";
+import { desiredSignature } from "./desired.ts";
 import { Relay, type RelayKind } from "./relay.ts";
 import { HEARTBEAT_MS, TOKEN_CHECK_MS, type Attachment } from "./connection.ts";
 import type { Session } from "./session.ts";
@@ -80,6 +84,10 @@ export interface AgentPorts {
   tokenLive(tokenId: string): Promise<boolean>;
   /** The agent said hello: remember it durably, call off a pending "gone" alarm, tell the registry. */
   joined(att: Attachment): Promise<void>;
+  /** What the agent should serve now: the desired versions of its token's models. */
+  desired(att: Attachment): Promise<WireDesired[]>;
+  /** The agent's version states changed (or it said hello): the registry hears them. */
+  versionsChanged(att: Attachment, versions: VersionState[]): void;
   /** The token died while connected: every lease goes back (not spending attempts). */
   releaseAll(reason: "preempted"): Promise<void>;
   /** Work that may finish after the frame is handled. */
@@ -101,6 +109,11 @@ const V = AGENT_PROTOCOL_VERSION;
 /** The agent this connection speaks for, as a shard of `route` sees it. */
 function agentOn(att: Attachment, route: ShardRoute | undefined): AgentRef {
   return { id: att.agent_id, pool: att.pool, versions: route?.versions ?? [] };
+}
+
+/** The version states of the models the agent's token allows: it speaks for no others. */
+function ownVersions(att: Attachment, versions: readonly VersionState[]): VersionState[] {
+  return versions.filter((v) => att.models.includes(v.model));
 }
 
 function capacity(att: Attachment): number {
@@ -203,6 +216,26 @@ export class AgentFrames {
       resumed: renewed,
       stale,
     });
+    this.ports.versionsChanged(next, ownVersions(next, next.versions));
+    await this.tellDesired(conn, next, true);
+  }
+
+  /**
+   * Sends `agent.desired` (what the agent should serve) when it differs from what the agent was
+   * last told on this connection, or `always` (after the welcome). `att` is the connection's
+   * attachment as last saved.
+   */
+  private async tellDesired(conn: Connection, att: Attachment, always: boolean): Promise<void> {
+    const models = await this.ports.desired(att);
+    const sig = desiredSignature(models);
+    if (!always && att.desired_sig === sig) return;
+    conn.save({ ...att, desired_sig: sig });
+    conn.send({ v: V, type: "agent.desired", trace: crypto.randomUUID(), models });
+  }
+
+  /** The registry says a model's desired versions changed: the agent hears it if it concerns it. */
+  async desiredChanged(conn: Connection | undefined): Promise<void> {
+    if (conn?.att.hello && !conn.att.refused) await this.tellDesired(conn, conn.att, false);
   }
 
   /**
@@ -295,16 +328,20 @@ export class AgentFrames {
     }
     // What the heartbeat says now counts for this heartbeat's grants: an agent sends one at once
     // when a version starts serving, so that its jobs come without waiting a period.
+    const versions = msg.versions.slice(0, 16);
     const next: Attachment = {
       ...att,
       gpus: msg.gpus.slice(0, 8),
-      versions: msg.versions.slice(0, 16),
+      versions,
       slots: msg.slots ?? att.slots,
       running: msg.leases.length,
       last_heartbeat: now,
       token_checked_at: check ? now : att.token_checked_at,
     };
     conn.save(next);
+    if (JSON.stringify(versions) !== JSON.stringify(att.versions)) {
+      this.ports.versionsChanged(next, ownVersions(next, versions));
+    }
     const routes = (await this.ports.routes(next)).sort(() => Math.random() - 0.5);
     const refs = byShard(msg.leases);
     let left = msg.credits > 0 && !msg.draining ? msg.credits : 0;
@@ -325,6 +362,8 @@ export class AgentFrames {
     this.session.sync(renewed);
     conn.send({ v: V, type: "agent.heartbeat_ack", trace: msg.trace, stale });
     this.granted(conn, granted);
+    // A change the registry's push did not bring (an actor that was asleep, a lost call).
+    await this.tellDesired(conn, saved, false);
   }
 
   /**

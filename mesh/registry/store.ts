@@ -1,8 +1,13 @@
 /**
  * All SQL of the registry actor: models (with the stable number written into job ids), the
- * tier table, agent tokens (for revocation) and the account directory for admins.
+ * tier table, agent tokens (for revocation), the account directory for admins, the agent
+ * directory, and rollouts: the history applied, each model's desired versions, their figures
+ * over their windows, the reverts, and the version states agents report.
  */
+import type { ModelRollout } from "../../shared/repository.ts";
+import type { RevertReason } from "../../shared/rollouts.ts";
 import { getMeta, one, setMeta, type Sql, type SqlValue } from "../sql/sql.ts";
+import type { AgentVersionRow, ModelDesired } from "./rollouts.ts";
 
 export const MIGRATIONS: readonly string[] = [
   `CREATE TABLE meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
@@ -18,7 +23,57 @@ export const MIGRATIONS: readonly string[] = [
      agent_id TEXT PRIMARY KEY, token_id TEXT NOT NULL, pool TEXT NOT NULL, name TEXT NOT NULL, seen_at INTEGER NOT NULL
    );
    CREATE INDEX agents_token ON agents (token_id)`,
+  // Rollouts: the history (each entry's models also in rollout_models, to find a model's
+  // entries by index), each model's desired versions, the figures of its desired versions since
+  // each became desired, its reverts, what each agent reports of its versions, and which agents'
+  // failed loads a desired version's figures already count.
+  `CREATE TABLE rollouts (
+     id INTEGER PRIMARY KEY AUTOINCREMENT, applied_at INTEGER NOT NULL, by TEXT NOT NULL, kind TEXT NOT NULL,
+     models TEXT NOT NULL, source TEXT
+   );
+   CREATE TABLE rollout_models (model TEXT NOT NULL, rollout_id INTEGER NOT NULL, PRIMARY KEY (model, rollout_id)) WITHOUT ROWID;
+   CREATE TABLE desired (model TEXT PRIMARY KEY, state TEXT NOT NULL) WITHOUT ROWID;
+   CREATE TABLE version_windows (
+     model TEXT NOT NULL, version TEXT NOT NULL, jobs INTEGER NOT NULL, failed INTEGER NOT NULL, since INTEGER NOT NULL,
+     PRIMARY KEY (model, version)
+   ) WITHOUT ROWID;
+   CREATE TABLE reverts (
+     id INTEGER PRIMARY KEY AUTOINCREMENT, model TEXT NOT NULL, at INTEGER NOT NULL, version TEXT NOT NULL,
+     reason TEXT NOT NULL, jobs INTEGER NOT NULL, failed INTEGER NOT NULL
+   );
+   CREATE INDEX reverts_model ON reverts (model, id);
+   CREATE TABLE agent_versions (
+     agent_id TEXT NOT NULL, model TEXT NOT NULL, version TEXT NOT NULL, state TEXT NOT NULL, message TEXT,
+     PRIMARY KEY (agent_id, model, version)
+   ) WITHOUT ROWID;
+   CREATE INDEX agent_versions_model ON agent_versions (model, version);
+   CREATE TABLE load_failures (
+     model TEXT NOT NULL, version TEXT NOT NULL, agent_id TEXT NOT NULL, PRIMARY KEY (model, version, agent_id)
+   ) WITHOUT ROWID`,
 ];
+
+/** A history entry as stored. */
+export interface RolloutRow {
+  [k: string]: SqlValue;
+  id: number;
+  applied_at: number;
+  by: string;
+  kind: string;
+  /** JSON: model name → its ModelRollout. */
+  models: string;
+  source: string | null;
+}
+
+/** A revert as stored. */
+export interface RevertRow {
+  [k: string]: SqlValue;
+  model: string;
+  at: number;
+  version: string;
+  reason: string;
+  jobs: number;
+  failed: number;
+}
 
 export interface ModelRow {
   [k: string]: SqlValue;
@@ -139,6 +194,7 @@ export class RegistryStore {
 
   deleteAgent(agentId: string): void {
     this.sql.run("DELETE FROM agents WHERE agent_id = ?", agentId);
+    this.sql.run("DELETE FROM agent_versions WHERE agent_id = ?", agentId);
   }
 
   agents(): { agent_id: string; token_id: string; pool: string; name: string; seen_at: number }[] {
@@ -154,6 +210,200 @@ export class RegistryStore {
   agentsOfToken(tokenId: string): string[] {
     return this.sql
       .all<{ agent_id: string }>("SELECT agent_id FROM agents WHERE token_id = ?", tokenId)
+      .map((r) => r.agent_id);
+  }
+
+  // ---- rollouts ----
+
+  /** Adds a history entry; answers its id. */
+  addRollout(e: {
+    applied_at: number;
+    by: string;
+    kind: "apply" | "undo";
+    models: Record<string, ModelRollout>;
+    source: string | null;
+  }): number {
+    this.sql.run(
+      "INSERT INTO rollouts (applied_at, by, kind, models, source) VALUES (?, ?, ?, ?, ?)",
+      e.applied_at,
+      e.by,
+      e.kind,
+      JSON.stringify(e.models),
+      e.source,
+    );
+    const id = one<{ id: number }>(this.sql, "SELECT last_insert_rowid() AS id")?.id ?? 0;
+    for (const model of Object.keys(e.models)) {
+      this.sql.run("INSERT INTO rollout_models (model, rollout_id) VALUES (?, ?)", model, id);
+    }
+    return id;
+  }
+
+  /** The history, newest first, at most `limit` entries. */
+  rollouts(limit: number): RolloutRow[] {
+    return this.sql.all<RolloutRow>("SELECT * FROM rollouts ORDER BY id DESC LIMIT ?", limit);
+  }
+
+  /** The newest `limit` history entries naming a model, newest first. */
+  rolloutsOf(model: string, limit: number): RolloutRow[] {
+    return this.sql.all<RolloutRow>(
+      `SELECT r.* FROM rollout_models m JOIN rollouts r ON r.id = m.rollout_id
+       WHERE m.model = ? ORDER BY m.rollout_id DESC LIMIT ?`,
+      model,
+      limit,
+    );
+  }
+
+  desired(model: string): ModelDesired | undefined {
+    const row = one<{ state: string }>(this.sql, "SELECT state FROM desired WHERE model = ?", model);
+    return row ? (JSON.parse(row.state) as ModelDesired) : undefined;
+  }
+
+  allDesired(): ModelDesired[] {
+    return this.sql
+      .all<{ state: string }>("SELECT state FROM desired ORDER BY model")
+      .map((r) => JSON.parse(r.state) as ModelDesired);
+  }
+
+  /**
+   * Sets a model's desired versions: the windows of versions no longer desired go, those of
+   * versions newly desired start empty now, and those of versions still desired keep counting.
+   */
+  setDesired(d: ModelDesired, versions: readonly string[], now: number): void {
+    this.sql.run(
+      "INSERT INTO desired (model, state) VALUES (?, ?) ON CONFLICT (model) DO UPDATE SET state = excluded.state",
+      d.model,
+      JSON.stringify(d),
+    );
+    const held = this.windows(d.model).map((w) => w.version);
+    for (const v of held) {
+      if (versions.includes(v)) continue;
+      this.sql.run("DELETE FROM version_windows WHERE model = ? AND version = ?", d.model, v);
+      this.sql.run("DELETE FROM load_failures WHERE model = ? AND version = ?", d.model, v);
+    }
+    for (const v of versions) {
+      this.sql.run(
+        "INSERT OR IGNORE INTO version_windows (model, version, jobs, failed, since) VALUES (?, ?, 0, 0, ?)",
+        d.model,
+        v,
+        now,
+      );
+    }
+  }
+
+  windows(model: string): { version: string; jobs: number; failed: number; since: number }[] {
+    return this.sql.all("SELECT version, jobs, failed, since FROM version_windows WHERE model = ?", model) as {
+      version: string;
+      jobs: number;
+      failed: number;
+      since: number;
+    }[];
+  }
+
+  window(model: string, version: string): { jobs: number; failed: number } | undefined {
+    return one<{ jobs: number; failed: number }>(
+      this.sql,
+      "SELECT jobs, failed FROM version_windows WHERE model = ? AND version = ?",
+      model,
+      version,
+    );
+  }
+
+  /** Adds to a desired version's figures; answers whether it has a window (is desired). */
+  addFigures(model: string, version: string, jobs: number, failed: number): boolean {
+    return (
+      this.sql.run(
+        "UPDATE version_windows SET jobs = jobs + ?, failed = failed + ? WHERE model = ? AND version = ?",
+        jobs,
+        failed,
+        model,
+        version,
+      ) > 0
+    );
+  }
+
+  /**
+   * Notes that an agent failed to load a desired version; answers whether this is the first
+   * time in the version's window (each agent's failed load counts once, however often it tries).
+   */
+  noteLoadFailure(model: string, version: string, agentId: string): boolean {
+    if (!this.window(model, version)) return false;
+    return (
+      this.sql.run(
+        "INSERT OR IGNORE INTO load_failures (model, version, agent_id) VALUES (?, ?, ?)",
+        model,
+        version,
+        agentId,
+      ) > 0
+    );
+  }
+
+  addRevert(r: {
+    model: string;
+    at: number;
+    version: string;
+    reason: RevertReason;
+    jobs: number;
+    failed: number;
+  }): void {
+    this.sql.run(
+      "INSERT INTO reverts (model, at, version, reason, jobs, failed) VALUES (?, ?, ?, ?, ?, ?)",
+      r.model,
+      r.at,
+      r.version,
+      r.reason,
+      r.jobs,
+      r.failed,
+    );
+  }
+
+  /** A model's reverts, newest first. */
+  reverts(model: string, limit: number): RevertRow[] {
+    return this.sql.all<RevertRow>("SELECT * FROM reverts WHERE model = ? ORDER BY id DESC LIMIT ?", model, limit);
+  }
+
+  /** What an agent last reported of its versions. */
+  agentVersions(agentId: string): AgentVersionRow[] {
+    return this.sql.all("SELECT * FROM agent_versions WHERE agent_id = ?", agentId) as unknown as AgentVersionRow[];
+  }
+
+  /** What the agents report of a model's versions, by agent. */
+  modelAgentVersions(model: string): AgentVersionRow[] {
+    return this.sql.all(
+      "SELECT * FROM agent_versions WHERE model = ? ORDER BY agent_id, version",
+      model,
+    ) as unknown as AgentVersionRow[];
+  }
+
+  /** The states a model's agents report for one version. */
+  versionStates(model: string, version: string): AgentVersionRow["state"][] {
+    return this.sql
+      .all<{ state: string }>("SELECT state FROM agent_versions WHERE model = ? AND version = ?", model, version)
+      .map((r) => r.state as AgentVersionRow["state"]);
+  }
+
+  /** Replaces what an agent reports of its versions. */
+  setAgentVersions(agentId: string, rows: readonly Omit<AgentVersionRow, "agent_id">[]): void {
+    this.sql.run("DELETE FROM agent_versions WHERE agent_id = ?", agentId);
+    for (const r of rows) {
+      this.sql.run(
+        "INSERT OR REPLACE INTO agent_versions (agent_id, model, version, state, message) VALUES (?, ?, ?, ?, ?)",
+        agentId,
+        r.model,
+        r.version,
+        r.state,
+        r.message,
+      );
+    }
+  }
+
+  /** The agents whose token allows a model: those to tell when its desired versions change. */
+  agentsOfModel(model: string): string[] {
+    return this.sql
+      .all<{ agent_id: string }>(
+        `SELECT a.agent_id FROM agents a JOIN agent_tokens t ON t.id = a.token_id
+         WHERE EXISTS (SELECT 1 FROM json_each(t.models) WHERE value = ?)`,
+        model,
+      )
       .map((r) => r.agent_id);
   }
 

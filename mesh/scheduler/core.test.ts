@@ -8,11 +8,13 @@ import type { Sql } from "../sql/sql.ts";
 import {
   BACKLOG_SHED,
   DEFAULT_LEASE_TTL_MS,
+  FIGURES_MS,
   SchedulerCore,
   type AgentRef,
   type Completion,
   type Lease,
 } from "./core.ts";
+import { idFraction } from "./versions.ts";
 
 const T0 = Date.UTC(2026, 0, 1);
 const AGENT_A: AgentRef = { id: "agent_a", pool: "pool-1", versions: ["v1"] };
@@ -1140,6 +1142,156 @@ describe("pinned versions", () => {
     const last = pinned(h, "acc_1", "v2");
     const view = h.core.view(last, "acc_1", h.clock.now);
     expect(view.ok && view.job.queue?.position).toBe(3);
+  });
+});
+
+/** Puts a rollout on the harness's shard: stable v1, and a canary v2 at `percent` unless 0. */
+function rollout(h: Harness, revision: number, percent: number): void {
+  const held = h.core.configured!;
+  const canary = percent > 0 ? { canary: { version: "v2", percent } } : {};
+  h.core.configure({ ...held, desired: { stable: "v1", ...canary, revision } }, h.clock.now);
+}
+
+function rowOf(h: Harness, id: string) {
+  return h.sql.all<{ version: string | null; routed: number; tag: number; enqueued_at: number }>(
+    "SELECT version, routed, tag, enqueued_at FROM jobs WHERE id = ?",
+    id,
+  )[0]!;
+}
+
+describe("canaries: routed jobs, the pick and re-laning", () => {
+  const STABLE: AgentRef = { id: "agent_stable", pool: "p", versions: ["v1"] };
+  const CANARY: AgentRef = { id: "agent_canary", pool: "p", versions: ["v2"] };
+  const BOTH: AgentRef = { id: "agent_both", pool: "p", versions: ["v2", "v1"] };
+
+  it("unpinned jobs go to the canary's lane by their ids; the stable agent takes the rest, the canary agent only those", () => {
+    const h = harness();
+    rollout(h, 1, 50);
+    const ids = Array.from({ length: 40 }, () => h.submit("acc_1", "plus"));
+    const routed = ids.filter((id) => idFraction(id) < 0.5);
+    expect(routed.length).toBeGreaterThan(0);
+    expect(routed.length).toBeLessThan(40);
+    for (const id of ids) expect(rowOf(h, id)).toMatchObject({ version: routed.includes(id) ? "v2" : null });
+    const stable = h.core.lease(STABLE, 100, h.clock.now);
+    expect(stable.map((l) => l.job_id).sort()).toEqual(ids.filter((id) => !routed.includes(id)).sort());
+    expect(new Set(stable.map((l) => l.version))).toEqual(new Set(["v1"]));
+    const canary = h.core.lease(CANARY, 100, h.clock.now);
+    expect(canary.map((l) => l.job_id).sort()).toEqual([...routed].sort());
+    expect(new Set(canary.map((l) => l.version))).toEqual(new Set(["v2"]));
+  });
+
+  it("an agent serving both versions runs unpinned jobs on the stable one and routed ones on the canary", () => {
+    const h = harness();
+    rollout(h, 1, 50);
+    const ids = Array.from({ length: 20 }, () => h.submit("acc_1", "plus"));
+    const leases = h.core.lease(BOTH, 100, h.clock.now);
+    expect(leases).toHaveLength(20);
+    for (const l of leases) expect(l.version).toBe(idFraction(l.job_id) < 0.5 ? "v2" : "v1");
+    expect(leases.map((l) => l.job_id).sort()).toEqual([...ids].sort());
+  });
+
+  it("a revert sends the canary's queued routed jobs back to the unpinned lane with their tags, and pushes them to a parked stable agent; pinned jobs stay", () => {
+    const h = harness();
+    rollout(h, 1, 100);
+    const routed = Array.from({ length: 5 }, () => h.submit("acc_1", "plus"));
+    const mine = pinned(h, "acc_2", "v2");
+    const before = new Map([...routed, mine].map((id) => [id, rowOf(h, id)]));
+    expect(h.core.lease(STABLE, 10, h.clock.now, 10)).toEqual([]);
+    h.clock.advance(1000);
+    rollout(h, 2, 0);
+    const pushed = h.core.takeDeliveries().get(STABLE.id) ?? [];
+    expect(pushed.map((l) => l.job_id).sort()).toEqual([...routed].sort());
+    expect(new Set(pushed.map((l) => l.version))).toEqual(new Set(["v1"]));
+    for (const id of routed) {
+      const row = rowOf(h, id);
+      expect(row).toMatchObject({ version: null, routed: 0 });
+      expect([row.tag, row.enqueued_at]).toEqual([before.get(id)!.tag, before.get(id)!.enqueued_at]);
+    }
+    expect(rowOf(h, mine)).toMatchObject({ version: "v2", routed: 0 });
+    expect(depthOf(h.core, "plus", h.clock.now)).toEqual({ depth: 1, running: 5 });
+    expect(only(h.core.lease(CANARY, 10, h.clock.now)).job_id).toBe(mine);
+  });
+
+  it("a routed job running on the canary when it is reverted returns to the unpinned lane if its attempt fails", () => {
+    const h = harness();
+    rollout(h, 1, 100);
+    const id = h.submit("acc_1", "plus");
+    const lease = only(h.core.lease(CANARY, 1, h.clock.now));
+    rollout(h, 2, 0);
+    expect(h.core.lease(STABLE, 1, h.clock.now)).toEqual([]);
+    h.core.complete(lease, { status: "failed", code: "oom", message: "out of memory" }, h.clock.now);
+    expect(rowOf(h, id)).toMatchObject({ version: null, routed: 0 });
+    expect(only(h.core.lease(STABLE, 1, h.clock.now))).toMatchObject({ job_id: id, version: "v1" });
+    // The in-memory lane counts followed: nothing is left for anyone.
+    expect(h.core.lease(CANARY, 5, h.clock.now)).toEqual([]);
+    expect(depthOf(h.core, "plus", h.clock.now)).toEqual({ depth: 0, running: 1 });
+  });
+
+  it("a new canary does not take the old canary's routed jobs: they go back to the unpinned lane", () => {
+    const h = harness();
+    rollout(h, 1, 100);
+    const id = h.submit("acc_1", "plus");
+    const held = h.core.configured!;
+    h.core.configure({ ...held, desired: { stable: "v1", canary: { version: "v3", percent: 100 }, revision: 2 } });
+    expect(rowOf(h, id)).toMatchObject({ version: null, routed: 0 });
+  });
+
+  it("an older rollout (a Worker's stale snapshot) never replaces a newer one", () => {
+    const h = harness();
+    rollout(h, 3, 0);
+    const id = h.submit("acc_1", "plus");
+    rollout(h, 2, 100);
+    expect(h.core.configured?.desired).toEqual({ stable: "v1", revision: 3 });
+    expect(rowOf(h, id).version).toBeNull();
+    expect(h.core.configure({ ...h.core.configured!, desired: { stable: "v1", revision: 2 } })).toBe(false);
+    expect(new SchedulerCore(h.sql).configured?.desired?.revision).toBe(3);
+  });
+
+  it("each desired version's attempts that ran to a result are counted, and taken for a report at most every 2 s", () => {
+    const h = harness();
+    h.core.configure({
+      ...h.core.configured!,
+      desired: { stable: "v1", canary: { version: "v2", percent: 0 }, revision: 1 },
+    });
+    for (let i = 0; i < 4; i++) h.submit("acc_1", "plus");
+    pinned(h, "acc_1", "v2");
+    pinned(h, "acc_1", "v3");
+    const [a, b, c, d] = h.core.lease(STABLE, 4, h.clock.now) as [Lease, Lease, Lease, Lease];
+    const e = only(h.core.lease(CANARY, 1, h.clock.now));
+    const other = only(h.core.lease({ id: "agent_v3", pool: "p", versions: ["v3"] }, 1, h.clock.now));
+    h.core.complete(a, { status: "succeeded", outputs: [] }, h.clock.now);
+    h.core.complete(b, { status: "failed", code: "model_error", message: "x" }, h.clock.now);
+    h.core.complete(e, { status: "failed", code: "oom", message: "x" }, h.clock.now);
+    // A version that is not desired has no window to count in.
+    h.core.complete(other, { status: "failed", code: "oom", message: "x" }, h.clock.now);
+    // A cancel and a give-back say nothing of the version.
+    h.core.cancel(c.job_id, "acc_1", h.clock.now);
+    h.core.releaseLeases(STABLE.id, [d], "drained", h.clock.now);
+    expect(h.core.takeFigures(h.clock.now)?.sort((x, y) => x.version.localeCompare(y.version))).toEqual([
+      { version: "v1", jobs: 2, failed: 1 },
+      { version: "v2", jobs: 1, failed: 1 },
+    ]);
+    const again = only(h.core.lease(STABLE, 1, h.clock.now));
+    h.core.complete(again, { status: "succeeded", outputs: [] }, h.clock.now);
+    expect(h.core.takeFigures(h.clock.now + 1000)).toBeUndefined();
+    expect(h.core.figuresDue()).toBe(h.clock.now + FIGURES_MS);
+    expect(h.core.takeFigures(h.clock.now + FIGURES_MS)).toEqual([{ version: "v1", jobs: 1, failed: 0 }]);
+    expect(h.core.figuresDue()).toBeUndefined();
+  });
+
+  it("a lost agent's lapsed lease says nothing of its version; a run past run_timeout_s counts as a failure", () => {
+    const h = harness({ run_timeout_s: 60 });
+    rollout(h, 1, 0);
+    h.submit("acc_1", "plus");
+    h.submit("acc_1", "plus");
+    const [a, b] = h.core.lease(STABLE, 2, h.clock.now) as [Lease, Lease];
+    h.core.release(STABLE.id, "worker_lost", h.clock.now);
+    expect(h.core.takeFigures(h.clock.now)).toBeUndefined();
+    const [c] = h.core.lease(STABLE, 2, h.clock.now) as [Lease];
+    h.clock.advance(61_000);
+    h.core.renew(STABLE.id, [c], h.clock.now);
+    expect(h.core.takeFigures(h.clock.now)).toEqual([{ version: "v1", jobs: 1, failed: 1 }]);
+    expect([a.job_id, b.job_id]).toContain(c.job_id);
   });
 });
 

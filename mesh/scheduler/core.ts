@@ -22,11 +22,13 @@ import { LeaseTable, type HeldLease, type LeaseRef } from "./leases.ts";
 import { BACKLOG_SHED, Queues, type Admission } from "./queues.ts";
 import { attemptsOf, bodyOf, setAttempts, setOutputs, type JobBody, type StoredAttempt } from "./rows.ts";
 import { MIGRATIONS, SchedulerStore, type JobRow } from "./store.ts";
+import { laneAtEnqueue, leaseVersion, leavesLane, reachOf, type LaneDesired } from "./versions.ts";
 import { renderJob } from "./view.ts";
 
 export { BACKLOG_SHED } from "./queues.ts";
 export type { JobBody } from "./rows.ts";
 export type { LeaseRef } from "./leases.ts";
+export type { LaneDesired } from "./versions.ts";
 
 /** Lease lifetime unless renewed (ms). */
 export const DEFAULT_LEASE_TTL_MS = 30_000;
@@ -42,11 +44,22 @@ const SWEEP_BATCH = 500;
 const MAX_PENDING = 10_000;
 /** Jobs watched at once (job actors with subscribers). */
 const MAX_WATCHED = 10_000;
+/** A shard reports its per-version figures at most this often (ms). */
+export const FIGURES_MS = 2_000;
 
 /** What the scheduler needs to know of its model and the tiers. */
 export interface SchedulerConfig {
   model: ModelConfig;
   tiers: TierConfig[];
+  /** The model's rollout, when it has one: the versions its unpinned jobs run on. */
+  desired?: LaneDesired | undefined;
+}
+
+/** Attempts of one version that ended (ran to a result), and how many of them failed. */
+export interface VersionFigures {
+  version: string;
+  jobs: number;
+  failed: number;
 }
 
 export interface EnqueueItem {
@@ -128,6 +141,10 @@ export class SchedulerCore {
   private attemptsEnded: EndedAttempt[] = [];
   /** The earliest deadline an event added since the actor last asked (ms). */
   private earliestAdded: number | undefined;
+  /** Attempts ended per version since the last report (see {@link takeFigures}). */
+  private figures = new Map<string, { jobs: number; failed: number }>();
+  /** When figures were last taken for a report (ms). */
+  private figuresTakenAt = 0;
   leaseTtlMs = DEFAULT_LEASE_TTL_MS;
 
   /** `now`: when the shard woke up; leases it finds get a lease time from then. */
@@ -153,22 +170,48 @@ export class SchedulerCore {
     return this.config;
   }
 
-  /** Stores the model's and tiers' configuration when it is newer than what is held. */
-  configure(config: SchedulerConfig): boolean {
+  /**
+   * Stores the model's and tiers' configuration when it is newer than what is held. When the
+   * model's desired versions change, routed jobs whose lane is no longer the canary's go back to
+   * the unpinned lane ({@link relane}).
+   */
+  configure(config: SchedulerConfig, now = Date.now()): boolean {
     const held = this.config;
+    // An older snapshot (a Worker's stale cache) never overwrites a newer model config or
+    // rollout, but tiers travel with it and are taken as given.
+    const desired = (config.desired?.revision ?? 0) > (held?.desired?.revision ?? 0) ? config.desired : held?.desired;
     const same =
       held !== undefined &&
       held.model.updated_at === config.model.updated_at &&
+      desired === held.desired &&
       JSON.stringify(held.tiers) === JSON.stringify(config.tiers);
     if (same) return false;
-    if (held !== undefined && held.model.updated_at > config.model.updated_at) {
-      // An older snapshot (a Worker's stale cache) never overwrites a newer model config,
-      // but tiers travel with it and are taken as given.
-      config = { model: held.model, tiers: config.tiers };
-    }
-    this.config = config;
-    this.store.setMeta("config", JSON.stringify(config));
+    const model = held !== undefined && held.model.updated_at > config.model.updated_at ? held.model : config.model;
+    this.config = { model, tiers: config.tiers, ...(desired === undefined ? {} : { desired }) };
+    this.store.setMeta("config", JSON.stringify(this.config));
+    if (desired !== held?.desired) this.relane(now);
     return true;
+  }
+
+  /**
+   * Routed jobs whose lane is no longer the canary's go back to the unpinned lane: one UPDATE per
+   * tier and lane holding queued jobs, keeping their enqueue times and tags; jobs their owners
+   * pinned never move. Parked agents are then offered what they may now take (the moved jobs,
+   * and the unpinned lane for an agent whose version stopped being the canary).
+   */
+  private relane(now: number): number {
+    const config = this.need();
+    let moved = 0;
+    for (const t of this.queues.tiersInPlay(config.tiers)) {
+      for (const lane of this.queues.lanesOf(t.name)) {
+        if (lane === null || !leavesLane(lane, config.desired)) continue;
+        const n = this.store.relane(t.name, lane);
+        this.queues.moveLane(t.name, lane, null, n);
+        moved += n;
+      }
+    }
+    this.dispatch(now);
+    return moved;
   }
 
   private need(): SchedulerConfig {
@@ -228,7 +271,7 @@ export class SchedulerCore {
           );
         }
       }
-      const version = item.body.version ?? null;
+      const { lane, routed } = laneAtEnqueue(item.id, item.body.version, config.desired);
       this.store.insertJob({
         id: item.id,
         account_id: item.account_id,
@@ -236,9 +279,10 @@ export class SchedulerCore {
         tag: this.queues.nextTag(item.account_id, item.tier, cost),
         enqueued_at: now,
         body: JSON.stringify({ ...item.body, model: config.model.name }),
-        version,
+        version: lane,
+        routed: routed ? 1 : 0,
       });
-      this.queues.countQueued(item.tier, version, item.account_id, 1);
+      this.queues.countQueued(item.tier, lane, item.account_id, 1);
       this.counters.enqueued++;
       this.addDeadline(now + config.model.queue_ttl_s * 1000);
       wrote = true;
@@ -330,8 +374,8 @@ export class SchedulerCore {
         this.waiting.delete(id);
         continue;
       }
-      // Nothing it may serve (the queued jobs are pinned to versions it lacks): it keeps waiting.
-      if (!this.queues.hasWorkFor(w.agent.versions)) continue;
+      // Nothing it may serve (the queued jobs are in lanes of versions it lacks): it keeps waiting.
+      if (!this.queues.hasWorkFor(reachOf(w.agent.versions, this.config?.desired))) continue;
       const room = Math.max(0, w.capacity - this.leases.count(id));
       const leases = this.pick(w.agent, Math.min(w.want, room), now);
       if (leases.length === 0) continue;
@@ -345,7 +389,8 @@ export class SchedulerCore {
   private pick(agent: AgentRef, want: number, now: number): Lease[] {
     const config = this.need();
     const leases: Lease[] = [];
-    this.queues.pick(this.queues.tiersInPlay(config.tiers), agent.versions, want, now, (job) => {
+    const reach = reachOf(agent.versions, config.desired);
+    this.queues.pick(this.queues.tiersInPlay(config.tiers), reach, want, now, (job) => {
       leases.push(this.grant(job, agent, now));
     });
     return leases;
@@ -354,7 +399,7 @@ export class SchedulerCore {
   /** Leases a job to an agent: a new epoch, an attempt recorded, the lease in the table. */
   private grant(job: JobRow, agent: AgentRef, now: number): Lease {
     const body = bodyOf(job);
-    const version = body.version ?? agent.versions?.[0] ?? null;
+    const version = leaseVersion(job.version, agent.versions, this.config?.desired);
     this.transition(job, "running");
     job.phase = "assigned";
     job.epoch += 1;
@@ -494,6 +539,11 @@ export class SchedulerCore {
       if (outcome === "succeeded") {
         this.queues.noteRuntime((now - last.started_at) / 1000, this.need().model.expected_runtime_s);
       }
+      // What a version's attempts came to, for its canary analysis: ran to a result, and failed
+      // (a lost agent, a cancel or a give-back says nothing of the version).
+      if (last.version !== null && (outcome === "succeeded" || (outcome === "failed" && reason !== "cancelled"))) {
+        this.noteFigure(last.version, outcome === "failed");
+      }
     }
     setAttempts(job, attempts);
     this.endLease(job, outcome === "succeeded");
@@ -525,7 +575,10 @@ export class SchedulerCore {
     this.addDeadline(now + this.need().model.retention_s * 1000);
   }
 
-  /** Back to the queue: keeping its enqueue time and tag, holding no lease. */
+  /**
+   * Back to the queue: keeping its enqueue time and tag, holding no lease; a routed job whose
+   * lane is no longer the canary's goes to the unpinned lane.
+   */
   private toQueue(job: JobRow): void {
     this.transition(job, "queued");
     job.phase = "waiting";
@@ -533,6 +586,11 @@ export class SchedulerCore {
     job.lease_deadline = null;
     job.progress = null;
     this.store.saveJob(job);
+    if (job.routed === 1 && leavesLane(job.version, this.config?.desired)) {
+      this.store.unroute(job.id);
+      job.version = null;
+      job.routed = 0;
+    }
     this.queues.countRunning(job.tier, -1);
     this.queues.countQueued(job.tier, job.version, job.account_id, 1);
   }
@@ -819,6 +877,47 @@ export class SchedulerCore {
   /** Per-tier depth, running, oldest wait, largest wait/SLO and drain rate. */
   stats(now: number): Omit<QueueStats, "model" | "shard">[] {
     return this.config ? this.queues.stats(this.config.tiers, now) : [];
+  }
+
+  /**
+   * Counts an attempt of a desired version (the stable one or the canary): only their figures
+   * have a window at the registry, and a model without a rollout costs nothing here.
+   */
+  private noteFigure(version: string, failed: boolean): void {
+    const desired = this.config?.desired;
+    if (version !== desired?.stable && version !== desired?.canary?.version) return;
+    let f = this.figures.get(version);
+    if (!f) {
+      f = { jobs: 0, failed: 0 };
+      this.figures.set(version, f);
+    }
+    f.jobs += 1;
+    if (failed) f.failed += 1;
+  }
+
+  /**
+   * The per-version figures since the last report, when there are some and the last report is
+   * at least {@link FIGURES_MS} old; `undefined` otherwise (they wait for a later event).
+   */
+  takeFigures(now: number): VersionFigures[] | undefined {
+    if (this.figures.size === 0 || now - this.figuresTakenAt < FIGURES_MS) return undefined;
+    const out = [...this.figures].map(([version, f]) => ({ version, ...f }));
+    this.figures = new Map();
+    this.figuresTakenAt = now;
+    return out;
+  }
+
+  /** Figures a report could not deliver: counted again, to go with the next one. */
+  restoreFigures(figures: readonly VersionFigures[]): void {
+    for (const f of figures) {
+      const held = this.figures.get(f.version) ?? { jobs: 0, failed: 0 };
+      this.figures.set(f.version, { jobs: held.jobs + f.jobs, failed: held.failed + f.failed });
+    }
+  }
+
+  /** When figures waiting for a report are due (ms), or `undefined` when none wait. */
+  figuresDue(): number | undefined {
+    return this.figures.size === 0 ? undefined : this.figuresTakenAt + FIGURES_MS;
   }
 
   /** Leases granted to parked agents since the last call, by agent id. */

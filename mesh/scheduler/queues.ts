@@ -8,7 +8,8 @@
  * oldest queued job has the largest wait/SLO (ties to the smaller SLO, then the name); inside
  * it, fair queuing decides — its head by tag is served when the head's own wait/SLO would win
  * the pick too, otherwise the tier won on its backlog and such grants alternate between its
- * oldest job and its head. An agent's pick seeks only the lanes of the versions it serves.
+ * oldest job and its head. An agent's pick seeks only the lanes it may take from (its reach:
+ * the versions it serves, and the unpinned lane unless it serves only the canary; versions.ts).
  *
  * Called by SchedulerCore.
  */
@@ -16,6 +17,7 @@ import type { QueueStats } from "../../shared/api.ts";
 import type { WaitReason } from "../../shared/job.ts";
 import { fairTag, pickHead, projectedWaitS, urgency, type TierConfig } from "../../shared/slo.ts";
 import type { JobRow, Lane, SchedulerStore } from "./store.ts";
+import { reaches, type Reach } from "./versions.ts";
 
 /** Time constant of the drain-rate and run-time averages (s). */
 const EWMA_TAU_S = 60;
@@ -108,6 +110,17 @@ export class Queues {
     else lanes.delete(lane);
   }
 
+  /** `n` queued jobs of a tier moved from one lane to another (their accounts and tier stay). */
+  moveLane(tier: string, from: Lane, to: Lane, n: number): void {
+    if (n === 0) return;
+    const lanes = this.lanes.get(tier);
+    if (!lanes) return;
+    const left = (lanes.get(from) ?? 0) - n;
+    if (left > 0) lanes.set(from, left);
+    else lanes.delete(from);
+    lanes.set(to, (lanes.get(to) ?? 0) + n);
+  }
+
   /** Counts `by` more (or fewer) running jobs in a tier. */
   countRunning(tier: string, by: number): void {
     Queues.bump(this.running, tier, by);
@@ -138,14 +151,19 @@ export class Queues {
     return [...(this.lanes.get(tier)?.keys() ?? [])];
   }
 
-  /** The lanes of a tier an agent serving `versions` may take jobs from. */
-  lanesFor(tier: string, versions: readonly string[] | undefined): Lane[] {
-    return this.lanesOf(tier).filter((l) => l === null || (versions?.includes(l) ?? false));
+  /** Queued jobs per tier and lane, as counted in memory (lanes with none left out). */
+  laneCounts(): { tier: string; lane: Lane; n: number }[] {
+    return [...this.lanes].flatMap(([tier, lanes]) => [...lanes].map(([lane, n]) => ({ tier, lane, n })));
   }
 
-  /** Whether any queued job is in a lane an agent serving `versions` may take (no query). */
-  hasWorkFor(versions: readonly string[] | undefined): boolean {
-    for (const tier of this.lanes.keys()) if (this.lanesFor(tier, versions).length > 0) return true;
+  /** The lanes of a tier an agent with `reach` may take jobs from. */
+  lanesFor(tier: string, reach: Reach): Lane[] {
+    return this.lanesOf(tier).filter((l) => reaches(reach, l));
+  }
+
+  /** Whether any queued job is in a lane an agent with `reach` may take (no query). */
+  hasWorkFor(reach: Reach): boolean {
+    for (const tier of this.lanes.keys()) if (this.lanesFor(tier, reach).length > 0) return true;
     return false;
   }
 
@@ -278,20 +296,20 @@ export class Queues {
   }
 
   /**
-   * Picks up to `want` jobs an agent serving `versions` may take, handing each to `grant` as it
+   * Picks up to `want` jobs an agent with `reach` may take, handing each to `grant` as it
    * is picked (a grant changes what the next pick sees). O(tiers · lanes) index seeks for the
    * first pick and O(lanes) for each further one.
    */
   pick(
     tiers: readonly TierRef[],
-    versions: readonly string[] | undefined,
+    reach: Reach,
     want: number,
     now: number,
     grant: (job: JobRow, inTagOrder: boolean) => void,
   ): number {
     const ranks = new Map<string, TierRank>();
     const load = (t: TierRef): void => {
-      const lanes = this.lanesFor(t.name, versions);
+      const lanes = this.lanesFor(t.name, reach);
       const head = lanes.length > 0 ? this.headOf(t.name, lanes) : undefined;
       const oldest = head ? this.oldestOf(t.name, lanes) : undefined;
       if (!head || !oldest) {

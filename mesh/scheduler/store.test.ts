@@ -9,6 +9,7 @@ import {
   HEAD_QUERY,
   MIGRATIONS,
   OLDEST_QUERY,
+  RELANE_QUERY,
   RUNNING_LEASES_QUERY,
   SchedulerStore,
   TAIL_QUERY,
@@ -30,8 +31,9 @@ function populated(n: number): { sql: ReturnType<typeof nodeSql>; store: Schedul
       tag: 1000 + i * 0.5,
       enqueued_at: 1_000_000 + i,
       body: "{}",
-      // Every fifth job is pinned to a version: its own lane of the tier.
+      // Every fifth job is pinned to a version, every tenth routed there: its own lane of the tier.
       version: i % 5 === 0 ? "v2" : null,
+      routed: i % 10 === 0 ? 1 : 0,
     });
     const row = store.job(id)!;
     if (i % 3 === 1) {
@@ -93,6 +95,8 @@ describe("scheduler store query plans", () => {
       ["jobs_pick", AHEAD_QUERY, "api", "v2", 1100, 1100, "job_"],
       ["jobs_pick", TAIL_QUERY, "api", null],
       ["jobs_pick", TAIL_QUERY, "api", "v2"],
+      // Either lane index serves it: both lead with (tier, version).
+      ["jobs_(?:pick|wait)", RELANE_QUERY, "api", "v2"],
       ["sqlite_autoindex_jobs_1", CLAIMED_QUERY, "job_x"],
     ];
     const problems = cases.flatMap(([index, query, ...params]) =>

@@ -3,7 +3,8 @@
  * hot query is the pick (`headOf`), served by the partial index `jobs_pick (tier, version, tag,
  * id) WHERE status = 'queued'`, so one pick costs O(tiers · lanes · log depth) however deep the
  * queues are (proved by `EXPLAIN QUERY PLAN` in store.test.ts). A lane is the jobs of a tier
- * pinned to one model version, or (`version IS NULL`) those any version may run.
+ * pinned (or routed to a canary) to one model version, or (`version IS NULL`) those any version
+ * may run.
  */
 import { getMeta, one, setMeta, type Sql, type SqlValue } from "../sql/sql.ts";
 
@@ -58,6 +59,9 @@ export const MIGRATIONS: readonly string[] = [
    CREATE INDEX jobs_wait ON jobs (tier, version, enqueued_at, id) WHERE status = 'queued'`,
   // Leases live in memory (mesh/scheduler/leases.ts): nothing asks for an agent's rows any more.
   `DROP INDEX jobs_agent`,
+  // A job routed to a canary's lane at enqueue (not pinned by its owner) goes back to the
+  // unpinned lane when that version stops being the canary.
+  `ALTER TABLE jobs ADD COLUMN routed INTEGER NOT NULL DEFAULT 0`,
 ];
 
 /** A job row as stored. */
@@ -78,8 +82,10 @@ export interface JobRow {
   lease_deadline: number | null;
   spent: number;
   body: string;
-  /** The model version the job is pinned to (`null`: any). */
+  /** The job's lane: the model version it is pinned or routed to (`null`: any). */
   version: string | null;
+  /** 1 when the lane was chosen by canary routing, not by the job's owner. */
+  routed: number;
   progress: string | null;
   outputs: string | null;
   error_code: string | null;
@@ -136,6 +142,10 @@ export const RUNNING_LEASES_QUERY = `SELECT id, agent_id, epoch, lease_deadline,
   json_extract(attempts, '$[#-1].started_at') AS granted_at
   FROM jobs WHERE status = 'running' AND lease_deadline IS NOT NULL`;
 
+/** Routed jobs of a lane back to the unpinned lane (see {@link SchedulerStore.relane}). */
+export const RELANE_QUERY =
+  "UPDATE jobs SET version = NULL, routed = 0 WHERE status = 'queued' AND tier = ? AND version = ? AND routed = 1 RETURNING id";
+
 /** A lane: a tier's jobs pinned to one version, or (`null`) those any version may run. */
 export type Lane = string | null;
 
@@ -159,10 +169,12 @@ export class SchedulerStore {
     return one<JobRow>(this.sql, "SELECT * FROM jobs WHERE id = ?", id);
   }
 
-  insertJob(j: Pick<JobRow, "id" | "account_id" | "tier" | "tag" | "enqueued_at" | "body" | "version">): void {
+  insertJob(
+    j: Pick<JobRow, "id" | "account_id" | "tier" | "tag" | "enqueued_at" | "body" | "version" | "routed">,
+  ): void {
     this.sql.run(
-      `INSERT INTO jobs (id, account_id, tier, status, phase, tag, enqueued_at, created_at, body, version)
-       VALUES (?, ?, ?, 'queued', 'waiting', ?, ?, ?, ?, ?)`,
+      `INSERT INTO jobs (id, account_id, tier, status, phase, tag, enqueued_at, created_at, body, version, routed)
+       VALUES (?, ?, ?, 'queued', 'waiting', ?, ?, ?, ?, ?, ?)`,
       j.id,
       j.account_id,
       j.tier,
@@ -171,7 +183,23 @@ export class SchedulerStore {
       j.enqueued_at,
       j.body,
       j.version,
+      j.routed,
     );
+  }
+
+  /**
+   * Moves a tier's queued jobs routed to `lane` back to the unpinned lane, keeping their enqueue
+   * times and tags; jobs their owners pinned there stay. One statement over the lane's range of
+   * the pick index; answers how many moved (counted by RETURNING: a Durable Object's
+   * `rowsWritten` counts index writes too).
+   */
+  relane(tier: string, lane: string): number {
+    return this.sql.all(RELANE_QUERY, tier, lane).length;
+  }
+
+  /** Puts one routed job back in the unpinned lane (it returns to its queue after its lane went). */
+  unroute(id: string): void {
+    this.sql.run("UPDATE jobs SET version = NULL, routed = 0 WHERE id = ?", id);
   }
 
   lastTag(accountId: string, tier: string): number | undefined {

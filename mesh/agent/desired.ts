@@ -1,0 +1,35 @@
+/**
+ * What an agent is told to serve (`agent.desired`): the desired versions of the models its token
+ * allows, and a short signature of it kept in the socket's attachment, so the actor sends the
+ * message again only when it changed (a rollout, an undo, a revert), however it learns of the
+ * change — the registry's push, or the re-check on each heartbeat.
+ *
+ * Called by AgentFrames; tested in plain Node (frames.test.ts).
+ */
+import { canonicalJson } from "../../shared/canonical.ts";
+import { wireDesired, type ModelDesired, type WireDesired } from "../registry/rollouts.ts";
+
+/** The desired versions of the models a token allows, by model name. */
+export function desiredFor(all: readonly ModelDesired[], tokenModels: readonly string[]): WireDesired[] {
+  return all
+    .filter((d) => tokenModels.includes(d.model))
+    .sort((a, b) => (a.model < b.model ? -1 : a.model > b.model ? 1 : 0))
+    .map(wireDesired);
+}
+
+/**
+ * A signature of what an agent was told: 16 hex chars (two 32-bit FNV-1a hashes of the canonical
+ * JSON with different offsets), small enough for the attachment's 2 KiB whatever the models.
+ */
+export function desiredSignature(models: readonly WireDesired[]): string {
+  const text = canonicalJson(models);
+  const fnv = (seed: number): string => {
+    let h = seed;
+    for (let i = 0; i < text.length; i++) {
+      h ^= text.charCodeAt(i);
+      h = Math.imul(h, 0x01000193);
+    }
+    return (h >>> 0).toString(16).padStart(8, "0");
+  };
+  return fnv(0x811c9dc5) + fnv(0x01234567);
+}
