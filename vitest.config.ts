@@ -39,11 +39,8 @@ export default defineConfig({
       {
         plugins: [
           cloudflareTest({
-            // The edge, plus a stand-in for the model repository's actor the registry asks
-            // about versions (test/workers/versions-stub.ts).
-            main: "./test/workers/main.ts",
             wrangler: { configPath: "./wrangler.toml" },
-            miniflare: { bindings: testSecrets(), durableObjects: { VERSIONS: "VersionsActor" } },
+            miniflare: { bindings: testSecrets() },
           }),
         ],
         test: { name: "workers", include: ["test/workers/**/*.test.ts"] },

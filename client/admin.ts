@@ -31,12 +31,6 @@ import {
 } from "../shared/rollouts.ts";
 import { Http } from "./http.ts";
 
-/**
- * A connected agent as `GET /v1/admin/agents` lists it. The edge has no shared schema for this
- * answer yet (it returns the agent actor's `info()`), so it is checked here, loosely: the fields
- * admins read must have their types, others pass through.
- */
-
 export interface AdminClientOptions {
   url: string;
   /** The edge's admin key (the Worker secret `ADMIN_KEY`). */
@@ -78,6 +72,7 @@ export interface FloodgateAdminClient {
     list(model?: string, opts?: Signal): Promise<VersionSummary[]>;
     /** One version with its file list. */
     get(model: string, version: string, opts?: Signal): Promise<VersionRecord>;
+  };
   rollouts: {
     /** Applies a rollout file (its text, when given, is kept in the history). */
     apply(file: z.input<typeof RolloutFile>, source?: string, opts?: Signal): Promise<Entry>;
@@ -188,6 +183,7 @@ export function createAdminClient(opts: AdminClientOptions): FloodgateAdminClien
           VersionRecord,
           { signal: o.signal, idempotent: true },
         ),
+    },
     rollouts: {
       apply: (file, source, o = {}) =>
         http.request("/v1/admin/rollouts", RolloutEntry, {

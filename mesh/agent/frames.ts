@@ -363,7 +363,7 @@ export class AgentFrames {
     conn.send({ v: V, type: "agent.heartbeat_ack", trace: msg.trace, stale });
     this.granted(conn, granted);
     // A change the registry's push did not bring (an actor that was asleep, a lost call).
-    await this.tellDesired(conn, saved, false);
+    await this.tellDesired(conn, conn.att, false);
   }
 
   /**

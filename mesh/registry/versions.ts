@@ -9,13 +9,6 @@ import { fail, type Failure } from "../../shared/errors.ts";
 import type { VersionRecord } from "../../shared/repository.ts";
 import { actor } from "../remote.ts";
 
-declare global {
-  interface Env {
-    /** The model repository: one actor per model name, holding its versions. */
-    VERSIONS?: DurableObjectNamespace;
-  }
-}
-
 /** What the registry asks of a model's versions actor. */
 export interface VersionReader {
   /** A ready version's record; `null` when the version is unknown or not ready. */
@@ -24,14 +17,13 @@ export interface VersionReader {
 
 /**
  * A model's ready version, or why it cannot be used: `version_not_found` (unknown, or not every
- * piece stored yet), or `unavailable` when the edge has no model repository bound.
+ * piece stored yet).
  */
 export async function readyVersion(
   env: Env,
   model: string,
   version: string,
 ): Promise<{ ok: true; record: VersionRecord } | Failure> {
-  if (!env.VERSIONS) return fail("unavailable", "the model repository (VERSIONS) is not bound on this edge");
   const record = await actor<VersionReader>(env.VERSIONS, model).record(version);
   if (!record || record.state !== "ready") {
     return fail("version_not_found", `model ${model} has no ready version ${JSON.stringify(version)}`);

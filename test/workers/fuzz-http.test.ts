@@ -745,6 +745,8 @@ describe("HTTP fuzzing: every bad request is a 4xx in the error shape, never a 5
           // A valid model name would register a model, or list its (no) versions; those are not bad requests.
           if (route.name === "admin model" || route.name === "admin versions")
             fc.pre(!ModelName.safeParse(decodeURIComponentSafe(seg)).success);
+          // `/v1/admin/models/../versions` is, once the URL is resolved, every model's versions.
+          if (route.name === "admin versions") fc.pre(!/^(\.|%2e){2}$/i.test(seg));
           const body = route.body?.();
           const r: Sent = {
             method: route.method,

@@ -1,22 +1,22 @@
-import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { DEMO_MODEL_CONFIG } from "../../shared/models.ts";
-import { PIECE_BYTES, VersionManifest, versionDigest, type VersionRecord } from "../../shared/repository.ts";
+import { PIECE_BYTES, VersionManifest, type VersionRecord } from "../../shared/repository.ts";
 import type { ModelRolloutStatus, RolloutEntry, RolloutStatus } from "../../shared/rollouts.ts";
 import type { LeaseGrant, ToAgent, VersionState } from "../../shared/wire.ts";
-import { actor } from "../../mesh/index.ts";
 import { connect, failed, token, type Conn } from "./agent-helpers.ts";
 import { ADMIN, call, makeAccount, unique } from "./helpers.ts";
-import type { VersionsActor } from "./versions-stub.ts";
 
 type Desired = Extract<ToAgent, { type: "agent.desired" }>;
 
-/** Seeds a ready version of a model in the model repository's stand-in; answers its digest. */
+/**
+ * Pushes a version of a model through the repository's routes and answers its digest: committed
+ * (ready), or `pending` when one of its pieces was never stored.
+ */
 async function seedVersion(
   model: string,
   version: string,
   over: Record<string, unknown> = {},
-  state: VersionRecord["state"] = "ready",
+  state: "ready" | "pending" = "ready",
 ): Promise<string> {
   const manifest = VersionManifest.parse({
     format: 1,
@@ -28,19 +28,21 @@ async function seedVersion(
     resources: { gpus: 0 },
     ...over,
   });
-  const push = { manifest, piece_bytes: PIECE_BYTES, files: [] };
-  const digest = await versionDigest(push);
-  const record: VersionRecord = {
-    ...push,
-    digest,
-    state,
-    bytes: 0,
-    created_at: new Date().toISOString(),
-    created_by: "admin",
-  };
-  // The binding is the suite's own (vitest.config.ts), typed where the registry declares it.
-  await actor<VersionsActor>((env as Env).VERSIONS!, model).seed(record);
-  return digest;
+  // A piece nobody stores: its name is a fresh random SHA-256-shaped string.
+  const absent = [...crypto.getRandomValues(new Uint8Array(32))].map((b) => b.toString(16).padStart(2, "0")).join("");
+  const files = state === "ready" ? [] : [{ path: "weights.bin", size: 1, sha256: absent, pieces: [absent] }];
+  const pushed = await call<{ version: VersionRecord }>("POST", `/v1/admin/models/${model}/versions`, {
+    key: ADMIN,
+    body: { manifest, piece_bytes: PIECE_BYTES, files },
+  });
+  expect(pushed.status).toBe(201);
+  if (state === "ready") {
+    const committed = await call<VersionRecord>("POST", `/v1/admin/models/${model}/versions/${version}/commit`, {
+      key: ADMIN,
+    });
+    if (committed.body.state !== "ready") throw new Error(`version ${model} ${version} did not commit`);
+  }
+  return pushed.body.version.digest;
 }
 
 async function apply(models: Record<string, unknown>, source?: string) {
