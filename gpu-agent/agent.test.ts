@@ -11,7 +11,8 @@ import {
   PREVIEW_FRAME_CAP,
   type LeaseGrant,
 } from "../shared/wire.ts";
-import { Agent, type RunnerLike } from "./agent.ts";
+import { Agent } from "./agent.ts";
+import type { RunnerLike } from "./runner/like.ts";
 
 const JOB = (n: number): string => `job_${String(n).padStart(30, "0")}`;
 

@@ -37,40 +37,12 @@ import {
 } from "../shared/wire.ts";
 import { assertExhaustive } from "../shared/errors.ts";
 import { backoffMs, type Backoff } from "../shared/backoff.ts";
-import type { RunnerPhase } from "../shared/job.ts";
 import { gpuHealth, vramAbove } from "./gpu.ts";
 import { type Replica, routeLease, RunnerPool } from "./pool.ts";
 import { agentFailure } from "./runner/host.ts";
 import { uploadOutput, UploadError } from "./upload.ts";
 import { type ServeOptions, VersionManager } from "./versions/manager.ts";
-
-/** A frame of pixels handed back by a runner. */
-export interface Frame {
-  index: number;
-  width: number;
-  height: number;
-  data: Uint8Array;
-}
-
-/** What the agent needs of a runner process (gpu-agent/runner/host.ts provides it). */
-export interface RunnerLike {
-  readonly maxBatch: number;
-  readonly models: readonly { model: string; version: string }[];
-  run(
-    job: { job_id: string; model: string; version: string; input: Record<string, unknown> },
-    on: {
-      progress: (p: { phase: RunnerPhase; step: number; total: number }) => void;
-      preview: (f: Frame) => void;
-      log: (level: "debug" | "info" | "warn" | "error", message: string) => void;
-    },
-  ): Promise<{ frames: Frame[]; outputs: { name: string; content_type: string; data: Uint8Array }[] }>;
-  cancel(jobId: string): void;
-  close(): Promise<void>;
-  /** False once the process has exited (a new runner is on its way). */
-  readonly alive: boolean;
-  /** Resolves when the process has exited, with why. */
-  readonly exited: Promise<{ reason: string }>;
-}
+import type { Frame, RunnerLike } from "./runner/like.ts";
 
 /** Encodes result frames into outputs and a preview frame into a small image. */
 export interface Encoder {

@@ -6,7 +6,8 @@
  */
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { Agent, defaultName, FatalAgentError, type Encoder, type RunnerLike } from "./agent.ts";
+import { Agent, defaultName, FatalAgentError, type Encoder } from "./agent.ts";
+import type { RunnerLike } from "./runner/like.ts";
 import type { AgentConfig } from "./config.ts";
 import { encodeOutputs, encodePng } from "./encode.ts";
 import { cudaVisibleDevices, gpuHealth } from "./gpu.ts";

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import type { RunnerLike } from "./agent.ts";
+import type { RunnerLike } from "./runner/like.ts";
 import { Replica, routeLease } from "./pool.ts";
 
 const runner = (alive = true): RunnerLike => ({

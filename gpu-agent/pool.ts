@@ -7,7 +7,7 @@
  * gpu-agent/agent.ts.
  */
 import { EventEmitter } from "node:events";
-import type { RunnerLike } from "./agent.ts";
+import type { RunnerLike } from "./runner/like.ts";
 
 /** What a replica serves, where, and how its runner is started. */
 export interface ReplicaSpec {

@@ -7,7 +7,7 @@
  * bytes/s, and a burst to see what arrives when the runner outpaces the stream. Agents are the
  * real {@link Agent} of gpu-agent/agent.ts in this process; runners are in-process stand-ins.
  */
-import type { Frame } from "../../gpu-agent/agent.ts";
+import type { Frame } from "../../gpu-agent/runner/like.ts";
 import { AGENT_PROTOCOL_VERSION, decodeFrame, encodeFrame, FromAgent } from "../../shared/wire.ts";
 import { cpuMeter } from "../lib/cpu.ts";
 import { createAccount, MEASURED_PORT, startEdge, type Edge } from "../lib/edge.ts";

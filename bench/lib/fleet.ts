@@ -11,7 +11,8 @@
 import { readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import type { ModelConfig } from "../../shared/api.ts";
-import { Agent, type Encoder, type Frame, type RunnerLike } from "../../gpu-agent/agent.ts";
+import { Agent, type Encoder } from "../../gpu-agent/agent.ts";
+import type { Frame, RunnerLike } from "../../gpu-agent/runner/like.ts";
 import { BENCH_INPUT_SCHEMA, call, type Edge } from "./edge.ts";
 import { sleep } from "./stats.ts";
 

@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { VersionManifest } from "../../shared/repository.ts";
-import type { RunnerLike } from "../agent.ts";
+import type { RunnerLike } from "../runner/like.ts";
 import { versionRunners } from "../main.ts";
 
 const root = mkdtempSync(join(tmpdir(), "fg-demo-version-"));

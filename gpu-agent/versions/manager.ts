@@ -11,7 +11,7 @@ import type { Backoff } from "../../shared/backoff.ts";
 import { backoffMs } from "../../shared/backoff.ts";
 import type { VersionManifest } from "../../shared/repository.ts";
 import type { VersionState } from "../../shared/wire.ts";
-import type { RunnerLike } from "../agent.ts";
+import type { RunnerLike } from "../runner/like.ts";
 import type { RunnerPool } from "../pool.ts";
 import { type EdgeAccess, fetchVersion, type FetchOptions, VersionCache } from "./fetch.ts";
 import { type DesiredModel, type KnownVersion, plan, type Plan, versionKey } from "./plan.ts";

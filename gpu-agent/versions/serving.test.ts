@@ -8,7 +8,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import type { LeaseGrant, VersionState } from "../../shared/wire.ts";
-import { Agent, type RunnerLike } from "../agent.ts";
+import { Agent } from "../agent.ts";
+import type { RunnerLike } from "../runner/like.ts";
 import { FakeEdge, makeVersion, type StoredVersion } from "../testing/edge.ts";
 import type { ReplicaLaunch } from "./manager.ts";
 
