@@ -11,6 +11,7 @@ import { runAgent } from "../gpu-agent/main.ts";
 import { CLIENT_HELP, clientCommand, isClientCommand } from "./client-commands.ts";
 import { dev } from "./dev.ts";
 import { parseFlags, UsageError } from "./flags.ts";
+import { keysCommand } from "./keys.ts";
 
 const HELP = `floodgate — generative-media jobs at launch-day scale
 
@@ -23,7 +24,9 @@ Usage:
                   [--model reference] [--model-size tiny|small|large] [--python PATH]
       Attach this machine to an edge as a GPU agent: one outbound WebSocket, no inbound port.
       Every flag can also come from the environment (FLOODGATE_URL, FLOODGATE_AGENT_TOKEN, …).
-${CLIENT_HELP}  floodgate help
+${CLIENT_HELP}  floodgate keys list | new NAME [--rotate FILE] [--retire KID]
+      Make the edge's secrets for a deployment (docs/deploy.md).
+  floodgate help
       This text.
 
 Run it as \`npx floodgate …\` inside the repository (\`npm start\` is \`floodgate dev\`).
@@ -109,6 +112,8 @@ export async function main(argv: string[]): Promise<number> {
         if (!parsed.ok) throw new UsageError(parsed.message);
         return await runAgent(parsed.config);
       }
+      case "keys":
+        return keysCommand(rest);
       default:
         if (isClientCommand(command)) return await clientCommand(command, rest);
         throw new UsageError(`unknown command ${JSON.stringify(command)}`);
