@@ -10,6 +10,7 @@ import { PRETEND_GPUS_ENV } from "../gpu-agent/gpu.ts";
 import { runAgent } from "../gpu-agent/main.ts";
 import { CLIENT_HELP, clientCommand, isClientCommand } from "./client-commands.ts";
 import { dev } from "./dev.ts";
+import { doctorCommand } from "./doctor.ts";
 import { parseFlags, UsageError } from "./flags.ts";
 import { keysCommand } from "./keys.ts";
 
@@ -24,7 +25,10 @@ Usage:
                   [--model reference] [--model-size tiny|small|large] [--python PATH]
       Attach this machine to an edge as a GPU agent: one outbound WebSocket, no inbound port.
       Every flag can also come from the environment (FLOODGATE_URL, FLOODGATE_AGENT_TOKEN, …).
-${CLIENT_HELP}  floodgate keys list | new NAME [--rotate FILE] [--retire KID]
+${CLIENT_HELP}  floodgate doctor [--url URL --token TOKEN] [--cache-dir DIR] [--runner KIND] [--json]
+      Check this machine for \`floodgate agent\`: GPUs, Python/torch, cache disk, edge, clock,
+      token. Changes nothing; exit 0 only when ready.
+  floodgate keys list | new NAME [--rotate FILE] [--retire KID]
       Make the edge's secrets for a deployment (docs/deploy.md).
   floodgate help
       This text.
@@ -112,6 +116,8 @@ export async function main(argv: string[]): Promise<number> {
         if (!parsed.ok) throw new UsageError(parsed.message);
         return await runAgent(parsed.config);
       }
+      case "doctor":
+        return await doctorCommand(rest);
       case "keys":
         return keysCommand(rest);
       default:

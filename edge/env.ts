@@ -26,5 +26,11 @@ declare global {
 
 export type AppEnv = {
   Bindings: Env;
-  Variables: { principal: Principal; agent: { claims: AgentClaims; agentId: string } };
+  Variables: {
+    principal: Principal;
+    /** A verified, live agent token (every `/v1/agent/*` route). */
+    agentToken: AgentClaims;
+    /** That token and the agent id it acts as (every agent route but whoami). */
+    agent: { claims: AgentClaims; agentId: string };
+  };
 };
