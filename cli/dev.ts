@@ -275,6 +275,12 @@ export async function waitExit(child: ChildProcess, ms: number): Promise<void> {
 }
 
 export async function dev(opts: DevOptions): Promise<number> {
+  if (!existsSync(join(ROOT, "wrangler.toml"))) {
+    // The installed package ships the agent and the client commands, not the edge's sources.
+    throw new Error(
+      "floodgate dev runs the edge from its sources under wrangler: run it in a clone of the repository (npm start there); this installed package runs agents (floodgate agent) and the client commands",
+    );
+  }
   mkdirSync(opts.state, { recursive: true });
   const state = realpathSync(opts.state);
   const log = opts.quiet ? () => {} : (s: string) => process.stdout.write(s + "\n");

@@ -3,7 +3,7 @@
  * encoder, and the signal handling (SIGTERM drains; a second SIGTERM gives every lease back
  * without spending attempts and exits). Called by `floodgate agent`.
  */
-import { dirname, join, resolve } from "node:path";
+import { dirname, extname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Agent, defaultName, FatalAgentError, type Encoder, type RunnerLike } from "./agent.ts";
 import type { AgentConfig } from "./config.ts";
@@ -14,6 +14,8 @@ import { findPython, PYTHON_MODELS, pythonRunnerArgs, type Probe } from "./pytho
 import { RunnerHost } from "./runner/host.ts";
 
 const HERE = dirname(fileURLToPath(import.meta.url));
+/** `.ts` run from the sources, `.js` from the built package (scripts/build-package.ts). */
+const EXT = extname(fileURLToPath(import.meta.url));
 
 /**
  * The command that starts the configured runner. For `python` it finds an interpreter that can
@@ -27,12 +29,12 @@ export async function runnerCommand(
 ): Promise<{ command: string; args: string[] }> {
   switch (config.runner) {
     case "demo":
-      return { command: process.execPath, args: [join(HERE, "runners", "demo.ts")] };
+      return { command: process.execPath, args: [join(HERE, "runners", `demo${EXT}`)] };
     case "synthetic":
       return {
         command: process.execPath,
         args: [
-          join(HERE, "runners", "synthetic.ts"),
+          join(HERE, "runners", `synthetic${EXT}`),
           ...(env.FLOODGATE_SYNTHETIC_ARGS ?? "").split(" ").filter(Boolean),
         ],
       };
