@@ -116,14 +116,22 @@ export async function runAgent(
   process.once("exit", () => identity.release());
   return await new Promise<number>((resolveExit) => {
     let terms = 0;
+    let deadline: NodeJS.Timeout | undefined;
     const onTerm = (): void => {
       terms++;
       if (terms === 1) {
+        // A drain that outlasts its deadline gives the rest back, before a supervisor kills us.
+        deadline = setTimeout(() => {
+          log(`[agent ${name}] drain took over ${config.drain_timeout_s} s: giving every lease back and exiting`);
+          void agent.abort().then(() => resolveExit(0));
+        }, config.drain_timeout_s * 1000);
         void agent.drain("SIGTERM").then(async () => {
+          clearTimeout(deadline);
           await agent.close();
           resolveExit(0);
         });
       } else {
+        clearTimeout(deadline);
         log(`[agent ${name}] second signal: giving every lease back and exiting`);
         void agent.abort().then(() => resolveExit(0));
       }
