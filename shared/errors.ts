@@ -57,7 +57,7 @@ export const ERROR_WHEN: Readonly<Record<ErrorCode, string>> = {
     "an `Idempotency-Key` reused with another body within 24 h, or reused after the job it made was deleted",
   job_not_finished: "deleting a job that has not ended",
   conflict:
-    "a state conflict: an account that exists, shrinking a model's shards, a registry that holds the most models a job id can name, an output name uploaded twice in one attempt",
+    "a state conflict: an account that exists, a registry that holds the most models a job id can name, an output name uploaded twice in one attempt",
   stale_lease: "an agent's upload names a lease (job id and epoch) the agent does not hold: abandon the job",
   payload_too_large:
     "a body over 1 MiB, a job `input` over 32 KiB msgpack-encoded (send large inputs as files), an upload part over 64 MiB or past its announced size, or an output over its model's `max_bytes` (an attempt over `max_job_bytes`)",
