@@ -141,7 +141,8 @@ describe("the Kubernetes DaemonSet", () => {
     const typo = structuredClone(docs[0]!) as unknown as { spec: { template: { spec: Record<string, unknown> } } };
     typo.spec.template.spec.terminationGracePeriodSecond = 630;
     expect(unknownFields([typo as unknown as IDaemonSet]).join("\n")).toMatch(/terminationGracePeriodSecond/);
-  });
+    // Two TypeScript programs over kubernetes-models' types: several seconds each on a busy machine.
+  }, 60_000);
 
   it("asks for GPUs, keeps the cache on the host, takes the token from a Secret, and waits the agent's drain", () => {
     const spec = docs[0]!.spec!.template.spec!;
