@@ -93,4 +93,53 @@ describe("live shard count", () => {
     expect(regrown.shard_span).toBe(3);
     expect((await setShards(model, 3)).shard_span).toBeUndefined();
   }, 60_000);
+
+  it("an agent connected before the shards grew takes jobs from the new shards once its actor re-reads the configuration", async () => {
+    const model = await makeModel({ shards: 1 });
+    const acct = await makeAccount();
+    const t = await token([model]);
+    const c = await connect(t.token);
+    if (!c.conn) throw new Error("no connection");
+    const conn = c.conn;
+    conn.send({ ...hello(c.id), slots: 1, prefetch: 0 });
+    await conn.next("agent.welcome");
+
+    await setShards(model, 3);
+    const ids = await submitMany(model, acct.key, 30);
+    const elsewhere = ids.filter((id) => shardOf(id) !== 0);
+    expect(elsewhere.length).toBeGreaterThan(0);
+
+    // Heartbeats with a free slot, as the agent sends them, until it has run every job: its
+    // actor re-reads the models within MODELS_CACHE_MS (10 s) and then asks the new shards too.
+    const heartbeat = (): void =>
+      conn.send({
+        v: 2,
+        type: "agent.heartbeat",
+        trace: "t",
+        leases: [],
+        gpus: [],
+        credits: 1,
+        draining: false,
+        versions: [],
+      });
+    const leased = new Set<string>();
+    const deadline = Date.now() + 40_000;
+    heartbeat();
+    while (leased.size < ids.length) {
+      if (Date.now() > deadline) throw new Error(`leased ${leased.size} of ${ids.length} jobs`);
+      const frame = (await conn.next("job.leases", 1_000).catch(() => undefined)) as
+        | { leases: LeaseGrant[] }
+        | undefined;
+      if (!frame) {
+        heartbeat();
+        continue;
+      }
+      for (const lease of frame.leases) {
+        leased.add(lease.job_id);
+        conn.send(succeeded(lease, [], 1));
+      }
+    }
+    expect(leased).toEqual(new Set(ids));
+    conn.ws.close(1000, "done");
+  }, 60_000);
 });
