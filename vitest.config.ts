@@ -46,7 +46,8 @@ export default defineConfig({
             miniflare: { bindings: testSecrets() },
           }),
         ],
-        test: { name: "workers", include: ["test/workers/**/*.test.ts"] },
+        // A file's first test also starts its actors: seconds on a busy machine, past vitest's 5 s.
+        test: { name: "workers", include: ["test/workers/**/*.test.ts"], testTimeout: 30_000 },
       },
       {
         test: {
