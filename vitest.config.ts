@@ -32,7 +32,10 @@ export default defineConfig({
       {
         test: {
           name: "unit",
-          include: ["{shared,mesh,cli,gpu-agent,client,bench,scripts}/**/*.test.ts", "test/chaos/**/*.test.ts"],
+          include: [
+            "{shared,mesh,cli,gpu-agent,client,bench,scripts,packaging}/**/*.test.ts",
+            "test/chaos/**/*.test.ts",
+          ],
           environment: "node",
         },
       },
@@ -43,7 +46,8 @@ export default defineConfig({
             miniflare: { bindings: testSecrets() },
           }),
         ],
-        test: { name: "workers", include: ["test/workers/**/*.test.ts"] },
+        // A file's first test also starts its actors: seconds on a busy machine, past vitest's 5 s.
+        test: { name: "workers", include: ["test/workers/**/*.test.ts"], testTimeout: 30_000 },
       },
       {
         test: {

@@ -7,13 +7,14 @@
  * next start, and a start on a state a live launcher owns is refused (cli/dev-instance.ts).
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { generateKeyPairSync, randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, realpathSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
 import { BUILT_IN_MODELS } from "../shared/models.ts";
+import type { SecretName } from "../edge/secrets.ts";
 import { claimState, type Instance } from "./dev-instance.ts";
+import { GENERATORS } from "./keys.ts";
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 
@@ -33,12 +34,7 @@ export interface DevOptions {
   quiet?: boolean;
 }
 
-interface Secrets {
-  ADMIN_KEY: string;
-  AGENT_SIGNING_KEYS: string;
-  FILE_SIGNING_KEY: string;
-  KEY_SIGNING_KEY: string;
-}
+type Secrets = Record<SecretName, string>;
 
 /** Reads the state's secrets, generating on first start any that are missing. */
 export function ensureSecrets(stateDir: string): { file: string; secrets: Secrets } {
@@ -50,18 +46,8 @@ export function ensureSecrets(stateDir: string): { file: string; secrets: Secret
       if (eq > 0) held.set(line.slice(0, eq), line.slice(eq + 1).replace(/^'(.*)'$/, "$1"));
     }
   }
-  const make: Record<keyof Secrets, () => string> = {
-    ADMIN_KEY: () => `fga_${randomBytes(24).toString("base64url")}`,
-    AGENT_SIGNING_KEYS: () => {
-      const kid = `k${randomBytes(6).toString("hex")}`;
-      const { privateKey } = generateKeyPairSync("ed25519");
-      return JSON.stringify({ active: kid, keys: [{ ...privateKey.export({ format: "jwk" }), kid, alg: "EdDSA" }] });
-    },
-    FILE_SIGNING_KEY: () => randomBytes(32).toString("base64url"),
-    KEY_SIGNING_KEY: () => randomBytes(32).toString("base64url"),
-  };
   let changed = false;
-  for (const [k, gen] of Object.entries(make)) {
+  for (const [k, gen] of Object.entries(GENERATORS)) {
     if (!held.get(k)) {
       held.set(k, gen());
       changed = true;
@@ -289,6 +275,12 @@ export async function waitExit(child: ChildProcess, ms: number): Promise<void> {
 }
 
 export async function dev(opts: DevOptions): Promise<number> {
+  if (!existsSync(join(ROOT, "wrangler.toml"))) {
+    // The installed package ships the agent and the client commands, not the edge's sources.
+    throw new Error(
+      "floodgate dev runs the edge from its sources under wrangler: run it in a clone of the repository (npm start there); this installed package runs agents (floodgate agent) and the client commands",
+    );
+  }
   mkdirSync(opts.state, { recursive: true });
   const state = realpathSync(opts.state);
   const log = opts.quiet ? () => {} : (s: string) => process.stdout.write(s + "\n");

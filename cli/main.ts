@@ -10,8 +10,10 @@ import { PRETEND_GPUS_ENV } from "../gpu-agent/gpu.ts";
 import { runAgent } from "../gpu-agent/main.ts";
 import { CLIENT_HELP, clientCommand, isClientCommand, runCommand } from "./client-commands.ts";
 import { dev } from "./dev.ts";
+import { doctorCommand } from "./doctor.ts";
 import { parseFlags, UsageError } from "./flags.ts";
 import { models } from "./models.ts";
+import { keysCommand } from "./keys.ts";
 
 const HELP = `floodgate — generative-media jobs at launch-day scale
 
@@ -25,7 +27,12 @@ Usage:
       It serves the model versions the rollout names for its token's models (fetched into
       --cache-dir), or with --runner that one runner. Every flag can also come from the
       environment (FLOODGATE_URL, FLOODGATE_AGENT_TOKEN, …).
-${CLIENT_HELP}  floodgate help
+${CLIENT_HELP}  floodgate doctor [--url URL --token TOKEN] [--cache-dir DIR] [--runner KIND] [--json]
+      Check this machine for \`floodgate agent\`: GPUs, Python/torch, cache disk, edge, clock,
+      token. Changes nothing; exit 0 only when ready.
+  floodgate keys list | new NAME [--rotate FILE] [--retire KID]
+      Make the edge's secrets for a deployment (docs/deploy.md).
+  floodgate help
       This text.
 
 Run it as \`npx floodgate …\` inside the repository (\`npm start\` is \`floodgate dev\`).
@@ -123,6 +130,10 @@ export async function main(argv: string[]): Promise<number> {
       }
       case "models":
         return await runCommand(command, models, rest);
+      case "doctor":
+        return await doctorCommand(rest);
+      case "keys":
+        return keysCommand(rest);
       default:
         if (isClientCommand(command)) return await clientCommand(command, rest);
         throw new UsageError(`unknown command ${JSON.stringify(command)}`);

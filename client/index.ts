@@ -3,7 +3,7 @@
  * `fetch`, Web Streams, `TextDecoder` and Web Crypto, so the same code runs in browsers and Node.
  *
  * @example
- * import { createClient, JobFailedError, TimeoutError } from "floodgate/client";
+ * import { createClient, JobFailedError, TimeoutError } from "@floodgate/client";
  * const fg = createClient({ url: "http://127.0.0.1:8787", apiKey });
  * try {
  *   const { id, outputs } = await fg.run("demo", { prompt: "a red fox" }, { timeoutMs: 120_000 });

@@ -28,8 +28,17 @@ export const VERSION = "0.1.0";
 const healthz = apiRoute("none", {
   method: "get",
   path: "/healthz",
-  summary: "Liveness",
-  responses: { 200: json("OK", z.object({ ok: z.literal(true), version: z.string() })) },
+  summary: "Liveness, the edge's version and its clock",
+  responses: {
+    200: json(
+      "OK",
+      z.object({
+        ok: z.literal(true),
+        version: z.string(),
+        time: z.string().describe("The edge's clock (ISO 8601, ms): hosts measure their skew against it"),
+      }),
+    ),
+  },
 });
 const openapi = apiRoute("none", {
   method: "get",
@@ -70,7 +79,7 @@ export function buildApp(): OpenAPIHono<AppEnv> {
     if (PIECE_PATH.test(c.req.path)) return pieceBodies(c, next);
     return smallBodies(c, next);
   });
-  app.openapi(healthz, (c) => c.json({ ok: true as const, version: VERSION }, 200));
+  app.openapi(healthz, (c) => c.json({ ok: true as const, version: VERSION, time: new Date().toISOString() }, 200));
   // Generated once, on first request, when every route has been declared.
   let document: Record<string, unknown> | undefined;
   app.openapi(openapi, (c) => {

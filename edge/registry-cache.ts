@@ -4,7 +4,7 @@
  * `CONFIG_CACHE_S` per isolate, and at once after this isolate changed the configuration.
  */
 import { Validator, type Schema } from "@cfworker/json-schema";
-import type { ModelConfig } from "../shared/api.ts";
+import { shardSpan, type ModelConfig } from "../shared/api.ts";
 import { FloodgateError } from "../shared/errors.ts";
 import { parseJobId, type JobRoute } from "../shared/ids.ts";
 import type { TierConfig } from "../shared/slo.ts";
@@ -63,14 +63,14 @@ export async function registry(env: Env): Promise<Cached> {
 
 function routeIn(snap: Cached, route: JobRoute): boolean {
   const model = snap.byNumber.get(route.modelNumber);
-  return model !== undefined && route.shard < model.shards;
+  return model !== undefined && route.shard < shardSpan(model);
 }
 
 /**
  * The scheduler shard of a job id, checked against the registry: a malformed id, or one naming a
  * model or shard that does not exist, is `404 job_not_found` before any scheduler is asked (so a
- * made-up id never creates a scheduler). Shards only grow and models are never removed, so a
- * shard once known stays valid.
+ * made-up id never creates a scheduler). A model's shard span only grows and models are never
+ * removed, so a shard once known stays valid.
  */
 export async function jobRoute(env: Env, id: string): Promise<JobRoute> {
   const route = parseJobId(id);

@@ -60,8 +60,21 @@ export const AgentConfig = z.strictObject({
   cache_dir: z.string().min(1).default(".floodgate/agent"),
   /** Above this share of any GPU's memory in use, the agent takes no new work. */
   max_vram_pct: z.coerce.number().min(1).max(100).default(95),
+  /**
+   * Seconds a drain (the first SIGTERM) may take: past it the agent gives the jobs still running
+   * back, without spending their attempts, and exits. Supervisors wait this plus
+   * {@link DRAIN_EXIT_MARGIN_S} before they kill (packaging/: TimeoutStopSec,
+   * terminationGracePeriodSeconds, docker's --stop-timeout).
+   */
+  drain_timeout_s: z.coerce.number().int().min(1).max(86_400).default(600),
 });
 export type AgentConfig = z.infer<typeof AgentConfig>;
+
+/**
+ * Seconds an agent needs after its drain deadline to give leases back, stop its runner and close
+ * its socket; a supervisor's stop timeout is `drain_timeout_s` plus this.
+ */
+export const DRAIN_EXIT_MARGIN_S = 30;
 
 /** How a flag is shown in `floodgate agent --help`, and the variable that stands in for it. */
 interface FlagDoc {
@@ -112,6 +125,11 @@ export const AGENT_FLAGS: Record<keyof AgentConfig, FlagDoc> = {
     env: "FLOODGATE_MAX_VRAM_PCT",
     arg: "PCT",
     help: "take no new work above this GPU memory use (default 95)",
+  },
+  drain_timeout_s: {
+    env: "FLOODGATE_DRAIN_TIMEOUT_S",
+    arg: "S",
+    help: "on SIGTERM, finish running jobs for at most this long, then give them back (default 600)",
   },
 };
 

@@ -5,6 +5,7 @@ import { describe, expect, it } from "vitest";
 import {
   cudaVisibleDevices,
   gpuHealth,
+  parseGpuInventory,
   parseGpuSelection,
   parseNvidiaSmi,
   PRETEND_GPUS_ENV,
@@ -57,5 +58,16 @@ describe("GPU health", () => {
     expect(vramAbove(gpus, 95)).toBe(true);
     expect(vramAbove(gpus, 99)).toBe(false);
     expect(vramAbove([], 1)).toBe(false);
+  });
+});
+
+describe("parseGpuInventory", () => {
+  it("reads index, name, driver version and memory, and skips lines that are not GPUs", () => {
+    const text =
+      "0, NVIDIA H100 80GB HBM3, 550.54.15, 81559\n1, NVIDIA H100 80GB HBM3, 550.54.15, [N/A]\nNo devices were found\n";
+    expect(parseGpuInventory(text)).toEqual([
+      { index: 0, name: "NVIDIA H100 80GB HBM3", driver_version: "550.54.15", memory_total_mb: 81559 },
+      { index: 1, name: "NVIDIA H100 80GB HBM3", driver_version: "550.54.15", memory_total_mb: undefined },
+    ]);
   });
 });

@@ -110,3 +110,56 @@ export function vramAbove(gpus: readonly GpuHealth[], pct: number): boolean {
       (g.vram_used_mb / g.vram_total_mb) * 100 > pct,
   );
 }
+
+/** A GPU as `floodgate doctor` reports it: what the driver says, not its load. */
+export interface GpuInventoryEntry {
+  index: number;
+  name: string;
+  driver_version: string;
+  memory_total_mb: number | undefined;
+}
+
+const INVENTORY_QUERY = "index,name,driver_version,memory.total";
+
+/** Parses `nvidia-smi --query-gpu=index,name,driver_version,memory.total --format=csv,noheader,nounits`. */
+export function parseGpuInventory(text: string): GpuInventoryEntry[] {
+  const out: GpuInventoryEntry[] = [];
+  for (const line of text.split("\n")) {
+    const cols = line.split(",").map((c) => c.trim());
+    const index = num(cols[0]);
+    if (cols.length < 4 || index === undefined || !Number.isInteger(index) || !cols[1] || !cols[2]) continue;
+    out.push({
+      index,
+      name: cols[1].slice(0, 128),
+      driver_version: cols[2].slice(0, 32),
+      memory_total_mb: num(cols[3]),
+    });
+  }
+  return out;
+}
+
+/**
+ * The GPUs the NVIDIA driver shows this machine, with the driver's version: an error value
+ * when nvidia-smi is absent (`missing`) or fails (a driver that is not loaded, a container
+ * started without the GPUs). Never pretends (unlike {@link gpuHealth}): `floodgate doctor` asks.
+ */
+export async function gpuInventory(
+  binary = "nvidia-smi",
+): Promise<{ ok: true; gpus: GpuInventoryEntry[] } | { ok: false; missing: boolean; why: string }> {
+  return await new Promise((resolve) => {
+    execFile(
+      binary,
+      [`--query-gpu=${INVENTORY_QUERY}`, "--format=csv,noheader,nounits"],
+      { timeout: 10_000 },
+      (err, stdout, stderr) => {
+        if (!err) {
+          resolve({ ok: true, gpus: parseGpuInventory(stdout) });
+          return;
+        }
+        const missing = (err as NodeJS.ErrnoException).code === "ENOENT";
+        const why = missing ? `${binary} not found` : (stderr.trim() || stdout.trim() || err.message).split("\n")[0];
+        resolve({ ok: false, missing, why: why ?? err.message });
+      },
+    );
+  });
+}

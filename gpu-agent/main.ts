@@ -4,7 +4,7 @@
  * runner —, the output encoder, and the signal handling (SIGTERM drains; a second SIGTERM gives
  * every lease back without spending attempts and exits). Called by `floodgate agent`.
  */
-import { dirname, join, resolve } from "node:path";
+import { dirname, extname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Agent, defaultName, FatalAgentError, type Encoder } from "./agent.ts";
 import type { RunnerLike } from "./runner/like.ts";
@@ -17,6 +17,8 @@ import { RunnerHost, RunnerJobError } from "./runner/host.ts";
 import type { ReplicaLaunch, ServeOptions } from "./versions/manager.ts";
 
 const HERE = dirname(fileURLToPath(import.meta.url));
+/** `.ts` run from the sources, `.js` from the built package (scripts/build-package.ts). */
+const EXT = extname(fileURLToPath(import.meta.url));
 
 /**
  * The command that starts the configured runner. For `python` it finds an interpreter that can
@@ -32,12 +34,12 @@ export async function runnerCommand(
 ): Promise<{ command: string; args: string[] }> {
   switch (config.runner) {
     case "demo":
-      return { command: process.execPath, args: [join(HERE, "runners", "demo.ts")] };
+      return { command: process.execPath, args: [join(HERE, "runners", `demo${EXT}`)] };
     case "synthetic":
       return {
         command: process.execPath,
         args: [
-          join(HERE, "runners", "synthetic.ts"),
+          join(HERE, "runners", `synthetic${EXT}`),
           ...(env.FLOODGATE_SYNTHETIC_ARGS ?? "").split(" ").filter(Boolean),
         ],
       };
@@ -191,14 +193,22 @@ export async function runAgent(
   process.once("exit", () => identity.release());
   return await new Promise<number>((resolveExit) => {
     let terms = 0;
+    let deadline: NodeJS.Timeout | undefined;
     const onTerm = (): void => {
       terms++;
       if (terms === 1) {
+        // A drain that outlasts its deadline gives the rest back, before a supervisor kills us.
+        deadline = setTimeout(() => {
+          log(`[agent ${name}] drain took over ${config.drain_timeout_s} s: giving every lease back and exiting`);
+          void agent.abort().then(() => resolveExit(0));
+        }, config.drain_timeout_s * 1000);
         void agent.drain("SIGTERM").then(async () => {
+          clearTimeout(deadline);
           await agent.close();
           resolveExit(0);
         });
       } else {
+        clearTimeout(deadline);
         log(`[agent ${name}] second signal: giving every lease back and exiting`);
         void agent.abort().then(() => resolveExit(0));
       }

@@ -95,3 +95,55 @@ export function pythonRunnerArgs(config: Pick<AgentConfig, "model" | "model_size
 export function pythonVersionArgs(dir: string, maxBatch: number, cacheDir: string): string[] {
   return ["-B", PYTHON_SERVE, "--model-dir", dir, "--cache-dir", resolve(cacheDir), "--max-batch", String(maxBatch)];
 }
+
+/** Where the python runner would run, as its own `pick_device` decides (server.py, `--device auto`). */
+export interface RunnerDevice {
+  torch: string;
+  /** `cpu`, `cuda` or `cuda:N`. */
+  device: string;
+  /** CUDA devices this PyTorch sees (0 without CUDA). */
+  cuda_devices: number;
+  /** The first CUDA device's name, when there is one. */
+  cuda_name?: string;
+}
+
+/**
+ * Asks an interpreter which device the python runner would sample on, with the runner's own
+ * `pick_device` (so the answer cannot drift from what it does) and the `FLOODGATE_DEVICE` the
+ * runner would see. Changes nothing. Called by `floodgate doctor`.
+ */
+export async function probeRunnerDevice(
+  python: string,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<{ ok: true; found: RunnerDevice } | { ok: false; why: string }> {
+  const script = [
+    "import json, os, sys",
+    "sys.path.insert(0, sys.argv[1])",
+    "import torch",
+    "from floodgate_runner.server import pick_device",
+    'd = pick_device(os.environ.get("FLOODGATE_DEVICE") or "auto")',
+    "n = torch.cuda.device_count() if torch.cuda.is_available() else 0",
+    'out = {"torch": torch.__version__, "device": str(d), "cuda_devices": n}',
+    'if n: out["cuda_name"] = torch.cuda.get_device_name(0)',
+    "print(json.dumps(out))",
+  ].join("\n");
+  return await new Promise((res) => {
+    execFile(
+      python,
+      ["-B", "-c", script, dirname(PYTHON_SERVE)],
+      { timeout: PROBE_TIMEOUT_MS, env },
+      (err, stdout, stderr) => {
+        if (err) {
+          const last = stderr.trim().split("\n").at(-1);
+          res({ ok: false, why: (err as NodeJS.ErrnoException).code === "ENOENT" ? "not found" : last || err.message });
+          return;
+        }
+        try {
+          res({ ok: true, found: JSON.parse(stdout.trim().split("\n").at(-1) ?? "") as RunnerDevice });
+        } catch {
+          res({ ok: false, why: `unexpected answer: ${stdout.trim().slice(0, 200)}` });
+        }
+      },
+    );
+  });
+}

@@ -11,7 +11,7 @@
  * figures or loads fail its analysis is reverted here.
  */
 import { DurableObject } from "cloudflare:workers";
-import type { ModelConfig, ModelConfigBody } from "../shared/api.ts";
+import { shardSpan, type ModelConfig, type ModelConfigBody } from "../shared/api.ts";
 import { fail, type Failure } from "../shared/errors.ts";
 import { MAX_MODEL_NUMBER, schedulerName } from "../shared/ids.ts";
 import type { ModelRollout, VersionManifest } from "../shared/repository.ts";
@@ -94,13 +94,15 @@ export class RegistryActor extends DurableObject<Env> {
     const held = this.store.model(name);
     const number = held?.number ?? this.store.nextModelNumber();
     if (number > MAX_MODEL_NUMBER) return fail("conflict", "the registry holds the most models a job id can name");
-    if (held) {
-      const prev = JSON.parse(held.config) as ModelConfig;
-      if (body.shards < prev.shards) {
-        return fail("conflict", `shards can only grow (from ${prev.shards}): jobs already live on every shard`);
-      }
-    }
-    const config: ModelConfig = { ...body, name, number, updated_at: new Date().toISOString() };
+    // Fewer shards: the ones past the new count drain, so the span keeps the most ever used.
+    const span = Math.max(body.shards, held ? shardSpan(JSON.parse(held.config) as ModelConfig) : body.shards);
+    const config: ModelConfig = {
+      ...body,
+      name,
+      number,
+      ...(span > body.shards ? { shard_span: span } : {}),
+      updated_at: new Date().toISOString(),
+    };
     this.store.putModel({ name, number, config: JSON.stringify(config), updated_at: config.updated_at });
     await this.push([config]);
     return { ok: true as const, model: config, created: held === undefined };
@@ -119,7 +121,7 @@ export class RegistryActor extends DurableObject<Env> {
       models.flatMap((model) => {
         const d = this.store.desired(model.name);
         const config = { model, tiers, ...(d ? { desired: laneDesired(d) } : {}) };
-        return Array.from({ length: model.shards }, (_, shard) =>
+        return Array.from({ length: shardSpan(model) }, (_, shard) =>
           actor<SchedulerActor>(this.env.SCHEDULER, schedulerName({ modelNumber: model.number, shard })).configure(
             config,
           ),

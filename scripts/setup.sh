@@ -33,6 +33,9 @@ has_python_modules() {
 need "python3-torch python3-msgpack python3-numpy" has_python_modules torch msgpack numpy
 # The agent's MP4 encoder test runs against the real binary.
 need ffmpeg command -v ffmpeg
+# The packaging checks (packaging/packaging.test.ts): shell scripts and the systemd unit.
+need shellcheck command -v shellcheck
+need systemd command -v systemd-analyze
 
 [ "${#MISSING[@]}" -eq 0 ] && exit 0
 

@@ -45,6 +45,8 @@ interface Machine {
   /** The Python modules torch, msgpack and numpy can be found. */
   python: boolean;
   ffmpeg: boolean;
+  /** shellcheck and systemd-analyze are there (default true). */
+  checkers?: boolean;
   aptGet: boolean;
   /** undefined: no sudo; true: passwordless; false: asks for a password. */
   sudo?: boolean;
@@ -79,6 +81,10 @@ function runSetup(m: Machine): Run {
   if (m.sudo !== undefined)
     fake("sudo", `echo "sudo $*" >> "${log}"\n[ "$2" = true ] && exit ${m.sudo ? 0 : 1}\nexit 0`);
   if (m.ffmpeg) fake("ffmpeg", "exit 0");
+  if (m.checkers !== false) {
+    fake("shellcheck", "exit 0");
+    fake("systemd-analyze", "exit 0");
+  }
   // The real interpreter without its site packages (-S), finding the modules only where
   // PYTHONPATH points: a folder of stand-in packages, or nowhere.
   const modules = join(dir, "modules");
@@ -170,7 +176,7 @@ describe("scripts/setup.sh", () => {
     dirs.push(dir);
     const bin = join(dir, "bin");
     mkdirSync(bin);
-    // A machine with bash, sh and Node but neither apt-get, ffmpeg nor the Python modules.
+    // A machine with bash, sh and Node but neither apt-get, ffmpeg, the checkers nor the Python modules.
     for (const name of ["bash", "sh", "env"]) symlinkSync(which(name), join(bin, name));
     symlinkSync(process.execPath, join(bin, "node"));
     writeFileSync(join(bin, "python"), `#!/bin/sh\nexec ${PYTHON} -S -I "$@"\n`, { mode: 0o755 });
@@ -192,7 +198,7 @@ describe("scripts/setup.sh", () => {
     expect(performance.now() - t0).toBeLessThan(15_000);
     const sudo = ROOT ? "" : "sudo ";
     expect(r.stderr).toContain(
-      `  ${sudo}apt-get update && ${sudo}apt-get install -y --no-install-recommends ${PY_PACKAGES} ffmpeg\n`,
+      `  ${sudo}apt-get update && ${sudo}apt-get install -y --no-install-recommends ${PY_PACKAGES} ffmpeg shellcheck systemd\n`,
     );
     // Nothing of the suite ran: not even the format check, its first step.
     expect(r.stdout + r.stderr).not.toContain("oxfmt");
@@ -203,6 +209,6 @@ describe("scripts/setup.sh", () => {
       .split("\n")
       .filter((line) => !line.startsWith("#"));
     expect(commands).toContain("bash scripts/setup.sh");
-    expect(commands.join("\n")).not.toMatch(/apt-get|python3-|ffmpeg/);
+    expect(commands.join("\n")).not.toMatch(/apt-get|python3-|ffmpeg|shellcheck|systemd/);
   });
 });

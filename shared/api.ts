@@ -227,7 +227,10 @@ export const ModelConfigBody = z.strictObject({
     .default(7 * 86400),
   /** Expected service time of one job (seconds): the fair-queuing cost until measured. */
   expected_runtime_s: z.number().positive().max(86400).default(10),
-  /** Scheduler shards; job ids say which shard holds them. */
+  /**
+   * Scheduler shards new submits spread over; job ids say which shard holds them. It may change
+   * live either way: lowered, the shards past it take no new jobs and drain (see {@link shardSpan}).
+   */
   shards: z.number().int().min(1).max(32).default(1),
   /**
    * What a successful attempt must produce and what its outputs may be (shared/outputs.ts):
@@ -242,9 +245,23 @@ export const ModelConfig = ModelConfigBody.extend({
   name: ModelName,
   /** Stable number written into job ids; never reused. */
   number: z.number().int().min(0),
+  /**
+   * The shards that may hold the model's jobs: the most `shards` it ever had, kept by the
+   * registry (absent: `shards`). Read it through {@link shardSpan}.
+   */
+  shard_span: z.number().int().min(1).max(32).optional(),
   updated_at: z.string(),
 });
 export type ModelConfig = z.infer<typeof ModelConfig>;
+
+/**
+ * How many shards may hold a model's jobs: submits go to the first `shards`, but a shard once
+ * used keeps its jobs, so agents lease from, reads reach and the registry configures every
+ * shard below this. Those past `shards` drain: nothing new arrives and their queues empty.
+ */
+export function shardSpan(model: Pick<ModelConfig, "shards" | "shard_span">): number {
+  return Math.max(model.shards, model.shard_span ?? model.shards);
+}
 
 export const AccountCreateBody = z.strictObject({
   name: z.string().min(1).max(200),

@@ -6,7 +6,15 @@
  * (edge/routes/uploads.ts, mesh/outputs.ts); agents read the part sizes.
  */
 import { z } from "zod";
-import { MAX_OUTPUTS, OutputRecord } from "./wire.ts";
+
+/** Most outputs one attempt may have (its success in `job.results` carries them all). */
+export const MAX_OUTPUTS = 32;
+
+/** An output's file name, unique within an attempt (`OutputRecord.name` in shared/wire.ts). */
+export const OutputName = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9._-]{0,63}$/)
+  .describe("File name: 1–64 of a-z, 0-9, `.`, `_`, `-`, starting with a letter or digit; one output per name.");
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
@@ -73,7 +81,7 @@ export function mediaType(contentType: string): string {
 export const OutputsConfig = z
   .strictObject({
     /** Output names every successful attempt must produce. */
-    required: z.array(OutputRecord.shape.name).max(MAX_OUTPUTS).default([]),
+    required: z.array(OutputName).max(MAX_OUTPUTS).default([]),
     /** Fewest outputs a successful attempt has (besides `required`). */
     min: z.number().int().min(0).max(MAX_OUTPUTS).default(0),
     /** Media types outputs may have; an upload of any other type is refused (415). */

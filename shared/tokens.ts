@@ -31,3 +31,16 @@ export const SigningKeySet = z.object({
     .min(1),
 });
 export type SigningKeySet = z.infer<typeof SigningKeySet>;
+
+/**
+ * `GET /v1/agent/whoami`: what an agent token says of itself once the edge verified it (its
+ * signature, expiry and that it is not revoked). `floodgate doctor` checks a token with it.
+ */
+export const AgentWhoami = z.object({
+  token_id: z.string().describe("The token's id (tok_…), as admins list and revoke it"),
+  pool: z.string().describe("The provider pool the token is scoped to"),
+  models: z.array(z.string()).describe("The models its agents may serve"),
+  issued_at: z.string().describe("When it was minted (ISO 8601)"),
+  expires_at: z.string().describe("When it stops working (ISO 8601)"),
+});
+export type AgentWhoami = z.infer<typeof AgentWhoami>;

@@ -10,6 +10,7 @@
  */
 import { z } from "zod";
 import { CodecError, decode, decodeItems, encode, type Decoded } from "./codec.ts";
+import { MAX_OUTPUTS, OutputName } from "./outputs.ts";
 import { AgentFailure, ProgressPhase } from "./job.ts";
 
 export const AGENT_PROTOCOL_VERSION = 2;
@@ -271,16 +272,14 @@ export const AgentJobLog = z
     "A log line for the job's owner (event `log`; the newest 100 are kept while the job runs). No answer, or `lease.stale` when refused.",
   );
 
-/** Most outputs one attempt may have (its success in `job.results` carries them all). */
-export const MAX_OUTPUTS = 32;
+// MAX_OUTPUTS and an output's name live in shared/outputs.ts, which the SDK imports without
+// the wire codec; re-exported here for the protocol's readers.
+export { MAX_OUTPUTS };
 
 /** An output already uploaded through the edge (`/v1/agent/uploads`), as the edge answered it. */
 export const OutputRecord = z
   .strictObject({
-    name: z
-      .string()
-      .regex(/^[a-z0-9][a-z0-9._-]{0,63}$/)
-      .describe("File name: 1–64 of a-z, 0-9, `.`, `_`, `-`, starting with a letter or digit; one output per name."),
+    name: OutputName,
     key: z
       .string()
       .min(1)

@@ -4,6 +4,7 @@
  */
 import type { Benchmark } from "../lib/report.ts";
 import { agentDispatch } from "./agent-dispatch.ts";
+import { agents } from "./agents.ts";
 import { agentGap } from "./agent-gap.ts";
 import { commits } from "./commits.ts";
 import { cost } from "./cost.ts";
@@ -25,4 +26,5 @@ export const BENCHMARKS: readonly Benchmark[] = [
   streams,
   fairness,
   noisy,
+  agents,
 ];

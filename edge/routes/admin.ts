@@ -16,6 +16,7 @@ import {
   ModelConfigBody,
   ModelName,
   QueueStats,
+  shardSpan,
 } from "../../shared/api.ts";
 import { FloodgateError } from "../../shared/errors.ts";
 import { newId } from "../../shared/ids.ts";
@@ -217,7 +218,7 @@ export const adminRoutes = routesApp()
     const { byName } = await registry(c.env);
     const rows = await Promise.all(
       [...byName.values()].flatMap((m) =>
-        Array.from({ length: m.shards }, async (_, shard) => {
+        Array.from({ length: shardSpan(m) }, async (_, shard) => {
           const s = await scheduler(c.env, { modelNumber: m.number, shard }).stats();
           return s.tiers.map((t): QueueStats => ({ model: m.name, shard, ...t }));
         }),

@@ -6,7 +6,7 @@
 import type { MiddlewareHandler } from "hono";
 import { z } from "zod";
 import { FloodgateError } from "../../shared/errors.ts";
-import type { AgentClaims } from "../../shared/tokens.ts";
+import { AgentWhoami, type AgentClaims } from "../../shared/tokens.ts";
 import {
   AGENT_ID_HEADER,
   AGENT_INSTANCE_HEADER,
@@ -16,12 +16,14 @@ import {
 } from "../../shared/wire.ts";
 import { actor, CLAIMS_HEADER, type AgentActor, type AgentClaimsLite } from "../../mesh/index.ts";
 import type { AppEnv } from "../env.ts";
-import { apiRoute, routesApp } from "../openapi.ts";
+import { apiRoute, json, routesApp } from "../openapi.ts";
 import { checkAddressLimit, checkAgentLimit } from "../ratelimit.ts";
 import { registryStub } from "../registry-cache.ts";
 import { verifyAgentToken } from "../tokens.ts";
 
 const CONNECT_PATH = "/v1/agent/connect";
+/** The one agent route that needs no agent id: a token checking itself. */
+const WHOAMI_PATH = "/v1/agent/whoami";
 /**
  * How long this isolate trusts the registry's answer for an upload's token and agent id (ms).
  * Connecting always asks the registry; uploads are fenced by the lease as well, and revoking a
@@ -62,6 +64,15 @@ export const agentAuth: MiddlewareHandler<AppEnv> = async (c, next) => {
   }
   // Per token, before the registry is asked about it.
   await checkAgentLimit(c.env, claims.jti);
+  if (c.req.path === WHOAMI_PATH) {
+    if (!(await registryStub(c.env).tokenLive(claims.jti))) {
+      await checkAddressLimit(c.env, c.req.raw);
+      throw unauthorized;
+    }
+    c.set("agentToken", claims);
+    await next();
+    return;
+  }
   const agentId = AgentId.safeParse(c.req.header(AGENT_ID_HEADER));
   if (!agentId.success)
     throw new FloodgateError("bad_request", `send the agent's id in ${AGENT_ID_HEADER} (agt_ and 16 of 0-9a-z)`);
@@ -76,6 +87,7 @@ export const agentAuth: MiddlewareHandler<AppEnv> = async (c, next) => {
       `agent id ${agentId.data} is bound to another live agent token; start this agent with a fresh id (remove its identity directory), or revoke the other token`,
     );
   }
+  c.set("agentToken", claims);
   c.set("agent", { claims, agentId: agentId.data });
   await next();
 };
@@ -103,6 +115,14 @@ const connect = apiRoute("agent", {
   },
 });
 
+const whoami = apiRoute("agent", {
+  method: "get",
+  path: WHOAMI_PATH,
+  summary:
+    "What the agent token says of itself once verified (signature, expiry, not revoked): its id, pool, models and lifetime. No agent id needed; 401 for a bad token",
+  responses: { 200: json("The token's claims", AgentWhoami) },
+});
+
 export const agentRoutes = routesApp().openapi(connect, async (c) => {
   if (c.req.header("upgrade")?.toLowerCase() !== "websocket") {
     throw new FloodgateError("upgrade_required", `connect with a WebSocket upgrade (subprotocol ${AGENT_SUBPROTOCOL})`);
@@ -121,6 +141,20 @@ export const agentRoutes = routesApp().openapi(connect, async (c) => {
   const headers = new Headers(c.req.raw.headers);
   headers.set(CLAIMS_HEADER, JSON.stringify(lite));
   return await c.env.AGENT.get(c.env.AGENT.idFromName(agentId)).fetch(new Request(c.req.raw, { headers }));
+});
+
+agentRoutes.openapi(whoami, (c) => {
+  const claims = c.get("agentToken");
+  return c.json(
+    {
+      token_id: claims.jti,
+      pool: claims.pool,
+      models: claims.models,
+      issued_at: new Date(claims.iat * 1000).toISOString(),
+      expires_at: new Date(claims.exp * 1000).toISOString(),
+    } satisfies AgentWhoami,
+    200,
+  );
 });
 
 /** Admins: the connected agents. */

@@ -18,6 +18,7 @@ import {
   RESERVED_INPUT_KEYS,
   SubmitAnswer,
   SubmitBody,
+  shardSpan,
   type AdminJobView,
   type ModelConfig,
 } from "../../shared/api.ts";
@@ -47,6 +48,7 @@ export function scheduler(env: Env, route: JobRoute): Remote<SchedulerActor> {
   return actor<SchedulerActor>(env.SCHEDULER, schedulerName(route));
 }
 
+/** New submits spread over the model's `shards`; shards past it (its span) only drain. */
 function pickShard(model: ModelConfig): JobRoute {
   return { modelNumber: model.number, shard: Math.floor(Math.random() * model.shards) };
 }
@@ -182,7 +184,7 @@ export async function listJobs(
 ): Promise<{ jobs: AdminJobView[]; next_cursor: string | null }> {
   const { byName } = await registry(env);
   const routes = [...byName.values()].flatMap((m) =>
-    Array.from({ length: m.shards }, (_, shard) => ({ modelNumber: m.number, shard })),
+    Array.from({ length: shardSpan(m) }, (_, shard) => ({ modelNumber: m.number, shard })),
   );
   const pages = await Promise.all(
     routes.map((r) => scheduler(env, r).list(accountId, q.status, q.limit + 1, q.cursor)),

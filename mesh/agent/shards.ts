@@ -1,12 +1,12 @@
 /**
  * Which scheduler shards an agent deals with: every shard of every model its token allows (a
- * model's shard count is in its configuration), each with the versions of that model the agent
+ * model's shard span is in its configuration: draining shards included), each with the versions of that model the agent
  * said it serves; and leases grouped by the shard that holds them (a job id names its shard).
  * Written once here, for every loop an agent's actor runs over shards.
  *
  * Called by the AgentActor and its frame handler.
  */
-import type { ModelConfig } from "../../shared/api.ts";
+import { shardSpan, type ModelConfig } from "../../shared/api.ts";
 import { parseJobId, schedulerName } from "../../shared/ids.ts";
 import type { VersionState } from "../../shared/wire.ts";
 
@@ -33,7 +33,7 @@ export function shardsServed(
   return models
     .filter((m) => tokenModels.includes(m.name) && (versions.length === 0 || loaded.has(m.name)))
     .flatMap((m) =>
-      Array.from({ length: m.shards }, (_, shard) => ({
+      Array.from({ length: shardSpan(m) }, (_, shard) => ({
         name: schedulerName({ modelNumber: m.number, shard }),
         model: m.name,
         versions: serving.filter((v) => v.model === m.name).map((v) => v.version),

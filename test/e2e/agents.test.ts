@@ -246,4 +246,27 @@ describe("agents end to end", () => {
     const [view] = await terminal([job.body.id], 5_000);
     expect(view?.status).toBe("succeeded");
   }, 40_000);
+
+  it("a drain that outlasts --drain-timeout-s gives the running job back without spending an attempt, and the agent exits 0", async () => {
+    const t = await token([SYNTH]);
+    let out = "";
+    const p = agent(t.token, { output: (s) => (out += s), extraArgs: ["--drain-timeout-s", "2"] });
+    await until("the agent to connect", 20_000, async () => (out.includes("connected") ? true : undefined));
+    const job = await api<{ id: string }>(stack, "POST", `/v1/models/${SYNTH}/jobs`, {
+      input: { steps: 10, service_ms: 60_000 },
+    });
+    await until("the job to run", 20_000, async () =>
+      (await api<JobView>(stack, "GET", `/v1/jobs/${job.body.id}`)).body.phase === "sampling" ? true : undefined,
+    );
+    const exited = new Promise<number | null>((res) => p.once("exit", (code) => res(code)));
+    const stopped = Date.now();
+    p.kill("SIGTERM");
+    expect(await exited).toBe(0);
+    expect(Date.now() - stopped).toBeLessThan(15_000);
+    expect(out).toContain("drain took over 2 s");
+    const view = (await api<JobView>(stack, "GET", `/v1/jobs/${job.body.id}`)).body;
+    expect(view.status).toBe("queued");
+    expect(view.attempts.map((a) => a.reason)).toEqual(["drained"]);
+    await api(stack, "POST", `/v1/jobs/${job.body.id}/cancel`);
+  }, 60_000);
 });

@@ -140,15 +140,6 @@ describe("models", () => {
     const m = list.body.models.find((x) => x.name === name);
     expect(m).toMatchObject({ number: again.body.number, max_attempts: 5 });
   });
-
-  it("a model's shard count can grow but not shrink", async () => {
-    const name = await makeModel({ shards: 2 });
-    const shrink = await call("PUT", `/v1/admin/models/${name}`, {
-      key: ADMIN,
-      body: { input_schema: { type: "object" }, shards: 1 },
-    });
-    expect(shrink.status).toBe(409);
-  });
 });
 
 describe("agent tokens", () => {

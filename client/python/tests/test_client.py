@@ -1,0 +1,235 @@
+"""The Python client against a local stand-in of the edge's HTTP answers (a thread serving on
+127.0.0.1): what it sends, how it retries, how its event stream resumes, and how a wait ends.
+The real edge is tested by e2e_stack.py, run from test/e2e/python-client.test.ts."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import unittest
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
+
+from floodgate_client import (
+    Client,
+    FloodgateApiError,
+    FloodgateTimeoutError,
+    JobCancelledError,
+    JobFailedError,
+    SseParser,
+)
+
+Handler = Callable[[BaseHTTPRequestHandler], None]
+
+
+class Stub:
+    """An HTTP server on 127.0.0.1 whose answers the test scripts, recording each request."""
+
+    def __init__(self, routes: dict[str, Handler]) -> None:
+        self.routes = routes
+        self.requests: list[dict] = []
+        stub = self
+
+        class H(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:  # quiet
+                pass
+
+            def handle_one(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length) if length else b""
+                stub.requests.append(
+                    {
+                        "method": self.command,
+                        "path": self.path,
+                        "headers": {k.lower(): v for k, v in self.headers.items()},
+                        "body": body,
+                    }
+                )
+                route = stub.routes.get(f"{self.command} {self.path}")
+                if route is None:
+                    send_json(self, 404, {"error": {"code": "not_found", "message": "no such route"}})
+                else:
+                    route(self)
+
+            do_GET = handle_one
+            do_POST = handle_one
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def send_json(h: BaseHTTPRequestHandler, status: int, body: object, headers: dict[str, str] | None = None) -> None:
+    raw = json.dumps(body).encode()
+    h.send_response(status)
+    h.send_header("content-type", "application/json")
+    h.send_header("content-length", str(len(raw)))
+    for k, v in (headers or {}).items():
+        h.send_header(k, v)
+    h.end_headers()
+    h.wfile.write(raw)
+
+
+def sse(h: BaseHTTPRequestHandler, events: list[tuple[str, str, dict]], *, hold_s: float = 0.0) -> None:
+    """Answers an event stream with `events` (id, name, data), then holds or closes it."""
+    h.send_response(200)
+    h.send_header("content-type", "text/event-stream")
+    h.send_header("connection", "close")
+    h.end_headers()
+    for event_id, name, data in events:
+        h.wfile.write(f"id: {event_id}\nevent: {name}\ndata: {json.dumps(data)}\n\n".encode())
+        h.wfile.flush()
+    end = time.monotonic() + hold_s
+    try:
+        while time.monotonic() < end:
+            h.wfile.write(b": keep-alive\n\n")
+            h.wfile.flush()
+            time.sleep(0.05)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the client went away: what a deadline does
+    h.close_connection = True
+
+
+STATUS = {"status": "running", "phase": "sampling", "queue": None, "attempt": 1}
+
+
+class SseParserTest(unittest.TestCase):
+    def test_multi_line_data_comments_ids_and_retry_are_parsed_as_the_standard_says(self) -> None:
+        p = SseParser()
+        lines = [": keep-alive", "retry: 1500", "id: 1.1", "event: log", "data: a", "data: b\r\n", ""]
+        out = [m for m in (p.feed(line) for line in lines) if m is not None]
+        self.assertEqual(len(out), 1)
+        self.assertEqual((out[0].id, out[0].event, out[0].data), ("1.1", "log", "a\nb"))
+        self.assertEqual(p.retry_ms, 1500)
+        # The id persists to the next event; an event without data is not dispatched.
+        self.assertIsNone(p.feed("event: nothing"))
+        self.assertIsNone(p.feed(""))
+        p.feed("data: x")
+        self.assertEqual(p.feed("").id, "1.1")
+
+
+class ClientTest(unittest.TestCase):
+    def stub(self, routes: dict[str, Handler]) -> Stub:
+        s = Stub(routes)
+        self.addCleanup(s.close)
+        return s
+
+    def test_submit_sends_the_input_and_the_idempotency_key_and_answers_the_job(self) -> None:
+        s = self.stub({"POST /v1/models/demo/jobs": lambda h: send_json(h, 202, {"id": "job_1", "status": "queued"})})
+        answer = Client(s.url, "fgk_key").submit("demo", {"prompt": "fox"}, metadata={"user": "u1"}, idempotency_key="k1")
+        self.assertEqual(answer["id"], "job_1")
+        req = s.requests[0]
+        self.assertEqual(json.loads(req["body"]), {"input": {"prompt": "fox"}, "metadata": {"user": "u1"}})
+        self.assertEqual(req["headers"]["idempotency-key"], "k1")
+        self.assertEqual(req["headers"]["authorization"], "Bearer fgk_key")
+
+    def test_an_api_error_carries_its_status_code_message_and_the_job_id(self) -> None:
+        s = self.stub(
+            {
+                "GET /v1/jobs/job_x": lambda h: send_json(
+                    h, 404, {"error": {"code": "job_not_found", "message": "no job job_x"}}, {"x-request-id": "r1"}
+                )
+            }
+        )
+        with self.assertRaises(FloodgateApiError) as caught:
+            Client(s.url, "k").get("job_x")
+        err = caught.exception
+        self.assertEqual((err.status, err.code, err.job_id, err.request_id), (404, "job_not_found", "job_x", "r1"))
+
+    def test_a_read_is_retried_on_503_honouring_retry_after_but_a_submit_without_a_key_is_not(self) -> None:
+        calls = {"n": 0}
+
+        def flaky(h: BaseHTTPRequestHandler) -> None:
+            calls["n"] += 1
+            if calls["n"] < 3:
+                send_json(h, 503, {"error": {"code": "unavailable", "message": "busy"}}, {"retry-after": "0"})
+            else:
+                send_json(h, 200, {"id": "job_1", "status": "queued"})
+
+        s = self.stub(
+            {
+                "GET /v1/jobs/job_1": flaky,
+                "POST /v1/models/demo/jobs": lambda h: send_json(
+                    h, 503, {"error": {"code": "unavailable", "message": "busy"}}, {"retry-after": "0"}
+                ),
+            }
+        )
+        fg = Client(s.url, "k")
+        self.assertEqual(fg.get("job_1")["id"], "job_1")
+        self.assertEqual(calls["n"], 3)
+        with self.assertRaises(FloodgateApiError):
+            fg.submit("demo", {})
+        self.assertEqual(sum(1 for r in s.requests if r["method"] == "POST"), 1)
+
+    def test_the_event_stream_resumes_with_last_event_id_and_never_yields_an_event_twice(self) -> None:
+        connections: list[str | None] = []
+
+        def events(h: BaseHTTPRequestHandler) -> None:
+            connections.append(h.headers.get("last-event-id"))
+            if len(connections) == 1:
+                sse(h, [("g.1", "status", STATUS), ("g.2", "progress", {"phase": "sampling", "step": 1, "total": 2})])
+            else:
+                # The edge resends what it had after the resume point; an old one must be dropped.
+                sse(
+                    h,
+                    [
+                        ("g.2", "progress", {"phase": "sampling", "step": 1, "total": 2}),
+                        ("g.3", "succeeded", {"outputs": [{"name": "out.gif", "url": "https://x/out.gif"}]}),
+                    ],
+                )
+
+        s = self.stub({"GET /v1/jobs/job_1/events": events})
+        seen = [e.id for e in Client(s.url, "k").events("job_1")]
+        self.assertEqual(seen, ["g.1", "g.2", "g.3"])
+        self.assertEqual(connections, [None, "g.2"])
+
+    def test_wait_past_its_deadline_raises_a_timeout_that_carries_the_job_id(self) -> None:
+        s = self.stub({"GET /v1/jobs/job_slow/events": lambda h: sse(h, [("g.1", "status", STATUS)], hold_s=5)})
+        t0 = time.monotonic()
+        with self.assertRaises(FloodgateTimeoutError) as caught:
+            Client(s.url, "k").wait("job_slow", timeout_s=0.8)
+        self.assertEqual(caught.exception.job_id, "job_slow")
+        self.assertLess(time.monotonic() - t0, 4.0)
+
+    def test_a_failed_job_raises_with_its_code_and_id_and_a_cancelled_one_says_so(self) -> None:
+        s = self.stub(
+            {
+                "GET /v1/jobs/job_f/events": lambda h: sse(
+                    h, [("g.1", "failed", {"error": {"code": "oom", "message": "out of memory"}})]
+                ),
+                "GET /v1/jobs/job_c/events": lambda h: sse(h, [("g.1", "cancelled", {})]),
+            }
+        )
+        fg = Client(s.url, "k")
+        with self.assertRaises(JobFailedError) as caught:
+            fg.wait("job_f", timeout_s=5)
+        self.assertEqual((caught.exception.job_id, caught.exception.code), ("job_f", "oom"))
+        with self.assertRaises(JobCancelledError) as cancelled:
+            fg.wait("job_c", timeout_s=5)
+        self.assertEqual(cancelled.exception.job_id, "job_c")
+
+    def test_run_gives_its_submit_an_idempotency_key_and_reports_the_id_before_waiting(self) -> None:
+        order: list[str] = []
+        s = self.stub(
+            {
+                "POST /v1/models/demo/jobs": lambda h: send_json(h, 202, {"id": "job_r", "status": "queued"}),
+                "GET /v1/jobs/job_r/events": lambda h: (order.append("events"), sse(h, [("g.1", "succeeded", {"outputs": []})])),
+            }
+        )
+        result = Client(s.url, "k").run("demo", {"prompt": "x"}, on_submitted=lambda i: order.append(f"submitted {i}"))
+        self.assertEqual(result.id, "job_r")
+        self.assertEqual(order, ["submitted job_r", "events"])
+        self.assertTrue(s.requests[0]["headers"].get("idempotency-key"))
+
+
+if __name__ == "__main__":
+    unittest.main()
