@@ -5,6 +5,7 @@ import { migrate } from "../sql/sql.ts";
 import { authenticate } from "./logic.ts";
 import { AccountStore, MIGRATIONS } from "./store.ts";
 import { addWebhook, disableWebhook, hookTarget, JOB_SECRET_ID, rotateSecret } from "./webhooks.ts";
+import type { Failure } from "../../shared/errors.ts";
 import { hashKey } from "../../shared/keys.ts";
 
 const T0 = Date.UTC(2026, 0, 1);
@@ -17,8 +18,8 @@ function store(): AccountStore {
   return s;
 }
 
-function created<T>(x: T | { ok: false }): T {
-  if (typeof x === "object" && x !== null && "ok" in x) throw new Error("failed");
+function created<T extends object>(x: T | Failure): T {
+  if ("ok" in x && x.ok === false) throw new Error(x.message);
   return x as T;
 }
 

@@ -147,28 +147,27 @@ export class WebhookStore {
     return this.sql.all<AttemptRow>("SELECT * FROM attempts WHERE message_id = ? ORDER BY n", messageId);
   }
 
-  /** Queues a job's messages (of one event type, or all) again from the schedule's start. */
+  /**
+   * Queues a job's settled messages (of one event type, or all) again from the schedule's start;
+   * answers how many (counted by RETURNING: a Durable Object's `rowsWritten` counts index writes).
+   */
   redeliver(jobId: string, type: string | undefined, now: number): number {
-    return type === undefined
-      ? this.sql.run(
-          "UPDATE messages SET state = 'pending', tries = 0, next_at = ? WHERE job_id = ? AND state != 'pending'",
-          now,
-          jobId,
-        )
-      : this.sql.run(
-          "UPDATE messages SET state = 'pending', tries = 0, next_at = ? WHERE job_id = ? AND type = ? AND state != 'pending'",
-          now,
-          jobId,
-          type,
-        );
+    return this.sql.all(
+      `UPDATE messages SET state = 'pending', tries = 0, next_at = ?
+       WHERE job_id = ? AND state != 'pending' AND (? IS NULL OR type = ?) RETURNING id`,
+      now,
+      jobId,
+      type ?? null,
+      type ?? null,
+    ).length;
   }
 
   /** Fails an endpoint's pending messages (it was disabled or removed). */
   failPending(endpoint: string): number {
-    return this.sql.run(
-      "UPDATE messages SET state = 'failed', next_at = NULL WHERE endpoint = ? AND state = 'pending'",
+    return this.sql.all(
+      "UPDATE messages SET state = 'failed', next_at = NULL WHERE endpoint = ? AND state = 'pending' RETURNING id",
       endpoint,
-    );
+    ).length;
   }
 
   /** Forgets settled messages made before `before`, with their attempts. */
