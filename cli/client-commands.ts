@@ -101,7 +101,7 @@ export function processIo(): Io {
 
 // ---- flags ----
 
-const CONN_USER = {
+export const CONN_USER = {
   url: { type: "string" },
   "api-key": { type: "string" },
   state: { type: "string" },
@@ -736,6 +736,8 @@ export const CLIENT_HELP = `  floodgate submit <model> --input '<json>'|@file.js
   floodgate queues                           queues by model, tier (admin)
   floodgate models push DIR [--json]         push a model version, resumable  (admin)
   floodgate models list [MODEL] [--json]     versions, newest first           (admin)
+  floodgate webhooks add|list|remove|rotate|job-secret|deliveries|redeliver
+      Signed webhooks: your endpoints and their secrets, a job's deliveries.
   floodgate rollout apply|status|undo|revert|history               (admin)
       Which versions the models serve: apply FILE.yaml, canaries, undo, revert.
       The edge and keys come from --url/--api-key/--admin-key, FLOODGATE_URL/_API_KEY/_ADMIN_KEY,
@@ -760,7 +762,7 @@ export function connection(
   return { config: resolveConfig(flags, io.env, io.cwd) };
 }
 
-function user(ctx: Ctx, io: Io): { fg: FloodgateClient; url: string } {
+export function user(ctx: Ctx, io: Io): { fg: FloodgateClient; url: string } {
   const { url, apiKey } = userConfig(ctx.config);
   return { fg: createClient({ url, apiKey, fetch: io.fetch }), url };
 }

@@ -12,6 +12,7 @@ import { CLIENT_HELP, clientCommand, isClientCommand, runCommand } from "./clien
 import { dev } from "./dev.ts";
 import { parseFlags, UsageError } from "./flags.ts";
 import { models } from "./models.ts";
+import { webhooks } from "./webhooks.ts";
 
 const HELP = `floodgate — generative-media jobs at launch-day scale
 
@@ -123,6 +124,8 @@ export async function main(argv: string[]): Promise<number> {
       }
       case "models":
         return await runCommand(command, models, rest);
+      case "webhooks":
+        return await runCommand(command, webhooks, rest);
       default:
         if (isClientCommand(command)) return await clientCommand(command, rest);
         throw new UsageError(`unknown command ${JSON.stringify(command)}`);
