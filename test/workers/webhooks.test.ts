@@ -141,8 +141,6 @@ describe("deliveries", () => {
       expect(rows).toHaveLength(1);
     });
     expect((await call("GET", `/v1/jobs/${job.body.id}/deliveries`, { key: other.key })).status).toBe(404);
-    expect(
-      (await call("POST", `/v1/jobs/${job.body.id}/redeliver`, { key: other.key, body: {} })).status,
-    ).toBe(404);
+    expect((await call("POST", `/v1/jobs/${job.body.id}/redeliver`, { key: other.key, body: {} })).status).toBe(404);
   });
 });
