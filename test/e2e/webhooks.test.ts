@@ -71,7 +71,7 @@ describe("webhooks", () => {
     await until("two failed attempts", () => hits("/retry").length >= 2);
     // The edge goes down with the message pending; its state on disk must bring it back.
     expect(await first.stop("SIGTERM")).toBe(0);
-    const second = await startStack({ port, state: first.state, agents: 0 });
+    const second = await startStack({ port, state: first.state, agents: 1 });
     stacks.push(second);
     await until("the third attempt", async () => {
       // Reading the deliveries wakes the account's WebhookActor, which re-arms its alarm.
@@ -127,6 +127,67 @@ describe("webhooks", () => {
       type: "job.cancelled",
       data: { id: jobId },
     });
+  });
+
+  it("a job that runs tells running then succeeded, in order, with its outputs' signed URLs", async () => {
+    const stack = stacks.at(-1)!;
+    const made = await api<{ secret: string }>(stack, "POST", "/v1/webhooks", {
+      url: `${receiver.url}/run`,
+      events: ["job.running", "job.succeeded"],
+    });
+    const sub = await api<{ id: string }>(stack, "POST", "/v1/models/demo/jobs", { input: { prompt: "a red fox" } });
+    expect(sub.status).toBe(202);
+    await until("both events", () => hits("/run").length >= 2, 120_000);
+    const events = hits("/run").map((r) => verified(r, made.body.secret));
+    expect(events.map((e) => [e.type, e.data.id, e.data.status])).toEqual([
+      ["job.running", sub.body.id, "running"],
+      ["job.succeeded", sub.body.id, "succeeded"],
+    ]);
+    const outputs = (events[1]!.data as unknown as { outputs: { url: string }[] }).outputs;
+    expect(outputs.length).toBeGreaterThan(0);
+    const file = await fetch(outputs[0]!.url);
+    expect(file.status).toBe(200);
+  });
+
+  it("an endpoint answering 410 is disabled, and the account's other endpoints are told", async () => {
+    const stack = stacks.at(-1)!;
+    const watcher = await api<{ secret: string }>(stack, "POST", "/v1/webhooks", {
+      url: `${receiver.url}/watcher`,
+      events: ["webhook.disabled"],
+    });
+    const gone = await api<{ id: string }>(stack, "POST", "/v1/webhooks", {
+      url: `${receiver.url}/gone`,
+      events: ["job.cancelled"],
+    });
+    plan.set("/gone", [410]);
+    await cancelledJob(stack);
+    await until("the notice", () => hits("/watcher").length >= 1);
+    const notice = verified(hits("/watcher")[0]!, watcher.body.secret) as unknown as {
+      type: string;
+      data: { webhook: { id: string; disabled_reason: string } };
+    };
+    expect(notice.type).toBe("webhook.disabled");
+    expect(notice.data.webhook.id).toBe(gone.body.id);
+    const list = await api<{ webhooks: { id: string; disabled_at: string | null; disabled_reason: string | null }[] }>(
+      stack,
+      "GET",
+      "/v1/webhooks",
+    );
+    expect(list.body.webhooks.find((w) => w.id === gone.body.id)).toMatchObject({
+      disabled_reason: "the endpoint answered 410 Gone",
+    });
+    // Nothing more is sent to it: a message made for it fails without an attempt reaching it.
+    const later = await cancelledJob(stack);
+    await until("the later message to fail", async () => {
+      const d = await api<{ deliveries: { endpoint: string; state: string }[] }>(
+        stack,
+        "GET",
+        `/v1/jobs/${later}/deliveries`,
+      );
+      const mine = d.body.deliveries.filter((m) => m.endpoint === gone.body.id);
+      return mine.length === 0 || mine.every((m) => m.state === "failed");
+    });
+    expect(hits("/gone")).toHaveLength(1);
   });
 
   it("a private address is refused at registration, even with the local switch on", async () => {

@@ -3,9 +3,10 @@
  * records, and deliveries, which only the job's owner reads. Sending is proved end to end
  * (test/e2e/webhooks.test.ts) against a real receiver.
  */
-import { env, runInDurableObject } from "cloudflare:test";
+import { env, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import type { WebhookActor } from "../../mesh/index.ts";
+import type { SchedulerActor, WebhookActor } from "../../mesh/index.ts";
+import { parseJobId, schedulerName, type JobRoute } from "../../shared/ids.ts";
 import { call, makeAccount, makeModel, submit } from "./helpers.ts";
 
 interface Created {
@@ -142,5 +143,49 @@ describe("deliveries", () => {
     });
     expect((await call("GET", `/v1/jobs/${job.body.id}/deliveries`, { key: other.key })).status).toBe(404);
     expect((await call("POST", `/v1/jobs/${job.body.id}/redeliver`, { key: other.key, body: {} })).status).toBe(404);
+  });
+});
+
+describe("the scheduler's outbox", () => {
+  it("a message left in a shard's outbox (its hand-over cut short) is handed over by the shard's alarm and then deleted", async () => {
+    const model = await makeModel();
+    const acct = await makeAccount();
+    const made = await call<Created>("POST", "/v1/webhooks", {
+      key: acct.key,
+      body: { url: "https://hooks.invalid/outbox", events: ["job.cancelled"] },
+    });
+    const job = await submit(model, acct.key);
+    const route = parseJobId(job.body.id) as JobRoute;
+    const shard = env.SCHEDULER.get(env.SCHEDULER.idFromName(schedulerName(route)));
+    // As if the shard went down between its commit and the hand-over: a row only the outbox holds.
+    await runInDurableObject(shard, async (_i: SchedulerActor, state) => {
+      state.storage.sql.exec(
+        `INSERT INTO webhook_outbox (account_id, job_id, endpoint, url, type, payload, at)
+         VALUES (?, ?, ?, NULL, 'job.cancelled', '{"type":"job.cancelled","timestamp":"2026-01-01T00:00:00.000Z","data":{}}', ?)`,
+        acct.id,
+        job.body.id,
+        made.body.id,
+        Date.now(),
+      );
+      await state.storage.setAlarm(Date.now());
+    });
+    expect(await runDurableObjectAlarm(shard)).toBe(true);
+    const deadline = Date.now() + 10_000;
+    let left = 1;
+    while (left > 0 && Date.now() < deadline) {
+      left = await runInDurableObject(
+        shard,
+        async (_i: SchedulerActor, state) =>
+          state.storage.sql.exec("SELECT count(*) AS n FROM webhook_outbox").one().n as number,
+      );
+      if (left > 0) await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(left).toBe(0);
+    const d = await call<{ deliveries: { endpoint: string; type: string }[] }>(
+      "GET",
+      `/v1/jobs/${job.body.id}/deliveries`,
+      { key: acct.key },
+    );
+    expect(d.body.deliveries).toEqual([expect.objectContaining({ endpoint: made.body.id, type: "job.cancelled" })]);
   });
 });
