@@ -175,6 +175,19 @@ describe("floodgate client commands", () => {
     expect(JSON.parse(text(io2.out))).toEqual(ANSWER);
   });
 
+  it("--webhook sends the job's own webhook URL; a malformed one is a usage error", async () => {
+    server = await edge([]);
+    local(server.url);
+    const io = fakeIo();
+    expect(
+      await clientCommand("submit", ["demo", "--input", "{}", "--webhook", "https://hooks.example.com/fg"], io),
+    ).toBe(0);
+    expect(JSON.parse(server.requests[0]!.body)).toEqual({ input: {}, webhook: "https://hooks.example.com/fg" });
+    const bad = fakeIo();
+    expect(await clientCommand("submit", ["demo", "--input", "{}", "--webhook", "not a url"], bad)).toBe(2);
+    expect(server.requests).toHaveLength(1);
+  });
+
   it("watches a submitted job: plain progress on stderr, previews and checked outputs saved, exit 0", async () => {
     server = await edge((base) => [
       sse("g.1", "status", {

@@ -101,7 +101,7 @@ export function processIo(): Io {
 
 // ---- flags ----
 
-const CONN_USER = {
+export const CONN_USER = {
   url: { type: "string" },
   "api-key": { type: "string" },
   state: { type: "string" },
@@ -585,6 +585,8 @@ Options:
   --input JSON|@FILE       the job's input: a JSON object, or @ and a file holding one (required)
   --metadata JSON          an object of strings, numbers and booleans kept with the job
   --idempotency-key KEY    the same key and body within 24 h return the same job
+  --webhook URL            a URL told of the job's status changes, signed with the account's
+                           job-webhook secret (floodgate webhooks job-secret)
   --watch                  follow the job: progress on stderr (a live bar on a terminal), previews
                            and outputs saved to --out; exit 0 when it succeeds, 1 otherwise
   --out DIR                where --watch saves previews and outputs (default ./floodgate-out/<job id>)
@@ -736,6 +738,8 @@ export const CLIENT_HELP = `  floodgate submit <model> --input '<json>'|@file.js
   floodgate queues                           queues by model, tier (admin)
   floodgate models push DIR [--json]         push a model version, resumable  (admin)
   floodgate models list [MODEL] [--json]     versions, newest first           (admin)
+  floodgate webhooks add|list|remove|rotate|job-secret|deliveries|redeliver
+      Signed webhooks: your endpoints and their secrets, a job's deliveries.
   floodgate rollout apply|status|undo|revert|history               (admin)
       Which versions the models serve: apply FILE.yaml, canaries, undo, revert.
       The edge and keys come from --url/--api-key/--admin-key, FLOODGATE_URL/_API_KEY/_ADMIN_KEY,
@@ -760,7 +764,7 @@ export function connection(
   return { config: resolveConfig(flags, io.env, io.cwd) };
 }
 
-function user(ctx: Ctx, io: Io): { fg: FloodgateClient; url: string } {
+export function user(ctx: Ctx, io: Io): { fg: FloodgateClient; url: string } {
   const { url, apiKey } = userConfig(ctx.config);
   return { fg: createClient({ url, apiKey, fetch: io.fetch }), url };
 }
@@ -785,6 +789,7 @@ const submit: Runner = async (argv, io) => {
       input: { type: "string" },
       metadata: { type: "string" },
       "idempotency-key": { type: "string" },
+      webhook: { type: "string" },
       watch: { type: "boolean" },
       out: { type: "string" },
       timeout: { type: "string" },
@@ -795,6 +800,7 @@ const submit: Runner = async (argv, io) => {
       input: z.string(required("a JSON object or @file.json")),
       metadata: z.string().optional(),
       "idempotency-key": IdempotencyKey.optional(),
+      webhook: z.string().optional(),
       watch: z.boolean().optional(),
       out: z.string().min(1).optional(),
       timeout: Timeout,
@@ -807,7 +813,7 @@ const submit: Runner = async (argv, io) => {
   const model = args[0] as string;
   const input = parseJsonFlag("input", flags.input, io.cwd);
   const metadata = flags.metadata === undefined ? undefined : parseJsonFlag("metadata", flags.metadata, io.cwd);
-  const body = SubmitBody.safeParse({ input, metadata });
+  const body = SubmitBody.safeParse({ input, metadata, webhook: flags.webhook });
   if (!body.success) {
     const issue = body.error.issues[0];
     throw new UsageError(`--${issue?.path.join(".") ?? "input"}: ${issue?.message ?? "invalid"}`);
@@ -816,6 +822,7 @@ const submit: Runner = async (argv, io) => {
   const answer = await fg.jobs.submit(model, input, {
     idempotencyKey: flags["idempotency-key"],
     metadata: body.data.metadata,
+    webhook: body.data.webhook,
   });
   if (!flags.watch) {
     if (flags.json) jsonOut(io, answer);

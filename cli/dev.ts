@@ -185,6 +185,13 @@ export async function startEdge(opts: {
       // Signed output URLs start with the edge's public URL, here its local one.
       "--var",
       `PUBLIC_URL:${url}`,
+      // Local development only: webhooks may go to http and loopback receivers, and tests may
+      // shorten their retry schedule.
+      "--var",
+      "WEBHOOKS_ALLOW_LOCAL:true",
+      ...(process.env.FLOODGATE_WEBHOOK_RETRY_SCALE
+        ? ["--var", `WEBHOOK_RETRY_SCALE:${process.env.FLOODGATE_WEBHOOK_RETRY_SCALE}`]
+        : []),
       "--log-level",
       "warn",
       "--show-interactive-dev-session=false",

@@ -14,6 +14,7 @@ import { doctorCommand } from "./doctor.ts";
 import { parseFlags, UsageError } from "./flags.ts";
 import { models } from "./models.ts";
 import { keysCommand } from "./keys.ts";
+import { webhooks } from "./webhooks.ts";
 
 const HELP = `floodgate — generative-media jobs at launch-day scale
 
@@ -134,6 +135,8 @@ export async function main(argv: string[]): Promise<number> {
         return await doctorCommand(rest);
       case "keys":
         return keysCommand(rest);
+      case "webhooks":
+        return await runCommand(command, webhooks, rest);
       default:
         if (isClientCommand(command)) return await clientCommand(command, rest);
         throw new UsageError(`unknown command ${JSON.stringify(command)}`);

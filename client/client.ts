@@ -10,6 +10,8 @@ import type { JobStatus } from "../shared/job.ts";
 import { followEvents, type EventsOptions } from "./events.ts";
 import { Http } from "./http.ts";
 import { waitForJob, type RunResult, type WaitOptions } from "./run.ts";
+import { webhooksApi, type WebhooksApi } from "./webhooks.ts";
+import type { JobWebhook } from "../shared/webhooks.ts";
 
 export interface ClientOptions {
   /** The edge's base URL, e.g. `https://floodgate.example.com`. */
@@ -36,8 +38,11 @@ export interface SubmitOptions {
   deadline?: string | Date | undefined;
   /** A model version to pin. */
   version?: string | undefined;
-  /** An http(s) URL told of the job's end. */
-  webhook?: string | undefined;
+  /**
+   * A URL told of the job's status changes, or `{url, events}` for some of them; signed with
+   * the account's job-webhook secret (`webhooks.jobSecret()`).
+   */
+  webhook?: JobWebhook | undefined;
   signal?: AbortSignal | undefined;
 }
 
@@ -84,6 +89,8 @@ export interface FloodgateClient {
    * deadline (`timeoutMs`, default 15 min) and a timeout rejects with the job id.
    */
   run(model: string, input: Record<string, unknown>, opts?: RunOptions): Promise<RunResult>;
+  /** The account's webhook endpoints, its jobs' webhook secret, and jobs' deliveries. */
+  webhooks: WebhooksApi;
 }
 
 /** A fresh idempotency key: 128 random bits (Web Crypto, present in browsers and Node). */
@@ -169,6 +176,7 @@ export function createClient(opts: ClientOptions): FloodgateClient {
 
   return {
     jobs,
+    webhooks: webhooksApi(http),
     run: async (model, input, o = {}) => {
       const { onSubmitted, onEvent, timeoutMs, events, ...submitOpts } = o;
       const answer = await submit(model, input, {

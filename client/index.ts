@@ -36,6 +36,17 @@ export {
 export { isTerminalEvent, type EventsOptions } from "./events.ts";
 export { DEFAULT_WAIT_MS, type RunResult, type WaitOptions } from "./run.ts";
 export { SseParser, type SseMessage } from "./sse.ts";
+export { verifyWebhook, type WebhooksApi } from "./webhooks.ts";
+export type {
+  Delivery,
+  DeliveryList,
+  JobWebhook,
+  WebhookCreated,
+  WebhookEvent,
+  WebhookList,
+  WebhookPayload,
+  WebhookView,
+} from "../shared/webhooks.ts";
 export type { BatchAnswer, JobList, JobView, QueueStats, SubmitAnswer } from "../shared/api.ts";
 export type { JobEvent, JobEventName } from "../shared/events.ts";
 export type { JobPhase, JobStatus } from "../shared/job.ts";

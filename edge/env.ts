@@ -15,6 +15,16 @@ type Secrets = Record<SecretName, string> & {
    * Unset, they are relative to the API.
    */
   PUBLIC_URL?: string;
+  /**
+   * `"true"` only in local development (`floodgate dev` sets it): webhooks may then use http and
+   * loopback addresses. Never set in a deployment.
+   */
+  WEBHOOKS_ALLOW_LOCAL?: string;
+  /**
+   * A factor on the webhook retry schedule, honoured only with WEBHOOKS_ALLOW_LOCAL (tests
+   * shorten the schedule with it; `floodgate dev` passes FLOODGATE_WEBHOOK_RETRY_SCALE).
+   */
+  WEBHOOK_RETRY_SCALE?: string;
 };
 
 declare global {

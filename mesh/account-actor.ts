@@ -14,6 +14,15 @@ import { fail } from "../shared/errors.ts";
 import { authenticate, claim, IDEMPOTENCY_TTL_MS, principalOf, type Claim } from "./account/logic.ts";
 import { AccountStore, MIGRATIONS } from "./account/store.ts";
 import { StreamCounts } from "./account/streams.ts";
+import {
+  addWebhook,
+  disableWebhook,
+  hookTarget,
+  JOB_SECRET_ID,
+  rotateSecret,
+  webhookView,
+} from "./account/webhooks.ts";
+import type { WebhookEvent } from "../shared/webhooks.ts";
 import { durableSql } from "./sql/durable.ts";
 import { migrate, migrated } from "./sql/sql.ts";
 
@@ -105,6 +114,46 @@ export class AccountActor extends DurableObject<Env> {
   /** A job's count of event streams now (its subscribers closed, or its periodic renewal). */
   async reportStreams(jobId: string, n: number): Promise<void> {
     this.streams.report(jobId, n, Date.now());
+  }
+
+  async addWebhook(url: string, events: WebhookEvent[] | undefined) {
+    if (!this.store?.account()) return fail("account_not_found", "no such account");
+    const out = addWebhook(this.store, url, events, Date.now());
+    return "ok" in out ? out : { ok: true as const, webhook: out };
+  }
+
+  async webhooks() {
+    return (this.store?.account() && this.store.webhooks().map(webhookView)) ?? [];
+  }
+
+  async removeWebhook(id: string) {
+    if (!this.store || this.store.deleteWebhook(id) === 0) return fail("not_found", `no webhook ${id}`);
+    return { ok: true as const };
+  }
+
+  /** A new secret for an endpoint, or (`job`) for jobs' own webhooks; the old one overlaps. */
+  async rotateWebhook(id: string) {
+    if (!this.store?.account()) return fail("account_not_found", "no such account");
+    const out = rotateSecret(this.store, id, Date.now());
+    if ("ok" in out) return out;
+    return {
+      ok: true as const,
+      secret: out.secret,
+      webhook: id === JOB_SECRET_ID ? null : webhookView(out.row),
+      previous_valid_until: out.row.old_until === null ? null : new Date(out.row.old_until).toISOString(),
+    };
+  }
+
+  /** Where the WebhookActor sends for an endpoint, and with which secrets (null: removed). */
+  async webhookTarget(id: string) {
+    return (this.store && hookTarget(this.store, id, Date.now())) ?? null;
+  }
+
+  /** Disables an endpoint that answered 410 or failed for days; answers its view if it was live. */
+  async disableWebhook(id: string, reason: string) {
+    if (!this.store || !disableWebhook(this.store, id, reason, Date.now())) return null;
+    const row = this.store.webhook(id);
+    return row ? webhookView(row) : null;
   }
 
   override async alarm(): Promise<void> {

@@ -9,6 +9,9 @@ export { RegistryActor, type RegistrySnapshot } from "./registry-actor.ts";
 export { laneDesired, type ModelDesired } from "./registry/rollouts.ts";
 export { SchedulerActor } from "./scheduler-actor.ts";
 export { pieceKey, VERSION_INDEX, VersionsActor } from "./versions-actor.ts";
+export { WebhookActor } from "./webhook-actor.ts";
+export { JOB_SECRET_ID, type HookRef } from "./account/webhooks.ts";
+export type { JobHook } from "./webhooks/logic.ts";
 export type {
   AgentRef,
   Completion,

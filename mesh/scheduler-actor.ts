@@ -30,7 +30,14 @@ import {
   type SchedulerCounters,
 } from "./scheduler/core.ts";
 import { durableSql } from "./sql/durable.ts";
+import type { OutboundMessage } from "./webhooks/logic.ts";
+import type { WebhookActor } from "./webhook-actor.ts";
 import { migrated } from "./sql/sql.ts";
+
+/** How soon a webhook hand-over that failed is tried again from the alarm (ms). */
+const OUTBOX_RETRY_MS = 5_000;
+/** Outbox messages one alarm hands over at most; the next alarm takes the rest. */
+const OUTBOX_BATCH = 500;
 
 const NO_COUNTERS: SchedulerCounters = { commits: 0, enqueued: 0, leased: 0, completed: 0 };
 
@@ -50,6 +57,8 @@ export class SchedulerActor extends DurableObject<Env> {
       this.core = new SchedulerCore(sql, Date.now());
       this.armedAt = (await ctx.storage.getAlarm()) ?? undefined;
       await this.arm(this.core.nextDeadline());
+      // Webhook messages left in the outbox by a restart leave from the alarm.
+      if (this.core.outboxMessages(1).length > 0) await this.arm(Date.now());
     });
   }
 
@@ -70,6 +79,7 @@ export class SchedulerActor extends DurableObject<Env> {
     this.armedAt = undefined;
     if (!this.core?.configured) return;
     this.core.sweep(Date.now());
+    this.handOver(this.core, this.core.outboxMessages(OUTBOX_BATCH));
     await this.after(this.core.nextDeadline());
   }
 
@@ -81,6 +91,8 @@ export class SchedulerActor extends DurableObject<Env> {
   private async after(due = this.core?.takeEarliestAdded()): Promise<void> {
     const core = this.core;
     if (!core) return;
+    // Before anything is awaited, so the messages are written in the event's own commit.
+    this.handOver(core, core.takeWebhookMessages(Date.now()));
     this.deliver(core);
     for (const [agentId, refs] of core.takeRevocations()) {
       this.ctx.waitUntil(
@@ -119,6 +131,29 @@ export class SchedulerActor extends DurableObject<Env> {
         .versionFigures(model, figures)
         .catch(() => core.restoreFigures(figures)),
     );
+  }
+
+  /**
+   * Hands webhook messages to their accounts' WebhookActors (after the commit that wrote them:
+   * the output gate holds the calls until then) and deletes them from the outbox once taken; a
+   * hand-over that fails leaves them there for the alarm to try again. A message handed over
+   * twice is taken once (its id is its outbox row's).
+   */
+  private handOver(core: SchedulerCore, messages: OutboundMessage[]): void {
+    if (messages.length === 0) return;
+    const byAccount = new Map<string, OutboundMessage[]>();
+    for (const m of messages) byAccount.set(m.account_id, [...(byAccount.get(m.account_id) ?? []), m]);
+    for (const [accountId, batch] of byAccount) {
+      const send = async (): Promise<void> => {
+        try {
+          await actor<WebhookActor>(this.env.WEBHOOK, accountId).accept(batch);
+          core.store.deleteOutbox(batch.map((m) => m.seq));
+        } catch {
+          await this.arm(Date.now() + OUTBOX_RETRY_MS);
+        }
+      };
+      this.ctx.waitUntil(send());
+    }
   }
 
   /**

@@ -6,6 +6,7 @@ import { z } from "zod";
 import { AttemptOutcome, JobPhase, JobStatus, ProgressPhase, WaitReason } from "./job.ts";
 import { OutputsConfig } from "./outputs.ts";
 import { TierName } from "./slo.ts";
+import { JobWebhook } from "./webhooks.ts";
 
 /** Model names appear in paths: lowercase, digits, `-`, `_`, `.`; at most 64 characters. */
 export const ModelName = z
@@ -45,11 +46,11 @@ export const SubmitBody = z.strictObject({
   deadline: z.iso.datetime({ offset: true }).optional(),
   /** A model version to pin. Stored; served once the model repository exists. */
   version: z.string().min(1).max(128).optional(),
-  /** An https URL told of the job's end. Stored; called once webhooks exist. */
-  webhook: z
-    .url({ protocol: /^https?$/ })
-    .max(2048)
-    .optional(),
+  /**
+   * A URL told of the job's status changes, or `{url, events}` for some of them; signed with
+   * the account's job-webhook secret (`POST /v1/webhooks/job-secret`).
+   */
+  webhook: JobWebhook.optional(),
 });
 export type SubmitBody = z.infer<typeof SubmitBody>;
 

@@ -11,6 +11,7 @@ export const ERROR_CODES = {
   invalid_input: 400,
   invalid_query: 400,
   invalid_upload: 400,
+  invalid_webhook: 400,
   unauthorized: 401,
   forbidden: 403,
   agent_id_taken: 403,
@@ -47,6 +48,8 @@ export const ERROR_WHEN: Readonly<Record<ErrorCode, string>> = {
   invalid_query: "a query parameter or path parameter fails its schema",
   invalid_upload:
     "an upload's parts, size or sha256 are not what was stored: a part shorter than its place implies, etags that do not match, or a complete whose size or SHA-256 differs from the stored bytes' (Output uploads)",
+  invalid_webhook:
+    "a webhook URL the address guard refuses (not https, credentials in it, a private, loopback, link-local, CGNAT, metadata or internal host), or a job's `webhook` before the account made its job-webhook secret (`POST /v1/webhooks/job-secret`)",
   unauthorized:
     "no key, or an unknown, malformed, forged (no valid MAC), expired or revoked key, agent token or stream token",
   forbidden: "a user key on an admin route, or an output URL whose signature is wrong or expired",

@@ -31,6 +31,7 @@ import {
   actor,
   SUBSCRIBE_HEADERS,
   type AccountActor,
+  type Principal,
   type EnqueueItem,
   type AgentActor,
   type Remote,
@@ -43,6 +44,7 @@ import { raise } from "../errors.ts";
 import { apiRoute, firstValues, json, jsonBody, refuse, routesApp } from "../openapi.ts";
 import { jobRoute, modelByName, registry, validateInput } from "../registry-cache.ts";
 import { jsonProblem, readJson } from "../validate.ts";
+import { hooksOf } from "./webhooks.ts";
 
 export function scheduler(env: Env, route: JobRoute): Remote<SchedulerActor> {
   return actor<SchedulerActor>(env.SCHEDULER, schedulerName(route));
@@ -56,8 +58,9 @@ function pickShard(model: ModelConfig): JobRoute {
 type Prepared = { item: EnqueueItem; idemKey: string | undefined; bodyHash: string } | Failure;
 
 async function prepare(
+  env: Env,
   model: ModelConfig,
-  account: { account_id: string; tier: string },
+  account: Principal,
   route: JobRoute,
   body: SubmitBody,
   idemKey: string | undefined,
@@ -83,6 +86,8 @@ async function prepare(
     if (err instanceof FloodgateError) return { ok: false, code: err.code, message: err.message };
     throw err;
   }
+  const hooks = hooksOf(env, account, body.webhook, at);
+  if (hooks !== undefined && "ok" in hooks) return hooks;
   const bodyHash = idemKey === undefined ? "" : await sha256Hex(canonicalJson({ model: model.name, ...body }));
   return {
     item: {
@@ -90,6 +95,7 @@ async function prepare(
       account_id: account.account_id,
       tier: account.tier,
       body: { model: model.name, ...body },
+      ...(hooks === undefined ? {} : { hooks }),
     },
     idemKey,
     bodyHash,
@@ -289,7 +295,7 @@ export const jobRoutes = routesApp()
       const idem = rawKey === undefined ? undefined : IdempotencyKey.safeParse(rawKey);
       if (idem && !idem.success)
         throw new FloodgateError("bad_request", "Idempotency-Key must be 1–255 printable ASCII characters");
-      const prepared = await prepare(model, p, pickShard(model), body, idem?.data, "");
+      const prepared = await prepare(c.env, model, p, pickShard(model), body, idem?.data, "");
       const [result] = await submit(c.env, p.account_id, model, [prepared]);
       if (!result) throw new Error("submit answered nothing");
       if ("ok" in result && result.ok === false) raise(result);
@@ -306,7 +312,9 @@ export const jobRoutes = routesApp()
       // One shard for the whole batch, so the batch is one commit.
       const route = pickShard(model);
       const prepared = await Promise.all(
-        body.jobs.map(({ idempotency_key, ...job }, i) => prepare(model, p, route, job, idempotency_key, `jobs.${i}.`)),
+        body.jobs.map(({ idempotency_key, ...job }, i) =>
+          prepare(c.env, model, p, route, job, idempotency_key, `jobs.${i}.`),
+        ),
       );
       const results = await submit(c.env, p.account_id, model, prepared);
       const answer: BatchAnswer = {

@@ -39,6 +39,8 @@ describe("authentication", () => {
       key_id: keyId,
       tier: "plus",
       rate_limit: 120,
+      webhooks: [],
+      job_webhooks: false,
     });
   });
 

@@ -4,6 +4,7 @@
 import { fail, type Failure } from "../../shared/errors.ts";
 import { timingSafeEqual } from "../../shared/signing.ts";
 import type { AccountStore } from "./store.ts";
+import { hasJobSecret, hookRefs, type HookRef } from "./webhooks.ts";
 
 /** How long an idempotency key holds its job (ms). */
 export const IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000;
@@ -13,6 +14,25 @@ export interface Principal {
   key_id: string;
   tier: string;
   rate_limit: number | null;
+  /** The account's live webhook endpoints: a submit records in its job which ones it tells. */
+  webhooks: HookRef[];
+  /** Whether jobs' own webhooks can be signed (the account made their secret). */
+  job_webhooks: boolean;
+}
+
+function principal(
+  store: AccountStore,
+  account: { id: string; tier: string; rate_limit: number | null },
+  keyId: string,
+): Principal {
+  return {
+    account_id: account.id,
+    key_id: keyId,
+    tier: account.tier,
+    rate_limit: account.rate_limit,
+    webhooks: hookRefs(store),
+    job_webhooks: hasJobSecret(store),
+  };
 }
 
 /** Checks a key's hash against the stored one; revoked and unknown keys fail alike. */
@@ -20,7 +40,7 @@ export function authenticate(store: AccountStore, keyId: string, hash: string): 
   const account = store.account();
   const key = store.key(keyId);
   if (!account || !key || key.revoked_at !== null || !timingSafeEqual(key.hash, hash)) return undefined;
-  return { account_id: account.id, key_id: keyId, tier: account.tier, rate_limit: account.rate_limit };
+  return principal(store, account, keyId);
 }
 
 /** The principal of a key by its id while the key is live (a stream token names its key). */
@@ -28,7 +48,7 @@ export function principalOf(store: AccountStore, keyId: string): Principal | und
   const account = store.account();
   const key = store.key(keyId);
   if (!account || !key || key.revoked_at !== null) return undefined;
-  return { account_id: account.id, key_id: keyId, tier: account.tier, rate_limit: account.rate_limit };
+  return principal(store, account, keyId);
 }
 
 export interface Claim {

@@ -15,6 +15,12 @@ export const MIGRATIONS: readonly string[] = [
      key TEXT PRIMARY KEY, body_hash TEXT NOT NULL, job_id TEXT NOT NULL, created_at INTEGER NOT NULL
    );
    CREATE INDEX idempotency_created ON idempotency (created_at)`,
+  // Webhook endpoints (kind 'endpoint') and the secret of jobs' own webhooks (the one row of
+  // kind 'job', without URL). A rotated secret keeps signing beside the new one until old_until.
+  `CREATE TABLE webhooks (
+     id TEXT PRIMARY KEY, kind TEXT NOT NULL, url TEXT, events TEXT NOT NULL, secret TEXT NOT NULL,
+     old_secret TEXT, old_until INTEGER, created_at INTEGER NOT NULL, disabled_at INTEGER, disabled_reason TEXT
+   )`,
 ];
 
 export interface AccountRow {
@@ -40,6 +46,21 @@ export interface IdempotencyRow {
   body_hash: string;
   job_id: string;
   created_at: number;
+}
+
+export interface WebhookRow {
+  [k: string]: SqlValue;
+  id: string;
+  kind: "endpoint" | "job";
+  url: string | null;
+  /** JSON array of event names. */
+  events: string;
+  secret: string;
+  old_secret: string | null;
+  old_until: number | null;
+  created_at: number;
+  disabled_at: number | null;
+  disabled_reason: string | null;
 }
 
 export class AccountStore {
@@ -105,5 +126,37 @@ export class AccountStore {
 
   oldestIdempotency(): number | undefined {
     return one<{ t: number | null }>(this.sql, "SELECT min(created_at) AS t FROM idempotency")?.t ?? undefined;
+  }
+
+  webhooks(): WebhookRow[] {
+    return this.sql.all<WebhookRow>("SELECT * FROM webhooks WHERE kind = 'endpoint' ORDER BY created_at, id");
+  }
+
+  webhook(id: string): WebhookRow | undefined {
+    return one<WebhookRow>(this.sql, "SELECT * FROM webhooks WHERE id = ?", id);
+  }
+
+  putWebhook(w: WebhookRow): void {
+    this.sql.run(
+      `INSERT INTO webhooks (id, kind, url, events, secret, old_secret, old_until, created_at, disabled_at, disabled_reason)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT (id) DO UPDATE SET url = excluded.url, events = excluded.events, secret = excluded.secret,
+         old_secret = excluded.old_secret, old_until = excluded.old_until, disabled_at = excluded.disabled_at,
+         disabled_reason = excluded.disabled_reason`,
+      w.id,
+      w.kind,
+      w.url,
+      w.events,
+      w.secret,
+      w.old_secret,
+      w.old_until,
+      w.created_at,
+      w.disabled_at,
+      w.disabled_reason,
+    );
+  }
+
+  deleteWebhook(id: string): number {
+    return this.sql.run("DELETE FROM webhooks WHERE id = ? AND kind = 'endpoint'", id);
   }
 }

@@ -12,11 +12,13 @@
  * Ownership (DESIGN.md, "Who owns what"): only this module grants leases and bumps epochs.
  * Every result names the epoch of its lease; a result from another epoch is stale.
  */
-import type { AdminJobView, ModelConfig, QueueStats } from "../../shared/api.ts";
+import { customerView, type AdminJobView, type ModelConfig, type QueueStats } from "../../shared/api.ts";
 import { fail, type Failure } from "../../shared/errors.ts";
 import { canTransition, isTerminal, RETRY, type FailureReason, type JobStatus } from "../../shared/job.ts";
 import type { TierConfig } from "../../shared/slo.ts";
 import type { LeaseGrant } from "../../shared/wire.ts";
+import { jobEventOf, type WebhookEvent, type WebhookPayload } from "../../shared/webhooks.ts";
+import type { JobHook, OutboundMessage } from "../webhooks/logic.ts";
 import { migrate, type Sql } from "../sql/sql.ts";
 import { LeaseTable, type HeldLease, type LeaseRef } from "./leases.ts";
 import { BACKLOG_SHED, Queues, type Admission } from "./queues.ts";
@@ -67,6 +69,8 @@ export interface EnqueueItem {
   account_id: string;
   tier: string;
   body: JobBody;
+  /** Whom the job's status changes are told; absent for a job that tells nobody. */
+  hooks?: JobHook[] | undefined;
 }
 
 export type EnqueueOutcome =
@@ -139,6 +143,8 @@ export class SchedulerCore {
   private changed = new Set<string>();
   private jobsGone: string[] = [];
   private attemptsEnded: EndedAttempt[] = [];
+  /** Status changes of jobs with webhooks in this event, for {@link takeWebhookMessages}. */
+  private hooked: { id: string; type: WebhookEvent }[] = [];
   /** The earliest deadline an event added since the actor last asked (ms). */
   private earliestAdded: number | undefined;
   /** Attempts ended per version since the last report (see {@link takeFigures}). */
@@ -281,6 +287,7 @@ export class SchedulerCore {
         body: JSON.stringify({ ...item.body, model: config.model.name }),
         version: lane,
         routed: routed ? 1 : 0,
+        hooks: item.hooks && item.hooks.length > 0 ? JSON.stringify(item.hooks) : null,
       });
       this.queues.countQueued(item.tier, lane, item.account_id, 1);
       this.counters.enqueued++;
@@ -449,6 +456,10 @@ export class SchedulerCore {
     if (!canTransition(from, to)) throw new Error(`job ${job.id}: illegal transition ${from} → ${to}`);
     job.status = to;
     if (this.watched.has(job.id)) this.note(this.changed, job.id);
+    if (job.hooks !== null) {
+      const type = jobEventOf(to);
+      if (type !== undefined && this.hooked.length < MAX_PENDING) this.hooked.push({ id: job.id, type });
+    }
   }
 
   private note(set: Set<string>, id: string): void {
@@ -943,6 +954,66 @@ export class SchedulerCore {
       if (status === undefined || isTerminal(status)) this.watched.delete(id);
     }
     return out;
+  }
+
+  /**
+   * Writes the webhook messages of this event's status changes to the outbox and answers them.
+   * The actor calls it before its event ends, so the messages are in the same commit as the
+   * changes that made them; each carries the job as its owner reads it at the end of the event.
+   */
+  takeWebhookMessages(now: number): OutboundMessage[] {
+    if (this.hooked.length === 0) return [];
+    const noted = this.hooked;
+    this.hooked = [];
+    const out: OutboundMessage[] = [];
+    for (const { id, type } of noted) {
+      const job = this.store.job(id);
+      if (!job || job.hooks === null) continue;
+      const hooks = JSON.parse(job.hooks) as JobHook[];
+      const payload: WebhookPayload = {
+        type,
+        timestamp: new Date(now).toISOString(),
+        data: customerView(this.render(job, now, false)),
+      };
+      const text = JSON.stringify(payload);
+      for (const h of hooks) {
+        if (!h.events.includes(type)) continue;
+        const row = this.store.addOutbox({
+          account_id: job.account_id,
+          job_id: id,
+          endpoint: h.endpoint,
+          url: h.url ?? null,
+          type,
+          payload: text,
+          at: now,
+        });
+        out.push({
+          seq: row.id,
+          account_id: job.account_id,
+          job_id: id,
+          endpoint: h.endpoint,
+          url: row.url,
+          type,
+          payload: text,
+          at: now,
+        });
+      }
+    }
+    return out;
+  }
+
+  /** Messages still in the outbox, oldest first: those whose hand-over failed or was cut short. */
+  outboxMessages(limit: number): OutboundMessage[] {
+    return this.store.outbox(limit).map((r) => ({
+      seq: r.id,
+      account_id: r.account_id,
+      job_id: r.job_id,
+      endpoint: r.endpoint,
+      url: r.url,
+      type: r.type as WebhookEvent,
+      payload: r.payload,
+      at: r.at,
+    }));
   }
 
   /** Jobs deleted since the last call: every file under them is to be deleted. */

@@ -7,6 +7,7 @@
  * Called by the scheduler's core and its view.
  */
 import type { AttemptOutcome } from "../../shared/job.ts";
+import type { JobWebhook } from "../../shared/webhooks.ts";
 import type { JobRow } from "./store.ts";
 
 /** The stored body of a job: what the client sent, kept as sent. */
@@ -16,7 +17,7 @@ export interface JobBody {
   metadata?: Record<string, unknown> | undefined;
   deadline?: string | undefined;
   version?: string | undefined;
-  webhook?: string | undefined;
+  webhook?: JobWebhook | undefined;
 }
 
 /** An attempt as stored inside its job row (times in ms since the Unix epoch). */

@@ -34,6 +34,7 @@ function populated(n: number): { sql: ReturnType<typeof nodeSql>; store: Schedul
       // Every fifth job is pinned to a version, every tenth routed there: its own lane of the tier.
       version: i % 5 === 0 ? "v2" : null,
       routed: i % 10 === 0 ? 1 : 0,
+      hooks: null,
     });
     const row = store.job(id)!;
     if (i % 3 === 1) {

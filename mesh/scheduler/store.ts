@@ -62,6 +62,20 @@ export const MIGRATIONS: readonly string[] = [
   // A job routed to a canary's lane at enqueue (not pinned by its owner) goes back to the
   // unpinned lane when that version stops being the canary.
   `ALTER TABLE jobs ADD COLUMN routed INTEGER NOT NULL DEFAULT 0`,
+  // Jobs that tell webhooks (NULL for the rest, which pay nothing for it): whom, as JSON. A
+  // status change of such a job writes its messages to the outbox in the change's own commit;
+  // they leave for the account's WebhookActor after it, and are deleted once it took them.
+  `ALTER TABLE jobs ADD COLUMN hooks TEXT;
+   CREATE TABLE webhook_outbox (
+     id INTEGER PRIMARY KEY AUTOINCREMENT,
+     account_id TEXT NOT NULL,
+     job_id TEXT NOT NULL,
+     endpoint TEXT NOT NULL,
+     url TEXT,
+     type TEXT NOT NULL,
+     payload TEXT NOT NULL,
+     at INTEGER NOT NULL
+   )`,
 ];
 
 /** A job row as stored. */
@@ -86,6 +100,8 @@ export interface JobRow {
   version: string | null;
   /** 1 when the lane was chosen by canary routing, not by the job's owner. */
   routed: number;
+  /** Whom the job's status changes are told (JSON {@link JobHook}[]), or `null`: nobody. */
+  hooks: string | null;
   progress: string | null;
   outputs: string | null;
   error_code: string | null;
@@ -149,6 +165,19 @@ export const RELANE_QUERY =
 /** A lane: a tier's jobs pinned to one version, or (`null`) those any version may run. */
 export type Lane = string | null;
 
+/** A webhook message waiting in the outbox for the account's WebhookActor to take it. */
+export interface OutboxRow {
+  [k: string]: SqlValue;
+  id: number;
+  account_id: string;
+  job_id: string;
+  endpoint: string;
+  url: string | null;
+  type: string;
+  payload: string;
+  at: number;
+}
+
 /** Typed access to the scheduler's tables. */
 export class SchedulerStore {
   readonly sql: Sql;
@@ -170,11 +199,11 @@ export class SchedulerStore {
   }
 
   insertJob(
-    j: Pick<JobRow, "id" | "account_id" | "tier" | "tag" | "enqueued_at" | "body" | "version" | "routed">,
+    j: Pick<JobRow, "id" | "account_id" | "tier" | "tag" | "enqueued_at" | "body" | "version" | "routed" | "hooks">,
   ): void {
     this.sql.run(
-      `INSERT INTO jobs (id, account_id, tier, status, phase, tag, enqueued_at, created_at, body, version, routed)
-       VALUES (?, ?, ?, 'queued', 'waiting', ?, ?, ?, ?, ?, ?)`,
+      `INSERT INTO jobs (id, account_id, tier, status, phase, tag, enqueued_at, created_at, body, version, routed, hooks)
+       VALUES (?, ?, ?, 'queued', 'waiting', ?, ?, ?, ?, ?, ?, ?)`,
       j.id,
       j.account_id,
       j.tier,
@@ -184,6 +213,7 @@ export class SchedulerStore {
       j.body,
       j.version,
       j.routed,
+      j.hooks,
     );
   }
 
@@ -361,5 +391,32 @@ export class SchedulerStore {
       j.attempts,
       j.id,
     );
+  }
+
+  /** Adds a webhook message to the outbox; answers it with its id (its order within the shard). */
+  addOutbox(m: Pick<OutboxRow, "account_id" | "job_id" | "endpoint" | "url" | "type" | "payload" | "at">): OutboxRow {
+    const [row] = this.sql.all<OutboxRow>(
+      `INSERT INTO webhook_outbox (account_id, job_id, endpoint, url, type, payload, at)
+       VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING *`,
+      m.account_id,
+      m.job_id,
+      m.endpoint,
+      m.url,
+      m.type,
+      m.payload,
+      m.at,
+    );
+    if (!row) throw new Error("the outbox answered no row");
+    return row;
+  }
+
+  /** The outbox's oldest messages. */
+  outbox(limit: number): OutboxRow[] {
+    return this.sql.all<OutboxRow>("SELECT * FROM webhook_outbox ORDER BY id LIMIT ?", limit);
+  }
+
+  /** Deletes messages the WebhookActor took. */
+  deleteOutbox(ids: readonly number[]): void {
+    for (const id of ids) this.sql.run("DELETE FROM webhook_outbox WHERE id = ?", id);
   }
 }

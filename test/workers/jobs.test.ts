@@ -102,6 +102,7 @@ describe("submitting jobs", () => {
   it("metadata, deadline, version and webhook are accepted and stored", async () => {
     const model = await makeModel();
     const acct = await makeAccount();
+    expect((await call("POST", "/v1/webhooks/job-secret", { key: acct.key })).status).toBe(201);
     const r = await call<{ id: string }>("POST", `/v1/models/${model}/jobs`, {
       key: acct.key,
       body: {
