@@ -11,6 +11,7 @@ import { depth } from "./depth.ts";
 import { dispatch } from "./dispatch.ts";
 import { fairness } from "./fairness.ts";
 import { noisy } from "./noisy.ts";
+import { rollout } from "./rollout.ts";
 import { streams } from "./streams.ts";
 import { submit } from "./submit.ts";
 
@@ -25,4 +26,5 @@ export const BENCHMARKS: readonly Benchmark[] = [
   streams,
   fairness,
   noisy,
+  rollout,
 ];
