@@ -10,11 +10,17 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, realpathSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { stringify } from "yaml";
 import { z } from "zod";
-import { BUILT_IN_MODELS } from "../shared/models.ts";
+import { createAdminClient } from "../client/index.ts";
+import { DEMO_VERSION, ensureBuiltInVersions, MODELS_DIR, versionDir } from "../scripts/models.ts";
+import { BUILT_IN_MODELS, DEMO_MODEL } from "../shared/models.ts";
+import type { RolloutFile } from "../shared/repository.ts";
 import type { SecretName } from "../edge/secrets.ts";
 import { claimState, type Instance } from "./dev-instance.ts";
 import { GENERATORS } from "./keys.ts";
+import { pushVersionDir, type PushSummary } from "./push.ts";
+import { parseRolloutFile } from "./rollout.ts";
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 
@@ -147,6 +153,52 @@ export async function bootstrap(url: string, adminKey: string, stateDir: string)
   return config;
 }
 
+/** The rollout the local platform applies on its first start: the built-in versions as stable. */
+export const BUILT_IN_ROLLOUT = join(MODELS_DIR, "rollout.yaml");
+
+/** What {@link installBuiltInVersions} did. */
+export interface Installed {
+  pushed: PushSummary[];
+  /** Built-in versions that could not be made (no Python that imports torch): why. */
+  skipped: string[];
+  /** The rollout entry applied now, or undefined when every model in the file had one already. */
+  applied: number | undefined;
+}
+
+/**
+ * Pushes the built-in versions (scripts/models.ts) to the edge the way `floodgate models push`
+ * does, and applies {@link BUILT_IN_ROLLOUT} for the models that have no rollout yet, so the
+ * local agents serve them on the path a real fleet takes. Idempotent: a second start finds the
+ * versions stored (nothing is uploaded) and the rollout applied (an operator's later rollout is
+ * kept). The reference model needs Python with torch to generate its weights; without it only
+ * the demo model is installed, and `skipped` says why.
+ */
+export async function installBuiltInVersions(url: string, adminKey: string): Promise<Installed> {
+  const client = createAdminClient({ url, adminKey });
+  const skipped: string[] = [];
+  let dirs: string[];
+  try {
+    dirs = await ensureBuiltInVersions();
+  } catch (err) {
+    skipped.push(`reference: ${err instanceof Error ? err.message.split("\n")[0] : String(err)}`);
+    dirs = [versionDir(DEMO_MODEL, DEMO_VERSION)];
+  }
+  const pushed: PushSummary[] = [];
+  for (const dir of dirs) pushed.push(await pushVersionDir(client, dir));
+  const file = parseRolloutFile(readFileSync(BUILT_IN_ROLLOUT, "utf8"), BUILT_IN_ROLLOUT);
+  const status = await client.rollouts.status();
+  const models: RolloutFile["models"] = {};
+  for (const [model, entry] of Object.entries(file.models)) {
+    if (status.models[model] !== undefined) continue;
+    if (!pushed.some((p) => p.model === model && p.version === entry.version)) continue;
+    models[model] = entry;
+  }
+  if (Object.keys(models).length === 0) return { pushed, skipped, applied: undefined };
+  const rollout = { models };
+  const entry = await client.rollouts.apply(rollout, stringify(rollout));
+  return { pushed, skipped, applied: entry.id };
+}
+
 /**
  * Environment for local workerd: no metrics, and no fetch of the `Request.cf` sample, which
  * needs the internet (the placeholder is used instead).
@@ -225,7 +277,10 @@ export function stopProcess(child: ChildProcess, signal: NodeJS.Signals = "SIGTE
   }
 }
 
-/** Starts a local agent process with the demo model. */
+/**
+ * Starts a local agent process: without `runner` it serves what the rollout says for its
+ * token's models; with it, that one runner (tests that need a runner of their own).
+ */
 export function startAgent(opts: {
   url: string;
   token: string;
@@ -248,8 +303,7 @@ export function startAgent(opts: {
       opts.token,
       "--name",
       `local-${opts.index}`,
-      "--runner",
-      opts.runner ?? "demo",
+      ...(opts.runner === undefined ? [] : ["--runner", opts.runner]),
       "--cache-dir",
       join(opts.state, "agents", String(opts.index)),
       ...(opts.extraArgs ?? []),
@@ -311,8 +365,10 @@ async function run(opts: DevOptions, state: string, instance: Instance, log: (li
     onSpawn: (c) => instance.add(c, "edge", true),
   });
   let config: LocalConfig;
+  let installed: Installed;
   try {
     config = await bootstrap(url, secrets.ADMIN_KEY, state);
+    installed = await installBuiltInVersions(url, secrets.ADMIN_KEY);
   } catch (err) {
     stopProcess(child);
     await waitExit(child, 10_000);
@@ -328,7 +384,15 @@ async function run(opts: DevOptions, state: string, instance: Instance, log: (li
   log(`  admin key   ${config.admin_key}`);
   log(`  agent token ${config.agent_token}`);
   log(`  written to  ${join(state, "local.json")}`);
-  log(`  agents      ${opts.agents} with the demo model`);
+  const versions = installed.pushed.map(
+    (p) => `${p.model} ${p.version} (${p.state}, ${p.uploaded_pieces} of ${p.pieces} pieces uploaded)`,
+  );
+  log(`  versions    ${versions.join(", ")}`);
+  for (const why of installed.skipped) log(`  not pushed  ${why}`);
+  log(
+    `  rollout     ${installed.applied === undefined ? "as applied before" : `${BUILT_IN_ROLLOUT} applied (entry ${installed.applied})`}; npx floodgate rollout status`,
+  );
+  log(`  agents      ${opts.agents} serving what the rollout says`);
   log(`Try, in another terminal:  npx floodgate submit demo --input '{"prompt":"a red fox"}' --watch`);
   log("Ctrl-C stops everything.");
   return await new Promise<number>((resolveExit) => {

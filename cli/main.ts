@@ -21,7 +21,8 @@ const HELP = `floodgate — generative-media jobs at launch-day scale
 Usage:
   floodgate dev [--port 8787] [--agents 1] [--state .floodgate]
       Run the whole platform locally: the edge under wrangler dev (state kept in --state),
-      local agents, and print the keys (also written to <state>/local.json).
+      the built-in model versions pushed and models/rollout.yaml applied, local agents
+      serving it, and print the keys (also written to <state>/local.json).
   floodgate agent --url URL --token TOKEN [--gpus all] [--name NAME] [--cache-dir DIR]
                   [--runner demo|synthetic|python [--slots N] [--model reference] …]
       Attach this machine to an edge as a GPU agent: one outbound WebSocket, no inbound port.
@@ -43,7 +44,7 @@ const DEV_HELP = `floodgate dev — run the whole platform locally
 
 Options:
   --port N      port of the edge on 127.0.0.1 (default 8787)
-  --agents N    local agents with the demo model (default 1)
+  --agents N    local agents serving what the rollout says (default 1)
   --state DIR   where state, secrets and local.json live (default .floodgate)
   -h, --help    this text
 

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import type { VersionSummary } from "../shared/repository.ts";
-import { uploadLine, uploadLogLine, versionTable, type Upload } from "./models.ts";
+import { uploadLine, uploadLogLine, versionTable } from "./models.ts";
+import type { Upload } from "./push.ts";
 
 const upload = (over: Partial<Upload> = {}): Upload => ({
   pieces: 20,

@@ -6,10 +6,9 @@
  * resumes by running it again: only the pieces still missing are sent. Called by cli/main.ts.
  */
 import { resolve } from "node:path";
-import pMap from "p-map";
 import { z } from "zod";
 import { ModelName } from "../shared/api.ts";
-import { piecesOf, type VersionRecord, type VersionSummary } from "../shared/repository.ts";
+import type { VersionSummary } from "../shared/repository.ts";
 import {
   admin,
   ago,
@@ -26,13 +25,8 @@ import {
 } from "./client-commands.ts";
 import { parseFlags, UsageError } from "./flags.ts";
 import { formatBytes, formatDuration } from "./progress.ts";
-import { readPiece, readVersionDir, type Skipped } from "./pieces.ts";
+import { DEFAULT_PARALLEL, pushVersionDir, type Upload } from "./push.ts";
 import { table } from "./table.ts";
-
-/** Pieces uploaded at once, unless `--parallel` says otherwise. */
-const DEFAULT_PARALLEL = 4;
-/** Deadline of one piece's upload (ms): 8 MiB on a slow uplink. */
-const PIECE_TIMEOUT_MS = 300_000;
 
 const MODELS_HELP = `floodgate models — model versions in the repository (admin)
 
@@ -52,16 +46,6 @@ ${connHelp("admin")}
 Symbolic links inside DIR are followed; one that leads outside DIR is refused. What is not a
 regular file (a link to a folder, a socket, a FIFO) is skipped, and each is named.
 `;
-
-/** An upload in progress: what there is to send and what went. */
-export interface Upload {
-  pieces: number;
-  bytes: number;
-  done: number;
-  sent: number;
-  /** When uploading started (ms). */
-  since: number;
-}
 
 const SPINNER = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
 
@@ -87,9 +71,11 @@ export function uploadLine(u: Upload, now: number, columns = 80): string {
   return line.length > max ? `${line.slice(0, max - 1)}…` : line;
 }
 
+/** The tenths of its pieces an upload has sent. */
+const tenth = (u: Upload): number => (u.pieces > 0 ? Math.floor((10 * u.done) / u.pieces) : 10);
+
 /** The plain-log line after a piece, when the upload crossed a tenth of its pieces (or ended). */
 export function uploadLogLine(before: Upload, after: Upload, now: number): string | undefined {
-  const tenth = (u: Upload): number => (u.pieces > 0 ? Math.floor((10 * u.done) / u.pieces) : 10);
   if (tenth(before) === tenth(after) && after.done !== after.pieces) return undefined;
   const r = rate(after, now);
   return `uploaded ${after.done}/${after.pieces} pieces (${formatBytes(after.sent)} of ${formatBytes(after.bytes)}${r === undefined ? "" : `, ${formatBytes(r)}/s`})`;
@@ -110,21 +96,6 @@ export function versionTable(versions: VersionSummary[], now: number): string {
       `${v.digest.slice(0, 12)}…`,
     ]),
   );
-}
-
-/** What `floodgate models push --json` prints. */
-export interface PushSummary {
-  model: string;
-  version: string;
-  digest: string;
-  state: VersionRecord["state"];
-  files: number;
-  pieces: number;
-  bytes: number;
-  uploaded_pieces: number;
-  skipped_pieces: number;
-  bytes_uploaded: number;
-  skipped_files: Skipped[];
 }
 
 class Interrupted extends Error {}
@@ -150,81 +121,57 @@ const pushVersion: Runner = async (argv, io) => {
   });
   const started = io.now();
   let upload: Upload | undefined;
+  let piecesTotal = 0;
+  let ticker: ReturnType<typeof setInterval> | undefined;
   try {
-    const v = await readVersionDir(dir, (p) => {
-      if (io.tty) screen?.live(`hashing ${p.files}/${p.of} files · ${formatBytes(p.bytes)}/${formatBytes(p.total)}`);
-    });
-    for (const s of v.skipped) io.stderr(`skipped ${s.path}: ${s.why}\n`);
-    const { model, version } = v.push.manifest;
-    const pieces = piecesOf(v.push.files).length;
-    const bytes = v.push.files.reduce((n, f) => n + f.size, 0);
-    screen?.line(
-      `${model} ${version}: ${v.push.files.length} files, ${pieces} pieces, ${formatBytes(bytes)} (hashed in ${formatDuration((io.now() - started) / 1000)})`,
-    );
-    const answer = await client.versions.push(model, v.push, { signal: stop.signal });
-    const missing = answer.missing;
-    const sizeOf = (sha: string): number => v.sources.get(sha)?.size ?? 0;
-    const u: Upload = {
-      pieces: missing.length,
-      bytes: missing.reduce((n, sha) => n + sizeOf(sha), 0),
-      done: 0,
-      sent: 0,
-      since: io.now(),
-    };
-    upload = u;
-    if (missing.length > 0) {
-      screen?.line(
-        `${pieces - missing.length} of ${pieces} pieces already stored; uploading ${missing.length} (${formatBytes(u.bytes)})`,
-      );
-    }
-    const ticker =
-      io.tty && screen ? setInterval(() => screen.live(uploadLine(u, io.now(), io.columns)), 100) : undefined;
-    ticker?.unref?.();
-    try {
-      await pMap(
-        missing,
-        async (sha) => {
-          const source = v.sources.get(sha);
-          if (!source) throw new Error(`the edge asked for piece ${sha}, which is not one of this version's`);
-          const piece = await readPiece(sha, source);
-          await client.versions.putPiece(sha, piece, { signal: stop.signal, timeoutMs: PIECE_TIMEOUT_MS });
-          const before = { ...u };
-          u.done += 1;
-          u.sent += piece.length;
+    const summary = await pushVersionDir(client, dir, {
+      parallel: flags.parallel,
+      signal: stop.signal,
+      now: io.now,
+      on: {
+        hashing: (p) => {
+          if (io.tty)
+            screen?.live(`hashing ${p.files}/${p.of} files · ${formatBytes(p.bytes)}/${formatBytes(p.total)}`);
+        },
+        counted: (c) => {
+          for (const s of c.skipped) io.stderr(`skipped ${s.path}: ${s.why}\n`);
+          screen?.line(
+            `${c.model} ${c.version}: ${c.files} files, ${c.pieces} pieces, ${formatBytes(c.bytes)} (hashed in ${formatDuration((io.now() - started) / 1000)})`,
+          );
+          piecesTotal = c.pieces;
+        },
+        uploading: (u) => {
+          upload = u;
+          if (u.pieces > 0) {
+            screen?.line(
+              `${piecesTotal - u.pieces} of ${piecesTotal} pieces already stored; uploading ${u.pieces} (${formatBytes(u.bytes)})`,
+            );
+          }
+          if (io.tty && screen) {
+            ticker = setInterval(() => screen.live(uploadLine(u, io.now(), io.columns)), 100);
+            ticker.unref?.();
+          }
+        },
+        piece: (before, after) => {
           if (!io.tty) {
-            const line = uploadLogLine(before, u, io.now());
+            const line = uploadLogLine(before, after, io.now());
             if (line !== undefined) screen?.line(line);
           }
         },
-        { concurrency: flags.parallel, signal: stop.signal },
-      );
-    } finally {
-      clearInterval(ticker);
-      screen?.clear();
-    }
-    const record = await client.versions.commit(model, version, { signal: stop.signal });
-    const summary: PushSummary = {
-      model,
-      version,
-      digest: record.digest,
-      state: record.state,
-      files: record.files.length,
-      pieces,
-      bytes: record.bytes,
-      uploaded_pieces: u.done,
-      skipped_pieces: pieces - u.done,
-      bytes_uploaded: u.sent,
-      skipped_files: v.skipped,
-    };
+      },
+    });
+    clearInterval(ticker);
+    screen?.clear();
     if (json) jsonOut(io, summary);
     else {
       io.stdout(
-        `${model} ${version} is ${record.state}: ${summary.files} files, ${pieces} pieces (${u.done} uploaded, ${summary.skipped_pieces} already stored), ` +
-          `${formatBytes(record.bytes)} in ${formatDuration((io.now() - started) / 1000)}\ndigest ${record.digest}\n`,
+        `${summary.model} ${summary.version} is ${summary.state}: ${summary.files} files, ${summary.pieces} pieces (${summary.uploaded_pieces} uploaded, ${summary.skipped_pieces} already stored), ` +
+          `${formatBytes(summary.bytes)} in ${formatDuration((io.now() - started) / 1000)}\ndigest ${summary.digest}\n`,
       );
     }
     return 0;
   } catch (err) {
+    clearInterval(ticker);
     screen?.clear();
     if (stop.signal.reason instanceof Interrupted) {
       const sent = upload ? ` after ${upload.done} of ${upload.pieces} pieces` : "";

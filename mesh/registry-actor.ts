@@ -14,8 +14,8 @@ import { DurableObject } from "cloudflare:workers";
 import { shardSpan, type ModelConfig, type ModelConfigBody } from "../shared/api.ts";
 import { fail, type Failure } from "../shared/errors.ts";
 import { MAX_MODEL_NUMBER, schedulerName } from "../shared/ids.ts";
-import type { ModelRollout, VersionManifest } from "../shared/repository.ts";
-import type { RevertReason, RevertRecord, RolloutEntry, RolloutStatus } from "../shared/rollouts.ts";
+import type { ModelRollout } from "../shared/repository.ts";
+import type { RevertRecord, RolloutEntry, RolloutStatus } from "../shared/rollouts.ts";
 import { DEFAULT_TIERS, type TierConfig } from "../shared/slo.ts";
 import type { VersionState } from "../shared/wire.ts";
 import { actor, eachLimited } from "./remote.ts";
@@ -25,21 +25,16 @@ import type { VersionFigures } from "./scheduler/core.ts";
 import { durableSql } from "./sql/durable.ts";
 import { migrate } from "./sql/sql.ts";
 import {
-  canaryVerdict,
-  desiredAfterApply,
-  desiredAfterRevert,
-  desiredVersions,
-  laneDesired,
-  modelBodyFrom,
-  modelStatus,
-  newlyFailed,
-  revertRecord,
-  statesChanged,
-  undoTarget,
-  type ModelDesired,
-} from "./registry/rollouts.ts";
-import { MIGRATIONS, RegistryStore, type RolloutRow } from "./registry/store.ts";
-import { readyVersion } from "./registry/versions.ts";
+  entryOf,
+  recordAgentVersions,
+  recordRevert,
+  recordRollout,
+  rolloutStatusOf,
+  verdictOf,
+} from "./registry/ledger.ts";
+import { laneDesired, undoTarget, type ModelDesired } from "./registry/rollouts.ts";
+import { MIGRATIONS, RegistryStore } from "./registry/store.ts";
+import { readRollout } from "./registry/versions.ts";
 
 /** What the edge and agents' actors cache: every model, the tier table and the models' desired versions. */
 export interface RegistrySnapshot {
@@ -50,20 +45,6 @@ export interface RegistrySnapshot {
 
 /** Agents' actors told at once of a change of desired versions. */
 const TELL_AGENTS_AT_ONCE = 16;
-/** Reverts `rollout status` shows per model. */
-const STATUS_REVERTS = 20;
-
-function entryOf(r: RolloutRow): RolloutEntry {
-  return {
-    id: r.id,
-    applied_at: new Date(r.applied_at).toISOString(),
-    by: r.by,
-    kind: r.kind === "undo" ? "undo" : "apply",
-    models: JSON.parse(r.models) as Record<string, ModelRollout>,
-    source: r.source,
-  };
-}
-
 export class RegistryActor extends DurableObject<Env> {
   private store!: RegistryStore;
 
@@ -219,48 +200,13 @@ export class RegistryActor extends DurableObject<Env> {
     by: string,
     kind: "apply" | "undo" = "apply",
   ): Promise<{ ok: true; entry: RolloutEntry } | Failure> {
-    const names = Object.keys(models);
-    const read = await Promise.all(
-      names.map(async (model) => {
-        const entry = models[model] as ModelRollout;
-        const stable = await readyVersion(this.env, model, entry.version);
-        if (!stable.ok) return stable;
-        if (!entry.canary) return { ok: true as const, model, stable: stable.record };
-        const canary = await readyVersion(this.env, model, entry.canary.version);
-        return canary.ok ? { ok: true as const, model, stable: stable.record, canary: canary.record } : canary;
-      }),
-    );
-    const refused = read.find((r) => !r.ok);
-    if (refused && !refused.ok) return refused;
-    const fresh = names.filter((m) => !this.store.model(m)).length;
-    if (fresh > 0 && this.store.nextModelNumber() + fresh - 1 > MAX_MODEL_NUMBER) {
-      return fail("conflict", "the registry holds the most models a job id can name");
-    }
+    const read = await readRollout(this.env, models);
+    if (!read.ok) return read;
     // From here on nothing awaits until every write is made: one event, one commit.
-    const now = Date.now();
-    const id = this.store.addRollout({ applied_at: now, by, kind, models, source });
-    for (const r of read) {
-      if (!r.ok) continue;
-      const entry = models[r.model] as ModelRollout;
-      this.configureFrom(r.model, r.stable.manifest, now);
-      const digests = { stable: r.stable.digest, canary: "canary" in r ? r.canary?.digest : undefined };
-      const d = desiredAfterApply(r.model, entry, digests, this.store.desired(r.model), id, now);
-      this.store.setDesired(d, desiredVersions(d), now);
-    }
-    // Built before the fan-out: another apply may be recorded while it is awaited.
-    const entry = entryOf({ id, applied_at: now, by, kind, models: JSON.stringify(models), source });
-    await this.desiredChanged(names);
-    return { ok: true, entry };
-  }
-
-  /** Sets a model's configuration from a version's manifest (made when absent; kept when the same). */
-  private configureFrom(name: string, manifest: VersionManifest, now: number): void {
-    const held = this.store.model(name);
-    const body = modelBodyFrom(held ? (JSON.parse(held.config) as ModelConfig) : undefined, manifest);
-    if (!body) return;
-    const number = held?.number ?? this.store.nextModelNumber();
-    const config: ModelConfig = { ...body, name, number, updated_at: new Date(now).toISOString() };
-    this.store.putModel({ name, number, config: JSON.stringify(config), updated_at: config.updated_at });
+    const out = recordRollout(this.store, models, read.models, { source, by, kind, now: Date.now() });
+    if (!out.ok) return out;
+    await this.desiredChanged(Object.keys(models));
+    return out;
   }
 
   /** Applies a model's previous history entry again, as a new entry (see rollouts.ts, undoTarget). */
@@ -272,36 +218,17 @@ export class RegistryActor extends DurableObject<Env> {
 
   /** Ends a model's canary now, at an operator's word. */
   async revertCanary(model: string): Promise<{ ok: true; revert: RevertRecord } | Failure> {
-    const out = this.revert(model, "operator");
+    const out = recordRevert(this.store, model, "operator", Date.now());
     if (!out.ok) return out;
     await this.desiredChanged([model]);
     return out;
   }
 
-  /**
-   * Ends a model's canary: the revert recorded with the canary's figures, the desired versions
-   * left with the stable alone. The caller tells the shards and agents.
-   */
-  private revert(model: string, reason: RevertReason): { ok: true; revert: RevertRecord } | Failure {
-    const d = this.store.desired(model);
-    if (!d?.canary) return fail("conflict", `model ${model} has no canary to revert`);
-    const version = d.canary.version;
-    const figures = this.store.window(model, version) ?? { jobs: 0, failed: 0 };
-    const now = Date.now();
-    this.store.addRevert({ model, at: now, version, reason, ...figures });
-    const next = desiredAfterRevert(d, now);
-    this.store.setDesired(next, desiredVersions(next), now);
-    return { ok: true, revert: revertRecord(now, version, reason, figures) };
-  }
-
   /** Runs a model's canary analysis; a canary that fails it is reverted, and shards and agents told. */
   private async analyse(model: string): Promise<void> {
-    const d = this.store.desired(model);
-    if (!d?.canary) return;
-    const figures = this.store.window(model, d.canary.version) ?? { jobs: 0, failed: 0 };
-    const verdict = canaryVerdict(d, figures, this.store.versionStates(model, d.canary.version));
+    const verdict = verdictOf(this.store, model);
     if (verdict === undefined) return;
-    const out = this.revert(model, verdict);
+    const out = recordRevert(this.store, model, verdict, Date.now());
     if (!out.ok) return;
     console.warn(JSON.stringify({ level: "warn", what: "canary reverted", model, ...out.revert }));
     // Not awaited: the shard or agent whose report led here is not held up by the fan-out.
@@ -342,17 +269,7 @@ export class RegistryActor extends DurableObject<Env> {
    * touched is analysed.
    */
   async agentVersions(agentId: string, states: VersionState[]): Promise<void> {
-    const before = this.store.agentVersions(agentId);
-    if (!statesChanged(before, states)) return;
-    this.store.setAgentVersions(
-      agentId,
-      states.map((s) => ({ model: s.model, version: s.version, state: s.state, message: s.message ?? null })),
-    );
-    for (const f of newlyFailed(before, states)) {
-      if (this.store.noteLoadFailure(f.model, f.version, agentId)) this.store.addFigures(f.model, f.version, 1, 1);
-    }
-    const models = new Set([...before.map((r) => r.model), ...states.map((s) => s.model)]);
-    for (const model of models) await this.analyse(model);
+    for (const model of recordAgentVersions(this.store, agentId, states)) await this.analyse(model);
   }
 
   /** The rollout history, newest first. */
@@ -362,13 +279,6 @@ export class RegistryActor extends DurableObject<Env> {
 
   /** Every model with a rollout: desired versions, agents' versions, windows and reverts. */
   async rolloutStatus(): Promise<RolloutStatus> {
-    const models: RolloutStatus["models"] = {};
-    for (const d of this.store.allDesired()) {
-      const reverts = this.store
-        .reverts(d.model, STATUS_REVERTS)
-        .map((r) => revertRecord(r.at, r.version, r.reason as RevertReason, { jobs: r.jobs, failed: r.failed }));
-      models[d.model] = modelStatus(d, this.store.windows(d.model), this.store.modelAgentVersions(d.model), reverts);
-    }
-    return { models };
+    return rolloutStatusOf(this.store);
   }
 }

@@ -1,7 +1,8 @@
-import { readdirSync, readFileSync } from "node:fs";
+import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { DEMO_MODEL_CONFIG, REFERENCE_MODEL_CONFIG } from "../shared/models.ts";
+import { parseRolloutFile } from "../cli/rollout.ts";
 import { VersionManifest } from "../shared/repository.ts";
 import { demoManifest, DEMO_VERSION, MODELS_DIR, versionDir } from "./models.ts";
 
@@ -30,12 +31,20 @@ describe("the built-in model versions", () => {
 
   it("every built-in version is a valid manifest in a directory named by its model and version", () => {
     for (const model of readdirSync(MODELS_DIR)) {
+      if (!statSync(join(MODELS_DIR, model)).isDirectory()) continue;
       for (const version of readdirSync(join(MODELS_DIR, model))) {
         const m = VersionManifest.parse(committed(model, version));
         expect([m.model, m.version]).toEqual([model, version]);
       }
     }
     expect(DEMO_MODEL_CONFIG.input_schema).toEqual(demoManifest().input_schema);
+  });
+
+  it("models/rollout.yaml is a valid rollout file naming each built-in model's version as stable", () => {
+    const file = join(MODELS_DIR, "rollout.yaml");
+    const rollout = parseRolloutFile(readFileSync(file, "utf8"), file);
+    const [reference] = readdirSync(join(MODELS_DIR, "reference"));
+    expect(rollout.models).toEqual({ demo: { version: DEMO_VERSION }, reference: { version: reference } });
   });
 
   it("the manifest of docs/models.md's worked example is a valid version manifest", () => {

@@ -12,6 +12,7 @@ import { depth } from "./depth.ts";
 import { dispatch } from "./dispatch.ts";
 import { fairness } from "./fairness.ts";
 import { noisy } from "./noisy.ts";
+import { rollout } from "./rollout.ts";
 import { streams } from "./streams.ts";
 import { submit } from "./submit.ts";
 
@@ -27,4 +28,5 @@ export const BENCHMARKS: readonly Benchmark[] = [
   fairness,
   noisy,
   agents,
+  rollout,
 ];

@@ -67,3 +67,47 @@ describe("floodgate dev", () => {
     expect(agentHelp.stdout).toContain("--max-vram-pct");
   });
 });
+
+describe("floodgate dev installs the built-in versions", () => {
+  let stack: Stack | undefined;
+  afterAll(async () => {
+    await stack?.stop("SIGKILL");
+  });
+
+  it("pushes the built-in versions and applies models/rollout.yaml, its agent with no runner flags runs a demo job on version 1, and a second start uploads nothing and applies nothing", async () => {
+    const port = await freePort();
+    stack = await startStack({ port, agents: 1 });
+    const admin = stack.config.admin_key;
+    expect(stack.output()).toMatch(
+      /versions {4}demo 1 \(ready, 0 of 0 pieces uploaded\), reference tiny-1 \(ready, (\d+) of \1 pieces uploaded\)/,
+    );
+    expect(stack.output()).toMatch(/rollout {5}\S*models\/rollout\.yaml applied \(entry 1\)/);
+    const sub = await api<{ id: string }>(stack, "POST", "/v1/models/demo/jobs", { input: { prompt: "a red fox" } });
+    expect(sub.status).toBe(202);
+    let job: { status: string; attempts: { version?: string }[] } = { status: "queued", attempts: [] };
+    const deadline = Date.now() + 120_000;
+    while (job.status !== "succeeded") {
+      if (["failed", "cancelled", "expired"].includes(job.status) || Date.now() > deadline) {
+        throw new Error(`the demo job is ${JSON.stringify(job)}:\n${stack.output()}`);
+      }
+      await new Promise((r) => setTimeout(r, 250));
+      job = (await api<typeof job>(stack, "GET", `/v1/jobs/${sub.body.id}`)).body;
+    }
+    expect(job.attempts.at(-1)?.version).toBe("1");
+    const status = await api<{
+      models: Record<string, { stable: { version: string }; agents: Record<string, { serving: number }> }>;
+    }>(stack, "GET", "/v1/admin/rollouts/status", undefined, admin);
+    expect(status.body.models.demo?.stable.version).toBe("1");
+    expect(status.body.models.demo?.agents["1"]?.serving).toBe(1);
+    expect(await stack.stop("SIGTERM")).toBe(0);
+
+    stack = await startStack({ port, state: stack.state, agents: 0 });
+    expect(stack.output()).toMatch(
+      /versions {4}demo 1 \(ready, 0 of 0 pieces uploaded\), reference tiny-1 \(ready, 0 of \d+ pieces uploaded\)/,
+    );
+    expect(stack.output()).toContain("rollout     as applied before");
+    const history = await api<{ rollouts: unknown[] }>(stack, "GET", "/v1/admin/rollouts", undefined, admin);
+    expect(history.body.rollouts).toHaveLength(1);
+    expect(await stack.stop("SIGTERM")).toBe(0);
+  });
+});
