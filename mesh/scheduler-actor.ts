@@ -32,7 +32,15 @@ import {
 import { durableSql } from "./sql/durable.ts";
 import { migrated } from "./sql/sql.ts";
 
-const NO_COUNTERS: SchedulerCounters = { commits: 0, enqueued: 0, leased: 0, completed: 0 };
+const NO_COUNTERS: SchedulerCounters = {
+  commits: 0,
+  enqueued: 0,
+  leased: 0,
+  completed: 0,
+  succeeded: 0,
+  failed: 0,
+  refused: 0,
+};
 
 export class SchedulerActor extends DurableObject<Env> {
   /** Absent until the shard has storage: its first configuration or enqueue makes it. */

@@ -30,6 +30,7 @@ import { mintAgentToken } from "../tokens.ts";
 import { readJson } from "../validate.ts";
 import { forgetToken, listAgents } from "./agent.ts";
 import { listJobs, present, scheduler } from "./jobs.ts";
+import { readQueues } from "./live.ts";
 
 const AccountId = z.string().regex(/^acc_[0-9a-z]{16}$/);
 const KeyId = z.string().regex(/^key_[0-9a-z]{16}$/);
@@ -103,7 +104,7 @@ const putTiers = apiRoute("admin", {
   responses: { 200: json("Tiers", TiersBody) },
 });
 
-const readQueues = apiRoute("admin", {
+const queuesRoute = apiRoute("admin", {
   method: "get",
   path: "/v1/admin/queues",
   summary: "Per model, shard and tier: depth, oldest wait, largest wait/SLO, drain rate",
@@ -213,18 +214,7 @@ export const adminRoutes = routesApp()
     invalidateRegistry();
     return c.json({ tiers: out.tiers }, 200);
   })
-  .openapi(readQueues, async (c) => {
-    const { byName } = await registry(c.env);
-    const rows = await Promise.all(
-      [...byName.values()].flatMap((m) =>
-        Array.from({ length: m.shards }, async (_, shard) => {
-          const s = await scheduler(c.env, { modelNumber: m.number, shard }).stats();
-          return s.tiers.map((t): QueueStats => ({ model: m.name, shard, ...t }));
-        }),
-      ),
-    );
-    return c.json({ queues: rows.flat() }, 200);
-  })
+  .openapi(queuesRoute, async (c) => c.json({ queues: (await readQueues(c.env)).queues }, 200))
   .openapi(mintToken, async (c) => {
     const body = await readJson(c, AgentTokenBody);
     const id = newId("tok");
