@@ -39,7 +39,10 @@ export default defineConfig({
       {
         test: {
           name: "unit",
-          include: ["{shared,mesh,cli,gpu-agent,client,bench,scripts}/**/*.test.ts", "test/chaos/**/*.test.ts"],
+          include: [
+            "{shared,mesh,cli,gpu-agent,client,bench,scripts,dashboard}/**/*.test.ts",
+            "test/chaos/**/*.test.ts",
+          ],
           environment: "node",
         },
       },

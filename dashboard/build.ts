@@ -5,7 +5,7 @@
  * `npm test` (pretest) and the test configuration, so a clean clone serves a built dashboard.
  *
  * @example
- * node dashboard/build.ts            # writes dist/assets/dashboard/{index.html,app.js,app.css}
+ * node dashboard/build.ts            # writes dist/assets/dashboard/{index.html,app.js,app.css,chunk-*.js}
  */
 import { copyFileSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
@@ -21,13 +21,13 @@ const OUT = join(ASSETS_DIR, "dashboard");
  * the edge itself (the page needs no CDN), and never framed. uPlot sizes its elements with
  * inline styles, hence `style-src 'unsafe-inline'`.
  */
-const HEADERS = `/dashboard/*
-  Content-Security-Policy: default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'
+const RULES = `  Content-Security-Policy: default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'
   X-Content-Type-Options: nosniff
   Referrer-Policy: no-referrer
 `;
+const HEADERS = `/dashboard\n${RULES}\n/dashboard/*\n${RULES}`;
 
-/** Builds the dashboard; answers the bundle's size in bytes, before compression. */
+/** Builds the dashboard; answers the JavaScript's size in bytes, before compression, all chunks together. */
 export async function buildDashboard(): Promise<{ jsBytes: number }> {
   rmSync(OUT, { recursive: true, force: true });
   mkdirSync(OUT, { recursive: true });
@@ -39,6 +39,9 @@ export async function buildDashboard(): Promise<{ jsBytes: number }> {
     bundle: true,
     minify: true,
     format: "esm",
+    // Chunks for what is imported on demand (the chart's uPlot), so the sign-in loads without it.
+    splitting: true,
+    chunkNames: "chunk-[hash]",
     target: "es2022",
     outdir: OUT,
     metafile: true,
@@ -47,8 +50,8 @@ export async function buildDashboard(): Promise<{ jsBytes: number }> {
   });
   copyFileSync(join(ROOT, "dashboard", "index.html"), join(OUT, "index.html"));
   writeFileSync(join(ASSETS_DIR, "_headers"), HEADERS);
-  const js = Object.entries(result.metafile.outputs).find(([path]) => path.endsWith(".js"));
-  return { jsBytes: js?.[1].bytes ?? 0 };
+  const js = Object.entries(result.metafile.outputs).filter(([path]) => path.endsWith(".js"));
+  return { jsBytes: js.reduce((n, [, o]) => n + o.bytes, 0) };
 }
 
 if (import.meta.main) {

@@ -8,6 +8,7 @@
 # Environment:
 #   FLOODGATE_SETUP_PYTHON  the interpreter the Python runner's tests use (default
 #                           /usr/bin/python3, as `npm run test:python` does)
+#   FLOODGATE_CHROMIUM      the Chromium the dashboard's browser test drives (default: chromium on the PATH)
 #   PATH                    where apt-get, sudo and the checked programs are looked up
 set -euo pipefail
 
@@ -33,6 +34,8 @@ has_python_modules() {
 need "python3-torch python3-msgpack python3-numpy" has_python_modules torch msgpack numpy
 # The agent's MP4 encoder test runs against the real binary.
 need ffmpeg command -v ffmpeg
+# The dashboard's browser test drives Debian's Chromium through playwright-core.
+need chromium command -v "${FLOODGATE_CHROMIUM:-chromium}"
 
 [ "${#MISSING[@]}" -eq 0 ] && exit 0
 

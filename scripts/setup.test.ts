@@ -45,6 +45,8 @@ interface Machine {
   /** The Python modules torch, msgpack and numpy can be found. */
   python: boolean;
   ffmpeg: boolean;
+  /** Present unless false. */
+  chromium?: boolean;
   aptGet: boolean;
   /** undefined: no sudo; true: passwordless; false: asks for a password. */
   sudo?: boolean;
@@ -79,6 +81,7 @@ function runSetup(m: Machine): Run {
   if (m.sudo !== undefined)
     fake("sudo", `echo "sudo $*" >> "${log}"\n[ "$2" = true ] && exit ${m.sudo ? 0 : 1}\nexit 0`);
   if (m.ffmpeg) fake("ffmpeg", "exit 0");
+  if (m.chromium !== false) fake("chromium", "exit 0");
   // The real interpreter without its site packages (-S), finding the modules only where
   // PYTHONPATH points: a folder of stand-in packages, or nowhere.
   const modules = join(dir, "modules");
@@ -119,13 +122,13 @@ describe("scripts/setup.sh", () => {
   });
 
   it("without apt-get it stops at once, non-zero, with the one apt-get command that installs what is missing", () => {
-    const r = runSetup({ python: false, ffmpeg: false, aptGet: false, sudo: true });
+    const r = runSetup({ python: false, ffmpeg: false, chromium: false, aptGet: false, sudo: true });
     expect(r.status).not.toBe(0);
     expect(r.ms).toBeLessThan(AT_ONCE_MS);
     expect(r.calls).toEqual([]);
     const sudo = ROOT ? "" : "sudo ";
     expect(r.stderr).toContain(
-      `  ${sudo}apt-get update && ${sudo}apt-get install -y --no-install-recommends ${PY_PACKAGES} ffmpeg\n`,
+      `  ${sudo}apt-get update && ${sudo}apt-get install -y --no-install-recommends ${PY_PACKAGES} ffmpeg chromium\n`,
     );
     expect(r.stderr).toContain("no apt-get");
   });
@@ -170,7 +173,7 @@ describe("scripts/setup.sh", () => {
     dirs.push(dir);
     const bin = join(dir, "bin");
     mkdirSync(bin);
-    // A machine with bash, sh and Node but neither apt-get, ffmpeg nor the Python modules.
+    // A machine with bash, sh and Node but neither apt-get, ffmpeg, Chromium nor the Python modules.
     for (const name of ["bash", "sh", "env"]) symlinkSync(which(name), join(bin, name));
     symlinkSync(process.execPath, join(bin, "node"));
     writeFileSync(join(bin, "python"), `#!/bin/sh\nexec ${PYTHON} -S -I "$@"\n`, { mode: 0o755 });
@@ -192,7 +195,7 @@ describe("scripts/setup.sh", () => {
     expect(performance.now() - t0).toBeLessThan(15_000);
     const sudo = ROOT ? "" : "sudo ";
     expect(r.stderr).toContain(
-      `  ${sudo}apt-get update && ${sudo}apt-get install -y --no-install-recommends ${PY_PACKAGES} ffmpeg\n`,
+      `  ${sudo}apt-get update && ${sudo}apt-get install -y --no-install-recommends ${PY_PACKAGES} ffmpeg chromium\n`,
     );
     // Nothing of the suite ran: not even the format check, its first step.
     expect(r.stdout + r.stderr).not.toContain("oxfmt");

@@ -1,10 +1,12 @@
 /**
  * The wait/SLO chart of the overview: one line per model and tier over the frames the tab has
- * seen (up to an hour), drawn by uPlot and redrawn as frames arrive.
+ * seen (up to an hour), drawn by uPlot and redrawn as frames arrive. uPlot is most of the
+ * page's JavaScript and only this chart needs it: it is loaded when the chart is first shown,
+ * so the sign-in comes up without it.
  */
 import { html } from "htm/preact";
 import { useEffect, useRef } from "preact/hooks";
-import uPlot from "uplot";
+import type uPlot from "uplot";
 import type { LiveFrame } from "../../shared/api.ts";
 import { waitOverSlo } from "./rates.ts";
 
@@ -21,10 +23,29 @@ export function WaitChart(props: { history: readonly LiveFrame[]; lines: { model
   const box = useRef<HTMLDivElement>(null);
   const plot = useRef<uPlot | null>(null);
   const key = props.lines.map((l) => `${l.model}/${l.tier}`).join(",");
+  const history = useRef(props.history);
+  history.current = props.history;
   useEffect(() => {
-    if (!box.current) return;
-    const opts: uPlot.Options = {
-      width: Math.max(320, box.current.clientWidth),
+    let gone = false;
+    void import("uplot").then(({ default: UPlot }) => {
+      if (gone || !box.current) return;
+      plot.current = new UPlot(options(box.current), chartData(history.current, props.lines), box.current);
+    });
+    return () => {
+      gone = true;
+      plot.current?.destroy();
+      plot.current = null;
+    };
+    // Rebuilt only when the set of lines changes; new frames go through setData below.
+  }, [key]);
+  useEffect(() => {
+    plot.current?.setData(chartData(props.history, props.lines));
+  }, [props.history]);
+  return html`<div class="chart" ref=${box} data-testid="wait-chart"></div>`;
+
+  function options(el: HTMLElement): uPlot.Options {
+    return {
+      width: Math.max(320, el.clientWidth),
       height: 220,
       scales: { x: { time: true }, y: { range: (_u, _min, max) => [0, Math.max(1.2, max * 1.1)] } },
       axes: [
@@ -41,15 +62,5 @@ export function WaitChart(props: { history: readonly LiveFrame[]; lines: { model
         })),
       ],
     };
-    plot.current = new uPlot(opts, chartData(props.history, props.lines), box.current);
-    return () => {
-      plot.current?.destroy();
-      plot.current = null;
-    };
-    // Rebuilt only when the set of lines changes; new frames go through setData below.
-  }, [key]);
-  useEffect(() => {
-    plot.current?.setData(chartData(props.history, props.lines));
-  }, [props.history]);
-  return html`<div class="chart" ref=${box} data-testid="wait-chart"></div>`;
+  }
 }

@@ -30,9 +30,11 @@ export function absolute(at: string | number | null | undefined): string {
   return Number.isFinite(t) ? new Date(t).toISOString() : "";
 }
 
-/** A rate with its unit: "3.2 jobs/s". */
+/** A rate with its unit: "3.2 jobs/s", or per minute below one a second: "12 jobs/min". */
 export function rate(perS: number | null, unit: string): string {
   if (perS === null || !Number.isFinite(perS)) return "—";
+  if (perS === 0) return `0 ${unit}/s`;
+  if (perS < 1) return `${(perS * 60).toFixed(perS * 60 < 10 ? 1 : 0)} ${unit}/min`;
   return `${perS < 10 ? perS.toFixed(1) : Math.round(perS)} ${unit}/s`;
 }
 

@@ -2,7 +2,7 @@
  * The operator's dashboard, served by the edge at /dashboard: a sign-in with the admin key, then
  * panels fed by one live stream of aggregates (GET /v1/admin/live) for the whole tab. The panel
  * shown is in the URL's fragment (#overview, #agents, #rollouts, #capacity, #jobs/<id>), keys
- * 1–5 switch panels and / finds a job.
+ * 1–5 switch panels, / finds a job and Escape leaves a field.
  */
 import { html, render } from "htm/preact";
 import { useEffect, useState } from "preact/hooks";
@@ -80,7 +80,12 @@ function Dashboard(props: { onSignOut: () => void }) {
     const onHash = () => setWhere(route());
     const onKey = (e: KeyboardEvent) => {
       const t = e.target as HTMLElement | null;
-      if (e.ctrlKey || e.metaKey || e.altKey || t?.closest("input, textarea, select")) return;
+      if (e.ctrlKey || e.metaKey || e.altKey) return;
+      // In a field, keys type; Escape leaves the field for the panel keys.
+      if (t?.closest("input, textarea, select")) {
+        if (e.key === "Escape") t.blur();
+        return;
+      }
       const n = Number(e.key);
       const panel = PANELS[n - 1];
       if (Number.isInteger(n) && panel) location.hash = panel[0];
@@ -145,4 +150,6 @@ function App() {
     : html`<${SignIn} onSignedIn=${() => setSignedIn(true)} />`;
 }
 
-render(html`<${App} />`, document.getElementById("app")!);
+const root = document.getElementById("app")!;
+root.textContent = "";
+render(html`<${App} />`, root);
