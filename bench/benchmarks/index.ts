@@ -7,6 +7,7 @@ import { agentDispatch } from "./agent-dispatch.ts";
 import { agentGap } from "./agent-gap.ts";
 import { commits } from "./commits.ts";
 import { cost } from "./cost.ts";
+import { dashboard } from "./dashboard.ts";
 import { depth } from "./depth.ts";
 import { dispatch } from "./dispatch.ts";
 import { fairness } from "./fairness.ts";
@@ -25,4 +26,5 @@ export const BENCHMARKS: readonly Benchmark[] = [
   streams,
   fairness,
   noisy,
+  dashboard,
 ];

@@ -44,13 +44,19 @@ export function WaitChart(props: { history: readonly LiveFrame[]; lines: { model
   return html`<div class="chart" ref=${box} data-testid="wait-chart"></div>`;
 
   function options(el: HTMLElement): uPlot.Options {
+    // A canvas knows no currentColor: the axes take the page's text colour (light or dark) now.
+    const ink = getComputedStyle(el).color;
     return {
       width: Math.max(320, el.clientWidth),
       height: 220,
-      scales: { x: { time: true }, y: { range: (_u, _min, max) => [0, Math.max(1.2, max * 1.1)] } },
+      scales: {
+        // At least the last minute, so the first few frames are not stretched over years.
+        x: { time: true, range: (_u, min, max) => [Math.min(min, max - 60), max] },
+        y: { range: (_u, _min, max) => [0, Math.max(1.2, max * 1.1)] },
+      },
       axes: [
-        { stroke: "currentColor", grid: { stroke: "rgba(128,128,128,0.2)" } },
-        { stroke: "currentColor", grid: { stroke: "rgba(128,128,128,0.2)" }, label: "wait / SLO (×)" },
+        { stroke: ink, grid: { stroke: "rgba(128,128,128,0.2)" } },
+        { stroke: ink, grid: { stroke: "rgba(128,128,128,0.2)" }, label: "wait / SLO (×)" },
       ],
       series: [
         {},

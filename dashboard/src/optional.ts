@@ -78,5 +78,8 @@ export function Value(props: { v: unknown }): ReturnType<typeof html> {
       )}
     </dl>`;
   }
+  if (typeof v === "string" && /^https?:\/\//.test(v)) {
+    return html`<a href=${v} target="_blank" rel="noopener noreferrer">${v}</a>`;
+  }
   return html`<span>${v === null ? "—" : String(v)}</span>`;
 }

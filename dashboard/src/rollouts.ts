@@ -47,7 +47,7 @@ export function Rollouts() {
       status === null
         ? html`<p class="muted">Loading…</p>`
         : models.length === 0
-          ? html`<p class="muted">No model has a rollout.</p>`
+          ? html`<p class="muted" data-testid="no-rollouts">No model has a rollout.</p>`
           : html`<table data-testid="rollouts">
               <thead>
                 <tr>

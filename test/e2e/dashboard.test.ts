@@ -118,19 +118,27 @@ describe("the dashboard in a browser", () => {
     const demoRate = page.locator('[data-testid="models"] tr[data-model="demo"] td').first();
     await expect.poll(() => demoRate.textContent(), { timeout: 5000 }).toMatch(/^[0-9.]+ jobs\/min$/);
 
+    // The rollouts panel: each model's desired versions against its agents', or none yet.
+    await page.keyboard.press("3");
+    await page.locator('[data-testid="rollouts"], [data-testid="no-rollouts"]').first().waitFor();
+    await shot(page, "rollouts");
+
     // The capacity panel reads its endpoint, or says this edge has none.
     await page.keyboard.press("4");
     await page.locator('[data-testid="not-available"], [data-testid="capacity"]').first().waitFor();
     await shot(page, "capacity");
 
-    // Dark mode follows the system's.
-    await page.emulateMedia({ colorScheme: "dark" });
-    await page.keyboard.press("1");
-    await shot(page, "overview-dark");
-
     // One live stream for the whole tab, never a key in a URL.
     expect(requests.filter((u) => u.endsWith("/v1/admin/live"))).toHaveLength(1);
     expect(requests.some((u) => u.includes(stack.config.admin_key))).toBe(false);
+    // Dark mode follows the system's; a reload keeps the tab signed in (the key is in its session),
+    // and the chart is drawn again in the dark colours.
+    await page.emulateMedia({ colorScheme: "dark" });
+    await page.keyboard.press("1");
+    await page.reload();
+    expect(page.url()).toMatch(/\/dashboard#overview$/);
+    await page.locator('[data-testid="wait-chart"] canvas').waitFor();
+    await shot(page, "overview-dark");
     await page.close();
   });
 });
