@@ -2,6 +2,8 @@
  * The overview and agents panels: what the live frames say, per model and tier and per agent.
  */
 import { html } from "htm/preact";
+import { useState } from "preact/hooks";
+import { call, errorMessage } from "./api.ts";
 import type { LiveFrame, QueueStats } from "../../shared/api.ts";
 import { WaitChart } from "./chart.ts";
 import { duration, megabytes, percent, rate } from "./format.ts";
@@ -99,10 +101,17 @@ export function Overview(props: { history: readonly LiveFrame[] }) {
 
 export function Agents(props: { frame: LiveFrame | undefined }) {
   const agents = props.frame?.agents ?? [];
+  const [note, setNote] = useState("");
+  const drain = async (id: string, name: string) => {
+    if (!confirm(`Drain ${name}? It finishes its jobs and takes no new ones.`)) return;
+    const a = await call("POST", `/v1/admin/agents/${id}/drain`);
+    setNote(a.status === 202 ? `${name} is draining` : errorMessage(a.body));
+  };
   if (!props.frame) return html`<p class="muted">Waiting for the first frame…</p>`;
   return html`
     <section aria-labelledby="h-agents">
       <h2 id="h-agents">Agents (${agents.length} connected)</h2>
+      ${note ? html`<p role="status">${note}</p>` : null}
       ${
         agents.length === 0
           ? html`<p class="muted" data-testid="no-agents">No agent is connected.</p>`
@@ -117,6 +126,7 @@ export function Agents(props: { frame: LiveFrame | undefined }) {
                   <th>GPUs</th>
                   <th>Last heartbeat</th>
                   <th>Connected</th>
+                  <th></th>
                 </tr>
               </thead>
               <tbody>
@@ -144,6 +154,7 @@ export function Agents(props: { frame: LiveFrame | undefined }) {
                       </td>
                       <td><${When} at=${a.last_heartbeat} now=${props.frame?.at} /></td>
                       <td><${When} at=${a.connected_at} now=${props.frame?.at} /></td>
+                      <td><button onClick=${() => drain(a.agent_id, a.name)}>Drain</button></td>
                     </tr>`,
                 )}
               </tbody>

@@ -21,7 +21,8 @@ import { FloodgateError } from "../../shared/errors.ts";
 import { newId } from "../../shared/ids.ts";
 import { hashKey, newApiKey } from "../../shared/keys.ts";
 import { TierList } from "../../shared/slo.ts";
-import { actor, type AccountActor } from "../../mesh/index.ts";
+import { AgentId } from "../../shared/wire.ts";
+import { actor, type AccountActor, type AgentActor } from "../../mesh/index.ts";
 import { forgetAccount, keySecret } from "../auth/index.ts";
 import { raise } from "../errors.ts";
 import { apiRoute, firstValues, json, jsonBody, refuse, routesApp } from "../openapi.ts";
@@ -142,6 +143,15 @@ const listConnected = apiRoute("admin", {
   responses: { 200: json("Agents", z.object({ agents: z.array(AgentView) })) },
 });
 
+const drainAgent = apiRoute("admin", {
+  method: "post",
+  path: "/v1/admin/agents/{id}/drain",
+  summary:
+    "Ask a connected agent to drain: it finishes its jobs, takes no new ones, and gives back what it has not started",
+  request: { params: z.object({ id: AgentId }) },
+  responses: { 202: json("Asked", z.object({ agent_id: z.string(), draining: z.literal(true) })) },
+});
+
 const revokeToken = apiRoute("admin", {
   method: "delete",
   path: "/v1/admin/agent-tokens/{id}",
@@ -246,6 +256,13 @@ export const adminRoutes = routesApp()
     return c.json(page, 200);
   })
   .openapi(listConnected, async (c) => c.json({ agents: await listAgents(c.env) }, 200))
+  .openapi(drainAgent, async (c) => {
+    const { id } = c.req.valid("param");
+    if (!(await actor<AgentActor>(c.env.AGENT, id).drain("operator"))) {
+      throw new FloodgateError("not_found", `agent ${id} is not connected`);
+    }
+    return c.json({ agent_id: id, draining: true as const }, 202);
+  })
   .openapi(revokeToken, async (c) => {
     const { id } = c.req.valid("param");
     const out = await registryStub(c.env).revokeToken(id);

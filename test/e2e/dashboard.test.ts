@@ -139,6 +139,13 @@ describe("the dashboard in a browser", () => {
     expect(page.url()).toMatch(/\/dashboard#overview$/);
     await page.locator('[data-testid="wait-chart"] canvas').waitFor();
     await shot(page, "overview-dark");
+
+    // Last, as it takes the agent out of service: drain it from the agents panel.
+    await page.keyboard.press("2");
+    page.once("dialog", (d) => void d.accept());
+    await page.getByRole("button", { name: "Drain" }).first().click();
+    await page.getByRole("status").filter({ hasText: "is draining" }).waitFor();
+    await shot(page, "agents-drained");
     await page.close();
   });
 });

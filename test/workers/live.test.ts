@@ -6,6 +6,7 @@ import { exports } from "cloudflare:workers";
 import { EventSourceParserStream } from "eventsource-parser/stream";
 import { describe, expect, it } from "vitest";
 import { LiveFrame } from "../../shared/api.ts";
+import { agentId, welcomed } from "./agent-helpers.ts";
 import { ADMIN, call, makeAccount, makeModel, submit } from "./helpers.ts";
 
 /** Opens the stream and reads `n` aggregates frames from it, then closes it. */
@@ -77,5 +78,25 @@ describe("live aggregates", { timeout: 20_000 }, () => {
     } finally {
       await call("PUT", "/v1/admin/tiers", { key: ADMIN, body: { tiers: before.body.tiers } });
     }
+  });
+});
+
+describe("draining an agent from the dashboard", { timeout: 20_000 }, () => {
+  it("an admin's drain reaches the connected agent as agent.drain; an agent not connected, or a malformed id, is 404", async () => {
+    const model = await makeModel();
+    const { conn, id } = await welcomed(model);
+    const r = await call("POST", `/v1/admin/agents/${id}/drain`, { key: ADMIN });
+    expect(r.status).toBe(202);
+    expect(r.body).toEqual({ agent_id: id, draining: true });
+    expect(await conn.next("agent.drain")).toMatchObject({ type: "agent.drain", reason: "operator" });
+    conn.ws.close(1000, "done");
+    const gone = await call("POST", `/v1/admin/agents/${agentId()}/drain`, { key: ADMIN });
+    expect(gone.status).toBe(404);
+    expect(gone.body).toMatchObject({ error: { code: "not_found" } });
+    // A malformed id names nothing: 404 as for any path parameter.
+    const bad = await call("POST", "/v1/admin/agents/nope/drain", { key: ADMIN });
+    expect(bad.body).toMatchObject({ error: { code: "not_found" } });
+    const acct = await makeAccount();
+    expect((await call("POST", `/v1/admin/agents/${id}/drain`, { key: acct.key })).status).toBe(403);
   });
 });
