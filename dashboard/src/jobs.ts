@@ -9,6 +9,7 @@ import type { AdminJobList, AdminJobView } from "../../shared/api.ts";
 import { call, errorMessage } from "./api.ts";
 import { duration } from "./format.ts";
 import { OptionalState, useOptional, Value } from "./optional.ts";
+import { timeline } from "./timeline.ts";
 import { When } from "./when.ts";
 
 const FINAL = new Set(["succeeded", "failed", "cancelled", "expired"]);
@@ -153,6 +154,10 @@ function JobDetail(props: { job: AdminJobView }) {
           : null
       }
     </dl>
+    <h4>Events</h4>
+    <ol class="events" data-testid="events">
+      ${timeline(j).map((e) => html`<li><${When} at=${e.at} /> ${e.what}</li>`)}
+    </ol>
     <h4>Attempts</h4>
     ${
       j.attempts.length === 0

@@ -110,6 +110,10 @@ describe("the dashboard in a browser", () => {
     expect(Date.now() - t0).toBeLessThanOrEqual(2000);
     await page.locator('[data-testid="job"][data-status="succeeded"]').waitFor({ timeout: 60_000 });
     expect(await page.locator('[data-testid="attempts"]').textContent()).toContain("succeeded");
+    const events = await page.locator('[data-testid="events"] li').allTextContents();
+    expect(events[0]).toContain("created in tier plus");
+    expect(events.some((e) => /attempt 1 leased to agt_\w+ \(local\)/.test(e))).toBe(true);
+    expect(events.at(-1)).toContain("job succeeded");
     await shot(page, "job");
 
     // Back on the overview (Escape leaves the field), the finished job shows in the model's rate.
