@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { absolute, duration, megabytes, percent, rate, relative } from "./format.ts";
+import { absolute, bytes, duration, megabytes, percent, rate, relative } from "./format.ts";
 
 describe("the dashboard's units", () => {
   it("every duration carries its unit, from milliseconds to hours", () => {
@@ -33,5 +33,8 @@ describe("the dashboard's units", () => {
     expect(percent(0.5)).toBe("50 %");
     expect(megabytes(512)).toBe("512 MB");
     expect(megabytes(24_064)).toBe("23.5 GB");
+    expect(bytes(912)).toBe("912 B");
+    expect(bytes(9100)).toBe("8.9 KB");
+    expect(bytes(3.5 * 1024 * 1024)).toBe("4 MB");
   });
 });

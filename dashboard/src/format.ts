@@ -49,3 +49,11 @@ export function megabytes(mb: number | undefined): string {
   if (mb === undefined) return "—";
   return mb < 1024 ? `${Math.round(mb)} MB` : `${(mb / 1024).toFixed(1)} GB`;
 }
+
+/** Bytes as "912 B", "8.9 KB", "3.4 MB". */
+export function bytes(n: number | undefined): string {
+  if (n === undefined || !Number.isFinite(n)) return "—";
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KB`;
+  return megabytes(n / (1024 * 1024));
+}

@@ -7,7 +7,7 @@ import { html } from "htm/preact";
 import { useEffect, useState } from "preact/hooks";
 import type { AdminJobList, AdminJobView } from "../../shared/api.ts";
 import { call, errorMessage } from "./api.ts";
-import { duration } from "./format.ts";
+import { bytes, duration } from "./format.ts";
 import { OptionalState, useOptional, Value } from "./optional.ts";
 import { timeline } from "./timeline.ts";
 import { When } from "./when.ts";
@@ -193,7 +193,30 @@ function JobDetail(props: { job: AdminJobView }) {
           </table>`
     }
     <h4>Outputs</h4>
-    ${j.outputs && j.outputs.length > 0 ? html`<${Value} v=${j.outputs} />` : html`<p class="muted">None.</p>`}
+    ${
+      j.outputs && j.outputs.length > 0
+        ? html`<table data-testid="outputs">
+            <thead>
+              <tr>
+                <th>Name</th>
+                <th>Type</th>
+                <th>Size</th>
+              </tr>
+            </thead>
+            <tbody>
+              ${j.outputs.map((o) => {
+                const name = String(o.name ?? "");
+                const url = typeof o.url === "string" ? o.url : null;
+                return html`<tr>
+                  <td>${url ? html`<a href=${url} target="_blank" rel="noopener noreferrer">${name}</a>` : name}</td>
+                  <td>${String(o.content_type ?? "—")}</td>
+                  <td>${bytes(typeof o.size === "number" ? o.size : undefined)}</td>
+                </tr>`;
+              })}
+            </tbody>
+          </table>`
+        : html`<p class="muted">None.</p>`
+    }
     <h4>Webhook deliveries</h4>
     ${
       deliveries.state === "ok"

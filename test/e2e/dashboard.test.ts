@@ -114,6 +114,10 @@ describe("the dashboard in a browser", () => {
     expect(events[0]).toContain("created in tier plus");
     expect(events.some((e) => /attempt 1 leased to agt_\w+ \(local\)/.test(e))).toBe(true);
     expect(events.at(-1)).toContain("job succeeded");
+    // Outputs with their units and signed links.
+    const gif = page.locator('[data-testid="outputs"] tr').filter({ hasText: "animation.gif" });
+    expect(await gif.textContent()).toMatch(/image\/gif[\d.]+ (B|KB)$/);
+    expect(await gif.locator("a").getAttribute("href")).toContain("/v1/files/");
     await shot(page, "job");
 
     // Back on the overview (Escape leaves the field), the finished job shows in the model's rate.
