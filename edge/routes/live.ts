@@ -1,6 +1,6 @@
 /**
  * The operator's live view (the admin key): `GET /v1/admin/live` streams one aggregates frame a
- * second as Server-Sent Events, for the dashboard (edge/dashboard is its page). Each frame reads
+ * second as Server-Sent Events, for the dashboard (dashboard/, served at /dashboard). Each frame reads
  * what the shards and agents already keep — each shard's queue statistics and counters, each
  * connected agent's last heartbeat — so an open dashboard costs a few reads a second, and no
  * dashboard adds anything to a job's path.
