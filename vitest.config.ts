@@ -4,8 +4,15 @@
  * `e2e` (the real local stack: `floodgate dev` as a child process).
  */
 import { generateKeyPairSync } from "node:crypto";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
 import { cloudflareTest } from "@cloudflare/vitest-plugin";
 import { defineConfig } from "vitest/config";
+import { ASSETS_DIR, buildDashboard } from "./dashboard/build.ts";
+
+// wrangler.toml's [assets] directory must exist for the workers project: a clean clone builds
+// it once here (`wrangler dev`, and so the e2e stack, rebuild it on every start).
+if (!existsSync(join(ASSETS_DIR, "dashboard", "index.html"))) await buildDashboard();
 
 /** Test-only secrets, made fresh for each run, and the edge's public URL. */
 export function testSecrets(): Record<string, string> {
@@ -33,7 +40,7 @@ export default defineConfig({
         test: {
           name: "unit",
           include: [
-            "{shared,mesh,cli,gpu-agent,client,bench,scripts,packaging}/**/*.test.ts",
+            "{shared,mesh,cli,gpu-agent,client,bench,scripts,packaging,dashboard}/**/*.test.ts",
             "test/chaos/**/*.test.ts",
           ],
           environment: "node",

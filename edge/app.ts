@@ -17,6 +17,7 @@ import { adminRoutes } from "./routes/admin.ts";
 import { MAX_PART_BYTES } from "../shared/outputs.ts";
 import { agentAuth, agentRoutes } from "./routes/agent.ts";
 import { jobRoutes } from "./routes/jobs.ts";
+import { liveRoutes } from "./routes/live.ts";
 import { protocolRoutes } from "./routes/protocol.ts";
 import { rolloutRoutes } from "./routes/rollouts.ts";
 import { uploadRoutes } from "./routes/uploads.ts";
@@ -102,6 +103,7 @@ export function buildApp(): OpenAPIHono<AppEnv> {
   app.route("/", jobRoutes);
   app.route("/", adminRoutes);
   app.route("/", rolloutRoutes);
+  app.route("/", liveRoutes);
   app.route("/", agentRoutes);
   app.route("/", uploadRoutes);
   app.route("/", versionRoutes);

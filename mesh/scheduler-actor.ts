@@ -39,7 +39,15 @@ const OUTBOX_RETRY_MS = 5_000;
 /** Outbox messages one alarm hands over at most; the next alarm takes the rest. */
 const OUTBOX_BATCH = 500;
 
-const NO_COUNTERS: SchedulerCounters = { commits: 0, enqueued: 0, leased: 0, completed: 0 };
+const NO_COUNTERS: SchedulerCounters = {
+  commits: 0,
+  enqueued: 0,
+  leased: 0,
+  completed: 0,
+  succeeded: 0,
+  failed: 0,
+  refused: 0,
+};
 
 export class SchedulerActor extends DurableObject<Env> {
   /** Absent until the shard has storage: its first configuration or enqueue makes it. */

@@ -8,6 +8,7 @@
 # Environment:
 #   FLOODGATE_SETUP_PYTHON  the interpreter the Python runner's tests use (default
 #                           /usr/bin/python3, as `npm run test:python` does)
+#   FLOODGATE_CHROMIUM      the Chromium the dashboard's browser test drives (default: chromium on the PATH)
 #   PATH                    where apt-get, sudo and the checked programs are looked up
 set -euo pipefail
 
@@ -36,6 +37,8 @@ need ffmpeg command -v ffmpeg
 # The packaging checks (packaging/packaging.test.ts): shell scripts and the systemd unit.
 need shellcheck command -v shellcheck
 need systemd command -v systemd-analyze
+# The dashboard's browser test drives Debian's Chromium through playwright-core.
+need chromium command -v "${FLOODGATE_CHROMIUM:-chromium}"
 
 [ "${#MISSING[@]}" -eq 0 ] && exit 0
 

@@ -47,6 +47,8 @@ interface Machine {
   ffmpeg: boolean;
   /** shellcheck and systemd-analyze are there (default true). */
   checkers?: boolean;
+  /** Chromium is there unless false. */
+  chromium?: boolean;
   aptGet: boolean;
   /** undefined: no sudo; true: passwordless; false: asks for a password. */
   sudo?: boolean;
@@ -85,6 +87,7 @@ function runSetup(m: Machine): Run {
     fake("shellcheck", "exit 0");
     fake("systemd-analyze", "exit 0");
   }
+  if (m.chromium !== false) fake("chromium", "exit 0");
   // The real interpreter without its site packages (-S), finding the modules only where
   // PYTHONPATH points: a folder of stand-in packages, or nowhere.
   const modules = join(dir, "modules");
@@ -125,13 +128,13 @@ describe("scripts/setup.sh", () => {
   });
 
   it("without apt-get it stops at once, non-zero, with the one apt-get command that installs what is missing", () => {
-    const r = runSetup({ python: false, ffmpeg: false, aptGet: false, sudo: true });
+    const r = runSetup({ python: false, ffmpeg: false, chromium: false, aptGet: false, sudo: true });
     expect(r.status).not.toBe(0);
     expect(r.ms).toBeLessThan(AT_ONCE_MS);
     expect(r.calls).toEqual([]);
     const sudo = ROOT ? "" : "sudo ";
     expect(r.stderr).toContain(
-      `  ${sudo}apt-get update && ${sudo}apt-get install -y --no-install-recommends ${PY_PACKAGES} ffmpeg\n`,
+      `  ${sudo}apt-get update && ${sudo}apt-get install -y --no-install-recommends ${PY_PACKAGES} ffmpeg chromium\n`,
     );
     expect(r.stderr).toContain("no apt-get");
   });
@@ -176,7 +179,7 @@ describe("scripts/setup.sh", () => {
     dirs.push(dir);
     const bin = join(dir, "bin");
     mkdirSync(bin);
-    // A machine with bash, sh and Node but neither apt-get, ffmpeg, the checkers nor the Python modules.
+    // A machine with bash, sh and Node but neither apt-get, ffmpeg, the checkers, Chromium nor the Python modules.
     for (const name of ["bash", "sh", "env"]) symlinkSync(which(name), join(bin, name));
     symlinkSync(process.execPath, join(bin, "node"));
     writeFileSync(join(bin, "python"), `#!/bin/sh\nexec ${PYTHON} -S -I "$@"\n`, { mode: 0o755 });
@@ -198,7 +201,7 @@ describe("scripts/setup.sh", () => {
     expect(performance.now() - t0).toBeLessThan(15_000);
     const sudo = ROOT ? "" : "sudo ";
     expect(r.stderr).toContain(
-      `  ${sudo}apt-get update && ${sudo}apt-get install -y --no-install-recommends ${PY_PACKAGES} ffmpeg shellcheck systemd\n`,
+      `  ${sudo}apt-get update && ${sudo}apt-get install -y --no-install-recommends ${PY_PACKAGES} ffmpeg shellcheck systemd chromium\n`,
     );
     // Nothing of the suite ran: not even the format check, its first step.
     expect(r.stdout + r.stderr).not.toContain("oxfmt");

@@ -326,3 +326,31 @@ export const QueueStats = z.object({
   drain_per_s: z.number(),
 });
 export type QueueStats = z.infer<typeof QueueStats>;
+
+/** A model's job counts since its shards' actors last started, summed over its shards. */
+export const ModelCounters = z.object({
+  /** Jobs accepted into a queue. */
+  enqueued: z.number().int(),
+  /** Attempts' results reported by agents, retried or final. */
+  completed: z.number().int(),
+  succeeded: z.number().int(),
+  /** Jobs that failed for good, after their retries. */
+  failed: z.number().int(),
+  /** Submits admission control refused with `overloaded`. */
+  refused: z.number().int(),
+});
+export type ModelCounters = z.infer<typeof ModelCounters>;
+
+/**
+ * One frame of `GET /v1/admin/live` (Server-Sent Events, `event: aggregates`, one a second):
+ * what the shards and agents already keep, read once per frame, never per job. Rates (jobs/s,
+ * failure rate) are the differences of `counters` between two frames over `at`.
+ */
+export const LiveFrame = z.object({
+  /** When the frame was read, ms since the epoch. */
+  at: z.number(),
+  queues: z.array(QueueStats),
+  counters: z.array(ModelCounters.extend({ model: z.string() })),
+  agents: z.array(AgentView),
+});
+export type LiveFrame = z.infer<typeof LiveFrame>;

@@ -54,7 +54,7 @@ export const ERROR_WHEN: Readonly<Record<ErrorCode, string>> = {
     "no key, or an unknown, malformed, forged (no valid MAC), expired or revoked key, agent token or stream token",
   forbidden: "a user key on an admin route, or an output URL whose signature is wrong or expired",
   agent_id_taken: "an agent id bound to another live agent token (Connecting, below)",
-  not_found: "no such route, output, preview, key or agent token",
+  not_found: "no such route, output, preview, key or agent token; an agent to drain that is not connected",
   upload_not_found: "an upload id not started for that key, or already completed",
   model_not_found: "no such model",
   job_not_found: "no such job — also another account's job",

@@ -8,6 +8,7 @@ import { agents } from "./agents.ts";
 import { agentGap } from "./agent-gap.ts";
 import { commits } from "./commits.ts";
 import { cost } from "./cost.ts";
+import { dashboard } from "./dashboard.ts";
 import { depth } from "./depth.ts";
 import { dispatch } from "./dispatch.ts";
 import { fairness } from "./fairness.ts";
@@ -29,4 +30,5 @@ export const BENCHMARKS: readonly Benchmark[] = [
   noisy,
   agents,
   rollout,
+  dashboard,
 ];

@@ -16,13 +16,14 @@ import {
   ModelConfigBody,
   ModelName,
   QueueStats,
-  shardSpan,
 } from "../../shared/api.ts";
 import { FloodgateError } from "../../shared/errors.ts";
 import { newId } from "../../shared/ids.ts";
 import { hashKey, newApiKey } from "../../shared/keys.ts";
 import { TierList } from "../../shared/slo.ts";
-import { actor, type AccountActor } from "../../mesh/index.ts";
+import { DeliveryList } from "../../shared/webhooks.ts";
+import { AgentId } from "../../shared/wire.ts";
+import { actor, type AccountActor, type AgentActor, type WebhookActor } from "../../mesh/index.ts";
 import { forgetAccount, keySecret } from "../auth/index.ts";
 import { raise } from "../errors.ts";
 import { apiRoute, firstValues, json, jsonBody, refuse, routesApp } from "../openapi.ts";
@@ -31,6 +32,7 @@ import { mintAgentToken } from "../tokens.ts";
 import { readJson } from "../validate.ts";
 import { forgetToken, listAgents } from "./agent.ts";
 import { listJobs, present, scheduler } from "./jobs.ts";
+import { readQueues } from "./live.ts";
 
 const AccountId = z.string().regex(/^acc_[0-9a-z]{16}$/);
 const KeyId = z.string().regex(/^key_[0-9a-z]{16}$/);
@@ -104,7 +106,7 @@ const putTiers = apiRoute("admin", {
   responses: { 200: json("Tiers", TiersBody) },
 });
 
-const readQueues = apiRoute("admin", {
+const queuesRoute = apiRoute("admin", {
   method: "get",
   path: "/v1/admin/queues",
   summary: "Per model, shard and tier: depth, oldest wait, largest wait/SLO, drain rate",
@@ -127,6 +129,14 @@ const readAnyJob = apiRoute("admin", {
   responses: { 200: json("The job", AdminJobView) },
 });
 
+const readAnyDeliveries = apiRoute("admin", {
+  method: "get",
+  path: "/v1/admin/jobs/{id}/deliveries",
+  summary: "Any account's job's webhook deliveries: each message and every attempt",
+  request: { params: z.object({ id: z.string() }) },
+  responses: { 200: json("The deliveries, oldest first", DeliveryList) },
+});
+
 const listAccountJobs = apiRoute("admin", {
   method: "get",
   path: "/v1/admin/jobs",
@@ -140,6 +150,15 @@ const listConnected = apiRoute("admin", {
   path: "/v1/admin/agents",
   summary: "Connected agents: pool, models, versions, slots, running jobs, GPU health, last heartbeat",
   responses: { 200: json("Agents", z.object({ agents: z.array(AgentView) })) },
+});
+
+const drainAgent = apiRoute("admin", {
+  method: "post",
+  path: "/v1/admin/agents/{id}/drain",
+  summary:
+    "Ask a connected agent to drain: it finishes its jobs, takes no new ones, and gives back what it has not started",
+  request: { params: z.object({ id: AgentId }) },
+  responses: { 202: json("Asked", z.object({ agent_id: z.string(), draining: z.literal(true) })) },
 });
 
 const revokeToken = apiRoute("admin", {
@@ -214,18 +233,7 @@ export const adminRoutes = routesApp()
     invalidateRegistry();
     return c.json({ tiers: out.tiers }, 200);
   })
-  .openapi(readQueues, async (c) => {
-    const { byName } = await registry(c.env);
-    const rows = await Promise.all(
-      [...byName.values()].flatMap((m) =>
-        Array.from({ length: shardSpan(m) }, async (_, shard) => {
-          const s = await scheduler(c.env, { modelNumber: m.number, shard }).stats();
-          return s.tiers.map((t): QueueStats => ({ model: m.name, shard, ...t }));
-        }),
-      ),
-    );
-    return c.json({ queues: rows.flat() }, 200);
-  })
+  .openapi(queuesRoute, async (c) => c.json({ queues: (await readQueues(c.env)).queues }, 200))
   .openapi(mintToken, async (c) => {
     const body = await readJson(c, AgentTokenBody);
     const id = newId("tok");
@@ -244,6 +252,13 @@ export const adminRoutes = routesApp()
     });
     return c.json({ id, token, expires_at: new Date(expiresAt).toISOString() }, 201);
   })
+  .openapi(readAnyDeliveries, async (c) => {
+    const { id } = c.req.valid("param");
+    const out = await scheduler(c.env, await jobRoute(c.env, id)).adminView(id);
+    if (!out.ok) raise(out);
+    const list = await actor<WebhookActor>(c.env.WEBHOOK, out.account_id).deliveries(id);
+    return c.json({ deliveries: list }, 200);
+  })
   .openapi(readAnyJob, async (c) => {
     const { id } = c.req.valid("param");
     const out = await scheduler(c.env, await jobRoute(c.env, id)).adminView(id);
@@ -257,6 +272,13 @@ export const adminRoutes = routesApp()
     return c.json(page, 200);
   })
   .openapi(listConnected, async (c) => c.json({ agents: await listAgents(c.env) }, 200))
+  .openapi(drainAgent, async (c) => {
+    const { id } = c.req.valid("param");
+    if (!(await actor<AgentActor>(c.env.AGENT, id).drain("operator"))) {
+      throw new FloodgateError("not_found", `agent ${id} is not connected`);
+    }
+    return c.json({ agent_id: id, draining: true as const }, 202);
+  })
   .openapi(revokeToken, async (c) => {
     const { id } = c.req.valid("param");
     const out = await registryStub(c.env).revokeToken(id);

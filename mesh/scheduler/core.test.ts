@@ -172,6 +172,21 @@ describe("SchedulerCore: leases and fencing", () => {
     expect(core.store.job(id)).toMatchObject({ status: "failed", error_code: "run_timeout" });
   });
 
+  it("the counters count jobs that succeeded and jobs that failed for good, not the attempts retried", () => {
+    const { core, clock, submit } = harness({ max_attempts: 2 });
+    const [ok, bad] = [submit("acc_1", "api"), submit("acc_1", "api")];
+    const oom = { status: "failed", code: "oom", message: "CUDA out of memory" } as const;
+    for (const l of core.lease(AGENT_A, 2, clock.now)) {
+      core.complete(l, l.job_id === ok ? { status: "succeeded", outputs: [] } : oom, clock.now);
+    }
+    expect(core.counters).toMatchObject({ completed: 2, succeeded: 1, failed: 0 });
+    const retry = only(core.lease(AGENT_A, 1, clock.now));
+    expect(retry.job_id).toBe(bad);
+    core.complete(retry, oom, clock.now);
+    expect(core.store.job(bad)).toMatchObject({ status: "failed" });
+    expect(core.counters).toMatchObject({ enqueued: 2, completed: 3, succeeded: 1, failed: 1, refused: 0 });
+  });
+
   it("renewals make no commit, and a shard that wakes up gives every running lease a fresh lease time", () => {
     const { sql, core, clock, submit } = harness();
     const id = submit("acc_1", "api");

@@ -118,7 +118,13 @@ export interface SchedulerCounters {
   commits: number;
   enqueued: number;
   leased: number;
+  /** Results agents reported, retried or final. */
   completed: number;
+  /** Jobs that ended succeeded, and failed for good (after their retries). */
+  succeeded: number;
+  failed: number;
+  /** Jobs admission control refused (`overloaded`) at submit. */
+  refused: number;
 }
 
 /** A parked request for work. */
@@ -131,7 +137,15 @@ interface Waiting {
 
 export class SchedulerCore {
   readonly store: SchedulerStore;
-  readonly counters: SchedulerCounters = { commits: 0, enqueued: 0, leased: 0, completed: 0 };
+  readonly counters: SchedulerCounters = {
+    commits: 0,
+    enqueued: 0,
+    leased: 0,
+    completed: 0,
+    succeeded: 0,
+    failed: 0,
+    refused: 0,
+  };
   readonly queues: Queues;
   private readonly leases = new LeaseTable();
   private config: SchedulerConfig | undefined;
@@ -268,6 +282,7 @@ export class SchedulerCore {
         const v = verdicts.get(key) ?? this.admission(item.tier, item.account_id, now);
         verdicts.set(key, v);
         if (v.refused) {
+          this.counters.refused++;
           const k = `${v.backlogged ? `${BACKLOG_SHED} × ` : ""}${tier.admission_k}`;
           const mine = v.backlogged ? ", and this account already has jobs queued in it" : "";
           return fail(
@@ -573,6 +588,8 @@ export class SchedulerCore {
     const wasRunning = job.status === "running";
     const wasQueued = job.status === "queued";
     this.transition(job, to);
+    if (to === "succeeded") this.counters.succeeded++;
+    if (to === "failed") this.counters.failed++;
     job.phase = "done";
     job.finished_at = now;
     job.agent_id = null;
@@ -855,9 +872,12 @@ export class SchedulerCore {
   }
 
   /** A job as admins see it, whoever owns it. */
-  adminView(id: string, now: number): { ok: true; job: AdminJobView } | Failure {
+  /** Any account's job, and the account that owns it. */
+  adminView(id: string, now: number): { ok: true; job: AdminJobView; account_id: string } | Failure {
     const job = this.store.job(id);
-    return job ? { ok: true, job: this.render(job, now) } : fail("job_not_found", `no job ${id}`);
+    return job
+      ? { ok: true, job: this.render(job, now), account_id: job.account_id }
+      : fail("job_not_found", `no job ${id}`);
   }
 
   list(

@@ -7,7 +7,7 @@ import { env, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test"
 import { describe, expect, it } from "vitest";
 import type { SchedulerActor, WebhookActor } from "../../mesh/index.ts";
 import { parseJobId, schedulerName, type JobRoute } from "../../shared/ids.ts";
-import { call, makeAccount, makeModel, submit } from "./helpers.ts";
+import { ADMIN, call, makeAccount, makeModel, submit } from "./helpers.ts";
 
 interface Created {
   id: string;
@@ -143,6 +143,13 @@ describe("deliveries", () => {
     });
     expect((await call("GET", `/v1/jobs/${job.body.id}/deliveries`, { key: other.key })).status).toBe(404);
     expect((await call("POST", `/v1/jobs/${job.body.id}/redeliver`, { key: other.key, body: {} })).status).toBe(404);
+    // Admins read any account's deliveries (the dashboard's job inspector); users do not.
+    const admin = await call<{ deliveries: typeof deliveries }>("GET", `/v1/admin/jobs/${job.body.id}/deliveries`, {
+      key: ADMIN,
+    });
+    expect(admin.status).toBe(200);
+    expect(admin.body.deliveries.map((d) => d.id)).toEqual([deliveries[0]!.id]);
+    expect((await call("GET", `/v1/admin/jobs/${job.body.id}/deliveries`, { key: acct.key })).status).toBe(403);
   });
 });
 
