@@ -20,6 +20,7 @@ import { jobRoutes } from "./routes/jobs.ts";
 import { protocolRoutes } from "./routes/protocol.ts";
 import { rolloutRoutes } from "./routes/rollouts.ts";
 import { uploadRoutes } from "./routes/uploads.ts";
+import { swarmRoutes } from "./routes/swarm.ts";
 import { PIECE_PATH, versionRoutes } from "./routes/versions.ts";
 import { PIECE_BYTES } from "../shared/repository.ts";
 
@@ -93,6 +94,7 @@ export function buildApp(): OpenAPIHono<AppEnv> {
   app.route("/", agentRoutes);
   app.route("/", uploadRoutes);
   app.route("/", versionRoutes);
+  app.route("/", swarmRoutes);
   app.route("/", fileRoutes);
   app.route("/", protocolRoutes);
   for (const [name, scheme] of Object.entries(SECURITY_SCHEMES)) {

@@ -9,6 +9,7 @@ export { RegistryActor, type RegistrySnapshot } from "./registry-actor.ts";
 export { laneDesired, type ModelDesired } from "./registry/rollouts.ts";
 export { SchedulerActor } from "./scheduler-actor.ts";
 export { pieceKey, VERSION_INDEX, VersionsActor } from "./versions-actor.ts";
+export { TrackerActor, trackerName } from "./tracker-actor.ts";
 export type {
   AgentRef,
   Completion,
