@@ -1,15 +1,17 @@
 import { describe, expect, it } from "vitest";
 import { MAX_SWARM_PEERS } from "../../shared/swarm.ts";
-import { MEMBER_TTL_MS, Swarm } from "./logic.ts";
+import { FETCHING_TTL_MS, MEMBER_TTL_MS, Swarm } from "./logic.ts";
 
 describe("a version's swarm", () => {
-  it("a member not heard from for its time to live is no longer a peer nor a fetcher", () => {
+  it("a fetching member silent for a few intervals is no longer a peer nor a fetcher; one holding everything stays longer", () => {
     const s = new Swarm();
     s.announce("a", { addr: "h:1", have: "A", complete: false }, 0);
-    expect(s.announce("b", { addr: "h:2", have: "A", complete: false }, 1).peers).toHaveLength(1);
-    const later = s.announce("b", { addr: "h:2", have: "A", complete: false }, MEMBER_TTL_MS + 2);
-    expect(later.peers).toEqual([]);
-    expect(later).toMatchObject({ place: 0, fetchers: 1 });
+    s.announce("seed", { addr: "h:3", have: "A", complete: true }, 0);
+    expect(s.announce("b", { addr: "h:2", have: "A", complete: false }, 1).place).toBe(1);
+    const soon = s.announce("b", { addr: "h:2", have: "A", complete: false }, FETCHING_TTL_MS + 2);
+    expect(soon.peers.map((p) => p.agent_id)).toEqual(["seed"]);
+    expect(soon).toMatchObject({ place: 0, fetchers: 1 });
+    expect(s.announce("b", { addr: "h:2", have: "A", complete: false }, MEMBER_TTL_MS + 2).peers).toEqual([]);
   });
 
   it("agents joining in the same millisecond keep the order they joined in", () => {

@@ -5,7 +5,7 @@
  * The tracker makes no per-piece decision: it answers peers and bitfields, and each agent's place
  * among the serving agents still fetching (in the order they joined), from which the agents
  * themselves split what they take from the origin. Soft state: a member not heard from for
- * {@link MEMBER_TTL_MS} is gone, and a tracker that lost its memory has it back once every agent
+ * {@link MEMBER_TTL_MS} ({@link FETCHING_TTL_MS} while it fetches) is gone, and a tracker that lost its memory has it back once every agent
  * announced again (within one {@link FETCHING_INTERVAL_MS} for those fetching).
  */
 import { MAX_SWARM_PEERS, type SwarmPeer } from "../../shared/swarm.ts";
@@ -14,8 +14,13 @@ import { MAX_SWARM_PEERS, type SwarmPeer } from "../../shared/swarm.ts";
 export const FETCHING_INTERVAL_MS = 1_000;
 /** Announce interval of an agent holding every piece (ms). */
 export const COMPLETE_INTERVAL_MS = 10_000;
-/** A member not heard from for this long has left (ms): three intervals of one holding everything. */
+/** A member holding everything not heard from for this long has left (ms): three of its intervals. */
 export const MEMBER_TTL_MS = 3 * COMPLETE_INTERVAL_MS;
+/**
+ * A member still fetching not heard from for this long has left (ms): the pieces it would have
+ * taken from the origin pass to the others' places within seconds of its death.
+ */
+export const FETCHING_TTL_MS = 4 * FETCHING_INTERVAL_MS;
 
 export interface Member {
   agentId: string;
@@ -102,6 +107,8 @@ export class Swarm {
   }
 
   private expire(now: number): void {
-    for (const [id, m] of this.members) if (now - m.seenAt > MEMBER_TTL_MS) this.members.delete(id);
+    for (const [id, m] of this.members) {
+      if (now - m.seenAt > (m.complete ? MEMBER_TTL_MS : FETCHING_TTL_MS)) this.members.delete(id);
+    }
   }
 }
