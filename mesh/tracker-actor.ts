@@ -37,7 +37,7 @@ export class TrackerActor extends DurableObject<Env> {
    */
   announce(
     agentId: string,
-    a: { digest: string; addr?: string; have: string; event: "update" | "stopped" },
+    a: { digest: string; addr?: string; have: string; fetching?: string; event: "update" | "stopped" },
   ): AnnounceOutcome {
     const v = this.version;
     if (!v) return { ok: false, unknown: true };
@@ -51,10 +51,14 @@ export class TrackerActor extends DurableObject<Env> {
         `have: a bitfield of ${v.pieces} piece(s) is ${Math.ceil((Math.ceil(v.pieces / 8) * 8) / 6)} base64url characters with no bit past the last piece`,
       );
     }
+    if (a.fetching !== undefined && !decodeBitfield(a.fetching, v.pieces)) {
+      return fail("invalid_body", `fetching: a bitfield of ${v.pieces} piece(s), like have`);
+    }
     const out = this.swarm.announce(
       agentId,
       {
         ...(a.addr === undefined ? {} : { addr: a.addr }),
+        ...(a.fetching === undefined ? {} : { fetching: a.fetching }),
         have: a.have,
         complete: bits.every(Boolean),
         stopped: a.event === "stopped",

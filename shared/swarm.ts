@@ -37,6 +37,11 @@ export const SwarmAnnounce = z.strictObject({
   addr: PeerAddr.optional(),
   /** The pieces it holds, verified. */
   have: Bitfield,
+  /**
+   * The pieces it is fetching from the origin now: others leave them to it and fetch them from
+   * it once it holds them (absent: none).
+   */
+  fetching: Bitfield.optional(),
   /** `stopped`: it leaves the swarm (it stops serving the version, or shuts down). */
   event: z.enum(["update", "stopped"]).default("update"),
 });
@@ -47,6 +52,8 @@ export const SwarmPeer = z.object({
   agent_id: z.string(),
   addr: PeerAddr,
   have: Bitfield,
+  /** What it is fetching from the origin now, when it said. */
+  fetching: Bitfield.optional(),
 });
 export type SwarmPeer = z.infer<typeof SwarmPeer>;
 

@@ -48,6 +48,7 @@ export const swarmRoutes = routesApp().openapi(
         digest: body.digest,
         have: body.have,
         event: body.event,
+        ...(body.fetching === undefined ? {} : { fetching: body.fetching }),
         ...(body.addr === undefined ? {} : { addr: body.addr }),
       });
     let out = await ask();

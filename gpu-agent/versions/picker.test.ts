@@ -78,6 +78,11 @@ describe("picking a piece from the origin", () => {
     ]);
   });
 
+  it("leaves a piece a peer says it is fetching from the origin to that peer", () => {
+    const s = state("00", { a: { have: b("00"), fetching: b("10"), bad: false } });
+    expect(pickFromOrigin(s, { place: 0, fetchers: 1, alone: false }, none, 0)).toBe(1);
+  });
+
   it("never takes a piece a peer holds or one in flight", () => {
     const s = state("000", { a: "100" }, { 1: ["b"] });
     expect(pickFromOrigin(s, { place: 0, fetchers: 1, alone: false }, none, 0)).toBe(2);

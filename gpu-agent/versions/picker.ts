@@ -7,7 +7,8 @@
  *   every missing piece is already being fetched, a piece in flight from elsewhere may be asked
  *   of this peer too (the first copy verified wins, the others are cancelled), at most
  *   {@link ENDGAME_COPIES} at once.
- * - From the origin: only pieces no peer holds and nobody is fetching. A serving agent still
+ * - From the origin: only pieces no peer holds, nor fetches from the origin, and this agent
+ *   is not fetching. A serving agent still
  *   fetching has a place among such agents (the tracker's order of joining): piece `i` is its to
  *   take when `i mod fetchers` is its place, so the first agents take about one copy from the
  *   origin between them. A piece nobody held for {@link ORPHAN_MS} is taken by anyone (its
@@ -21,6 +22,8 @@ export const ORPHAN_MS = 8_000;
 
 export interface PeerView {
   have: readonly boolean[];
+  /** What it fetches from the origin now: coming, so not taken from the origin again. */
+  fetching?: readonly boolean[];
   /** The peer sent a piece that did not hash to its name: never asked again. */
   bad: boolean;
 }
@@ -34,6 +37,12 @@ export interface PickState {
 }
 
 export const ORIGIN = "origin";
+
+/** Whether a peer (not a bad one) is fetching the piece from the origin now. */
+function coming(s: PickState, piece: number): boolean {
+  for (const p of s.peers.values()) if (!p.bad && p.fetching?.[piece]) return true;
+  return false;
+}
 
 function holders(s: PickState, piece: number): number {
   let n = 0;
@@ -95,7 +104,7 @@ export function pickFromOrigin(
 ): number | undefined {
   let orphan: number | undefined;
   for (let i = 0; i < s.have.length; i++) {
-    if (s.have[i] || (s.inflight.get(i)?.size ?? 0) > 0 || holders(s, i) > 0) continue;
+    if (s.have[i] || (s.inflight.get(i)?.size ?? 0) > 0 || holders(s, i) > 0 || coming(s, i)) continue;
     if (split.alone) return i;
     if (split.place !== undefined && split.fetchers > 0 && i % split.fetchers === split.place) return i;
     const since = orphanSince.get(i);

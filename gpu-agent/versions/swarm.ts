@@ -108,6 +108,8 @@ export class SwarmSession {
   private finish: ((err?: unknown) => void) | undefined;
   private onPiece: ((bytes: number) => void) | undefined;
   private originActive = 0;
+  /** Tracker answers heard: until the second, the origin is asked for one piece at a time. */
+  private answers = 0;
 
   constructor(edge: EdgeAccess, record: VersionRecord, opts: SwarmOptions, log: (line: string) => void) {
     this.edge = edge;
@@ -186,6 +188,7 @@ export class SwarmSession {
         body: JSON.stringify({
           digest: this.record.digest,
           have: encodeBitfield(this.have),
+          fetching: encodeBitfield(this.pieces.map((_, i) => this.inflight.get(i)?.has(ORIGIN) === true)),
           event,
           ...(this.opts.addr === undefined ? {} : { addr: this.opts.addr }),
         }),
@@ -226,7 +229,9 @@ export class SwarmSession {
       this.announceAgain = false;
       this.announceSoon();
     } else {
-      this.timer = setTimeout(() => void this.announce(), this.intervalMs);
+      // The second announce comes soon: agents that joined together see each other's places
+      // and origin fetches before taking more than one piece each from the origin.
+      this.timer = setTimeout(() => void this.announce(), this.answers === 1 ? MIN_ANNOUNCE_GAP_MS : this.intervalMs);
       this.timer.unref();
     }
     this.schedule();
@@ -245,6 +250,7 @@ export class SwarmSession {
   }
 
   private heard(a: SwarmAnswer): void {
+    this.answers += 1;
     this.token = a.token;
     this.intervalMs = a.interval_ms;
     this.split = {
@@ -310,7 +316,7 @@ export class SwarmSession {
     const now = Date.now();
     let s = this.state();
     for (let i = 0; i < this.pieces.length; i++) {
-      const orphan = !this.have[i] && ![...this.peers.values()].some((p) => !p.bad && p.have[i]);
+      const orphan = !this.have[i] && ![...this.peers.values()].some((p) => !p.bad && (p.have[i] || p.fetching?.[i]));
       if (!orphan) this.orphanSince.delete(i);
       else if (!this.orphanSince.has(i)) this.orphanSince.set(i, now);
     }
@@ -322,7 +328,7 @@ export class SwarmSession {
         s = this.state();
       }
     }
-    const limit = this.split.alone ? ORIGIN_ALONE : ORIGIN_SHARED;
+    const limit = this.answers < 2 ? 1 : this.split.alone ? ORIGIN_ALONE : ORIGIN_SHARED;
     while (this.originActive < limit) {
       const piece = pickFromOrigin(s, this.split, this.orphanSince, now);
       if (piece === undefined) break;
@@ -337,6 +343,8 @@ export class SwarmSession {
         }
       });
       s = this.state();
+      // Others leave a piece to whoever says it is fetching it from the origin.
+      this.announceSoon();
     }
   }
 

@@ -27,6 +27,8 @@ export interface Member {
   addr?: string;
   /** Its bitfield as announced (base64url). */
   have: string;
+  /** What it fetches from the origin now (base64url), when it said. */
+  fetching?: string;
   complete: boolean;
   joinedAt: number;
   seenAt: number;
@@ -53,7 +55,7 @@ export class Swarm {
    */
   announce(
     agentId: string,
-    a: { addr?: string; have: string; complete: boolean; stopped?: boolean },
+    a: { addr?: string; have: string; fetching?: string; complete: boolean; stopped?: boolean },
     now: number,
     random: () => number = Math.random,
   ): Announced {
@@ -68,6 +70,7 @@ export class Swarm {
       agentId,
       ...(a.addr === undefined ? {} : { addr: a.addr }),
       have: a.have,
+      ...(a.fetching === undefined ? {} : { fetching: a.fetching }),
       complete: a.complete,
       joinedAt,
       seenAt: now,
@@ -78,7 +81,12 @@ export class Swarm {
       const j = Math.floor(random() * (i + 1));
       [serving[i], serving[j]] = [serving[j]!, serving[i]!];
     }
-    const peers = serving.slice(0, MAX_SWARM_PEERS).map((m) => ({ agent_id: m.agentId, addr: m.addr!, have: m.have }));
+    const peers = serving.slice(0, MAX_SWARM_PEERS).map((m) => ({
+      agent_id: m.agentId,
+      addr: m.addr!,
+      have: m.have,
+      ...(m.fetching === undefined ? {} : { fetching: m.fetching }),
+    }));
     const fetchers = this.fetchers();
     const place = fetchers.findIndex((m) => m.agentId === agentId);
     return {
