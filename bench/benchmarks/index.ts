@@ -13,6 +13,7 @@ import { fairness } from "./fairness.ts";
 import { noisy } from "./noisy.ts";
 import { streams } from "./streams.ts";
 import { submit } from "./submit.ts";
+import { weights } from "./weights.ts";
 
 export const BENCHMARKS: readonly Benchmark[] = [
   depth,
@@ -25,4 +26,5 @@ export const BENCHMARKS: readonly Benchmark[] = [
   streams,
   fairness,
   noisy,
+  weights,
 ];

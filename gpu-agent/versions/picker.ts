@@ -17,7 +17,11 @@
 
 /** Copies of one piece in flight at once in the endgame. */
 export const ENDGAME_COPIES = 2;
-/** A piece no peer has held for this long is taken from the origin by whoever lacks it (ms). */
+/**
+ * A piece no peer has held for this long is taken from the origin by whoever lacks it (ms). The
+ * swarm session adds up to as much again at random, so agents that lost the same peer do not all
+ * take its pieces at once (the tracker's new places give them an owner before that, as a rule).
+ */
 export const ORPHAN_MS = 8_000;
 
 export interface PeerView {
@@ -101,6 +105,7 @@ export function pickFromOrigin(
   split: { place?: number; fetchers: number; alone: boolean },
   orphanSince: ReadonlyMap<number, number>,
   now: number,
+  orphanMs: number = ORPHAN_MS,
 ): number | undefined {
   let orphan: number | undefined;
   for (let i = 0; i < s.have.length; i++) {
@@ -108,7 +113,7 @@ export function pickFromOrigin(
     if (split.alone) return i;
     if (split.place !== undefined && split.fetchers > 0 && i % split.fetchers === split.place) return i;
     const since = orphanSince.get(i);
-    if (orphan === undefined && since !== undefined && now - since >= ORPHAN_MS) orphan = i;
+    if (orphan === undefined && since !== undefined && now - since >= orphanMs) orphan = i;
   }
   return orphan;
 }

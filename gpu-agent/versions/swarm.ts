@@ -19,7 +19,7 @@ import { decodeBitfield, encodeBitfield, PEER_PIECE_PATH, SwarmAnswer, type Swar
 import { type ByteBucket, throttled } from "./bucket.ts";
 import type { EdgeAccess } from "./fetch.ts";
 import type { PieceServer } from "./peer-server.ts";
-import { ORIGIN, pickFromOrigin, pickFromPeer, type PeerView } from "./picker.ts";
+import { ORIGIN, ORPHAN_MS, pickFromOrigin, pickFromPeer, type PeerView } from "./picker.ts";
 
 /** Pieces asked of one peer at once. */
 export const PER_PEER = 3;
@@ -110,6 +110,8 @@ export class SwarmSession {
   private originActive = 0;
   /** Tracker answers heard: until the second, the origin is asked for one piece at a time. */
   private answers = 0;
+  /** How long a piece nobody holds waits before this agent takes it anyway (ms). */
+  private readonly orphanMs = ORPHAN_MS * (1 + Math.random());
 
   constructor(edge: EdgeAccess, record: VersionRecord, opts: SwarmOptions, log: (line: string) => void) {
     this.edge = edge;
@@ -218,9 +220,15 @@ export class SwarmSession {
       const answer = await this.post("update");
       if (answer) this.heard(answer);
     } catch (err) {
-      // Without a tracker the agent is alone: the origin serves everything, as without peers.
-      this.log(`${this.name}: announce failed (${(err as Error).message}); fetching from the origin meanwhile`);
-      this.split = { fetchers: 0, alone: true };
+      // A tracker never heard is no swarm: the origin serves everything, as without peers. One
+      // heard before still stands for what it said last.
+      if (this.answers === 0) {
+        this.log(`${this.name}: announce failed (${(err as Error).message}); fetching from the origin meanwhile`);
+        this.split = { fetchers: 0, alone: true };
+        this.answers = 2;
+      } else {
+        this.log(`${this.name}: announce failed (${(err as Error).message}); trying again`);
+      }
     } finally {
       this.announcing = false;
     }
@@ -330,7 +338,7 @@ export class SwarmSession {
     }
     const limit = this.answers < 2 ? 1 : this.split.alone ? ORIGIN_ALONE : ORIGIN_SHARED;
     while (this.originActive < limit) {
-      const piece = pickFromOrigin(s, this.split, this.orphanSince, now);
+      const piece = pickFromOrigin(s, this.split, this.orphanSince, now, this.orphanMs);
       if (piece === undefined) break;
       this.originActive += 1;
       this.start(piece, ORIGIN, async (signal) => {
