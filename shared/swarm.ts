@@ -71,10 +71,11 @@ export const SwarmAnswer = z.object({
   /** Peers that serve pieces (never the asker), at most {@link MAX_SWARM_PEERS}. */
   peers: z.array(SwarmPeer),
   /**
-   * The asker's place among the serving agents of the swarm still fetching, in the order they
-   * joined (0 = first), and how many those are: they split the pieces nobody holds so the origin
-   * sends about one copy (piece `i` is taken from the origin by the place `i mod fetchers`).
-   * Absent when the asker serves nothing (no `addr`) or holds every piece.
+   * The asker's place among the serving agents of the swarm, in the order they joined (0 =
+   * first), and how many those are: they split the pieces nobody holds so the origin sends about
+   * one copy (piece `i` is taken from the origin by the place `i mod fetchers`; an agent holding
+   * everything keeps its place, its share being held already). Absent when the asker serves
+   * nothing (no `addr`).
    */
   place: z.number().int().min(0).optional(),
   fetchers: z.number().int().min(0),

@@ -74,6 +74,9 @@ async function originRelay(
       }
     })();
   });
+  // Agents read pieces through their own buckets, slower than the relay writes them: an idle
+  // close after the default 5 s would cut a response still being read.
+  server.keepAliveTimeout = 120_000;
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
   return {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { ByteBucket, throttled } from "./bucket.ts";
+import { ByteBucket, paced, throttled } from "./bucket.ts";
 
 const MiB = 1024 * 1024;
 
@@ -40,5 +40,20 @@ describe("byte buckets", () => {
     for await (const c of throttled(undefined, chunks(64 * MiB, 8 * MiB))) n += c.length;
     expect(n).toBe(64 * MiB);
     expect(() => new ByteBucket(0)).toThrow(RangeError);
+  });
+
+  it("a paced download reads every chunk at once and finishes at the bucket's rate", async () => {
+    const bucket = new ByteBucket(20);
+    const started = performance.now();
+    let firstAll = 0;
+    let n = 0;
+    for await (const c of paced(bucket, chunks(8 * MiB, 64 * 1024))) {
+      n += c.length;
+      if (n === 8 * MiB) firstAll = performance.now() - started;
+    }
+    const seconds = (performance.now() - started) / 1000;
+    expect(firstAll).toBeLessThan(200);
+    expect(seconds).toBeGreaterThan(0.36);
+    expect(seconds).toBeLessThan(0.64);
   });
 });

@@ -42,7 +42,7 @@ export class ByteBucket {
  * lets its bytes through.
  *
  * @example
- * for await (const chunk of throttled(download, res.body)) hash.update(chunk);
+ * await pipeline(Readable.from(throttled(upload, createReadStream(path))), res);
  */
 export async function* throttled(
   bucket: ByteBucket | undefined,
@@ -52,4 +52,29 @@ export async function* throttled(
     if (bucket) await bucket.take(chunk.length);
     yield chunk;
   }
+}
+
+/**
+ * Passes `chunks` on as they arrive and charges `bucket` for them, finishing only once the
+ * bucket has let every byte through: a download paced this way is usable at the bucket's rate.
+ * The reader is never parked between reads of a fetch body (a body errored while nobody reads
+ * it escapes as an uncaught error in Node's fetch); the sender's upload bucket and TCP pace the
+ * wire itself.
+ *
+ * @example
+ * for await (const chunk of paced(download, res.body)) hash.update(chunk);
+ */
+export async function* paced(
+  bucket: ByteBucket | undefined,
+  chunks: AsyncIterable<Uint8Array>,
+): AsyncGenerator<Uint8Array> {
+  let charged: Promise<void> = Promise.resolve();
+  for await (const chunk of chunks) {
+    if (bucket) {
+      const n = chunk.length;
+      charged = charged.then(() => bucket.take(n));
+    }
+    yield chunk;
+  }
+  await charged;
 }

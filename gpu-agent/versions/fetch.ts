@@ -26,7 +26,7 @@ import { dirname, join, relative, resolve, sep } from "node:path";
 import { type Backoff, backoffMs } from "../../shared/backoff.ts";
 import { PIECE_BYTES, piecesOf, VersionRecord, versionDigest } from "../../shared/repository.ts";
 import { AGENT_ID_HEADER } from "../../shared/wire.ts";
-import { type ByteBucket, throttled } from "./bucket.ts";
+import { type ByteBucket, paced } from "./bucket.ts";
 import { tryLock } from "./lock.ts";
 import type { Swarm, SwarmStats } from "./swarm.ts";
 
@@ -238,7 +238,7 @@ async function readCapped(
   const chunks: Uint8Array[] = [];
   let size = 0;
   if (res.body) {
-    for await (const chunk of throttled(bucket, res.body)) {
+    for await (const chunk of paced(bucket, res.body)) {
       size += chunk.length;
       if (size > cap) return undefined;
       hash.update(chunk);

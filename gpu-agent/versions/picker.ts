@@ -8,8 +8,8 @@
  *   of this peer too (the first copy verified wins, the others are cancelled), at most
  *   {@link ENDGAME_COPIES} at once.
  * - From the origin: only pieces no peer holds, nor fetches from the origin, and this agent
- *   is not fetching. A serving agent still
- *   fetching has a place among such agents (the tracker's order of joining): piece `i` is its to
+ *   is not fetching. A serving agent has a
+ *   place among the serving agents (the tracker's order of joining): piece `i` is its to
  *   take when `i mod fetchers` is its place, so the first agents take about one copy from the
  *   origin between them. A piece nobody held for {@link ORPHAN_MS} is taken by anyone (its
  *   taker died or is slow); an agent alone, or the tracker unreachable, takes them all.

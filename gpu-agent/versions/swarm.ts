@@ -16,7 +16,7 @@ import { createHash } from "node:crypto";
 import { AGENT_ID_HEADER } from "../../shared/wire.ts";
 import { PIECE_BYTES, piecesOf, type VersionRecord } from "../../shared/repository.ts";
 import { decodeBitfield, encodeBitfield, PEER_PIECE_PATH, SwarmAnswer, type SwarmPeer } from "../../shared/swarm.ts";
-import { type ByteBucket, throttled } from "./bucket.ts";
+import { type ByteBucket, paced } from "./bucket.ts";
 import type { EdgeAccess } from "./fetch.ts";
 import type { PieceServer } from "./peer-server.ts";
 import { ORIGIN, ORPHAN_MS, pickFromOrigin, pickFromPeer, type PeerView } from "./picker.ts";
@@ -417,7 +417,7 @@ export class SwarmSession {
       const hash = createHash("sha256");
       const chunks: Uint8Array[] = [];
       let size = 0;
-      for await (const chunk of throttled(this.opts.download, res.body ?? new ReadableStream<Uint8Array>())) {
+      for await (const chunk of paced(this.opts.download, res.body ?? new ReadableStream<Uint8Array>())) {
         size += chunk.length;
         if (size > PIECE_BYTES) break;
         hash.update(chunk);

@@ -7,10 +7,11 @@ describe("a version's swarm", () => {
     const s = new Swarm();
     s.announce("a", { addr: "h:1", have: "A", complete: false }, 0);
     s.announce("seed", { addr: "h:3", have: "A", complete: true }, 0);
-    expect(s.announce("b", { addr: "h:2", have: "A", complete: false }, 1).place).toBe(1);
+    expect(s.announce("b", { addr: "h:2", have: "A", complete: false }, 1)).toMatchObject({ place: 2, fetchers: 3 });
     const soon = s.announce("b", { addr: "h:2", have: "A", complete: false }, FETCHING_TTL_MS + 2);
     expect(soon.peers.map((p) => p.agent_id)).toEqual(["seed"]);
-    expect(soon).toMatchObject({ place: 0, fetchers: 1 });
+    // The seed keeps its place (0); the silent fetcher's is gone.
+    expect(soon).toMatchObject({ place: 1, fetchers: 2 });
     expect(s.announce("b", { addr: "h:2", have: "A", complete: false }, MEMBER_TTL_MS + 2).peers).toEqual([]);
   });
 

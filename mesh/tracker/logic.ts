@@ -3,7 +3,7 @@
  * reach them, and which pieces each holds (a bitfield). Pure: the actor passes the clock in.
  *
  * The tracker makes no per-piece decision: it answers peers and bitfields, and each agent's place
- * among the serving agents still fetching (in the order they joined), from which the agents
+ * among the serving agents (in the order they joined), from which the agents
  * themselves split what they take from the origin. Soft state: a member not heard from for
  * {@link MEMBER_TTL_MS} ({@link FETCHING_TTL_MS} while it fetches) is gone, and a tracker that lost its memory has it back once every agent
  * announced again (within one {@link FETCHING_INTERVAL_MS} for those fetching).
@@ -107,11 +107,13 @@ export class Swarm {
     this.members.clear();
   }
 
-  /** Serving members still fetching, in the order they joined. */
+  /**
+   * Serving members, in the order they joined. One holding everything keeps its place: places
+   * move only when members join or leave, so agents whose answers are a moment apart agree on
+   * who takes which piece from the origin (a complete member's share is held already).
+   */
   private fetchers(): Member[] {
-    return [...this.members.values()]
-      .filter((m) => m.addr !== undefined && !m.complete)
-      .sort((x, y) => x.joinedAt - y.joinedAt);
+    return [...this.members.values()].filter((m) => m.addr !== undefined).sort((x, y) => x.joinedAt - y.joinedAt);
   }
 
   private expire(now: number): void {

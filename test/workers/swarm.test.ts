@@ -92,7 +92,7 @@ async function announce(
 const bits = (...set: boolean[]) => encodeBitfield(set);
 
 describe("the weights swarm's tracker", () => {
-  it("answers each agent the serving peers with their bitfields, never itself, and places fetchers in the order they joined", async () => {
+  it("answers each agent the serving peers with their bitfields, never itself, and places serving agents in the order they joined", async () => {
     const v = await readyVersion(3);
     const [a, b, c] = await Promise.all([agent([v.model]), agent([v.model]), agent([v.model])]);
     const first = await announce(a, v, { digest: v.digest, addr: "127.0.0.1:7001", have: bits(true, false, false) });
@@ -107,9 +107,14 @@ describe("the weights swarm's tracker", () => {
     expect(third.body.peers.map((p) => p.agent_id).sort()).toEqual([a.id, b.id].sort());
     expect(third.body.place).toBeUndefined();
     expect(third.body.fetchers).toBe(2);
-    // An agent holding everything leaves the fetchers; the others' places close up.
+    // An agent holding everything keeps its place: places move only when agents join or leave.
     const done = await announce(a, v, { digest: v.digest, addr: "127.0.0.1:7001", have: bits(true, true, true) });
-    expect(done.body.place).toBeUndefined();
+    expect(done.body).toMatchObject({ place: 0, fetchers: 2 });
+    expect(
+      (await announce(b, v, { digest: v.digest, addr: "127.0.0.1:7002", have: bits(false, true, false) })).body,
+    ).toMatchObject({ place: 1, fetchers: 2 });
+    // One that leaves frees its place.
+    await announce(a, v, { digest: v.digest, addr: "127.0.0.1:7001", have: bits(true, true, true), event: "stopped" });
     expect(
       (await announce(b, v, { digest: v.digest, addr: "127.0.0.1:7002", have: bits(false, true, false) })).body,
     ).toMatchObject({ place: 0, fetchers: 1 });
