@@ -22,6 +22,7 @@ import { protocolRoutes } from "./routes/protocol.ts";
 import { rolloutRoutes } from "./routes/rollouts.ts";
 import { uploadRoutes } from "./routes/uploads.ts";
 import { webhookRoutes } from "./routes/webhooks.ts";
+import { swarmRoutes } from "./routes/swarm.ts";
 import { PIECE_PATH, versionRoutes } from "./routes/versions.ts";
 import { PIECE_BYTES } from "../shared/repository.ts";
 
@@ -108,6 +109,7 @@ export function buildApp(): OpenAPIHono<AppEnv> {
   app.route("/", uploadRoutes);
   app.route("/", versionRoutes);
   app.route("/", webhookRoutes);
+  app.route("/", swarmRoutes);
   app.route("/", fileRoutes);
   app.route("/", protocolRoutes);
   for (const [name, scheme] of Object.entries(SECURITY_SCHEMES)) {

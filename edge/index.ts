@@ -9,6 +9,7 @@ export {
   JobActor,
   RegistryActor,
   SchedulerActor,
+  TrackerActor,
   VersionsActor,
   WebhookActor,
 } from "../mesh/index.ts";

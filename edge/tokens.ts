@@ -13,6 +13,7 @@ import {
   AgentClaims,
   SigningKeySet,
 } from "../shared/tokens.ts";
+import { SWARM_TOKEN_AUDIENCE, SWARM_TOKEN_TTL_S, SWARM_TOKEN_TYPE, SwarmKey } from "../shared/swarm.ts";
 
 const ALG = "EdDSA";
 let parsedFor: string | undefined;
@@ -118,4 +119,41 @@ export async function verifyAgentToken(env: Env, token: string): Promise<AgentCl
   } catch {
     return undefined;
   }
+}
+
+/**
+ * A swarm token: lets agent `agentId` fetch pieces of one version from its peers for
+ * {@link SWARM_TOKEN_TTL_S}. Signed like agent tokens (EdDSA, the active `kid`), with its own
+ * audience and `typ`, so neither kind of token passes for the other; peers verify it with the
+ * public keys the swarm route hands out ({@link swarmPublicKeys}).
+ */
+export async function mintSwarmToken(
+  env: Env,
+  claims: { agentId: string; model: string; version: string; digest: string },
+  ttlS = SWARM_TOKEN_TTL_S,
+): Promise<{ token: string; exp: number }> {
+  const set = keys(env);
+  const signing = await key(env, set.active, true);
+  if (!signing) throw new FloodgateError("unavailable", "the active signing key is missing from AGENT_SIGNING_KEYS");
+  const now = Math.floor(Date.now() / 1000);
+  const exp = now + ttlS;
+  const token = await new SignJWT({ model: claims.model, version: claims.version, digest: claims.digest })
+    .setProtectedHeader({ alg: ALG, kid: set.active, typ: SWARM_TOKEN_TYPE })
+    .setIssuer(AGENT_TOKEN_ISSUER)
+    .setAudience(SWARM_TOKEN_AUDIENCE)
+    .setSubject(claims.agentId)
+    .setIssuedAt(now)
+    .setNotBefore(now)
+    .setExpirationTime(exp)
+    .sign(signing);
+  return { token, exp };
+}
+
+/** The public half of every key in AGENT_SIGNING_KEYS: what a peer verifies swarm tokens with. */
+export function swarmPublicKeys(env: Env): SwarmKey[] {
+  return keys(env).keys.flatMap((k) => {
+    const { d: _private, ...pub } = k;
+    const parsed = SwarmKey.safeParse(pub);
+    return parsed.success ? [parsed.data] : [];
+  });
 }

@@ -58,4 +58,28 @@ describe("agent configuration", () => {
     expect(bad).toMatchObject({ ok: false, message: expect.stringMatching(/^--model-size \/ FLOODGATE_MODEL_SIZE/) });
     expect(parseAgentConfig({ url: "http://x.test", token: TOKEN, model: "Not A Name" }, {}).ok).toBe(false);
   });
+
+  it("peers and rate limits: --peer-addr is HOST:PORT, --peer-port needs it, and limits are positive MiB/s", () => {
+    const base = { url: "http://x.test", token: TOKEN };
+    const ok = parseAgentConfig(
+      { ...base, "peer-addr": "10.0.0.7:7070", "peer-port": "7071" },
+      { FLOODGATE_MAX_UPLOAD_MIBPS: "25" },
+    );
+    expect(ok).toMatchObject({
+      ok: true,
+      config: { peer_addr: "10.0.0.7:7070", peer_port: 7071, max_upload_mibps: 25 },
+    });
+    expect(parseAgentConfig({ ...base, "peer-port": "7071" }, {})).toEqual({
+      ok: false,
+      message: "--peer-port needs --peer-addr (where peers reach that port)",
+    });
+    expect(parseAgentConfig({ ...base, "peer-addr": "10.0.0.7" }, {})).toMatchObject({
+      ok: false,
+      message: expect.stringContaining("--peer-addr / FLOODGATE_PEER_ADDR"),
+    });
+    expect(parseAgentConfig({ ...base, "max-download-mibps": "0" }, {})).toMatchObject({
+      ok: false,
+      message: expect.stringContaining("--max-download-mibps"),
+    });
+  });
 });

@@ -3,6 +3,7 @@
  * zod schema. Flags win over the environment.
  */
 import { z } from "zod";
+import { PeerAddr } from "../shared/swarm.ts";
 import { parseGpuSelection } from "./gpu.ts";
 
 export const RUNNERS = ["demo", "synthetic", "python"] as const;
@@ -67,6 +68,17 @@ export const AgentConfig = z.strictObject({
    * terminationGracePeriodSeconds, docker's --stop-timeout).
    */
   drain_timeout_s: z.coerce.number().int().min(1).max(86_400).default(600),
+  /**
+   * Where peers reach this agent's piece server (`HOST:PORT`), announced to each version's
+   * swarm. Absent: the agent downloads from peers and the origin but serves nothing.
+   */
+  peer_addr: PeerAddr.optional(),
+  /** The port the piece server listens on (default: the port of --peer-addr); needs --peer-addr. */
+  peer_port: z.coerce.number().int().min(1).max(65535).optional(),
+  /** Uploads to peers, at most this many MiB/s in all (absent: no limit). */
+  max_upload_mibps: z.coerce.number().positive().max(1_000_000).optional(),
+  /** Downloads of pieces from peers and the origin, at most this many MiB/s in all (absent: no limit). */
+  max_download_mibps: z.coerce.number().positive().max(1_000_000).optional(),
 });
 export type AgentConfig = z.infer<typeof AgentConfig>;
 
@@ -131,6 +143,26 @@ export const AGENT_FLAGS: Record<keyof AgentConfig, FlagDoc> = {
     arg: "S",
     help: "on SIGTERM, finish running jobs for at most this long, then give them back (default 600)",
   },
+  peer_addr: {
+    env: "FLOODGATE_PEER_ADDR",
+    arg: "HOST:PORT",
+    help: "where peers reach this agent to fetch weight pieces (default: it serves none, and only downloads)",
+  },
+  peer_port: {
+    env: "FLOODGATE_PEER_PORT",
+    arg: "PORT",
+    help: "the port the piece server listens on (default: the port of --peer-addr)",
+  },
+  max_upload_mibps: {
+    env: "FLOODGATE_MAX_UPLOAD_MIBPS",
+    arg: "MIBPS",
+    help: "limit uploads of pieces to peers to this many MiB/s (default: no limit)",
+  },
+  max_download_mibps: {
+    env: "FLOODGATE_MAX_DOWNLOAD_MIBPS",
+    arg: "MIBPS",
+    help: "limit downloads of pieces, from peers and the origin, to this many MiB/s (default: no limit)",
+  },
 };
 
 /** The flag spelling of a configuration key (`cache_dir` → `cache-dir`). */
@@ -165,7 +197,12 @@ export function parseAgentConfig(
     if (value !== undefined && value !== "") raw[key] = value;
   }
   const parsed = AgentConfig.safeParse(raw);
-  if (parsed.success) return { ok: true, config: parsed.data };
+  if (parsed.success) {
+    if (parsed.data.peer_port !== undefined && parsed.data.peer_addr === undefined) {
+      return { ok: false, message: "--peer-port needs --peer-addr (where peers reach that port)" };
+    }
+    return { ok: true, config: parsed.data };
+  }
   const issue = parsed.error.issues[0];
   const key = String(issue?.path[0] ?? "");
   const envName = AGENT_FLAGS[key as keyof AgentConfig]?.env;

@@ -15,6 +15,11 @@ import { claimIdentity, identityGroup } from "./identity.ts";
 import { findPython, PYTHON_MODELS, pythonRunnerArgs, pythonVersionArgs, type Probe } from "./python-runner.ts";
 import { RunnerHost, RunnerJobError } from "./runner/host.ts";
 import type { ReplicaLaunch, ServeOptions } from "./versions/manager.ts";
+import { ByteBucket } from "./versions/bucket.ts";
+import { VersionCache } from "./versions/fetch.ts";
+import { PieceServer } from "./versions/peer-server.ts";
+import { Swarm } from "./versions/swarm.ts";
+import { TransferBar } from "./versions/progress.ts";
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 /** `.ts` run from the sources, `.js` from the built package (scripts/build-package.ts). */
@@ -150,6 +155,7 @@ export async function runAgent(
   const name = config.name ?? defaultName();
   let startRunner: (() => Promise<RunnerLike>) | undefined;
   let serve: ServeOptions | undefined;
+  let swarm: Swarm | undefined;
   if (config.runner !== undefined) {
     let command: string;
     let args: string[];
@@ -172,7 +178,33 @@ export async function runAgent(
     log(
       `[agent ${name}] serving what the rollout says, on ${gpus.length > 0 ? `GPU ${gpus.join(",")}` : "the CPU"}; versions cached in ${join(config.cache_dir, "versions")}`,
     );
-    serve = { gpus, cacheDir: config.cache_dir, startRunner: versionRunners(config, log) };
+    const upload = config.max_upload_mibps === undefined ? undefined : new ByteBucket(config.max_upload_mibps);
+    const download = config.max_download_mibps === undefined ? undefined : new ByteBucket(config.max_download_mibps);
+    let server: PieceServer | undefined;
+    if (config.peer_addr !== undefined) {
+      server = new PieceServer(new VersionCache(config.cache_dir), upload);
+      const at = config.peer_addr.lastIndexOf(":");
+      const host = config.peer_addr.slice(0, at);
+      // A loopback address is served on loopback only; any other on every interface (the
+      // announced address may be a NAT's, not one this machine has).
+      const listenOn = /^(127\.\d+\.\d+\.\d+|localhost|\[::1\])$/.test(host) ? host.replace(/^\[|\]$/g, "") : "0.0.0.0";
+      const port = await server.listen(config.peer_port ?? Number(config.peer_addr.slice(at + 1)), listenOn);
+      log(`[agent ${name}] serving weight pieces to peers on ${listenOn}:${port}, announced as ${config.peer_addr}`);
+    }
+    swarm = new Swarm({
+      ...(config.peer_addr === undefined ? {} : { addr: config.peer_addr }),
+      ...(server ? { server } : {}),
+      ...(download ? { download } : {}),
+    });
+    const bar = new TransferBar(process.stderr);
+    serve = {
+      gpus,
+      cacheDir: config.cache_dir,
+      startRunner: versionRunners(config, log),
+      swarm,
+      ...(download ? { download } : {}),
+      onTransfer: (model, version, p) => bar.update(`${model}@${version}`, p),
+    };
   }
   const identity = claimIdentity(resolve(config.cache_dir), identityGroup(config.gpus));
   log(`[agent ${name}] agent id ${identity.agentId} (${join(config.cache_dir, identity.slot)})`);
@@ -205,6 +237,7 @@ export async function runAgent(
         void agent.drain("SIGTERM").then(async () => {
           clearTimeout(deadline);
           await agent.close();
+          await swarm?.close();
           resolveExit(0);
         });
       } else {
@@ -217,7 +250,10 @@ export async function runAgent(
     process.on("SIGINT", onTerm);
     agent.on("fatal", (err: Error) => {
       log(`[agent ${name}] ${err.message}`);
-      void agent.close().then(() => resolveExit(3));
+      void agent
+        .close()
+        .then(() => swarm?.close())
+        .then(() => resolveExit(3));
     });
     agent.on("connected", () => log(`[agent ${name}] connected to ${config.url}`));
     agent.start().catch((err: Error) => {

@@ -12,6 +12,7 @@ export { pieceKey, VERSION_INDEX, VersionsActor } from "./versions-actor.ts";
 export { WebhookActor } from "./webhook-actor.ts";
 export { JOB_SECRET_ID, type HookRef } from "./account/webhooks.ts";
 export type { JobHook } from "./webhooks/logic.ts";
+export { TrackerActor, trackerName } from "./tracker-actor.ts";
 export type {
   AgentRef,
   Completion,

@@ -16,6 +16,7 @@ import { noisy } from "./noisy.ts";
 import { rollout } from "./rollout.ts";
 import { streams } from "./streams.ts";
 import { submit } from "./submit.ts";
+import { weights } from "./weights.ts";
 
 export const BENCHMARKS: readonly Benchmark[] = [
   depth,
@@ -31,4 +32,5 @@ export const BENCHMARKS: readonly Benchmark[] = [
   agents,
   rollout,
   dashboard,
+  weights,
 ];

@@ -26,6 +26,9 @@ import { dirname, join, relative, resolve, sep } from "node:path";
 import { type Backoff, backoffMs } from "../../shared/backoff.ts";
 import { PIECE_BYTES, piecesOf, VersionRecord, versionDigest } from "../../shared/repository.ts";
 import { AGENT_ID_HEADER } from "../../shared/wire.ts";
+import { type ByteBucket, paced } from "./bucket.ts";
+import { tryLock } from "./lock.ts";
+import type { Swarm, SwarmStats } from "./swarm.ts";
 
 /** How the agent reaches the edge's repository routes. */
 export interface EdgeAccess {
@@ -46,7 +49,14 @@ export interface CachedVersion {
 }
 
 export type FetchResult =
-  | { ok: true; version: CachedVersion; fetched: { pieces: number; bytes: number } }
+  | {
+      ok: true;
+      version: CachedVersion;
+      /** What this call fetched (nothing when the version was in the cache, or another agent of the host fetched it). */
+      fetched: { pieces: number; bytes: number };
+      /** Where the pieces came from, when the fetch took part in the version's swarm. */
+      swarm?: SwarmStats;
+    }
   | {
       ok: false;
       message: string;
@@ -60,6 +70,10 @@ export interface FetchProgress {
   totalPieces: number;
   bytes: number;
   totalBytes: number;
+  /** With a swarm: bytes from the origin and from peers, and the peers known. */
+  originBytes?: number;
+  peerBytes?: number;
+  peers?: number;
 }
 
 export interface FetchOptions {
@@ -72,6 +86,12 @@ export interface FetchOptions {
   onProgress?: (p: FetchProgress) => void;
   log?: (line: string) => void;
   signal?: AbortSignal;
+  /** Take part in the version's swarm: pieces from peers first, the origin for the rest (./swarm.ts). */
+  swarm?: Swarm;
+  /** `--max-download-mibps`: what the origin sends passes through it too. */
+  download?: ByteBucket;
+  /** How often an agent waiting for another agent of the host to fetch a version looks again (ms, default 250). */
+  lockPollMs?: number;
 }
 
 const DEFAULT_BACKOFF: Backoff = { baseMs: 250, maxMs: 8_000 };
@@ -96,6 +116,11 @@ export class VersionCache {
 
   recordPath(model: string, version: string): string {
     return join(this.root, "versions", model, `${version}.json`);
+  }
+
+  /** The lock the agent fetching the version holds (./lock.ts). */
+  lockPath(model: string, version: string): string {
+    return join(this.root, "versions", model, `${version}.lock`);
   }
 
   /** The version, if it is complete here with this digest. */
@@ -202,14 +227,18 @@ async function get(edge: EdgeAccess, path: string, what: string, opts: FetchOpti
 }
 
 /** Reads a body of at most `cap` bytes, hashing it as it comes. */
-async function readCapped(res: Response, cap: number): Promise<{ bytes: Uint8Array; sha256: string } | undefined> {
+async function readCapped(
+  res: Response,
+  cap: number,
+  bucket?: ByteBucket,
+): Promise<{ bytes: Uint8Array; sha256: string } | undefined> {
   const length = Number(res.headers.get("content-length"));
   if (Number.isFinite(length) && length > cap) return undefined;
   const hash = createHash("sha256");
   const chunks: Uint8Array[] = [];
   let size = 0;
   if (res.body) {
-    for await (const chunk of res.body) {
+    for await (const chunk of paced(bucket, res.body)) {
       size += chunk.length;
       if (size > cap) return undefined;
       hash.update(chunk);
@@ -280,8 +309,48 @@ export async function fetchVersion(
   const name = `${want.model}@${want.version}`;
   const log = opts.log ?? (() => {});
   try {
-    const cached = await cache.complete(want.model, want.version, want.digest);
-    if (cached) return { ok: true, version: cached, fetched: { pieces: 0, bytes: 0 } };
+    // One agent of the host fetches; the others wait for the version to be complete.
+    let waited = false;
+    for (;;) {
+      const cached = await cache.complete(want.model, want.version, want.digest);
+      if (cached) {
+        opts.swarm?.session(edge, cached.record, log).seed();
+        return { ok: true, version: cached, fetched: { pieces: 0, bytes: 0 } };
+      }
+      const lock = await tryLock(cache.lockPath(want.model, want.version));
+      if (lock) {
+        try {
+          // It may have been completed between the look and the lock.
+          if (await cache.complete(want.model, want.version, want.digest)) continue;
+          return await fetchLocked(edge, cache, want, opts);
+        } finally {
+          await lock.release();
+        }
+      }
+      if (!waited) log(`${name}: another agent of this host is fetching it; waiting for it`);
+      waited = true;
+      if (opts.signal?.aborted) throw new FetchFailure(`${name}: stopped`, false);
+      await new Promise((res) => setTimeout(res, opts.lockPollMs ?? 250));
+    }
+  } catch (err) {
+    if (err instanceof FetchFailure) return { ok: false, message: err.message, permanent: err.permanent };
+    const e = err as NodeJS.ErrnoException;
+    // The disk (full, unwritable): worth another try later.
+    if (typeof e.code === "string") return { ok: false, message: `${name}: ${e.message}`, permanent: false };
+    throw err;
+  }
+}
+
+/** Fetches the version, holding the host's lock on it. */
+async function fetchLocked(
+  edge: EdgeAccess,
+  cache: VersionCache,
+  want: { model: string; version: string; digest: string },
+  opts: FetchOptions,
+): Promise<FetchResult> {
+  const name = `${want.model}@${want.version}`;
+  const log = opts.log ?? (() => {});
+  {
     const record = await fetchRecord(edge, want, opts);
     const all = piecesOf(record.files);
     const missing: string[] = [];
@@ -298,46 +367,75 @@ export async function fetchVersion(
     opts.onProgress?.({ ...progress });
     const query = `?model=${encodeURIComponent(want.model)}&version=${encodeURIComponent(want.version)}`;
     let fetchedBytes = 0;
-    const fetchPiece = async (sha: string): Promise<void> => {
-      const res = await get(edge, `/v1/agent/pieces/${sha}${query}`, `piece ${sha} of ${name}`, opts);
-      const body = await readCapped(res, PIECE_BYTES);
+    const originPiece = async (sha: string, signal?: AbortSignal): Promise<Uint8Array> => {
+      const signals = [opts.signal, signal].filter((x): x is AbortSignal => x !== undefined);
+      const res = await get(edge, `/v1/agent/pieces/${sha}${query}`, `piece ${sha} of ${name}`, {
+        ...opts,
+        ...(signals.length > 0 ? { signal: AbortSignal.any(signals) } : {}),
+      });
+      const body = await readCapped(res, PIECE_BYTES, opts.download);
       if (!body) throw refused(`piece ${sha} of ${name} is larger than a piece can be (${PIECE_BYTES} bytes)`);
       if (body.sha256 !== sha) throw refused(`piece ${sha} of ${name} from the edge hashes to ${body.sha256}`);
-      await writeAtomic(cache.piece(sha), body.bytes);
-      fetchedBytes += body.bytes.length;
+      return body.bytes;
+    };
+    const kept = (bytes: number): void => {
+      fetchedBytes += bytes;
       progress.pieces += 1;
-      progress.bytes += body.bytes.length;
-      opts.onProgress?.({ ...progress });
+      progress.bytes += bytes;
+      opts.onProgress?.({
+        ...progress,
+        ...(session
+          ? { originBytes: session.stats.originBytes, peerBytes: session.stats.peerBytes, peers: session.stats.peers }
+          : {}),
+      });
     };
     const refused = (why: string): FetchFailure => {
       const message = `${why}: refused, not used`;
       log(message);
       return new FetchFailure(message, true);
     };
-    // A few workers take the missing pieces in order; the first failure stops them all.
-    const queue = [...missing];
-    let failure: unknown;
-    const worker = async (): Promise<void> => {
-      while (failure === undefined && queue.length > 0) {
-        const sha = queue.shift()!;
-        try {
-          await fetchPiece(sha);
-        } catch (err) {
-          failure ??= err;
+    const session = opts.swarm?.session(edge, record, log);
+    if (session) {
+      await session.fetch(
+        {
+          fromOrigin: originPiece,
+          store: (sha, bytes) => writeAtomic(cache.piece(sha), bytes),
+          held: (sha) => exists(cache.piece(sha)),
+        },
+        kept,
+      );
+    } else {
+      // A few workers take the missing pieces in order; the first failure stops them all.
+      const queue = [...missing];
+      let failure: unknown;
+      const worker = async (): Promise<void> => {
+        while (failure === undefined && queue.length > 0) {
+          const sha = queue.shift()!;
+          try {
+            const bytes = await originPiece(sha);
+            await writeAtomic(cache.piece(sha), bytes);
+            kept(bytes.length);
+          } catch (err) {
+            failure ??= err;
+          }
         }
-      }
-    };
-    await Promise.all(Array.from({ length: Math.max(1, opts.concurrency ?? 4) }, worker));
-    if (failure !== undefined) throw failure;
+      };
+      await Promise.all(Array.from({ length: Math.max(1, opts.concurrency ?? 4) }, worker));
+      if (failure !== undefined) throw failure;
+    }
     const dir = await assemble(cache, record);
-    log(`${name}: ready in ${dir} (${missing.length} piece(s) fetched, ${all.length - missing.length} from the cache)`);
-    return { ok: true, version: { dir, record }, fetched: { pieces: missing.length, bytes: fetchedBytes } };
-  } catch (err) {
-    if (err instanceof FetchFailure) return { ok: false, message: err.message, permanent: err.permanent };
-    const e = err as NodeJS.ErrnoException;
-    // The disk (full, unwritable): worth another try later.
-    if (typeof e.code === "string") return { ok: false, message: `${name}: ${e.message}`, permanent: false };
-    throw err;
+    const from = session
+      ? `; ${mib(session.stats.originBytes)} MiB from the origin, ${mib(session.stats.peerBytes)} MiB from peers${session.stats.corrupt > 0 ? `, ${session.stats.corrupt} corrupt piece(s) from peers discarded` : ""}`
+      : "";
+    log(
+      `${name}: ready in ${dir} (${missing.length} piece(s) fetched, ${all.length - missing.length} from the cache${from})`,
+    );
+    return {
+      ok: true,
+      version: { dir, record },
+      fetched: { pieces: missing.length, bytes: fetchedBytes },
+      ...(session ? { swarm: { ...session.stats, badPeers: [...session.stats.badPeers] } } : {}),
+    };
   }
 }
 

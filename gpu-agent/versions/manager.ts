@@ -13,7 +13,9 @@ import type { VersionManifest } from "../../shared/repository.ts";
 import type { VersionState } from "../../shared/wire.ts";
 import type { RunnerLike } from "../runner/like.ts";
 import type { RunnerPool } from "../pool.ts";
-import { type EdgeAccess, fetchVersion, type FetchOptions, VersionCache } from "./fetch.ts";
+import type { Swarm } from "./swarm.ts";
+import type { ByteBucket } from "./bucket.ts";
+import { type EdgeAccess, fetchVersion, type FetchOptions, type FetchProgress, VersionCache } from "./fetch.ts";
 import { type DesiredModel, type KnownVersion, plan, type Plan, versionKey } from "./plan.ts";
 
 /** One replica's runner to start: the version, its directory in the cache, and its GPUs. */
@@ -43,6 +45,12 @@ export interface ServeOptions {
   fetch?: Omit<FetchOptions, "onProgress" | "log" | "signal"> & { fetch?: typeof fetch };
   /** Waits before a version whose fetch failed for a reason that may pass is tried again (default 5 s doubling to 5 min). */
   retry?: Backoff;
+  /** The swarms the agent takes part in (`--peer-addr`); absent: every piece from the origin. */
+  swarm?: Swarm;
+  /** `--max-download-mibps`. */
+  download?: ByteBucket;
+  /** Hears each version's transfer as it goes (the progress bar of `floodgate agent`). */
+  onTransfer?: (model: string, version: string, p: FetchProgress) => void;
 }
 
 interface Entry extends KnownVersion {
@@ -253,9 +261,12 @@ export class VersionManager extends EventEmitter<{ changed: [] }> {
       { model, version, digest },
       {
         ...this.opts.fetch,
+        ...(this.opts.swarm ? { swarm: this.opts.swarm } : {}),
+        ...(this.opts.download ? { download: this.opts.download } : {}),
         signal: this.abort.signal,
         log: (l) => this.log(l),
         onProgress: (p) => {
+          this.opts.onTransfer?.(model, version, p);
           // Shown in the next periodic heartbeat; not worth one of its own.
           entry.message = `fetching: ${p.pieces} of ${p.totalPieces} pieces (${(p.bytes / MiB).toFixed(1)} of ${(p.totalBytes / MiB).toFixed(1)} MiB)`;
         },
