@@ -20,6 +20,7 @@ import { jobRoutes } from "./routes/jobs.ts";
 import { protocolRoutes } from "./routes/protocol.ts";
 import { rolloutRoutes } from "./routes/rollouts.ts";
 import { uploadRoutes } from "./routes/uploads.ts";
+import { usageRoutes } from "./routes/usage.ts";
 import { webhookRoutes } from "./routes/webhooks.ts";
 import { PIECE_PATH, versionRoutes } from "./routes/versions.ts";
 import { PIECE_BYTES } from "../shared/repository.ts";
@@ -89,6 +90,7 @@ export function buildApp(): OpenAPIHono<AppEnv> {
   app.use("/v1/models/*", userAuth);
   app.use("/v1/webhooks", userAuth);
   app.use("/v1/webhooks/*", userAuth);
+  app.use("/v1/usage", userAuth);
   app.use("/v1/agent/*", agentAuth);
   app.route("/", jobRoutes);
   app.route("/", adminRoutes);
@@ -97,6 +99,7 @@ export function buildApp(): OpenAPIHono<AppEnv> {
   app.route("/", uploadRoutes);
   app.route("/", versionRoutes);
   app.route("/", webhookRoutes);
+  app.route("/", usageRoutes);
   app.route("/", fileRoutes);
   app.route("/", protocolRoutes);
   for (const [name, scheme] of Object.entries(SECURITY_SCHEMES)) {

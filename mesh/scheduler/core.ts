@@ -537,7 +537,7 @@ export class SchedulerCore {
     const run: AttemptRun = { executing_ms: result.executing_ms, gpus: result.gpus };
     if (result.status === "succeeded") {
       this.queues.failuresInRow = 0;
-      this.endAttempt(job, now, "succeeded", null, run, outputBytes(result.outputs));
+      this.endAttempt(job, now, "succeeded", null, run, bytesOf(result.outputs));
       this.finish(job, "succeeded", now);
       setOutputs(job, result.outputs);
       this.store.saveJob(job);
@@ -1133,7 +1133,7 @@ const USAGE_FIELDS = [
 ] as const;
 
 /** The bytes of a success's outputs, as their records give them. */
-function outputBytes(outputs: readonly Record<string, unknown>[]): number {
+function bytesOf(outputs: readonly Record<string, unknown>[]): number {
   let n = 0;
   for (const o of outputs) if (typeof o.size === "number") n += o.size;
   return n;
