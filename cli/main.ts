@@ -12,6 +12,7 @@ import { CLIENT_HELP, clientCommand, isClientCommand, runCommand } from "./clien
 import { dev } from "./dev.ts";
 import { parseFlags, UsageError } from "./flags.ts";
 import { models } from "./models.ts";
+import { usage } from "./usage.ts";
 import { webhooks } from "./webhooks.ts";
 
 const HELP = `floodgate — generative-media jobs at launch-day scale
@@ -126,6 +127,8 @@ export async function main(argv: string[]): Promise<number> {
         return await runCommand(command, models, rest);
       case "webhooks":
         return await runCommand(command, webhooks, rest);
+      case "usage":
+        return await runCommand(command, usage, rest);
       default:
         if (isClientCommand(command)) return await clientCommand(command, rest);
         throw new UsageError(`unknown command ${JSON.stringify(command)}`);
