@@ -44,6 +44,8 @@ export default defineConfig({
             "test/chaos/**/*.test.ts",
           ],
           environment: "node",
+          // Property tests run hundreds of cases: a deadline for a hang, not for a busy machine.
+          testTimeout: 30_000,
         },
       },
       {

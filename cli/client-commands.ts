@@ -740,6 +740,8 @@ export const CLIENT_HELP = `  floodgate submit <model> --input '<json>'|@file.js
   floodgate models list [MODEL] [--json]     versions, newest first           (admin)
   floodgate webhooks add|list|remove|rotate|job-secret|deliveries|redeliver
       Signed webhooks: your endpoints and their secrets, a job's deliveries.
+  floodgate usage [--group-by model|version|day] [--csv|--json]
+      GPU-seconds executing, jobs by outcome, output bytes; --account for any (admin).
   floodgate rollout apply|status|undo|revert|history               (admin)
       Which versions the models serve: apply FILE.yaml, canaries, undo, revert.
       The edge and keys come from --url/--api-key/--admin-key, FLOODGATE_URL/_API_KEY/_ADMIN_KEY,

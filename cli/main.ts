@@ -14,6 +14,7 @@ import { doctorCommand } from "./doctor.ts";
 import { parseFlags, UsageError } from "./flags.ts";
 import { models } from "./models.ts";
 import { keysCommand } from "./keys.ts";
+import { usage } from "./usage.ts";
 import { webhooks } from "./webhooks.ts";
 
 const HELP = `floodgate — generative-media jobs at launch-day scale
@@ -138,6 +139,8 @@ export async function main(argv: string[]): Promise<number> {
         return keysCommand(rest);
       case "webhooks":
         return await runCommand(command, webhooks, rest);
+      case "usage":
+        return await runCommand(command, usage, rest);
       default:
         if (isClientCommand(command)) return await clientCommand(command, rest);
         throw new UsageError(`unknown command ${JSON.stringify(command)}`);

@@ -2,6 +2,8 @@
  * The admin client (the edge's `ADMIN_KEY`): accounts, agent tokens, connected agents, queues,
  * models, their versions and rollouts. What the CLI's admin commands call.
  */
+import { UsageAnswer } from "../shared/usage.ts";
+import { usagePath, type UsageOptions } from "./usage.ts";
 import { z } from "zod";
 import {
   AgentView,
@@ -85,6 +87,8 @@ export interface FloodgateAdminClient {
     /** Ends a model's canary now. */
     revert(model: string, opts?: Signal): Promise<Revert>;
   };
+  /** One account's usage, as the account reads its own. */
+  usage(account: string, opts?: UsageOptions): Promise<UsageAnswer>;
 }
 
 /**
@@ -205,5 +209,7 @@ export function createAdminClient(opts: AdminClientOptions): FloodgateAdminClien
       revert: (model, o = {}) =>
         http.request("/v1/admin/rollouts/revert", RevertAnswer, { method: "POST", body: { model }, signal: o.signal }),
     },
+    usage: (account, o = {}) =>
+      http.request(usagePath("/v1/admin/usage", o, { account }), UsageAnswer, { signal: o.signal, idempotent: true }),
   };
 }

@@ -10,7 +10,9 @@ import type { JobStatus } from "../shared/job.ts";
 import { followEvents, type EventsOptions } from "./events.ts";
 import { Http } from "./http.ts";
 import { waitForJob, type RunResult, type WaitOptions } from "./run.ts";
+import { usagePath, type UsageOptions } from "./usage.ts";
 import { webhooksApi, type WebhooksApi } from "./webhooks.ts";
+import { UsageAnswer } from "../shared/usage.ts";
 import type { JobWebhook } from "../shared/webhooks.ts";
 
 export interface ClientOptions {
@@ -91,6 +93,8 @@ export interface FloodgateClient {
   run(model: string, input: Record<string, unknown>, opts?: RunOptions): Promise<RunResult>;
   /** The account's webhook endpoints, its jobs' webhook secret, and jobs' deliveries. */
   webhooks: WebhooksApi;
+  /** The account's usage: GPU-seconds executing, attempts, jobs by outcome, output bytes, per model (or version, or day). */
+  usage(opts?: UsageOptions): Promise<UsageAnswer>;
 }
 
 /** A fresh idempotency key: 128 random bits (Web Crypto, present in browsers and Node). */
@@ -177,6 +181,7 @@ export function createClient(opts: ClientOptions): FloodgateClient {
   return {
     jobs,
     webhooks: webhooksApi(http),
+    usage: (o = {}) => http.request(usagePath("/v1/usage", o), UsageAnswer, { signal: o.signal, idempotent: true }),
     run: async (model, input, o = {}) => {
       const { onSubmitted, onEvent, timeoutMs, events, ...submitOpts } = o;
       const answer = await submit(model, input, {

@@ -37,6 +37,8 @@ export { isTerminalEvent, type EventsOptions } from "./events.ts";
 export { DEFAULT_WAIT_MS, type RunResult, type WaitOptions } from "./run.ts";
 export { SseParser, type SseMessage } from "./sse.ts";
 export { verifyWebhook, type WebhooksApi } from "./webhooks.ts";
+export type { UsageOptions } from "./usage.ts";
+export type { UsageAnswer, UsageFigures, UsageGroupBy, UsageRow } from "../shared/usage.ts";
 export type {
   Delivery,
   DeliveryList,

@@ -21,6 +21,7 @@ import { liveRoutes } from "./routes/live.ts";
 import { protocolRoutes } from "./routes/protocol.ts";
 import { rolloutRoutes } from "./routes/rollouts.ts";
 import { uploadRoutes } from "./routes/uploads.ts";
+import { usageRoutes } from "./routes/usage.ts";
 import { webhookRoutes } from "./routes/webhooks.ts";
 import { swarmRoutes } from "./routes/swarm.ts";
 import { PIECE_PATH, versionRoutes } from "./routes/versions.ts";
@@ -100,6 +101,7 @@ export function buildApp(): OpenAPIHono<AppEnv> {
   app.use("/v1/models/*", userAuth);
   app.use("/v1/webhooks", userAuth);
   app.use("/v1/webhooks/*", userAuth);
+  app.use("/v1/usage", userAuth);
   app.use("/v1/agent/*", agentAuth);
   app.route("/", jobRoutes);
   app.route("/", adminRoutes);
@@ -110,6 +112,7 @@ export function buildApp(): OpenAPIHono<AppEnv> {
   app.route("/", versionRoutes);
   app.route("/", webhookRoutes);
   app.route("/", swarmRoutes);
+  app.route("/", usageRoutes);
   app.route("/", fileRoutes);
   app.route("/", protocolRoutes);
   for (const [name, scheme] of Object.entries(SECURITY_SCHEMES)) {

@@ -555,6 +555,13 @@ export class Agent extends EventEmitter {
     const ref = { job_id: lease.job_id, epoch: lease.epoch };
     const version =
       replica.version ?? lease.version ?? runner.models.find((m) => m.model === lease.model)?.version ?? "unknown";
+    // Usage: the runner's time on the job (not the uploads after), and the GPUs its replica holds.
+    const started = performance.now();
+    let executingMs: number | undefined;
+    const run = () => ({
+      executing_ms: executingMs ?? Math.round(performance.now() - started),
+      gpus: replica.gpus.length,
+    });
     try {
       const result = await runner.run(
         { job_id: lease.job_id, model: lease.model, version, input: lease.input },
@@ -590,6 +597,7 @@ export class Agent extends EventEmitter {
           },
         },
       );
+      executingMs = Math.round(performance.now() - started);
       if (h.abandoned) return;
       h.state = "finishing";
       this.send({
@@ -615,13 +623,20 @@ export class Agent extends EventEmitter {
           }),
         );
       }
-      this.report({ ...ref, status: "succeeded", outputs: records });
+      this.report({ ...ref, status: "succeeded", ...run(), outputs: records });
       this.completed++;
     } catch (err) {
       if (h.abandoned) return;
       if (err instanceof UploadError) {
         if (err.stale) this.refusedStale(ref, "upload", "stale");
-        else this.report({ ...ref, status: "failed", code: "upload_failed", message: err.message.slice(0, 4096) });
+        else
+          this.report({
+            ...ref,
+            status: "failed",
+            ...run(),
+            code: "upload_failed",
+            message: err.message.slice(0, 4096),
+          });
         return;
       }
       const f = err as Partial<RunnerFailure>;
@@ -636,6 +651,7 @@ export class Agent extends EventEmitter {
       this.report({
         ...ref,
         status: "failed",
+        ...run(),
         code: agentFailure(code),
         message: String(f.message ?? err).slice(0, 4096),
       });

@@ -15,6 +15,7 @@
 import { DurableObject } from "cloudflare:workers";
 import { fail } from "../shared/errors.ts";
 import type { FailureReason, JobStatus } from "../shared/job.ts";
+import type { UsageBucket } from "../shared/usage.ts";
 import type { AgentActor } from "./agent-actor.ts";
 import type { JobActor } from "./job-actor.ts";
 import { endAttemptFiles, purgeJobFiles } from "./job-files.ts";
@@ -286,6 +287,14 @@ export class SchedulerActor extends DurableObject<Env> {
   async adminView(id: string) {
     if (!this.core) return fail("job_not_found", `no job ${id}`);
     return this.core.adminView(id, Date.now());
+  }
+
+  /** An account's hourly usage buckets overlapping [from, to) (ms), with this shard's model. */
+  async usage(accountId: string, from: number, to: number): Promise<UsageBucket[]> {
+    const core = this.core;
+    const model = core?.configured?.model.name;
+    if (!core || model === undefined) return [];
+    return core.usageFor(accountId, from, to).map(({ account_id: _a, ...b }) => ({ ...b, model }));
   }
 
   async list(accountId: string, status: JobStatus | undefined, limit: number, cursor: string | undefined) {

@@ -304,11 +304,36 @@ export type OutputRecord = z.infer<typeof OutputRecord>;
 /** Most results one `job.results` frame carries. */
 export const MAX_RESULTS_PER_FRAME = 64;
 
+/** Most milliseconds one attempt's runner may report executing: a week, past any run timeout. */
+export const MAX_EXECUTING_MS = 7 * 24 * 3600 * 1000;
+
+const ExecutingMs = z
+  .number()
+  .int()
+  .min(0)
+  .max(MAX_EXECUTING_MS)
+  .optional()
+  .describe(
+    "Milliseconds the runner spent on the job, from handing it the job to its answer (not the wait before, the model's loading, nor the uploads after). Usage bills this, capped by what the edge saw from the grant to this result; absent, the edge's span counts.",
+  );
+
+const ResultGpus = z
+  .number()
+  .int()
+  .min(0)
+  .max(64)
+  .optional()
+  .describe(
+    "GPUs the replica that ran the job holds (its version's `resources.gpus`; 0 on a CPU runner). Usage counts `executing_ms × max(1, gpus)`; absent counts as 1.",
+  );
+
 export const JobSucceeded = z
   .strictObject({
     job_id: JobId,
     epoch: Epoch,
     status: z.literal("succeeded"),
+    executing_ms: ExecutingMs,
+    gpus: ResultGpus,
     outputs: z
       .array(OutputRecord)
       .max(MAX_OUTPUTS)
@@ -321,6 +346,8 @@ export const JobFailed = z
     job_id: JobId,
     epoch: Epoch,
     status: z.literal("failed"),
+    executing_ms: ExecutingMs,
+    gpus: ResultGpus,
     code: AgentFailure,
     message: z.string().max(4096).describe("For people."),
   })

@@ -423,11 +423,12 @@ export class AgentFrames {
     const att = conn.att;
     const checked = await Promise.all(
       results.map(async (r): Promise<{ r: JobResult; result: Completion; refused?: string }> => {
-        if (r.status === "failed") return { r, result: { status: "failed", code: r.code, message: r.message } };
+        const run = { executing_ms: r.executing_ms, gpus: r.gpus };
+        if (r.status === "failed") return { r, result: { status: "failed", code: r.code, message: r.message, ...run } };
         const out = await this.ports.checkOutputs(r, r.outputs);
-        if (out.ok) return { r, result: { status: "succeeded", outputs: out.outputs } };
+        if (out.ok) return { r, result: { status: "succeeded", outputs: out.outputs, ...run } };
         const code: FailureReason = "invalid_output";
-        return { r, result: { status: "failed", code, message: out.message }, refused: out.message };
+        return { r, result: { status: "failed", code, message: out.message, ...run }, refused: out.message };
       }),
     );
     const routes = await this.ports.routes(att);

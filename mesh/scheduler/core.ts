@@ -23,7 +23,7 @@ import { migrate, type Sql } from "../sql/sql.ts";
 import { LeaseTable, type HeldLease, type LeaseRef } from "./leases.ts";
 import { BACKLOG_SHED, Queues, type Admission } from "./queues.ts";
 import { attemptsOf, bodyOf, setAttempts, setOutputs, type JobBody, type StoredAttempt } from "./rows.ts";
-import { MIGRATIONS, SchedulerStore, type JobRow } from "./store.ts";
+import { MIGRATIONS, SchedulerStore, USAGE_HOUR_MS, type JobRow, type UsageDelta, type UsageRow } from "./store.ts";
 import { laneAtEnqueue, leaseVersion, leavesLane, reachOf, type LaneDesired } from "./versions.ts";
 import { renderJob } from "./view.ts";
 
@@ -93,9 +93,19 @@ export interface AgentRef {
 export type Lease = LeaseGrant & { watched?: true };
 
 /** How an attempt ended, as its agent reported it (after the edge checked its outputs). */
-export type Completion =
+export type Completion = (
   | { status: "succeeded"; outputs: Record<string, unknown>[] }
-  | { status: "failed"; code: FailureReason; message: string };
+  | { status: "failed"; code: FailureReason; message: string }
+) &
+  AttemptRun;
+
+/** What the agent says of an attempt's run, for usage (shared/wire.ts, `job.results`). */
+export interface AttemptRun {
+  /** The runner's time on the job (ms); capped by the edge's span from grant to result. */
+  executing_ms?: number | undefined;
+  /** GPUs of the replica that ran it (0 on a CPU runner). */
+  gpus?: number | undefined;
+}
 
 export type CompleteOutcome = { ok: true; status: JobStatus } | Failure;
 
@@ -165,6 +175,10 @@ export class SchedulerCore {
   private figures = new Map<string, { jobs: number; failed: number }>();
   /** When figures were last taken for a report (ms). */
   private figuresTakenAt = 0;
+  /** Usage this event added, by bucket, written by {@link flushUsage} (one UPSERT a bucket). */
+  private usage = new Map<string, UsageDelta>();
+  /** GPUs per version as its last result reported them: what a lost attempt of it counts. */
+  private readonly gpusOf = new Map<string, number>();
   leaseTtlMs = DEFAULT_LEASE_TTL_MS;
 
   /** `now`: when the shard woke up; leases it finds get a lease time from then. */
@@ -516,6 +530,7 @@ export class SchedulerCore {
       }
     }
     if (timedOut > 0) {
+      this.flushUsage();
       this.counters.commits++;
       this.dispatch(now);
     }
@@ -534,34 +549,58 @@ export class SchedulerCore {
     this.lastAgentSeen = now;
     this.counters.completed++;
     this.counters.commits++;
+    const run: AttemptRun = { executing_ms: result.executing_ms, gpus: result.gpus };
     if (result.status === "succeeded") {
       this.queues.failuresInRow = 0;
-      this.endAttempt(job, now, "succeeded", null);
+      this.endAttempt(job, now, "succeeded", null, run, bytesOf(result.outputs));
       this.finish(job, "succeeded", now);
       setOutputs(job, result.outputs);
       this.store.saveJob(job);
+      this.flushUsage();
       return { ok: true, status: "succeeded" };
     }
     this.queues.failuresInRow++;
     if (RETRY[result.code] !== "final") {
-      const status = this.requeue(job, now, result.code, RETRY[result.code] === "spend", result.message);
+      const status = this.requeue(job, now, result.code, RETRY[result.code] === "spend", result.message, run);
+      this.flushUsage();
       this.dispatch(now);
       return { ok: true, status };
     }
-    this.endAttempt(job, now, "failed", result.code);
+    this.endAttempt(job, now, "failed", result.code, run);
     this.finish(job, "failed", now, result.code, result.message);
     this.store.saveJob(job);
+    this.flushUsage();
     return { ok: true, status: "failed" };
   }
 
-  /** Ends the job's running attempt with `outcome`, and its lease with it. */
-  private endAttempt(job: JobRow, now: number, outcome: StoredAttempt["outcome"], reason: string | null): void {
+  /**
+   * Ends the job's running attempt with `outcome`, and its lease with it. Its executing time is
+   * what its agent reported (`run`), capped by the edge's span from grant to now, else that span;
+   * its usage is noted (see {@link noteAttemptUsage}).
+   */
+  private endAttempt(
+    job: JobRow,
+    now: number,
+    outcome: StoredAttempt["outcome"],
+    reason: string | null,
+    run: AttemptRun = {},
+    outputBytes = 0,
+  ): void {
     const attempts = attemptsOf(job);
     const last = attempts.at(-1);
     if (last && last.ended_at === null) {
       last.ended_at = now;
       last.outcome = outcome;
       last.reason = reason;
+      const span = Math.max(0, now - last.started_at);
+      last.executing_ms = Math.min(run.executing_ms ?? span, span);
+      if (run.gpus !== undefined) {
+        last.gpus = run.gpus;
+        if (last.version !== null) this.gpusOf.set(last.version, run.gpus);
+      } else {
+        last.gpus = (last.version === null ? undefined : this.gpusOf.get(last.version)) ?? 1;
+      }
+      this.noteAttemptUsage(job, last, outputBytes, now);
       if (outcome === "succeeded") {
         this.queues.noteRuntime((now - last.started_at) / 1000, this.need().model.expected_runtime_s);
       }
@@ -573,6 +612,44 @@ export class SchedulerCore {
     }
     setAttempts(job, attempts);
     this.endLease(job, outcome === "succeeded");
+  }
+
+  /**
+   * What an ended attempt adds to its account's usage: an attempt that ran to a result, timed out
+   * or was cancelled is billed (`gpu_ms` = executing × max(1, gpus)); one lost with its agent
+   * (`worker_lost`) is kept apart in `lost_gpu_ms`, not billed; one given back unspent (drained,
+   * preempted) adds nothing. The lease's fencing ends each attempt once, so none counts twice.
+   */
+  private noteAttemptUsage(job: JobRow, a: StoredAttempt, outputBytes: number, now: number): void {
+    if (a.outcome === "requeued") return;
+    const gpuMs = (a.executing_ms ?? 0) * Math.max(1, a.gpus ?? 1);
+    const base = { account_id: job.account_id, version: a.version ?? "", at: now, attempts: 1 };
+    if (a.reason === "worker_lost") this.addUsage({ ...base, lost_gpu_ms: gpuMs });
+    else this.addUsage({ ...base, gpu_ms: gpuMs, executing_ms: a.executing_ms ?? 0, output_bytes: outputBytes });
+  }
+
+  /** Adds to this event's usage, merged per bucket until {@link flushUsage}. */
+  private addUsage(d: UsageDelta): void {
+    const hour = Math.floor(d.at / USAGE_HOUR_MS) * USAGE_HOUR_MS;
+    const key = `${d.account_id}\n${d.version}\n${hour}`;
+    const held = this.usage.get(key);
+    if (!held) {
+      this.usage.set(key, { ...d, at: hour });
+      return;
+    }
+    for (const k of USAGE_FIELDS) held[k] = (held[k] ?? 0) + (d[k] ?? 0);
+  }
+
+  /** Writes this event's usage: one UPSERT per bucket, in the event's own commit. */
+  private flushUsage(): void {
+    if (this.usage.size === 0) return;
+    for (const d of this.usage.values()) this.store.addUsage(d);
+    this.usage.clear();
+  }
+
+  /** An account's usage buckets whose hours overlap [from, to) (ms), oldest first. */
+  usageFor(accountId: string, from: number, to: number): UsageRow[] {
+    return this.store.usageFor(accountId, Math.floor(from / USAGE_HOUR_MS) * USAGE_HOUR_MS, to);
   }
 
   /** The job's lease is over: out of the table, and its files noted when it may have left some. */
@@ -600,6 +677,10 @@ export class SchedulerCore {
     }
     if (wasRunning) this.queues.countRunning(job.tier, -1);
     if (wasQueued) this.queues.countQueued(job.tier, job.version, job.account_id, -1);
+    if (to === "succeeded" || to === "failed" || to === "cancelled" || to === "expired") {
+      const version = attemptsOf(job).at(-1)?.version ?? job.version ?? "";
+      this.addUsage({ account_id: job.account_id, version, at: now, [to]: 1 });
+    }
     this.addDeadline(now + this.need().model.retention_s * 1000);
   }
 
@@ -628,9 +709,17 @@ export class SchedulerCore {
    * urgency keeps growing. `spend` counts the attempt against `max_attempts`; preemption and
    * drain do not. Past `max_attempts` the job fails with the reason.
    */
-  private requeue(job: JobRow, now: number, reason: string, spend: boolean, message?: string): JobStatus {
+  private requeue(
+    job: JobRow,
+    now: number,
+    reason: string,
+    spend: boolean,
+    message?: string,
+    run: AttemptRun = {},
+  ): JobStatus {
     const config = this.need();
-    this.endAttempt(job, now, spend ? (reason === "worker_lost" ? "lease_expired" : "failed") : "requeued", reason);
+    const outcome = spend ? (reason === "worker_lost" ? "lease_expired" : "failed") : "requeued";
+    this.endAttempt(job, now, outcome, reason, run);
     if (spend) job.spent += 1;
     if (job.spent >= config.model.max_attempts) {
       const gaveUp = `${message ?? reason}; gave up after ${job.spent} attempts (max_attempts ${config.model.max_attempts})`;
@@ -646,6 +735,7 @@ export class SchedulerCore {
   private requeueAll(jobs: readonly JobRow[], now: number, reason: FailureReason, message?: string): number {
     const spend = RETRY[reason] === "spend";
     for (const job of jobs) this.requeue(job, now, reason, spend, message);
+    this.flushUsage();
     if (jobs.length > 0) {
       this.counters.commits++;
       if (spend) this.queues.failuresInRow += jobs.length;
@@ -768,6 +858,7 @@ export class SchedulerCore {
         expired++;
       }
     }
+    this.flushUsage();
     const gone = this.store.deleteFinishedBefore(now - config.model.retention_s * 1000, SWEEP_BATCH, now);
     this.noteGone(gone);
     this.store.deleteTombstonesBefore(now - TOMBSTONE_MS);
@@ -833,6 +924,7 @@ export class SchedulerCore {
     }
     this.finish(job, "cancelled", now, "cancelled", "cancelled by the client");
     this.store.saveJob(job);
+    this.flushUsage();
     this.counters.commits++;
     return { ok: true, job };
   }
@@ -1045,4 +1137,24 @@ export class SchedulerCore {
   takeAttemptsEnded(): EndedAttempt[] {
     return this.attemptsEnded.splice(0);
   }
+}
+
+/** The counters of a usage bucket, merged by {@link SchedulerCore} before its UPSERT. */
+const USAGE_FIELDS = [
+  "gpu_ms",
+  "executing_ms",
+  "lost_gpu_ms",
+  "attempts",
+  "succeeded",
+  "failed",
+  "cancelled",
+  "expired",
+  "output_bytes",
+] as const;
+
+/** The bytes of a success's outputs, as their records give them. */
+function bytesOf(outputs: readonly Record<string, unknown>[]): number {
+  let n = 0;
+  for (const o of outputs) if (typeof o.size === "number") n += o.size;
+  return n;
 }

@@ -31,6 +31,10 @@ export interface StoredAttempt {
   ended_at: number | null;
   outcome: AttemptOutcome;
   reason: string | null;
+  /** Once ended: its executing time (ms), as its agent reported it capped by the edge's span. */
+  executing_ms?: number | undefined;
+  /** Once ended: the GPUs it counted for usage. */
+  gpus?: number | undefined;
 }
 
 /** The job's body. */

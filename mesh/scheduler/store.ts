@@ -76,7 +76,73 @@ export const MIGRATIONS: readonly string[] = [
      payload TEXT NOT NULL,
      at INTEGER NOT NULL
    )`,
+  // Usage per account, version and hour, added to by the commit that ends an attempt or a job
+  // (one UPSERT; the lease's fencing lets each attempt end once). Milliseconds, so sums are exact.
+  `CREATE TABLE usage (
+     account_id TEXT NOT NULL,
+     version TEXT NOT NULL,
+     hour INTEGER NOT NULL,
+     gpu_ms INTEGER NOT NULL DEFAULT 0,
+     executing_ms INTEGER NOT NULL DEFAULT 0,
+     lost_gpu_ms INTEGER NOT NULL DEFAULT 0,
+     attempts INTEGER NOT NULL DEFAULT 0,
+     succeeded INTEGER NOT NULL DEFAULT 0,
+     failed INTEGER NOT NULL DEFAULT 0,
+     cancelled INTEGER NOT NULL DEFAULT 0,
+     expired INTEGER NOT NULL DEFAULT 0,
+     output_bytes INTEGER NOT NULL DEFAULT 0,
+     PRIMARY KEY (account_id, hour, version)
+   ) WITHOUT ROWID`,
 ];
+
+/** One hour in ms: the width of a usage bucket. */
+export const USAGE_HOUR_MS = 3_600_000;
+
+/** What one event adds to an account's usage of a version in the hour it happened. */
+export interface UsageDelta {
+  account_id: string;
+  /** The version that ran (`""` when none did: a job that expired queued). */
+  version: string;
+  /** When it happened (ms): its hour is its bucket. */
+  at: number;
+  gpu_ms?: number;
+  executing_ms?: number;
+  lost_gpu_ms?: number;
+  attempts?: number;
+  succeeded?: number;
+  failed?: number;
+  cancelled?: number;
+  expired?: number;
+  output_bytes?: number;
+}
+
+/** An hour's usage of one version by one account, as stored. */
+export interface UsageRow {
+  [k: string]: SqlValue;
+  account_id: string;
+  version: string;
+  hour: number;
+  gpu_ms: number;
+  executing_ms: number;
+  lost_gpu_ms: number;
+  attempts: number;
+  succeeded: number;
+  failed: number;
+  cancelled: number;
+  expired: number;
+  output_bytes: number;
+}
+
+/** The UPSERT that adds a {@link UsageDelta} to its bucket. */
+export const USAGE_UPSERT = `INSERT INTO usage (account_id, version, hour, gpu_ms, executing_ms, lost_gpu_ms, attempts,
+    succeeded, failed, cancelled, expired, output_bytes)
+  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+  ON CONFLICT (account_id, hour, version) DO UPDATE SET
+    gpu_ms = gpu_ms + excluded.gpu_ms, executing_ms = executing_ms + excluded.executing_ms,
+    lost_gpu_ms = lost_gpu_ms + excluded.lost_gpu_ms, attempts = attempts + excluded.attempts,
+    succeeded = succeeded + excluded.succeeded, failed = failed + excluded.failed,
+    cancelled = cancelled + excluded.cancelled, expired = expired + excluded.expired,
+    output_bytes = output_bytes + excluded.output_bytes`;
 
 /** A job row as stored. */
 export interface JobRow {
@@ -390,6 +456,35 @@ export class SchedulerStore {
       j.error_message,
       j.attempts,
       j.id,
+    );
+  }
+
+  /** Adds to an account's usage of a version in the hour of `at`: one UPSERT. */
+  addUsage(d: UsageDelta): void {
+    this.sql.run(
+      USAGE_UPSERT,
+      d.account_id,
+      d.version,
+      Math.floor(d.at / USAGE_HOUR_MS) * USAGE_HOUR_MS,
+      d.gpu_ms ?? 0,
+      d.executing_ms ?? 0,
+      d.lost_gpu_ms ?? 0,
+      d.attempts ?? 0,
+      d.succeeded ?? 0,
+      d.failed ?? 0,
+      d.cancelled ?? 0,
+      d.expired ?? 0,
+      d.output_bytes ?? 0,
+    );
+  }
+
+  /** An account's usage buckets with hours in [from, to), oldest first. */
+  usageFor(accountId: string, from: number, to: number): UsageRow[] {
+    return this.sql.all<UsageRow>(
+      "SELECT * FROM usage WHERE account_id = ? AND hour >= ? AND hour < ? ORDER BY hour, version",
+      accountId,
+      from,
+      to,
     );
   }
 

@@ -17,11 +17,11 @@ function iso(t: number | null): string | null {
 /** A job row as admins see it; `queue` comes from the queues when the job waits. */
 export function renderJob(job: JobRow, now: number, queue: AdminJobView["queue"]): AdminJobView {
   const body = bodyOf(job);
-  const attempts = attemptsOf(job).map((a): AdminAttempt => ({
+  const attempts = attemptsOf(job).map(({ executing_ms, gpus: _gpus, ...a }): AdminAttempt => ({
     ...a,
     started_at: new Date(a.started_at).toISOString(),
     ended_at: iso(a.ended_at),
-    executing_s: a.ended_at === null ? null : (a.ended_at - a.started_at) / 1000,
+    executing_s: a.ended_at === null ? null : (executing_ms ?? a.ended_at - a.started_at) / 1000,
   }));
   const finished = job.finished_at;
   return {

@@ -270,6 +270,8 @@ function examples(): Example[] {
             job_id: JOB_A,
             epoch: 1,
             status: "succeeded",
+            executing_ms: 2_481,
+            gpus: 1,
             outputs: [
               {
                 name: "image.png",
@@ -305,6 +307,8 @@ function examples(): Example[] {
             job_id: JOB_B,
             epoch: 3,
             status: "failed",
+            executing_ms: 913,
+            gpus: 2,
             code: "oom",
             message: "CUDA out of memory. Tried to allocate 2.50 GiB",
           },

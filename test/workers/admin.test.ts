@@ -214,7 +214,7 @@ function unnamed(method: string, path: string): string {
 function schemeOf(path: string): string | undefined {
   if (path.startsWith("/v1/admin/")) return "admin";
   if (path.startsWith("/v1/agent/")) return "agent";
-  if (/^\/v1\/(models|jobs|webhooks)(\/|$)/.test(path) && !path.endsWith("/preview")) return "user";
+  if (/^\/v1\/(models|jobs|webhooks|usage)(\/|$)/.test(path) && !path.endsWith("/preview")) return "user";
   return undefined;
 }
 
