@@ -8,6 +8,7 @@ import { z } from "zod";
 import { agentArgOptions, agentFlagsHelp, parseAgentConfig } from "../gpu-agent/config.ts";
 import { PRETEND_GPUS_ENV } from "../gpu-agent/gpu.ts";
 import { runAgent } from "../gpu-agent/main.ts";
+import { capacity } from "./capacity.ts";
 import { CLIENT_HELP, clientCommand, isClientCommand, runCommand } from "./client-commands.ts";
 import { dev } from "./dev.ts";
 import { parseFlags, UsageError } from "./flags.ts";
@@ -68,7 +69,10 @@ restarts, and they share the versions fetched there. ${PRETEND_GPUS_ENV}=N makes
 N GPUs that do not exist (tests, laptops).
 
 SIGTERM drains (finish running jobs, take none new); a second SIGTERM gives the running jobs
-back without spending their attempts and exits.
+back without spending their attempts and exits. With --preemptible (a machine lent by a
+training cluster, a spot VM) the jobs still running --preempt-grace-s after SIGTERM go back
+to their queues without spending attempts, and \`floodgate agents reclaim ID\` takes the
+machine back at once: the edge returns its jobs and the agent stops them and exits.
 `;
 
 const DevFlags = z.strictObject({
@@ -123,6 +127,8 @@ export async function main(argv: string[]): Promise<number> {
       }
       case "models":
         return await runCommand(command, models, rest);
+      case "capacity":
+        return await runCommand(command, capacity, rest);
       default:
         if (isClientCommand(command)) return await clientCommand(command, rest);
         throw new UsageError(`unknown command ${JSON.stringify(command)}`);

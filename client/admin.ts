@@ -1,6 +1,6 @@
 /**
  * The admin client (the edge's `ADMIN_KEY`): accounts, agent tokens, connected agents, queues,
- * models, their versions and rollouts. What the CLI's admin commands call.
+ * capacity, models, their versions and rollouts. What the CLI's admin commands call.
  */
 import { z } from "zod";
 import {
@@ -12,6 +12,7 @@ import {
   type AccountCreateBody,
   type AgentTokenBody,
 } from "../shared/api.ts";
+import { CapacityView } from "../shared/capacity.ts";
 import {
   PieceStored,
   VersionPushAnswer,
@@ -54,8 +55,14 @@ export interface FloodgateAdminClient {
     /** Revokes an agent token; connected agents using it are closed. */
     revoke(id: string, opts?: Signal): Promise<void>;
   };
-  agents: { list(opts?: Signal): Promise<AgentView[]> };
+  agents: {
+    list(opts?: Signal): Promise<AgentView[]>;
+    /** Takes a connected agent's machine back: its jobs go back to their queues without spending attempts. */
+    reclaim(id: string, opts?: Signal): Promise<{ agent_id: string; released: number }>;
+  };
   queues: { list(opts?: Signal): Promise<QueueStats[]> };
+  /** Per model: agents connected and needed, busy slots, queued jobs, seconds to the first SLO breach. */
+  capacity: { read(opts?: Signal): Promise<CapacityView> };
   models: { list(opts?: Signal): Promise<ModelConfig[]> };
   versions: {
     /** A push's first step: records the version (pending) and answers the pieces the store lacks. */
@@ -126,6 +133,15 @@ export function createAdminClient(opts: AdminClientOptions): FloodgateAdminClien
             idempotent: true,
           })
         ).agents,
+      reclaim: (id, o = {}) =>
+        http.request(
+          `/v1/admin/agents/${encodeURIComponent(id)}/reclaim`,
+          z.object({ agent_id: z.string(), released: z.number() }),
+          { method: "POST", signal: o.signal, idempotent: true },
+        ),
+    },
+    capacity: {
+      read: (o = {}) => http.request("/v1/admin/capacity", CapacityView, { signal: o.signal, idempotent: true }),
     },
     queues: {
       list: async (o = {}) =>

@@ -182,6 +182,7 @@ export async function runAgent(
     slots: config.slots,
     prefetch: config.prefetch,
     maxVramPct: config.max_vram_pct,
+    preemptible: config.preemptible,
     ...(startRunner ? { startRunner } : { serve }),
     encoder,
     gpus: () => gpuHealth(config.gpus),
@@ -193,7 +194,16 @@ export async function runAgent(
     const onTerm = (): void => {
       terms++;
       if (terms === 1) {
+        // A preemptible machine goes away at a deadline: what has not finished by then goes back
+        // to its queue without spending an attempt.
+        const deadline = config.preemptible
+          ? setTimeout(() => {
+              log(`[agent ${name}] reclaim deadline (${config.preempt_grace_s} s): giving the running jobs back`);
+              void agent.abort("preempted").then(() => resolveExit(0));
+            }, config.preempt_grace_s * 1000)
+          : undefined;
         void agent.drain("SIGTERM").then(async () => {
+          clearTimeout(deadline);
           await agent.close();
           resolveExit(0);
         });
@@ -208,6 +218,7 @@ export async function runAgent(
       log(`[agent ${name}] ${err.message}`);
       void agent.close().then(() => resolveExit(3));
     });
+    agent.on("reclaimed", () => void agent.close().then(() => resolveExit(0)));
     agent.on("connected", () => log(`[agent ${name}] connected to ${config.url}`));
     agent.start().catch((err: Error) => {
       log(`[agent ${name}] could not start: ${err.message}`);

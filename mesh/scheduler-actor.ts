@@ -261,6 +261,11 @@ export class SchedulerActor extends DurableObject<Env> {
     return await this.event((c) => c.remove(id, accountId, Date.now()), fail("job_not_found", `no job ${id}`));
   }
 
+  /** The shard's load for the demand signal; null for a shard never configured. */
+  async load() {
+    return this.core?.load(Date.now()) ?? null;
+  }
+
   async stats() {
     return {
       tiers: this.core?.stats(Date.now()) ?? [],

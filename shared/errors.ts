@@ -20,6 +20,7 @@ export const ERROR_CODES = {
   job_not_found: 404,
   account_not_found: 404,
   version_not_found: 404,
+  agent_not_found: 404,
   idempotency_conflict: 409,
   job_not_finished: 409,
   conflict: 409,
@@ -56,6 +57,7 @@ export const ERROR_WHEN: Readonly<Record<ErrorCode, string>> = {
   model_not_found: "no such model",
   job_not_found: "no such job — also another account's job",
   account_not_found: "no such account",
+  agent_not_found: "no agent with that id is connected (admin agent routes)",
   version_not_found:
     "no such version of the model, or one not ready yet (some of its pieces are not stored); on agent routes, also a model the agent token does not name",
   idempotency_conflict:

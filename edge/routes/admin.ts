@@ -17,11 +17,13 @@ import {
   ModelName,
   QueueStats,
 } from "../../shared/api.ts";
+import { CapacityView, demand, type ShardLoad } from "../../shared/capacity.ts";
 import { FloodgateError } from "../../shared/errors.ts";
 import { newId } from "../../shared/ids.ts";
 import { hashKey, newApiKey } from "../../shared/keys.ts";
+import { AgentId } from "../../shared/wire.ts";
 import { TierList } from "../../shared/slo.ts";
-import { actor, type AccountActor } from "../../mesh/index.ts";
+import { actor, type AccountActor, type AgentActor } from "../../mesh/index.ts";
 import { forgetAccount, keySecret } from "../auth/index.ts";
 import { raise } from "../errors.ts";
 import { apiRoute, firstValues, json, jsonBody, refuse, routesApp } from "../openapi.ts";
@@ -110,6 +112,14 @@ const readQueues = apiRoute("admin", {
   responses: { 200: json("Queues", z.object({ queues: z.array(QueueStats) })) },
 });
 
+const readCapacity = apiRoute("admin", {
+  method: "get",
+  path: "/v1/admin/capacity",
+  summary:
+    "Per model: agents connected and needed to keep every tier within its SLO, busy slots, queued jobs, seconds to the first SLO breach",
+  responses: { 200: json("Capacity", CapacityView) },
+});
+
 const mintToken = apiRoute("admin", {
   method: "post",
   path: "/v1/admin/agent-tokens",
@@ -139,6 +149,15 @@ const listConnected = apiRoute("admin", {
   path: "/v1/admin/agents",
   summary: "Connected agents: pool, models, versions, slots, running jobs, GPU health, last heartbeat",
   responses: { 200: json("Agents", z.object({ agents: z.array(AgentView) })) },
+});
+
+const reclaimAgent = apiRoute("admin", {
+  method: "post",
+  path: "/v1/admin/agents/{id}/reclaim",
+  summary:
+    "Take a connected agent's machine back: it is disconnected (4411) and its jobs go back to the head of their queues without spending attempts",
+  request: { params: z.object({ id: AgentId }) },
+  responses: { 200: json("Reclaimed", z.object({ agent_id: z.string(), released: z.number().int() })) },
 });
 
 const revokeToken = apiRoute("admin", {
@@ -225,6 +244,7 @@ export const adminRoutes = routesApp()
     );
     return c.json({ queues: rows.flat() }, 200);
   })
+  .openapi(readCapacity, async (c) => c.json(await capacity(c.env), 200))
   .openapi(mintToken, async (c) => {
     const body = await readJson(c, AgentTokenBody);
     const id = newId("tok");
@@ -256,6 +276,12 @@ export const adminRoutes = routesApp()
     return c.json(page, 200);
   })
   .openapi(listConnected, async (c) => c.json({ agents: await listAgents(c.env) }, 200))
+  .openapi(reclaimAgent, async (c) => {
+    const { id } = c.req.valid("param");
+    const released = await actor<AgentActor>(c.env.AGENT, id).reclaim("reclaimed by an admin");
+    if (released === null) throw new FloodgateError("agent_not_found", `no connected agent ${id}`);
+    return c.json({ agent_id: id, released }, 200);
+  })
   .openapi(revokeToken, async (c) => {
     const { id } = c.req.valid("param");
     const out = await registryStub(c.env).revokeToken(id);
@@ -263,3 +289,33 @@ export const adminRoutes = routesApp()
     forgetToken(id);
     return c.body(null, 204);
   });
+
+/**
+ * The demand signal of every model: each shard's load (its in-memory counts) and the connected
+ * agents whose token serves the model, through shared/capacity.ts. Also read by the pools'
+ * decisions.
+ */
+export async function capacity(env: Env): Promise<CapacityView> {
+  const { byName } = await registry(env);
+  const models = [...byName.values()];
+  const [agents, loads] = await Promise.all([
+    listAgents(env),
+    Promise.all(
+      models.map(async (m) => {
+        const all = await Promise.all(
+          Array.from(
+            { length: m.shards },
+            async (_, shard) => await scheduler(env, { modelNumber: m.number, shard }).load(),
+          ),
+        );
+        return all.filter((l): l is ShardLoad => l !== null);
+      }),
+    ),
+  ]);
+  const out: CapacityView = { models: {} };
+  models.forEach((m, i) => {
+    const serving = agents.filter((a) => a.models.includes(m.name));
+    out.models[m.name] = demand(loads[i] ?? [], serving);
+  });
+  return out;
+}
