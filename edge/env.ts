@@ -4,7 +4,7 @@
  * variables wrangler.toml leaves unset.
  */
 import type { Principal } from "../mesh/index.ts";
-import type { AgentClaims } from "../shared/tokens.ts";
+import type { AgentClaims, ProvisionerClaims } from "../shared/tokens.ts";
 
 interface Secrets {
   /** The admin API key. */
@@ -35,5 +35,9 @@ declare global {
 
 export type AppEnv = {
   Bindings: Env;
-  Variables: { principal: Principal; agent: { claims: AgentClaims; agentId: string } };
+  Variables: {
+    principal: Principal;
+    agent: { claims: AgentClaims; agentId: string };
+    provisioner: ProvisionerClaims;
+  };
 };

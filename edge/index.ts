@@ -3,7 +3,15 @@
  */
 import { buildApp } from "./app.ts";
 
-export { AccountActor, AgentActor, JobActor, RegistryActor, SchedulerActor, VersionsActor } from "../mesh/index.ts";
+export {
+  AccountActor,
+  AgentActor,
+  JobActor,
+  PoolsActor,
+  RegistryActor,
+  SchedulerActor,
+  VersionsActor,
+} from "../mesh/index.ts";
 
 const app = buildApp();
 

@@ -17,13 +17,13 @@ import {
   ModelName,
   QueueStats,
 } from "../../shared/api.ts";
-import { CapacityView, demand, type ShardLoad } from "../../shared/capacity.ts";
+import { CapacityView } from "../../shared/capacity.ts";
 import { FloodgateError } from "../../shared/errors.ts";
 import { newId } from "../../shared/ids.ts";
 import { hashKey, newApiKey } from "../../shared/keys.ts";
 import { AgentId } from "../../shared/wire.ts";
 import { TierList } from "../../shared/slo.ts";
-import { actor, type AccountActor, type AgentActor } from "../../mesh/index.ts";
+import { actor, readFleet, type AccountActor, type AgentActor } from "../../mesh/index.ts";
 import { forgetAccount, keySecret } from "../auth/index.ts";
 import { raise } from "../errors.ts";
 import { apiRoute, firstValues, json, jsonBody, refuse, routesApp } from "../openapi.ts";
@@ -244,7 +244,7 @@ export const adminRoutes = routesApp()
     );
     return c.json({ queues: rows.flat() }, 200);
   })
-  .openapi(readCapacity, async (c) => c.json(await capacity(c.env), 200))
+  .openapi(readCapacity, async (c) => c.json((await readFleet(c.env)).view, 200))
   .openapi(mintToken, async (c) => {
     const body = await readJson(c, AgentTokenBody);
     const id = newId("tok");
@@ -289,33 +289,3 @@ export const adminRoutes = routesApp()
     forgetToken(id);
     return c.body(null, 204);
   });
-
-/**
- * The demand signal of every model: each shard's load (its in-memory counts) and the connected
- * agents whose token serves the model, through shared/capacity.ts. Also read by the pools'
- * decisions.
- */
-export async function capacity(env: Env): Promise<CapacityView> {
-  const { byName } = await registry(env);
-  const models = [...byName.values()];
-  const [agents, loads] = await Promise.all([
-    listAgents(env),
-    Promise.all(
-      models.map(async (m) => {
-        const all = await Promise.all(
-          Array.from(
-            { length: m.shards },
-            async (_, shard) => await scheduler(env, { modelNumber: m.number, shard }).load(),
-          ),
-        );
-        return all.filter((l): l is ShardLoad => l !== null);
-      }),
-    ),
-  ]);
-  const out: CapacityView = { models: {} };
-  models.forEach((m, i) => {
-    const serving = agents.filter((a) => a.models.includes(m.name));
-    out.models[m.name] = demand(loads[i] ?? [], serving);
-  });
-  return out;
-}

@@ -149,6 +149,8 @@ export class SchedulerCore {
   /** When figures were last taken for a report (ms). */
   private figuresTakenAt = 0;
   leaseTtlMs = DEFAULT_LEASE_TTL_MS;
+  /** Until when a pool is growing for this model while it has no agent (ms; in memory, renewed by the pools' alarm). */
+  scalingUntil = 0;
 
   /** `now`: when the shard woke up; leases it finds get a lease time from then. */
   constructor(sql: Sql, now = Date.now()) {
@@ -879,7 +881,7 @@ export class SchedulerCore {
       queue = {
         position,
         eta_s: rate > 0 ? Math.round(((position + 1) / rate) * 10) / 10 : null,
-        reason: this.queues.waitReason(now - this.lastAgentSeen <= AGENT_SEEN_MS),
+        reason: this.queues.waitReason(now - this.lastAgentSeen <= AGENT_SEEN_MS, now < this.scalingUntil),
       };
     }
     return renderJob(job, now, queue);
