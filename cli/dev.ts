@@ -13,6 +13,7 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
 import { BUILT_IN_MODELS } from "../shared/models.ts";
+import { LOCAL_POOL_COMMAND } from "../shared/pools.ts";
 import { claimState, type Instance } from "./dev-instance.ts";
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
@@ -29,9 +30,25 @@ export interface DevOptions {
   port: number;
   agents: number;
   state: string;
+  /** Also run a provisioner with the built-in local pool (`--autoscale`). */
+  autoscale?: boolean;
   /** Print nothing but errors (tests). */
   quiet?: boolean;
 }
+
+/**
+ * The pool `floodgate dev --autoscale` applies: the local agent token's pool, grown by the
+ * provisioner's built-in local pool with windows short enough to watch.
+ */
+export const LOCAL_POOL_SPEC = {
+  models: Object.keys(BUILT_IN_MODELS),
+  min: 0,
+  max: 4,
+  command: LOCAL_POOL_COMMAND,
+  burst_window_s: 5,
+  window_s: 60,
+  cooldown_s: 30,
+};
 
 interface Secrets {
   ADMIN_KEY: string;
@@ -238,6 +255,9 @@ export function startAgent(opts: {
   token: string;
   state: string;
   index: number;
+  /** Its name and cache directory, else `local-<index>` and `<state>/agents/<index>`. */
+  name?: string;
+  cacheDir?: string;
   quiet?: boolean;
   runner?: string;
   extraArgs?: string[];
@@ -254,11 +274,11 @@ export function startAgent(opts: {
       "--token",
       opts.token,
       "--name",
-      `local-${opts.index}`,
+      opts.name ?? `local-${opts.index}`,
       "--runner",
       opts.runner ?? "demo",
       "--cache-dir",
-      join(opts.state, "agents", String(opts.index)),
+      opts.cacheDir ?? join(opts.state, "agents", String(opts.index)),
       ...(opts.extraArgs ?? []),
     ],
     {
@@ -324,12 +344,44 @@ async function run(opts: DevOptions, state: string, instance: Instance, log: (li
     instance.add(agent, "agent", false);
     return agent;
   });
+  if (opts.autoscale) {
+    const applied = await api(url, config.admin_key, "PUT", "/v1/admin/pools", {
+      file: { pools: { local: LOCAL_POOL_SPEC } },
+    });
+    const tok = await api(url, config.admin_key, "POST", "/v1/admin/provisioner-tokens", { pools: ["local"] });
+    if (applied.status !== 200 || tok.status !== 201) {
+      stopProcess(child);
+      await waitExit(child, 10_000);
+      throw new Error(`setting up the local pool failed: ${JSON.stringify(applied.json)} ${JSON.stringify(tok.json)}`);
+    }
+    // Its agents are its own children: it stops them when it stops, before the edge does.
+    const provisioner = spawn(
+      process.execPath,
+      [
+        join(ROOT, "cli", "bin.js"),
+        "provisioner",
+        "--url",
+        url,
+        "--token",
+        (tok.json as { token: string }).token,
+        "--agent-token",
+        config.agent_token,
+        "--dir",
+        state,
+      ],
+      { cwd: ROOT, env, stdio: ["ignore", opts.quiet ? "ignore" : "inherit", opts.quiet ? "ignore" : "inherit"] },
+    );
+    instance.add(provisioner, "provisioner", false);
+    agents.push(provisioner);
+  }
   log(`Floodgate is running at ${config.url}`);
   log(`  user key    ${config.api_key}`);
   log(`  admin key   ${config.admin_key}`);
   log(`  agent token ${config.agent_token}`);
   log(`  written to  ${join(state, "local.json")}`);
-  log(`  agents      ${opts.agents} with the demo model`);
+  log(
+    `  agents      ${opts.agents} with the demo model${opts.autoscale ? ", and the local pool (0 to 4, as jobs queue)" : ""}`,
+  );
   log(`Try, in another terminal:  npx floodgate submit demo --input '{"prompt":"a red fox"}' --watch`);
   log("Ctrl-C stops everything.");
   return await new Promise<number>((resolveExit) => {

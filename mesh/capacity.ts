@@ -23,8 +23,10 @@ export interface FleetAgent {
   preemptible: boolean;
 }
 
-/** The demand signal of every model, and the connected agents it counted. */
-export async function readFleet(env: Env): Promise<{ view: CapacityView; agents: FleetAgent[] }> {
+/** The demand signal of every model, the connected agents it counted, and each model's shard loads. */
+export async function readFleet(
+  env: Env,
+): Promise<{ view: CapacityView; agents: FleetAgent[]; loads: Map<string, ShardLoad[]> }> {
   const registry = actor<RegistryActor>(env.REGISTRY, "global");
   const [{ models }, known] = await Promise.all([registry.snapshot(), registry.agents()]);
   const agents: FleetAgent[] = [];
@@ -58,11 +60,14 @@ export async function readFleet(env: Env): Promise<{ view: CapacityView; agents:
   });
   const byModel = await loads;
   const view: CapacityView = { models: {} };
+  const loadsOf = new Map<string, ShardLoad[]>();
   models.forEach((m, i) => {
+    const l = byModel[i] ?? [];
+    loadsOf.set(m.name, l);
     view.models[m.name] = demand(
-      byModel[i] ?? [],
+      l,
       agents.filter((a) => a.models.includes(m.name)),
     );
   });
-  return { view, agents };
+  return { view, agents, loads: loadsOf };
 }

@@ -15,6 +15,7 @@ import { fail, type Failure } from "../shared/errors.ts";
 import { schedulerName } from "../shared/ids.ts";
 import type { PoolsFile, PoolsStatus, ProvisionerAnswer, ProvisionerCall } from "../shared/pools.ts";
 import { newWebhookSecret, signWebhook } from "../shared/webhook-signature.ts";
+import { demand } from "../shared/capacity.ts";
 import { readFleet, type FleetAgent } from "./capacity.ts";
 import { decide, initialState, targets, type PoolChange } from "./pools/decide.ts";
 import { MIGRATIONS, PoolsStore, type PoolRow } from "./pools/store.ts";
@@ -169,10 +170,18 @@ export class PoolsActor extends DurableObject<Env> {
 
   /** One round of decisions over every pool. */
   private async tick(store: PoolsStore): Promise<void> {
-    const { view, agents } = await readFleet(this.env);
+    const { view, agents, loads } = await readFleet(this.env);
     const now = Date.now();
     const pools = store.pools();
-    const needs = Object.fromEntries(Object.entries(view.models).map(([m, c]) => [m, c.agents_needed]));
+    // Sized for agents that have yet to start: each model's need counts the start-up time of the
+    // slowest pool that serves it.
+    const needs = Object.fromEntries(
+      Object.keys(view.models).map((m) => {
+        const startup = Math.max(0, ...pools.filter((p) => p.spec.models.includes(m)).map((p) => p.spec.startup_s));
+        const serving = agents.filter((a) => a.models.includes(m));
+        return [m, demand(loads.get(m) ?? [], serving, startup).agents_needed];
+      }),
+    );
     const target = targets(new Map(pools.map((p) => [p.name, p.spec])), needs);
     const scaling = new Set<string>();
     let woke = false;

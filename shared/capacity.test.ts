@@ -35,6 +35,10 @@ describe("demand signal", () => {
     expect(slotsNeeded(10, [tier("api", 60, { running: 4, queued: 30 })])).toBe(9);
   });
 
+  it("a grant rate that lingers after the work stopped needs no slot: nothing is queued or running", () => {
+    expect(slotsNeeded(10, [tier("api", 60, { drain_per_s: 0.05 })])).toBe(0);
+  });
+
   it("agents needed count each agent's slots", () => {
     const out = demand([{ cost_s: 10, tiers: [tier("api", 60, { queued: 30 })] }], [{ slots: 2 }, { slots: 2 }]);
     expect(out.agents_needed).toBe(3);

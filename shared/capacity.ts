@@ -93,20 +93,29 @@ export function mergeLoads(loads: readonly ShardLoad[]): { cost_s: number; tiers
 /**
  * Slots needed to keep every tier within its SLO: the running jobs' slots or the steady arrival
  * rate's (whichever is more), plus the slots that clear each tier's backlog (and that of every
- * tier with a tighter SLO) within the headroom its oldest job has left. A headroom shorter than
- * one job's run time counts as one run time: no number of slots starts work sooner than now.
+ * tier with a tighter SLO) within the headroom its oldest job has left, less `startupS` (how
+ * long a new agent takes to serve, when the answer sizes a pool that has to start them). A
+ * headroom shorter than one job's run time counts as one run time: no number of slots starts
+ * work sooner than now.
  */
-export function slotsNeeded(costS: number, tiers: readonly TierLoad[]): number {
+export function slotsNeeded(costS: number, tiers: readonly TierLoad[], startupS = 0): number {
   const byUrgency = [...tiers].sort((a, b) => a.slo_s - b.slo_s);
   let ahead = 0;
   let backlog = 0;
   for (const t of byUrgency) {
     ahead += t.queued;
     if (t.queued === 0) continue;
-    const headroom = Math.max(costS, t.slo_s - t.oldest_wait_s);
+    // New agents help only a tier whose headroom outlasts their start-up; a tighter one is sized
+    // on its own headroom (more agents than its backlog cannot start it sooner).
+    const left = t.slo_s - t.oldest_wait_s;
+    const headroom = Math.max(costS, left - startupS > costS ? left - startupS : left);
     backlog = Math.max(backlog, (costS * ahead) / headroom);
   }
   const running = tiers.reduce((n, t) => n + t.running, 0);
+  // The grant rate is a decayed average that lingers for minutes after the work stops: with
+  // nothing queued or running there is nothing to serve now (the pools' stable window keeps
+  // agents over the gaps between bursts).
+  if (running === 0 && ahead === 0) return 0;
   const arriving = tiers.reduce((n, t) => n + t.drain_per_s, 0) * costS;
   const steady = Math.max(running, arriving);
   // A rounding guard: 2.0000001 slots of float noise is 2.
@@ -134,17 +143,18 @@ export function firstBreachS(costS: number, tiers: readonly TierLoad[], slots: n
 
 /**
  * One model's capacity from its shards' loads and its connected agents. Agents needed are slots
- * needed over the slots of an agent that serves the model (their mean; 1 when none is connected).
+ * needed over the slots of an agent that serves the model (their mean; 1 when none is connected);
+ * `startupS` as for {@link slotsNeeded} (the pools' decisions pass their agents' start-up time).
  *
  * @example
  * demand([{ cost_s: 10, tiers: [{ tier: "api", slo_s: 60, queued: 30, running: 0, oldest_wait_s: 0, drain_per_s: 0 }] }], [])
  * // → { agents_needed: 5, agents_connected: 0, first_breach_s: 60, … }
  */
-export function demand(loads: readonly ShardLoad[], agents: readonly AgentSlots[]): ModelCapacity {
+export function demand(loads: readonly ShardLoad[], agents: readonly AgentSlots[], startupS = 0): ModelCapacity {
   const { cost_s, tiers } = mergeLoads(loads);
   const slotsTotal = agents.reduce((n, a) => n + Math.max(0, a.slots), 0);
   const perAgent = agents.length > 0 ? Math.max(1, slotsTotal / agents.length) : 1;
-  const needed = slotsNeeded(cost_s, tiers);
+  const needed = slotsNeeded(cost_s, tiers, startupS);
   return {
     agents_connected: agents.length,
     agents_needed: Math.max(0, Math.ceil(needed / perAgent - 1e-6)),

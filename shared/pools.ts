@@ -63,6 +63,14 @@ export const PoolSpec = z
       .max(86_400)
       .default(300)
       .describe("No shrinking until this long after the pool last grew."),
+    startup_s: z
+      .number()
+      .min(0)
+      .max(3600)
+      .default(60)
+      .describe(
+        "How long a new agent takes to serve: the need is sized so work queued now still starts within its SLO.",
+      ),
   })
   .refine((p) => (p.command === undefined) !== (p.webhook === undefined), {
     message: "a pool has either a command or a webhook, not both",
