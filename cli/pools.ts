@@ -43,8 +43,9 @@ A pools file:
       # webhook: https://…   # or called by the edge, signed as Standard Webhooks
       step_up: 16            # agents added per decision at most
       step_down: 1           # agents removed per decision at most
-      burst_window_s: 10     # grows at once to the largest need over this window
-      window_s: 300          # shrinks only to the largest need over this window
+      burst_window_s: 10     # grows at once to the mean need over this window
+      window_s: 300          # shrinks only to the mean need over this window
+      startup_s: 60          # how long a new agent takes to serve
       cooldown_s: 300        # no shrinking until this long after growing
 
 A pool's agents are those whose agent token names the pool. A busy agent is never named for

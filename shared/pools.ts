@@ -50,13 +50,13 @@ export const PoolSpec = z
       .min(1)
       .max(86_400)
       .default(300)
-      .describe("Stable window: the pool shrinks only to the largest need seen over it."),
+      .describe("Stable window: the pool shrinks only to the mean need over it."),
     burst_window_s: z
       .number()
       .min(1)
       .max(3600)
       .default(10)
-      .describe("Burst window: the pool grows to the largest need seen over it, at once."),
+      .describe("Burst window: the pool grows to the mean need over it, at once."),
     cooldown_s: z
       .number()
       .min(0)

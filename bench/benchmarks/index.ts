@@ -5,6 +5,7 @@
 import type { Benchmark } from "../lib/report.ts";
 import { agentDispatch } from "./agent-dispatch.ts";
 import { agentGap } from "./agent-gap.ts";
+import { burst } from "./burst.ts";
 import { commits } from "./commits.ts";
 import { cost } from "./cost.ts";
 import { depth } from "./depth.ts";
@@ -25,4 +26,5 @@ export const BENCHMARKS: readonly Benchmark[] = [
   streams,
   fairness,
   noisy,
+  burst,
 ];

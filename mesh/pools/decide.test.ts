@@ -44,14 +44,14 @@ describe("pool decisions", () => {
     expect(third.change?.desired).toBe(10);
   });
 
-  it("no shrink before the cooldown since the last growth, nor below the largest need over the stable window", () => {
+  it("no shrink before the cooldown since the last growth, and then only to the mean need over the stable window", () => {
     const s = spec();
     const grown = decide(s, initialState(s, 0, T0), 4, [], T0).state;
     expect(grown.desired).toBe(4);
     // Need falls to 0 but the cooldown (30 s) has not passed.
     expect(decide(s, grown, 0, idle(4), T0 + 10_000).change).toBeUndefined();
-    // Past the cooldown, but the stable window (60 s) still saw a need of 4.
-    expect(decide(s, grown, 0, idle(4), T0 + 40_000).change).toBeUndefined();
+    // Past the cooldown, the stable window (60 s) saw needs of 4 and 0: a mean of 2.
+    expect(decide(s, grown, 0, idle(4), T0 + 40_000).change).toMatchObject({ desired: 2 });
   });
 
   it("idleness shrinks the pool gradually to its min, naming only idle agents", () => {

@@ -4,10 +4,11 @@
  *
  * - A model's agents needed are split over the pools that serve it, lowest `priority` first,
  *   each up to its `max` (so cloud on-demand can grow before a training cluster, or after).
- * - A pool grows at once to the largest need seen over its burst window, by at most `step_up`
- *   a decision: a launch-day spike is met within seconds.
- * - It shrinks only to the largest need seen over its stable window, only `cooldown_s` after it
- *   last grew, by at most `step_down` a decision and one decision per burst window, and never
+ * - A pool grows at once to the mean need over its short burst window (rounded up), by at most
+ *   `step_up` a decision: a launch-day spike is met within seconds, while one noisy reading is
+ *   not (the need moves with measured run times and grant rates).
+ * - It shrinks only to the mean need over its stable window (rounded up), only `cooldown_s`
+ *   after it last grew, by at most `step_down` a decision and one decision per burst window, and never
  *   below `min` (0: scale to zero). Only idle agents are named for removal: a busy agent is
  *   never removed, so the pool keeps at least its busy agents.
  */
@@ -65,10 +66,16 @@ export function targets(
   return alloc;
 }
 
-function maxSince(needs: readonly { at: number; n: number }[], since: number): number {
-  let m = 0;
-  for (const x of needs) if (x.at >= since && x.n > m) m = x.n;
-  return m;
+/** The mean need over the window, rounded up: a noisy need's maximum would hold a pool too high. */
+function meanSince(needs: readonly { at: number; n: number }[], since: number): number {
+  let sum = 0;
+  let count = 0;
+  for (const x of needs) {
+    if (x.at < since) continue;
+    sum += x.n;
+    count++;
+  }
+  return count === 0 ? 0 : Math.ceil(sum / count - 1e-9);
 }
 
 /**
@@ -87,7 +94,7 @@ export function decide(
   const needs = [...state.needs.filter((x) => x.at > now - windowMs), { at: now, n: target }];
   const next: PoolState = { ...state, needs };
   const cur = state.desired;
-  const burst = Math.min(spec.max, Math.max(spec.min, maxSince(needs, now - burstMs)));
+  const burst = Math.min(spec.max, Math.max(spec.min, meanSince(needs, now - burstMs)));
   if (burst > cur) {
     const desired = Math.min(burst, cur + spec.step_up);
     return {
@@ -98,7 +105,7 @@ export function decide(
   if (cur > spec.max) {
     return shrink(spec, next, cur, spec.max, agents, now, `above max ${spec.max}`);
   }
-  const stable = Math.max(spec.min, maxSince(needs, now - windowMs));
+  const stable = Math.max(spec.min, meanSince(needs, now - windowMs));
   const cooled = now - state.lastUpAt >= spec.cooldown_s * 1000 && now - state.lastDownAt >= burstMs;
   if (stable < cur && cooled) {
     return shrink(
