@@ -672,8 +672,11 @@ const AGENTS_HELP = `floodgate agents — connected agents (admin)
 
 Usage:
   floodgate agents [--json]
-
-Prints name, pool, models, slots, GPU and last heartbeat of every connected agent.
+      Name, pool, models, slots, GPU and last heartbeat of every connected agent.
+  floodgate agents reclaim ID [--json]
+      Take the agent's machine back (a training cluster reclaiming lent GPUs): it is
+      disconnected and stops, and its jobs go back to the head of their queues without
+      spending attempts.
 ${connHelp("admin")}`;
 
 const QUEUES_HELP = `floodgate queues — queues per model and tier (admin)
@@ -735,7 +738,9 @@ export const CLIENT_HELP = `  floodgate submit <model> --input '<json>'|@file.js
   floodgate tokens create --pool P --models a,b [--ttl-s N]        (admin)
   floodgate tokens revoke <token id>                               (admin)
   floodgate agents                           connected agents      (admin)
+  floodgate agents reclaim <agent id>        take a machine back  (admin)
   floodgate queues                           queues by model, tier (admin)
+  floodgate capacity [--json]                agents connected and needed per model (admin)
   floodgate models push DIR [--json]         push a model version, resumable  (admin)
   floodgate models list [MODEL] [--json]     versions, newest first           (admin)
   floodgate webhooks add|list|remove|rotate|job-secret|deliveries|redeliver
@@ -1028,6 +1033,18 @@ const tokens: Runner = async (argv, io) => {
 };
 
 const agents: Runner = async (argv, io) => {
+  if (argv[0] === "reclaim") {
+    const parsed = parseFlags(argv.slice(1), { ...CONN_ADMIN, ...JSON_FLAG }, z.strictObject(Conn), {
+      min: 1,
+      max: 1,
+      names: "the agent id (agt_…)",
+    });
+    if (!parsed) return help(io, AGENTS_HELP);
+    const out = await admin(connection(parsed.flags, io), io).agents.reclaim(parsed.args[0] as string);
+    if (parsed.flags.json) jsonOut(io, out);
+    else io.stdout(`reclaimed ${out.agent_id}: ${out.released} job(s) back to their queues, no attempt spent\n`);
+    return 0;
+  }
   const parsed = parseFlags(argv, { ...CONN_ADMIN, ...JSON_FLAG }, z.strictObject(Conn), { min: 0, max: 0, names: "" });
   if (!parsed) return help(io, AGENTS_HELP);
   const list = await admin(connection(parsed.flags, io), io).agents.list();

@@ -31,7 +31,7 @@ export const ProcessRef = z.object({ pid: z.number().int().positive(), start: z.
 export type ProcessRef = z.infer<typeof ProcessRef>;
 
 const Child = ProcessRef.extend({
-  role: z.enum(["edge", "agent"]),
+  role: z.enum(["edge", "agent", "provisioner"]),
   /** It leads its own process group, which is stopped as a whole. */
   group: z.boolean(),
 });

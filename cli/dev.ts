@@ -17,6 +17,7 @@ import { DEMO_VERSION, ensureBuiltInVersions, MODELS_DIR, versionDir } from "../
 import { BUILT_IN_MODELS, DEMO_MODEL } from "../shared/models.ts";
 import type { RolloutFile } from "../shared/repository.ts";
 import type { SecretName } from "../edge/secrets.ts";
+import { LOCAL_POOL_COMMAND } from "../shared/pools.ts";
 import { claimState, type Instance } from "./dev-instance.ts";
 import { GENERATORS } from "./keys.ts";
 import { pushVersionDir, type PushSummary } from "./push.ts";
@@ -36,9 +37,25 @@ export interface DevOptions {
   port: number;
   agents: number;
   state: string;
+  /** Also run a provisioner with the built-in local pool (`--autoscale`). */
+  autoscale?: boolean;
   /** Print nothing but errors (tests). */
   quiet?: boolean;
 }
+
+/**
+ * The pool `floodgate dev --autoscale` applies: the local agent token's pool, grown by the
+ * provisioner's built-in local pool with windows short enough to watch.
+ */
+export const LOCAL_POOL_SPEC = {
+  models: Object.keys(BUILT_IN_MODELS),
+  min: 0,
+  max: 4,
+  command: LOCAL_POOL_COMMAND,
+  burst_window_s: 5,
+  window_s: 60,
+  cooldown_s: 30,
+};
 
 type Secrets = Record<SecretName, string>;
 
@@ -286,6 +303,9 @@ export function startAgent(opts: {
   token: string;
   state: string;
   index: number;
+  /** Its name and cache directory, else `local-<index>` and `<state>/agents/<index>`. */
+  name?: string;
+  cacheDir?: string;
   quiet?: boolean;
   runner?: string;
   extraArgs?: string[];
@@ -302,10 +322,10 @@ export function startAgent(opts: {
       "--token",
       opts.token,
       "--name",
-      `local-${opts.index}`,
+      opts.name ?? `local-${opts.index}`,
       ...(opts.runner === undefined ? [] : ["--runner", opts.runner]),
       "--cache-dir",
-      join(opts.state, "agents", String(opts.index)),
+      opts.cacheDir ?? join(opts.state, "agents", String(opts.index)),
       ...(opts.extraArgs ?? []),
     ],
     {
@@ -379,6 +399,36 @@ async function run(opts: DevOptions, state: string, instance: Instance, log: (li
     instance.add(agent, "agent", false);
     return agent;
   });
+  if (opts.autoscale) {
+    const applied = await api(url, config.admin_key, "PUT", "/v1/admin/pools", {
+      file: { pools: { local: LOCAL_POOL_SPEC } },
+    });
+    const tok = await api(url, config.admin_key, "POST", "/v1/admin/provisioner-tokens", { pools: ["local"] });
+    if (applied.status !== 200 || tok.status !== 201) {
+      stopProcess(child);
+      await waitExit(child, 10_000);
+      throw new Error(`setting up the local pool failed: ${JSON.stringify(applied.json)} ${JSON.stringify(tok.json)}`);
+    }
+    // Its agents are its own children: it stops them when it stops, before the edge does.
+    const provisioner = spawn(
+      process.execPath,
+      [
+        join(ROOT, "cli", "bin.js"),
+        "provisioner",
+        "--url",
+        url,
+        "--token",
+        (tok.json as { token: string }).token,
+        "--agent-token",
+        config.agent_token,
+        "--dir",
+        state,
+      ],
+      { cwd: ROOT, env, stdio: ["ignore", opts.quiet ? "ignore" : "inherit", opts.quiet ? "ignore" : "inherit"] },
+    );
+    instance.add(provisioner, "provisioner", false);
+    agents.push(provisioner);
+  }
   log(`Floodgate is running at ${config.url}`);
   log(`  user key    ${config.api_key}`);
   log(`  admin key   ${config.admin_key}`);
@@ -392,7 +442,9 @@ async function run(opts: DevOptions, state: string, instance: Instance, log: (li
   log(
     `  rollout     ${installed.applied === undefined ? "as applied before" : `${BUILT_IN_ROLLOUT} applied (entry ${installed.applied})`}; npx floodgate rollout status`,
   );
-  log(`  agents      ${opts.agents} serving what the rollout says`);
+  log(
+    `  agents      ${opts.agents} serving what the rollout says${opts.autoscale ? ", and the local pool (0 to 4, as jobs queue)" : ""}`,
+  );
   log(`Try, in another terminal:  npx floodgate submit demo --input '{"prompt":"a red fox"}' --watch`);
   log("Ctrl-C stops everything.");
   return await new Promise<number>((resolveExit) => {

@@ -8,6 +8,7 @@ import { z } from "zod";
 import { agentArgOptions, agentFlagsHelp, parseAgentConfig } from "../gpu-agent/config.ts";
 import { PRETEND_GPUS_ENV } from "../gpu-agent/gpu.ts";
 import { runAgent } from "../gpu-agent/main.ts";
+import { capacity } from "./capacity.ts";
 import { CLIENT_HELP, clientCommand, isClientCommand, runCommand } from "./client-commands.ts";
 import { dev } from "./dev.ts";
 import { doctorCommand } from "./doctor.ts";
@@ -16,14 +17,19 @@ import { models } from "./models.ts";
 import { keysCommand } from "./keys.ts";
 import { usage } from "./usage.ts";
 import { webhooks } from "./webhooks.ts";
+import { pools } from "./pools.ts";
+import { ProvisionerConfig, startProvisioner } from "./provisioner.ts";
 
 const HELP = `floodgate — generative-media jobs at launch-day scale
 
 Usage:
-  floodgate dev [--port 8787] [--agents 1] [--state .floodgate]
+  floodgate dev [--port 8787] [--agents 1] [--state .floodgate] [--autoscale]
       Run the whole platform locally: the edge under wrangler dev (state kept in --state),
       the built-in model versions pushed and models/rollout.yaml applied, local agents
       serving it, and print the keys (also written to <state>/local.json).
+  floodgate provisioner --url URL --token TOKEN [--dir DIR] [--agent-token TOKEN]
+      Carry out the edge's pool decisions: run each command pool's command (outbound long
+      poll, no inbound port). See \`floodgate pools --help\`.
   floodgate agent --url URL --token TOKEN [--gpus all] [--name NAME] [--cache-dir DIR]
                   [--runner demo|synthetic|python [--slots N] [--model reference] …]
       Attach this machine to an edge as a GPU agent: one outbound WebSocket, no inbound port.
@@ -47,6 +53,8 @@ Options:
   --port N      port of the edge on 127.0.0.1 (default 8787)
   --agents N    local agents serving what the rollout says (default 1)
   --state DIR   where state, secrets and local.json live (default .floodgate)
+  --autoscale   also run a provisioner with the built-in local pool: agents of the local
+                token's pool start as jobs queue and stop when idle (0 to 4)
   -h, --help    this text
 
 One floodgate dev per state: a second start on a state a running one owns is refused, and a
@@ -78,13 +86,42 @@ restarts, and they share the versions fetched there. ${PRETEND_GPUS_ENV}=N makes
 N GPUs that do not exist (tests, laptops).
 
 SIGTERM drains (finish running jobs, take none new); a second SIGTERM gives the running jobs
-back without spending their attempts and exits.
+back without spending their attempts and exits. With --preemptible (a machine lent by a
+training cluster, a spot VM) the jobs still running --preempt-grace-s after SIGTERM go back
+to their queues without spending attempts, and \`floodgate agents reclaim ID\` takes the
+machine back at once: the edge returns its jobs and the agent stops them and exits.
 `;
 
 const DevFlags = z.strictObject({
   port: z.coerce.number().int().min(1).max(65535).default(8787),
   agents: z.coerce.number().int().min(0).max(64).default(1),
   state: z.string().min(1).default(".floodgate"),
+  autoscale: z.boolean().optional(),
+  help: z.boolean().optional(),
+});
+
+const PROVISIONER_HELP = `floodgate provisioner — carry out the edge's pool decisions
+
+Options (each also from the environment variable in parentheses):
+  --url URL            the edge (FLOODGATE_URL)
+  --token TOKEN        a provisioner token, floodgate pools token (FLOODGATE_PROVISIONER_TOKEN)
+  --dir DIR            where commands run and the local pool keeps its agents (default .)
+  --agent-token TOKEN  an agent token for the built-in local pool's agents (FLOODGATE_AGENT_TOKEN)
+  --agent-runner KIND  the runner of the local pool's agents: demo (default) | synthetic | python
+  -h, --help           this text
+
+It long-polls the edge for its pools' calls and runs each call's command with FLOODGATE_POOL,
+FLOODGATE_DESIRED and FLOODGATE_REMOVE (the idle agents to remove, comma-separated) in its
+environment, then answers the exit code and the output's tail (floodgate pools status shows
+them). SIGTERM stops it, and the local pool's agents with it.
+`;
+
+const ProvisionerFlags = z.strictObject({
+  url: z.string().optional(),
+  token: z.string().optional(),
+  dir: z.string().optional(),
+  "agent-token": z.string().optional(),
+  "agent-runner": z.string().optional(),
   help: z.boolean().optional(),
 });
 
@@ -105,6 +142,7 @@ export async function main(argv: string[]): Promise<number> {
             port: { type: "string" },
             agents: { type: "string" },
             state: { type: "string" },
+            autoscale: { type: "boolean" },
             help: { type: "boolean", short: "h" },
           },
           DevFlags,
@@ -114,7 +152,48 @@ export async function main(argv: string[]): Promise<number> {
           return 0;
         }
         const { flags } = parsed;
-        return await dev({ port: flags.port, agents: flags.agents, state: flags.state });
+        return await dev({
+          port: flags.port,
+          agents: flags.agents,
+          state: flags.state,
+          autoscale: flags.autoscale === true,
+        });
+      }
+      case "provisioner": {
+        const parsed = parseFlags(
+          rest,
+          {
+            url: { type: "string" },
+            token: { type: "string" },
+            dir: { type: "string" },
+            "agent-token": { type: "string" },
+            "agent-runner": { type: "string" },
+            help: { type: "boolean", short: "h" },
+          },
+          ProvisionerFlags,
+        );
+        if (!parsed) {
+          process.stdout.write(PROVISIONER_HELP);
+          return 0;
+        }
+        const { flags } = parsed;
+        const config = ProvisionerConfig.safeParse({
+          url: flags.url ?? process.env.FLOODGATE_URL,
+          token: flags.token ?? process.env.FLOODGATE_PROVISIONER_TOKEN,
+          dir: flags.dir ?? ".",
+          agent_token: flags["agent-token"] ?? process.env.FLOODGATE_AGENT_TOKEN,
+          agent_runner: flags["agent-runner"],
+        });
+        if (!config.success) {
+          const issue = config.error.issues[0];
+          throw new UsageError(`--${String(issue?.path[0] ?? "").replace("_", "-")}: ${issue?.message ?? "invalid"}`);
+        }
+        const running = startProvisioner(config.data, (line) => process.stdout.write(`[provisioner] ${line}\n`));
+        await new Promise<void>((res) => {
+          for (const sig of ["SIGTERM", "SIGINT"] as const) process.once(sig, () => res());
+        });
+        await running.stop();
+        return 0;
       }
       case "agent": {
         let values: Record<string, unknown>;
@@ -141,6 +220,10 @@ export async function main(argv: string[]): Promise<number> {
         return await runCommand(command, webhooks, rest);
       case "usage":
         return await runCommand(command, usage, rest);
+      case "pools":
+        return await runCommand(command, pools, rest);
+      case "capacity":
+        return await runCommand(command, capacity, rest);
       default:
         if (isClientCommand(command)) return await clientCommand(command, rest);
         throw new UsageError(`unknown command ${JSON.stringify(command)}`);

@@ -8,6 +8,7 @@
  */
 import type { JobEvent } from "../shared/events.ts";
 import { assertExhaustive } from "../shared/errors.ts";
+import type { WaitReason } from "../shared/job.ts";
 
 export interface Progress {
   jobId: string;
@@ -111,9 +112,11 @@ export function formatBytes(n: number): string {
   return `${v >= 100 ? v.toFixed(0) : v.toFixed(1)} ${units[i]}`;
 }
 
-const REASONS: Record<string, string> = {
+// Every wait reason has its words (a Record over the enum), and a newer edge's unknown one shows as it is.
+const REASONS: Readonly<Record<WaitReason, string>> & Readonly<Record<string, string | undefined>> = {
   capacity: "waiting for a free slot",
   no_agent: "no agent serves this model yet",
+  scaling_up: "agents are starting for this model",
   agents_unhealthy: "its agents are unhealthy",
 };
 

@@ -4,11 +4,12 @@
  * status and history tables. The commands themselves are in cli/client-commands.ts.
  */
 import { isMap, isScalar, LineCounter, parseDocument, type Document, type Node } from "yaml";
+import type { z } from "zod";
 import type { ModelRollout, RolloutFile } from "../shared/repository.ts";
 import { CheckedRolloutFile, type RolloutEntry, type RolloutStatus } from "../shared/rollouts.ts";
 import { table } from "./table.ts";
 
-/** A rollout file that cannot be applied: the message names the file, line and column. */
+/** A rollout or pools file that cannot be applied: the message names the file, line and column. */
 export class RolloutFileError extends Error {}
 
 type Path = readonly PropertyKey[];
@@ -31,14 +32,11 @@ function keyAt(doc: Document, path: Path, key: string): Node | undefined {
 }
 
 /**
- * Parses and checks a rollout file (YAML): the models, each with its stable version and
- * optional canary. A syntax error, a value that breaks the schema, an unknown key or a canary
- * that names the stable version is a {@link RolloutFileError} naming `file:line:col`.
- *
- * @example
- * const rollout = parseRolloutFile(readFileSync("rollout.yaml", "utf8"), "rollout.yaml");
+ * Parses a YAML file and checks it against `schema`: a syntax error, a value that breaks the
+ * schema or an unknown key is a {@link RolloutFileError} naming `file:line:col`. `top` is the
+ * key the file starts with, named when the file is empty. Shared by the rollout and pools files.
  */
-export function parseRolloutFile(text: string, file: string): RolloutFile {
+export function parseYamlFile<S extends z.ZodType>(schema: S, text: string, file: string, top: string): z.infer<S> {
   const lines = new LineCounter();
   const doc = parseDocument(text, { lineCounter: lines, uniqueKeys: true, prettyErrors: false });
   const at = (offset: number): string => {
@@ -47,8 +45,8 @@ export function parseRolloutFile(text: string, file: string): RolloutFile {
   };
   const syntax = doc.errors[0];
   if (syntax) throw new RolloutFileError(`${at(syntax.pos[0])}: ${syntax.message.split("\n")[0]}`);
-  if (doc.contents === null) throw new RolloutFileError(`${file}:1:1: the file is empty; it starts with "models:"`);
-  const parsed = CheckedRolloutFile.safeParse(doc.toJS());
+  if (doc.contents === null) throw new RolloutFileError(`${file}:1:1: the file is empty; it starts with "${top}:"`);
+  const parsed = schema.safeParse(doc.toJS());
   if (parsed.success) return parsed.data;
   const issue = parsed.error.issues[0];
   const path: Path = issue?.path ?? [];
@@ -72,6 +70,18 @@ export function parseRolloutFile(text: string, file: string): RolloutFile {
   // YAML reads 2026.12 as a number: a version is a string.
   else if (issue?.code === "invalid_type" && typeof value === "number") message += ' (quote it: "…")';
   throw new RolloutFileError(`${at(offset)}: ${shown}: ${message}`);
+}
+
+/**
+ * Parses and checks a rollout file (YAML): the models, each with its stable version and
+ * optional canary. A syntax error, a value that breaks the schema, an unknown key or a canary
+ * that names the stable version is a {@link RolloutFileError} naming `file:line:col`.
+ *
+ * @example
+ * const rollout = parseRolloutFile(readFileSync("rollout.yaml", "utf8"), "rollout.yaml");
+ */
+export function parseRolloutFile(text: string, file: string): RolloutFile {
+  return parseYamlFile(CheckedRolloutFile, text, file, "models");
 }
 
 /** One model's entry in a line: `demo → v2 (canary v3 10%, reverts past 20% after 20 jobs)`. */

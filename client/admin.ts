@@ -1,6 +1,6 @@
 /**
  * The admin client (the edge's `ADMIN_KEY`): accounts, agent tokens, connected agents, queues,
- * models, their versions and rollouts. What the CLI's admin commands call.
+ * capacity, models, their versions and rollouts. What the CLI's admin commands call.
  */
 import { UsageAnswer } from "../shared/usage.ts";
 import { usagePath, type UsageOptions } from "./usage.ts";
@@ -14,6 +14,8 @@ import {
   type AccountCreateBody,
   type AgentTokenBody,
 } from "../shared/api.ts";
+import { CapacityView } from "../shared/capacity.ts";
+import { PoolsStatus, type PoolsFile } from "../shared/pools.ts";
 import {
   PieceStored,
   VersionPushAnswer,
@@ -56,8 +58,26 @@ export interface FloodgateAdminClient {
     /** Revokes an agent token; connected agents using it are closed. */
     revoke(id: string, opts?: Signal): Promise<void>;
   };
-  agents: { list(opts?: Signal): Promise<AgentView[]> };
+  agents: {
+    list(opts?: Signal): Promise<AgentView[]>;
+    /** Takes a connected agent's machine back: its jobs go back to their queues without spending attempts. */
+    reclaim(id: string, opts?: Signal): Promise<{ agent_id: string; released: number }>;
+  };
   queues: { list(opts?: Signal): Promise<QueueStats[]> };
+  /** Per model: agents connected and needed, busy slots, queued jobs, seconds to the first SLO breach. */
+  capacity: { read(opts?: Signal): Promise<CapacityView> };
+  pools: {
+    /** Replaces the pools; answers the signing secrets of new webhook pools (shown once). */
+    apply(
+      file: z.input<typeof PoolsFile>,
+      source?: string,
+      opts?: Signal,
+    ): Promise<{ pools: string[]; secrets: Record<string, string> }>;
+    /** Every pool: desired, connected and busy agents, recent calls and answers. */
+    status(opts?: Signal): Promise<PoolsStatus>;
+    /** Mints a provisioner token for some pools. */
+    token(pools: string[], ttlS?: number, opts?: Signal): Promise<z.infer<typeof AgentTokenCreated>>;
+  };
   models: { list(opts?: Signal): Promise<ModelConfig[]> };
   versions: {
     /** A push's first step: records the version (pending) and answers the pieces the store lacks. */
@@ -130,6 +150,35 @@ export function createAdminClient(opts: AdminClientOptions): FloodgateAdminClien
             idempotent: true,
           })
         ).agents,
+      reclaim: (id, o = {}) =>
+        http.request(
+          `/v1/admin/agents/${encodeURIComponent(id)}/reclaim`,
+          z.object({ agent_id: z.string(), released: z.number() }),
+          { method: "POST", signal: o.signal, idempotent: true },
+        ),
+    },
+    capacity: {
+      read: (o = {}) => http.request("/v1/admin/capacity", CapacityView, { signal: o.signal, idempotent: true }),
+    },
+    pools: {
+      apply: (file, source, o = {}) =>
+        http.request(
+          "/v1/admin/pools",
+          z.object({ pools: z.array(z.string()), secrets: z.record(z.string(), z.string()) }),
+          {
+            method: "PUT",
+            body: { file, ...(source === undefined ? {} : { source }) },
+            signal: o.signal,
+            idempotent: true,
+          },
+        ),
+      status: (o = {}) => http.request("/v1/admin/pools", PoolsStatus, { signal: o.signal, idempotent: true }),
+      token: (pools, ttlS, o = {}) =>
+        http.request("/v1/admin/provisioner-tokens", AgentTokenCreated, {
+          method: "POST",
+          body: { pools, ...(ttlS === undefined ? {} : { ttl_s: ttlS }) },
+          signal: o.signal,
+        }),
     },
     queues: {
       list: async (o = {}) =>

@@ -4,7 +4,7 @@
  * `floodgate dev` to its env file) and the optional variables wrangler.toml leaves unset.
  */
 import type { Principal } from "../mesh/index.ts";
-import type { AgentClaims } from "../shared/tokens.ts";
+import type { AgentClaims, ProvisionerClaims } from "../shared/tokens.ts";
 import type { SecretName } from "./secrets.ts";
 
 /** Every secret of edge/secrets.ts, set (`wrangler secret put`), and the optional variables. */
@@ -42,5 +42,7 @@ export type AppEnv = {
     agentToken: AgentClaims;
     /** That token and the agent id it acts as (every agent route but whoami). */
     agent: { claims: AgentClaims; agentId: string };
+    /** A verified provisioner token (every `/v1/provisioner/*` route). */
+    provisioner: ProvisionerClaims;
   };
 };

@@ -7,6 +7,7 @@ export {
   AccountActor,
   AgentActor,
   JobActor,
+  PoolsActor,
   RegistryActor,
   SchedulerActor,
   TrackerActor,

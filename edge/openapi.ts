@@ -25,13 +25,14 @@ import type { AppEnv } from "./env.ts";
 import { describeZodError } from "./errors.ts";
 
 /** Who may call a route: the security scheme of its bearer credential, or anyone. */
-export type Auth = "user" | "admin" | "agent" | "none";
+export type Auth = "user" | "admin" | "agent" | "provisioner" | "none";
 
 /** The document's security schemes, one per kind of bearer credential. */
 export const SECURITY_SCHEMES = {
   user: { type: "http", scheme: "bearer", description: "An account's API key (fgk_…)" },
   admin: { type: "http", scheme: "bearer", description: "The admin key" },
   agent: { type: "http", scheme: "bearer", description: "An agent token (JWT)" },
+  provisioner: { type: "http", scheme: "bearer", description: "A provisioner token (JWT)" },
 } as const;
 
 /** The refusals any route may answer, each documented with {@link ErrorAnswer}. */

@@ -11,6 +11,9 @@ import {
   AGENT_TOKEN_ISSUER,
   AGENT_TOKEN_TYPE,
   AgentClaims,
+  PROVISIONER_TOKEN_AUDIENCE,
+  PROVISIONER_TOKEN_TYPE,
+  ProvisionerClaims,
   SigningKeySet,
 } from "../shared/tokens.ts";
 import { SWARM_TOKEN_AUDIENCE, SWARM_TOKEN_TTL_S, SWARM_TOKEN_TYPE, SwarmKey } from "../shared/swarm.ts";
@@ -55,17 +58,53 @@ export async function mintAgentToken(
   env: Env,
   claims: { id: string; pool: string; models: string[]; ttlS: number },
 ): Promise<{ token: string; expiresAt: number }> {
+  return await mint(
+    env,
+    { pool: claims.pool, models: claims.models },
+    {
+      id: claims.id,
+      sub: `pool:${claims.pool}`,
+      ttlS: claims.ttlS,
+      aud: AGENT_TOKEN_AUDIENCE,
+      typ: AGENT_TOKEN_TYPE,
+    },
+  );
+}
+
+/** Mints a provisioner token for `pools`: signed like agent tokens, but of its own kind. */
+export async function mintProvisionerToken(
+  env: Env,
+  claims: { id: string; pools: string[]; ttlS: number },
+): Promise<{ token: string; expiresAt: number }> {
+  return await mint(
+    env,
+    { pools: claims.pools },
+    {
+      id: claims.id,
+      sub: `provisioner:${claims.pools.join(",")}`.slice(0, 256),
+      ttlS: claims.ttlS,
+      aud: PROVISIONER_TOKEN_AUDIENCE,
+      typ: PROVISIONER_TOKEN_TYPE,
+    },
+  );
+}
+
+async function mint(
+  env: Env,
+  payload: Record<string, unknown>,
+  o: { id: string; sub: string; ttlS: number; aud: string; typ: string },
+): Promise<{ token: string; expiresAt: number }> {
   const set = keys(env);
   const signing = await key(env, set.active, true);
   if (!signing) throw new FloodgateError("unavailable", "the active signing key is missing from AGENT_SIGNING_KEYS");
   const now = Math.floor(Date.now() / 1000);
-  const exp = now + claims.ttlS;
-  const token = await new SignJWT({ pool: claims.pool, models: claims.models })
-    .setProtectedHeader({ alg: ALG, kid: set.active, typ: AGENT_TOKEN_TYPE })
+  const exp = now + o.ttlS;
+  const token = await new SignJWT(payload)
+    .setProtectedHeader({ alg: ALG, kid: set.active, typ: o.typ })
     .setIssuer(AGENT_TOKEN_ISSUER)
-    .setAudience(AGENT_TOKEN_AUDIENCE)
-    .setSubject(`pool:${claims.pool}`)
-    .setJti(claims.id)
+    .setAudience(o.aud)
+    .setSubject(o.sub)
+    .setJti(o.id)
     .setIssuedAt(now)
     .setNotBefore(now)
     .setExpirationTime(exp)
@@ -94,6 +133,19 @@ function canonicalBase64url(segment: string): boolean {
  * The signature segment must be canonical base64url, so a token has exactly one spelling.
  */
 export async function verifyAgentToken(env: Env, token: string): Promise<AgentClaims | undefined> {
+  const payload = await verified(env, token, AGENT_TOKEN_AUDIENCE, AGENT_TOKEN_TYPE);
+  const parsed = AgentClaims.safeParse(payload);
+  return parsed.success ? parsed.data : undefined;
+}
+
+/** Verifies a provisioner token as {@link verifyAgentToken} does an agent token. */
+export async function verifyProvisionerToken(env: Env, token: string): Promise<ProvisionerClaims | undefined> {
+  const payload = await verified(env, token, PROVISIONER_TOKEN_AUDIENCE, PROVISIONER_TOKEN_TYPE);
+  const parsed = ProvisionerClaims.safeParse(payload);
+  return parsed.success ? parsed.data : undefined;
+}
+
+async function verified(env: Env, token: string, audience: string, typ: string): Promise<unknown> {
   if (token.length > 4096) return undefined;
   const segments = token.split(".");
   if (segments.length !== 3 || !canonicalBase64url(segments[2] ?? "")) return undefined;
@@ -106,16 +158,9 @@ export async function verifyAgentToken(env: Env, token: string): Promise<AgentCl
         if (!k) throw new Error("unknown kid");
         return k;
       },
-      {
-        algorithms: [ALG],
-        issuer: AGENT_TOKEN_ISSUER,
-        audience: AGENT_TOKEN_AUDIENCE,
-        typ: AGENT_TOKEN_TYPE,
-        requiredClaims: ["exp", "nbf", "iat", "jti"],
-      },
+      { algorithms: [ALG], issuer: AGENT_TOKEN_ISSUER, audience, typ, requiredClaims: ["exp", "nbf", "iat", "jti"] },
     );
-    const parsed = AgentClaims.safeParse(payload);
-    return parsed.success ? parsed.data : undefined;
+    return payload;
   } catch {
     return undefined;
   }

@@ -4,6 +4,7 @@ import { WebSocketServer, type WebSocket } from "ws";
 import {
   AGENT_PROTOCOL_VERSION,
   AGENT_SUBPROTOCOL,
+  CLOSE,
   CONTROL_FRAME_CAP,
   decodeFrame,
   encodeFrame,
@@ -37,11 +38,20 @@ function instantRunner(ran: string[]): RunnerLike {
 }
 
 /** An edge that welcomes the agent and answers its first request for work with `frame`. */
-async function fakeEdge(frame: Uint8Array): Promise<{ url: string; received: FromAgent[]; close: () => void }> {
+async function fakeEdge(frame: Uint8Array): Promise<{
+  url: string;
+  received: FromAgent[];
+  close: () => void;
+  /** Closes every agent socket with `code`; answers how many connections the edge has seen. */
+  closeAll: (code: number, reason: string) => void;
+  connections: () => number;
+}> {
   const server = new WebSocketServer({ port: 0, host: "127.0.0.1", handleProtocols: () => AGENT_SUBPROTOCOL });
   const received: FromAgent[] = [];
   let sent = false;
+  let connections = 0;
   server.on("connection", (ws: WebSocket) => {
+    connections++;
     ws.on("message", (data: Buffer) => {
       const f = decodeFrame(new Uint8Array(data), FromAgent);
       if (!f.ok) return;
@@ -76,6 +86,10 @@ async function fakeEdge(frame: Uint8Array): Promise<{ url: string; received: Fro
       for (const c of server.clients) c.terminate();
       server.close();
     },
+    closeAll: (code, reason) => {
+      for (const c of server.clients) c.close(code, reason);
+    },
+    connections: () => connections,
   };
 }
 
@@ -85,7 +99,7 @@ let cleanup: (() => Promise<void>)[] = [];
 function testAgent(
   edge: { url: string; close: () => void },
   runner: RunnerLike,
-  opts: { agentId: string; slots: number; prefetch: number },
+  opts: { agentId: string; slots: number; prefetch: number; preemptible?: boolean },
 ): Agent {
   const agent = new Agent({
     url: edge.url,
@@ -172,5 +186,38 @@ describe("the agent and its leases", () => {
     const results = () => edge.received.flatMap((m) => (m.type === "job.results" ? m.results : []));
     while (results().length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     expect(results()).toMatchObject([{ job_id: JOB(1), epoch: 1, status: "succeeded" }]);
+  });
+
+  it("a preemptible agent says so in its hello, and reclaimed (4411) it stops its job, reports nothing and does not reconnect", async () => {
+    const edge = await fakeEdge(
+      encodeFrame({ v: AGENT_PROTOCOL_VERSION, type: "job.leases", trace: "t", leases: [lease(1, {})] }),
+    );
+    const running = Promise.withResolvers<void>();
+    const cancelled: string[] = [];
+    const runner: RunnerLike = {
+      ...instantRunner([]),
+      run: async () => {
+        running.resolve();
+        return await new Promise(() => {});
+      },
+      cancel: (id) => void cancelled.push(id),
+    };
+    const agent = testAgent(edge, runner, {
+      agentId: "agt_0000000000000003",
+      slots: 1,
+      prefetch: 0,
+      preemptible: true,
+    });
+    const reclaimed = new Promise<void>((resolve) => agent.once("reclaimed", () => resolve()));
+    await agent.start();
+    await running.promise;
+    expect(edge.received.find((m) => m.type === "agent.hello")).toMatchObject({ preemptible: true });
+    edge.closeAll(CLOSE.reclaimed, "the training cluster takes it back");
+    await reclaimed;
+    expect(cancelled).toEqual([JOB(1)]);
+    // Whatever it would have sent next: it never reconnects, and never reports the job.
+    await new Promise((r) => setTimeout(r, 300));
+    expect(edge.connections()).toBe(1);
+    expect(edge.received.some((m) => m.type === "job.results" || m.type === "job.release")).toBe(false);
   });
 });

@@ -71,6 +71,8 @@ export interface AgentOptions {
   slots?: number | undefined;
   prefetch: number;
   maxVramPct: number;
+  /** The machine may be taken back at short notice (`--preemptible`): the hello says so. */
+  preemptible?: boolean;
   /** The one runner of an agent started with `--runner`: it serves every lease; `agent.desired` is ignored. */
   startRunner?: () => Promise<RunnerLike>;
   /** Without `startRunner`: serve what `agent.desired` says, as these options tell. */
@@ -286,6 +288,7 @@ export class Agent extends EventEmitter {
         slots: Math.max(1, this.slots),
         prefetch: this.opts.prefetch,
         leases: this.refs(),
+        ...(this.opts.preemptible ? { preemptible: true } : {}),
       };
       this.announced = this.announcement();
       ws.send(encodeFrame(hello));
@@ -313,6 +316,15 @@ export class Agent extends EventEmitter {
         this.log(
           `agent id ${taken} is in use by another live agent process (a machine image cloned with its identity?); reconnecting as ${this.agentId}`,
         );
+      }
+      if (code === CLOSE.reclaimed) {
+        // The edge already gave every lease back (preempted, no attempt spent): stop them, say
+        // nothing more of them, and go.
+        this.closed = true;
+        this.abandonAll();
+        this.log(`reclaimed: ${reason.toString() || "the machine is taken back"}`);
+        this.emit("reclaimed");
+        return;
       }
       if (code === CLOSE.unauthorized) {
         this.closed = true;
@@ -689,22 +701,30 @@ export class Agent extends EventEmitter {
     return new Promise((res) => (this.held.size === 0 ? res() : this.once("drained", () => res())));
   }
 
-  /** Gives back every lease without spending attempts, and stops. */
-  async abort(): Promise<void> {
+  /** Stops every held job (cancelled in its runner, its result never sent) and forgets it. */
+  private abandonAll(): void {
     this.stopping = "now";
-    const refs = this.refs();
     for (const h of this.held.values()) {
       h.abandoned = true;
       h.runner?.cancel(h.lease.job_id);
     }
     this.held.clear();
+  }
+
+  /**
+   * Gives back every lease without spending attempts, and stops: `drained` when the agent shuts
+   * down, `preempted` when its machine is taken away (a preemptible agent's SIGTERM deadline).
+   */
+  async abort(reason: "drained" | "preempted" = "drained"): Promise<void> {
+    const refs = this.refs();
+    this.abandonAll();
     if (refs.length > 0)
       this.send({
         v: AGENT_PROTOCOL_VERSION,
         type: "job.release",
         trace: this.trace(),
         leases: refs,
-        reason: "drained",
+        reason,
       });
     await this.close();
   }

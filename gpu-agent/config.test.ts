@@ -23,6 +23,20 @@ describe("agent configuration", () => {
     expect(fixed.ok && fixed.config.runner).toBe("demo");
   });
 
+  it("--preemptible is a switch, also FLOODGATE_PREEMPTIBLE=1|true|0|false, with a reclaim grace in seconds", () => {
+    const plain = parseAgentConfig({ url: "http://x.test", token: TOKEN }, {});
+    expect(plain).toMatchObject({ ok: true, config: { preemptible: false, preempt_grace_s: 20 } });
+    const flag = parseAgentConfig({ url: "http://x.test", token: TOKEN, preemptible: true }, {});
+    expect(flag).toMatchObject({ ok: true, config: { preemptible: true } });
+    const env = parseAgentConfig(
+      { url: "http://x.test", token: TOKEN },
+      { FLOODGATE_PREEMPTIBLE: "true", FLOODGATE_PREEMPT_GRACE_S: "5" },
+    );
+    expect(env).toMatchObject({ ok: true, config: { preemptible: true, preempt_grace_s: 5 } });
+    const bad = parseAgentConfig({ url: "http://x.test", token: TOKEN }, { FLOODGATE_PREEMPTIBLE: "maybe" });
+    expect(bad).toMatchObject({ ok: false, message: expect.stringMatching(/^--preemptible \/ FLOODGATE_PREEMPTIBLE/) });
+  });
+
   it("a missing token names the flag and its variable", () => {
     const r = parseAgentConfig({ url: "http://x.test" }, {});
     expect(r).toEqual({ ok: false, message: "--token is required (or set FLOODGATE_AGENT_TOKEN)" });

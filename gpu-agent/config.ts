@@ -79,6 +79,17 @@ export const AgentConfig = z.strictObject({
   max_upload_mibps: z.coerce.number().positive().max(1_000_000).optional(),
   /** Downloads of pieces from peers and the origin, at most this many MiB/s in all (absent: no limit). */
   max_download_mibps: z.coerce.number().positive().max(1_000_000).optional(),
+  /**
+   * The machine may be taken back at short notice (GPUs lent by a training cluster, spot VMs):
+   * the edge offers urgent jobs to steady agents first, and SIGTERM gives the running jobs back
+   * after `preempt_grace_s` without spending their attempts. The flag takes no value; the
+   * variable is `1`/`true` or `0`/`false`.
+   */
+  preemptible: z
+    .union([z.boolean(), z.enum(["1", "true", "0", "false"]).transform((v) => v === "1" || v === "true")])
+    .default(false),
+  /** Seconds a preemptible agent's jobs may run on after SIGTERM before they are given back. */
+  preempt_grace_s: z.coerce.number().min(0).max(3600).default(20),
 });
 export type AgentConfig = z.infer<typeof AgentConfig>;
 
@@ -91,6 +102,8 @@ export const DRAIN_EXIT_MARGIN_S = 30;
 /** How a flag is shown in `floodgate agent --help`, and the variable that stands in for it. */
 interface FlagDoc {
   env: string;
+  /** A switch that takes no value (`--preemptible`). */
+  boolean?: true;
   /** The value's placeholder in the help (`URL`, `N`). */
   arg: string;
   help: string;
@@ -163,6 +176,17 @@ export const AGENT_FLAGS: Record<keyof AgentConfig, FlagDoc> = {
     arg: "MIBPS",
     help: "limit downloads of pieces, from peers and the origin, to this many MiB/s (default: no limit)",
   },
+  preemptible: {
+    env: "FLOODGATE_PREEMPTIBLE",
+    arg: "",
+    boolean: true,
+    help: "this machine may be taken back at short notice: urgent jobs go to steady agents first; on reclaim its jobs go back without spending attempts",
+  },
+  preempt_grace_s: {
+    env: "FLOODGATE_PREEMPT_GRACE_S",
+    arg: "S",
+    help: "with --preemptible, seconds the running jobs may finish after SIGTERM before they are given back (default 20)",
+  },
 };
 
 /** The flag spelling of a configuration key (`cache_dir` → `cache-dir`). */
@@ -171,16 +195,22 @@ export function flagName(key: string): string {
 }
 
 /** `parseArgs` options for every flag of `floodgate agent`, plus `--help`. */
-export function agentArgOptions(): Record<string, { type: "string" } | { type: "boolean"; short: string }> {
-  const out: Record<string, { type: "string" } | { type: "boolean"; short: string }> = {};
-  for (const key of Object.keys(AGENT_FLAGS)) out[flagName(key)] = { type: "string" };
+export function agentArgOptions(): Record<string, { type: "string" } | { type: "boolean"; short?: string }> {
+  const out: Record<string, { type: "string" } | { type: "boolean"; short?: string }> = {};
+  for (const [key, doc] of Object.entries(AGENT_FLAGS)) {
+    out[flagName(key)] = doc.boolean ? { type: "boolean" } : { type: "string" };
+  }
   out.help = { type: "boolean", short: "h" };
   return out;
 }
 
 /** The options section of `floodgate agent --help`, rendered from {@link AGENT_FLAGS}. */
 export function agentFlagsHelp(): string {
-  const rows = Object.entries(AGENT_FLAGS).map(([key, f]) => [`--${flagName(key)} ${f.arg}`, f.help, f.env]);
+  const rows = Object.entries(AGENT_FLAGS).map(([key, f]) => [
+    `--${flagName(key)}${f.arg ? ` ${f.arg}` : ""}`,
+    f.help,
+    f.env,
+  ]);
   const width = Math.max(...rows.map((r) => (r[0] ?? "").length)) + 2;
   return rows.map(([flag = "", help, env]) => `  ${flag.padEnd(width)}${help} (${env})`).join("\n");
 }

@@ -217,6 +217,7 @@ export async function runAgent(
     slots: config.slots,
     prefetch: config.prefetch,
     maxVramPct: config.max_vram_pct,
+    preemptible: config.preemptible,
     ...(startRunner ? { startRunner } : { serve }),
     encoder,
     gpus: () => gpuHealth(config.gpus),
@@ -229,11 +230,18 @@ export async function runAgent(
     const onTerm = (): void => {
       terms++;
       if (terms === 1) {
-        // A drain that outlasts its deadline gives the rest back, before a supervisor kills us.
-        deadline = setTimeout(() => {
-          log(`[agent ${name}] drain took over ${config.drain_timeout_s} s: giving every lease back and exiting`);
-          void agent.abort().then(() => resolveExit(0));
-        }, config.drain_timeout_s * 1000);
+        // A drain that outlasts its deadline gives the rest back, before a supervisor kills us; a
+        // preemptible machine goes away sooner, at its reclaim deadline. Either way what has not
+        // finished goes back to its queue without spending an attempt.
+        deadline = config.preemptible
+          ? setTimeout(() => {
+              log(`[agent ${name}] reclaim deadline (${config.preempt_grace_s} s): giving the running jobs back`);
+              void agent.abort("preempted").then(() => resolveExit(0));
+            }, config.preempt_grace_s * 1000)
+          : setTimeout(() => {
+              log(`[agent ${name}] drain took over ${config.drain_timeout_s} s: giving every lease back and exiting`);
+              void agent.abort().then(() => resolveExit(0));
+            }, config.drain_timeout_s * 1000);
         void agent.drain("SIGTERM").then(async () => {
           clearTimeout(deadline);
           await agent.close();
@@ -255,6 +263,7 @@ export async function runAgent(
         .then(() => swarm?.close())
         .then(() => resolveExit(3));
     });
+    agent.on("reclaimed", () => void agent.close().then(() => resolveExit(0)));
     agent.on("connected", () => log(`[agent ${name}] connected to ${config.url}`));
     agent.start().catch((err: Error) => {
       log(`[agent ${name}] could not start: ${err.message}`);

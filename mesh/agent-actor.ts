@@ -8,7 +8,7 @@
  *
  * Who calls it: the edge Worker (the upgrade, `progressOf`), schedulers (`deliver`,
  * `takenBack`), job actors (`watch`, `unwatch`), the registry (`revoke`, `desiredChanged`) and
- * admins (`info`, `drain`).
+ * admins (`info`, `drain`, `reclaim`).
  */
 import { DurableObject } from "cloudflare:workers";
 import type { ModelConfig } from "../shared/api.ts";
@@ -304,6 +304,20 @@ export class AgentActor extends DurableObject<Env> {
     if (!open) return false;
     this.send(open.ws, { v: AGENT_PROTOCOL_VERSION, type: "agent.drain", trace: trace(), reason });
     return true;
+  }
+
+  /**
+   * Takes the agent's machine back (`floodgate agents reclaim`): the socket is closed first
+   * (4411, so the agent asks for nothing more and exits), then every lease it holds goes back to
+   * the head of its queue as `preempted`, which spends no attempt (shared/job.ts, RETRY). The
+   * reconnect grace that a closed socket starts then finds nothing left to release. Answers how
+   * many leases went back, or null when the agent is not connected.
+   */
+  async reclaim(reason: string): Promise<number | null> {
+    const open = this.open();
+    if (!open) return null;
+    for (const ws of this.ctx.getWebSockets()) ws.close(CLOSE.reclaimed, reason.slice(0, 120));
+    return await this.releaseAll("preempted");
   }
 
   /** What admins see of this agent. */

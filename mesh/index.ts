@@ -5,6 +5,7 @@
 export { AccountActor } from "./account-actor.ts";
 export { AgentActor, CLAIMS_HEADER, type AgentClaimsLite } from "./agent-actor.ts";
 export { JobActor, SUBSCRIBE_HEADERS } from "./job-actor.ts";
+export { PoolsActor } from "./pools-actor.ts";
 export { RegistryActor, type RegistrySnapshot } from "./registry-actor.ts";
 export { laneDesired, type ModelDesired } from "./registry/rollouts.ts";
 export { SchedulerActor } from "./scheduler-actor.ts";
@@ -25,5 +26,6 @@ export type {
 } from "./scheduler/core.ts";
 
 export { actor, eachLimited, type Remote } from "./remote.ts";
+export { readFleet, type FleetAgent } from "./capacity.ts";
 export type { Principal } from "./account/logic.ts";
 export type { ClaimOutcome } from "./account/logic.ts";

@@ -313,6 +313,16 @@ export class SchedulerActor extends DurableObject<Env> {
     return await this.event((c) => c.remove(id, accountId, Date.now()), fail("job_not_found", `no job ${id}`));
   }
 
+  /** A pool grows for this model, which has no agent yet: waiting jobs say `scaling_up` until `until` (ms). */
+  async scaling(until: number): Promise<void> {
+    if (this.core) this.core.scalingUntil = until;
+  }
+
+  /** The shard's load for the demand signal; null for a shard never configured. */
+  async load() {
+    return this.core?.load(Date.now()) ?? null;
+  }
+
   async stats() {
     return {
       tiers: this.core?.stats(Date.now()) ?? [],

@@ -60,9 +60,13 @@ function git(args: string[]) {
   return spawnSync("git", args, { cwd: ROOT, encoding: "utf8", maxBuffer: 64 << 20 });
 }
 
-/** Every earlier version of wrangler.toml in git history (none outside a git checkout). */
+/**
+ * Every earlier version of wrangler.toml on this branch's own line of history (none outside a git
+ * checkout): the first parent of each merge, since what a merged branch held in between was
+ * never deployed from here.
+ */
 function gitHistory(): { ok: true; versions: HistoricConfig[] } | { ok: false; why: string } {
-  const log = git(["log", "--format=%H", "--", "wrangler.toml"]);
+  const log = git(["log", "--first-parent", "--format=%H", "--", "wrangler.toml"]);
   if (log.status !== 0) return { ok: false, why: (log.stderr || "git failed").trim() };
   const versions: HistoricConfig[] = [];
   for (const commit of log.stdout.split("\n").filter(Boolean)) {

@@ -297,6 +297,8 @@ export const AgentView = z.looseObject({
   versions: z.array(z.looseObject({ model: z.string(), version: z.string() })).default([]),
   slots: z.number(),
   prefetch: z.number().optional(),
+  /** Its machine may be taken back at short notice (`floodgate agent --preemptible`). */
+  preemptible: z.boolean().optional(),
   /** Leases the agent holds (running and staged), as of its last heartbeat. */
   running: z.number().optional(),
   gpus: z

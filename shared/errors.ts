@@ -21,6 +21,7 @@ export const ERROR_CODES = {
   job_not_found: 404,
   account_not_found: 404,
   version_not_found: 404,
+  agent_not_found: 404,
   idempotency_conflict: 409,
   job_not_finished: 409,
   conflict: 409,
@@ -54,11 +55,12 @@ export const ERROR_WHEN: Readonly<Record<ErrorCode, string>> = {
     "no key, or an unknown, malformed, forged (no valid MAC), expired or revoked key, agent token or stream token",
   forbidden: "a user key on an admin route, or an output URL whose signature is wrong or expired",
   agent_id_taken: "an agent id bound to another live agent token (Connecting, below)",
-  not_found: "no such route, output, preview, key or agent token; an agent to drain that is not connected",
+  not_found: "no such route, output, preview, key or agent token",
   upload_not_found: "an upload id not started for that key, or already completed",
   model_not_found: "no such model",
   job_not_found: "no such job — also another account's job",
   account_not_found: "no such account",
+  agent_not_found: "no agent with that id is connected (admin agent routes: drain, reclaim)",
   version_not_found:
     "no such version of the model, or one not ready yet (some of its pieces are not stored); on agent routes, also a model the agent token does not name",
   idempotency_conflict:

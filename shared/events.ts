@@ -21,7 +21,7 @@ export const StatusData = z
         position: z.number().int().describe("Jobs ahead of it in its tier."),
         eta_s: z.number().nullable().describe("Estimated wait, seconds; null when no estimate can be made yet."),
         reason: WaitReason.describe(
-          "Why it waits: `capacity` (agents are busy), `no_agent` (none connected), `agents_unhealthy` (its model's attempts keep failing).",
+          "Why it waits: `capacity` (agents are busy), `no_agent` (none connected), `scaling_up` (none connected yet, and a pool is growing for the model), `agents_unhealthy` (its model's attempts keep failing).",
         ),
       })
       .nullable()

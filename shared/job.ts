@@ -47,7 +47,7 @@ export function isTerminal(status: JobStatus): boolean {
 }
 
 /** Why a queued job is still waiting. */
-export const WaitReason = z.enum(["capacity", "no_agent", "agents_unhealthy"]);
+export const WaitReason = z.enum(["capacity", "no_agent", "scaling_up", "agents_unhealthy"]);
 export type WaitReason = z.infer<typeof WaitReason>;
 
 /** How an attempt ended. */

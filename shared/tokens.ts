@@ -21,6 +21,28 @@ export const AgentClaims = z.object({
 });
 export type AgentClaims = z.infer<typeof AgentClaims>;
 
+export const PROVISIONER_TOKEN_AUDIENCE = "floodgate.provisioner";
+export const PROVISIONER_TOKEN_TYPE = "floodgate-provisioner+jwt";
+
+/**
+ * A provisioner token: its own kind (audience and `typ`), so it can never connect as an agent
+ * and an agent token can never take a pool's calls. Scoped to the pools it may act for.
+ */
+export const ProvisionerClaims = z.object({
+  iss: z.literal(AGENT_TOKEN_ISSUER),
+  aud: z.union([
+    z.literal(PROVISIONER_TOKEN_AUDIENCE),
+    z.array(z.string()).refine((a) => a.includes(PROVISIONER_TOKEN_AUDIENCE)),
+  ]),
+  jti: z.string().regex(/^tok_[0-9a-z]{16}$/),
+  sub: z.string(),
+  pools: z.array(z.string()).min(1).max(64),
+  exp: z.number().int(),
+  nbf: z.number().int(),
+  iat: z.number().int(),
+});
+export type ProvisionerClaims = z.infer<typeof ProvisionerClaims>;
+
 /** The key set kept as the Worker secret AGENT_SIGNING_KEYS. */
 export const SigningKeySet = z.object({
   active: z.string().min(1),

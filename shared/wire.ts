@@ -43,6 +43,7 @@ export const CLOSE = {
   hello_timeout: 4408,
   replaced: 4409,
   id_in_use: 4410,
+  reclaimed: 4411,
 } as const;
 
 /**
@@ -63,6 +64,8 @@ export const CLOSE_WHEN: Readonly<Record<keyof typeof CLOSE, string>> = {
     "a newer connection of the same agent process (same `X-Floodgate-Instance`) took over, e.g. after a network drop the edge had not noticed; the newer one stays",
   id_in_use:
     "another live agent process (another `X-Floodgate-Instance`, heartbeating within the last 15 s) already speaks as this agent id, e.g. a machine image cloned with its identity. Take a fresh agent id and reconnect; the other keeps its connection and its leases",
+  reclaimed:
+    "the machine is taken back (`floodgate agents reclaim`, e.g. a training cluster reclaiming lent GPUs): its jobs already went back to the head of their queues without spending attempts. Stop every job, report nothing for them, and exit; do not reconnect",
 };
 
 /** How long after the upgrade the edge waits for `agent.hello` before closing (ms). */
@@ -163,6 +166,12 @@ export const AgentHello = z
       .max(512)
       .describe(
         "Leases the agent still runs, to resume after a reconnect; empty on a first start. Leases its id holds that are not listed, granted before this connection opened, go back to their queues at once (an attempt spent, reason `worker_lost`).",
+      ),
+    preemptible: z
+      .boolean()
+      .optional()
+      .describe(
+        "The machine may be taken back at short notice (GPUs lent by a training cluster, spot VMs): jobs closest to their SLO go to other agents first, and when it is reclaimed its jobs go back to their queues without spending attempts. Absent: false.",
       ),
   })
   .describe(

@@ -31,7 +31,7 @@ import { capacityPerS, loadAt, makeTrace, traceEndH, type Flood, type TraceJob, 
 
 const BENCH_DIR = dirname(dirname(fileURLToPath(import.meta.url)));
 
-const MODEL: ModelConfig = {
+export const MODEL: ModelConfig = {
   name: "bench",
   number: 0,
   updated_at: "2026-01-01T00:00:00.000Z",
@@ -44,10 +44,10 @@ const MODEL: ModelConfig = {
   shards: 1,
 };
 
-const TIERS = DEFAULT_TIERS;
+export const TIERS = DEFAULT_TIERS;
 const TIER_NAMES = TIERS.map((t) => t.name);
 /** The tiers that pay: every one but the largest SLO. */
-const PAID = TIERS.filter((t) => t.name !== "free").map((t) => t.name);
+export const PAID = TIERS.filter((t) => t.name !== "free").map((t) => t.name);
 
 /** Launch day: most arrivals are free; the paid tiers together are 40% (0.8× capacity at 2×). */
 const MIX = [
@@ -82,7 +82,7 @@ const SCENARIOS = {
     { h: 9, load: 0.4 },
   ],
 } as const;
-type ScenarioName = keyof typeof SCENARIOS;
+export type ScenarioName = keyof typeof SCENARIOS;
 
 /** The four policies the goals are judged on, run in both scenarios. */
 const POLICIES = ["slo", "strict", "fifo", "slo_admission"] as const;
@@ -228,7 +228,8 @@ interface ScenarioResult {
 /** The default trace seed; `FAIRNESS_SEED=<n>` replays other draws (nominal uses n, overload n + 1). */
 const DEFAULT_SEED = 20261122;
 
-function spec(name: ScenarioName, slots: number, seed: number): TraceSpec {
+/** The launch-day trace of a scenario for a pool of `slots` (also replayed by the burst benchmark). */
+export function launchDaySpec(name: ScenarioName, slots: number, seed = DEFAULT_SEED): TraceSpec {
   return {
     seed: name === "nominal" ? seed : seed + 1,
     slots,
@@ -362,7 +363,7 @@ function makePolicy(
 }
 
 function runScenario(name: ScenarioName, slots: number, seed: number, log: (line: string) => void): ScenarioResult {
-  const s = spec(name, slots, seed);
+  const s = launchDaySpec(name, slots, seed);
   const trace = makeTrace(s);
   const endH = traceEndH(s);
   const buckets = Math.ceil((endH * 3600) / BUCKET_S);
@@ -629,7 +630,7 @@ export const fairness: Benchmark = {
       overload: runScenario("overload", slots, seed, log),
     };
     const g = goals(results);
-    const ov = spec("overload", slots, seed);
+    const ov = launchDaySpec("overload", slots, seed);
     const bucketH = BUCKET_S / 3600;
     const svg = fairnessChart({
       title: `fairness, overload scenario: p95 wait/SLO of the jobs submitted in each ${BUCKET_S / 60}-minute bucket, per tier`,

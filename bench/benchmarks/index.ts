@@ -6,6 +6,7 @@ import type { Benchmark } from "../lib/report.ts";
 import { agentDispatch } from "./agent-dispatch.ts";
 import { agents } from "./agents.ts";
 import { agentGap } from "./agent-gap.ts";
+import { burst } from "./burst.ts";
 import { commits } from "./commits.ts";
 import { cost } from "./cost.ts";
 import { dashboard } from "./dashboard.ts";
@@ -33,4 +34,5 @@ export const BENCHMARKS: readonly Benchmark[] = [
   rollout,
   dashboard,
   weights,
+  burst,
 ];

@@ -17,13 +17,14 @@ import {
   ModelName,
   QueueStats,
 } from "../../shared/api.ts";
+import { CapacityView } from "../../shared/capacity.ts";
 import { FloodgateError } from "../../shared/errors.ts";
 import { newId } from "../../shared/ids.ts";
 import { hashKey, newApiKey } from "../../shared/keys.ts";
 import { TierList } from "../../shared/slo.ts";
 import { DeliveryList } from "../../shared/webhooks.ts";
 import { AgentId } from "../../shared/wire.ts";
-import { actor, type AccountActor, type AgentActor, type WebhookActor } from "../../mesh/index.ts";
+import { actor, readFleet, type AccountActor, type AgentActor, type WebhookActor } from "../../mesh/index.ts";
 import { forgetAccount, keySecret } from "../auth/index.ts";
 import { raise } from "../errors.ts";
 import { apiRoute, firstValues, json, jsonBody, refuse, routesApp } from "../openapi.ts";
@@ -113,6 +114,14 @@ const queuesRoute = apiRoute("admin", {
   responses: { 200: json("Queues", z.object({ queues: z.array(QueueStats) })) },
 });
 
+const readCapacity = apiRoute("admin", {
+  method: "get",
+  path: "/v1/admin/capacity",
+  summary:
+    "Per model: agents connected and needed to keep every tier within its SLO, busy slots, queued jobs, seconds to the first SLO breach",
+  responses: { 200: json("Capacity", CapacityView) },
+});
+
 const mintToken = apiRoute("admin", {
   method: "post",
   path: "/v1/admin/agent-tokens",
@@ -159,6 +168,15 @@ const drainAgent = apiRoute("admin", {
     "Ask a connected agent to drain: it finishes its jobs, takes no new ones, and gives back what it has not started",
   request: { params: z.object({ id: AgentId }) },
   responses: { 202: json("Asked", z.object({ agent_id: z.string(), draining: z.literal(true) })) },
+});
+
+const reclaimAgent = apiRoute("admin", {
+  method: "post",
+  path: "/v1/admin/agents/{id}/reclaim",
+  summary:
+    "Take a connected agent's machine back: it is disconnected (4411) and its jobs go back to the head of their queues without spending attempts",
+  request: { params: z.object({ id: AgentId }) },
+  responses: { 200: json("Reclaimed", z.object({ agent_id: z.string(), released: z.number().int() })) },
 });
 
 const revokeToken = apiRoute("admin", {
@@ -234,6 +252,7 @@ export const adminRoutes = routesApp()
     return c.json({ tiers: out.tiers }, 200);
   })
   .openapi(queuesRoute, async (c) => c.json({ queues: (await readQueues(c.env)).queues }, 200))
+  .openapi(readCapacity, async (c) => c.json((await readFleet(c.env)).view, 200))
   .openapi(mintToken, async (c) => {
     const body = await readJson(c, AgentTokenBody);
     const id = newId("tok");
@@ -275,9 +294,15 @@ export const adminRoutes = routesApp()
   .openapi(drainAgent, async (c) => {
     const { id } = c.req.valid("param");
     if (!(await actor<AgentActor>(c.env.AGENT, id).drain("operator"))) {
-      throw new FloodgateError("not_found", `agent ${id} is not connected`);
+      throw new FloodgateError("agent_not_found", `no connected agent ${id}`);
     }
     return c.json({ agent_id: id, draining: true as const }, 202);
+  })
+  .openapi(reclaimAgent, async (c) => {
+    const { id } = c.req.valid("param");
+    const released = await actor<AgentActor>(c.env.AGENT, id).reclaim("reclaimed by an admin");
+    if (released === null) throw new FloodgateError("agent_not_found", `no connected agent ${id}`);
+    return c.json({ agent_id: id, released }, 200);
   })
   .openapi(revokeToken, async (c) => {
     const { id } = c.req.valid("param");

@@ -32,6 +32,8 @@ export interface Attachment extends AgentClaimsLite {
   name: string;
   slots: number;
   prefetch: number;
+  /** Its machine may be taken back at short notice (its hello said so). */
+  preemptible: boolean;
   /** The model versions on the agent and their states (its last hello or heartbeat's). */
   versions: VersionState[];
   gpus: GpuHealth[];
@@ -74,6 +76,7 @@ export function admit(
     name: agentId,
     slots: 0,
     prefetch: 0,
+    preemptible: false,
     versions: [],
     gpus: [],
     running: 0,
@@ -93,6 +96,7 @@ export function agentView(att: Attachment) {
     versions: att.versions,
     slots: att.slots,
     prefetch: att.prefetch,
+    preemptible: att.preemptible,
     gpus: att.gpus,
     running: att.running,
     last_heartbeat: new Date(att.last_heartbeat).toISOString(),

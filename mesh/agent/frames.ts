@@ -108,7 +108,12 @@ const V = AGENT_PROTOCOL_VERSION;
 
 /** The agent this connection speaks for, as a shard of `route` sees it. */
 function agentOn(att: Attachment, route: ShardRoute | undefined): AgentRef {
-  return { id: att.agent_id, pool: att.pool, versions: route?.versions ?? [] };
+  return {
+    id: att.agent_id,
+    pool: att.pool,
+    versions: route?.versions ?? [],
+    ...(att.preemptible ? { preemptible: true } : {}),
+  };
 }
 
 /** The version states of the models the agent's token allows: it speaks for no others. */
@@ -183,6 +188,7 @@ export class AgentFrames {
       name: msg.name.slice(0, 64),
       slots: msg.slots,
       prefetch: msg.prefetch,
+      preemptible: msg.preemptible ?? false,
       versions: msg.versions.slice(0, 16),
       gpus: msg.gpus.slice(0, 8),
       last_heartbeat: Date.now(),

@@ -489,6 +489,35 @@ describe("SchedulerCore: the pick", () => {
 });
 
 describe("SchedulerCore: push dispatch to parked agents", () => {
+  it("a parked steady agent is offered new work before a preemptible agent parked earlier", () => {
+    const { core, clock, submit } = harness();
+    const lent: AgentRef = { id: "agent_lent", pool: "training", versions: ["v1"], preemptible: true };
+    expect(core.lease(lent, 1, clock.now, 1)).toEqual([]);
+    clock.advance(10);
+    expect(core.lease(AGENT_A, 1, clock.now, 1)).toEqual([]);
+    const urgent = submit("acc_1", "api");
+    const next = submit("acc_1", "free");
+    const pushed = core.takeDeliveries();
+    expect(pushed.get(AGENT_A.id)?.map((l) => l.job_id)).toEqual([urgent]);
+    expect(pushed.get(lent.id)?.map((l) => l.job_id)).toEqual([next]);
+  });
+
+  it("a reclaimed preemptible agent's jobs go back ahead of later ones, with no attempt spent", () => {
+    const { core, clock, submit } = harness({ max_attempts: 1 });
+    const lent: AgentRef = { id: "agent_lent", pool: "training", versions: ["v1"], preemptible: true };
+    const first = submit("acc_1", "api");
+    only(core.lease(lent, 1, clock.now));
+    clock.advance(1_000);
+    const later = submit("acc_1", "api");
+    expect(core.release(lent.id, "preempted", clock.now)).toBe(1);
+    const leases = core.lease(AGENT_A, 2, clock.now);
+    expect(leases.map((l) => [l.job_id, l.attempt])).toEqual([
+      [first, 1],
+      [later, 1],
+    ]);
+    expect(core.store.job(first)).toMatchObject({ spent: 0, status: "running" });
+  });
+
   it("a parked agent gets the next enqueued jobs pushed at once, up to its credits", () => {
     const { core, clock, submit } = harness();
     expect(core.lease(AGENT_A, 2, clock.now, 2)).toEqual([]);

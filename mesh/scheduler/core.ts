@@ -13,6 +13,7 @@
  * Every result names the epoch of its lease; a result from another epoch is stale.
  */
 import { customerView, type AdminJobView, type ModelConfig, type QueueStats } from "../../shared/api.ts";
+import type { ShardLoad } from "../../shared/capacity.ts";
 import { fail, type Failure } from "../../shared/errors.ts";
 import { canTransition, isTerminal, RETRY, type FailureReason, type JobStatus } from "../../shared/job.ts";
 import type { TierConfig } from "../../shared/slo.ts";
@@ -83,6 +84,8 @@ export interface AgentRef {
   pool: string;
   /** The versions of this shard's model the agent serves; the lease names the one to run. */
   versions?: string[];
+  /** Its machine may be taken back at short notice: parked steady agents are offered work first. */
+  preemptible?: boolean;
 }
 
 /**
@@ -180,6 +183,8 @@ export class SchedulerCore {
   /** GPUs per version as its last result reported them: what a lost attempt of it counts. */
   private readonly gpusOf = new Map<string, number>();
   leaseTtlMs = DEFAULT_LEASE_TTL_MS;
+  /** Until when a pool is growing for this model while it has no agent (ms; in memory, renewed by the pools' alarm). */
+  scalingUntil = 0;
 
   /** `now`: when the shard woke up; leases it finds get a lease time from then. */
   constructor(sql: Sql, now = Date.now()) {
@@ -401,10 +406,18 @@ export class SchedulerCore {
     this.waiting.delete(agentId);
   }
 
-  /** Grants queued work to parked agents, oldest parked first. */
+  /**
+   * Grants queued work to parked agents: steady agents before preemptible ones, oldest parked
+   * first within each. The pick hands out the most urgent jobs first, so the jobs closest to
+   * their SLO land on agents that will not be reclaimed under them whenever one has room.
+   */
   private dispatch(now: number): void {
     // A copy: entries are deleted and re-set while we go, which would revisit them.
-    for (const [id, w] of Array.from(this.waiting)) {
+    const parked = Array.from(this.waiting);
+    const steadyFirst = parked.some(([, w]) => w.agent.preemptible === true)
+      ? [...parked.filter(([, w]) => w.agent.preemptible !== true), ...parked.filter(([, w]) => w.agent.preemptible)]
+      : parked;
+    for (const [id, w] of steadyFirst) {
       if (this.queues.queuedTotal() === 0) return;
       if (w.until < now) {
         this.waiting.delete(id);
@@ -991,7 +1004,7 @@ export class SchedulerCore {
       queue = {
         position,
         eta_s: rate > 0 ? Math.round(((position + 1) / rate) * 10) / 10 : null,
-        reason: this.queues.waitReason(now - this.lastAgentSeen <= AGENT_SEEN_MS),
+        reason: this.queues.waitReason(now - this.lastAgentSeen <= AGENT_SEEN_MS, now < this.scalingUntil),
       };
     }
     return renderJob(job, now, queue);
@@ -1000,6 +1013,25 @@ export class SchedulerCore {
   /** Per-tier depth, running, oldest wait, largest wait/SLO and drain rate. */
   stats(now: number): Omit<QueueStats, "model" | "shard">[] {
     return this.config ? this.queues.stats(this.config.tiers, now) : [];
+  }
+
+  /**
+   * The shard's load for the demand signal (shared/capacity.ts): per configured tier, the
+   * in-memory queued and running counts, the oldest wait (one index seek per lane) and the grant
+   * rate, with the measured run time. Read per admin or provisioner request, never per job.
+   */
+  load(now: number): ShardLoad | undefined {
+    const config = this.config;
+    if (!config) return undefined;
+    const tiers = this.queues.stats(config.tiers, now).map((t, i) => ({
+      tier: t.tier,
+      slo_s: config.tiers[i]?.slo_s ?? 1,
+      queued: t.depth,
+      running: t.running,
+      oldest_wait_s: t.oldest_wait_s,
+      drain_per_s: t.drain_per_s,
+    }));
+    return { cost_s: this.costS(), tiers };
   }
 
   /**

@@ -373,11 +373,12 @@ export class Queues {
   }
 
   /**
-   * Why a queued job waits: no agent asked for work lately and none holds a lease, its model's
-   * attempts keep failing, or the agents are busy.
+   * Why a queued job waits: no agent asked for work lately and none holds a lease (a pool is
+   * growing for the model: `scaling_up`; else `no_agent`), its model's attempts keep failing,
+   * or the agents are busy.
    */
-  waitReason(agentSeenLately: boolean): WaitReason {
-    if (!agentSeenLately && this.idle()) return "no_agent";
+  waitReason(agentSeenLately: boolean, scalingUp = false): WaitReason {
+    if (!agentSeenLately && this.idle()) return scalingUp ? "scaling_up" : "no_agent";
     if (this.failuresInRow >= UNHEALTHY_AFTER) return "agents_unhealthy";
     return "capacity";
   }

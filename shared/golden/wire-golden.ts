@@ -152,6 +152,23 @@ function examples(): Example[] {
       },
     },
     {
+      name: "agent.hello of a preemptible agent",
+      direction: "to_edge",
+      message: {
+        v,
+        type: "agent.hello",
+        trace: AGENT_TRACE,
+        agent_id: AGENT,
+        name: "train-node-4",
+        gpus: [h100(0, 1024, 34)],
+        versions: [],
+        slots: 1,
+        prefetch: 1,
+        leases: [],
+        preemptible: true,
+      },
+    },
+    {
       name: "agent.hello after a reconnect, still running two leases",
       direction: "to_edge",
       message: {

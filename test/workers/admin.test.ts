@@ -214,6 +214,7 @@ function unnamed(method: string, path: string): string {
 function schemeOf(path: string): string | undefined {
   if (path.startsWith("/v1/admin/")) return "admin";
   if (path.startsWith("/v1/agent/")) return "agent";
+  if (path.startsWith("/v1/provisioner/")) return "provisioner";
   if (/^\/v1\/(models|jobs|webhooks|usage)(\/|$)/.test(path) && !path.endsWith("/preview")) return "user";
   return undefined;
 }
@@ -262,7 +263,7 @@ describe("system routes", () => {
       required: ["error"],
     };
     expect(doc.openapi).toBe("3.1.0");
-    expect(Object.keys(doc.components.securitySchemes).sort()).toEqual(["admin", "agent", "user"]);
+    expect(Object.keys(doc.components.securitySchemes).sort()).toEqual(["admin", "agent", "provisioner", "user"]);
     const problems: string[] = [];
     for (const [path, ops] of Object.entries(doc.paths)) {
       for (const [method, op] of Object.entries(ops)) {

@@ -92,7 +92,7 @@ describe("draining an agent from the dashboard", { timeout: 20_000 }, () => {
     conn.ws.close(1000, "done");
     const gone = await call("POST", `/v1/admin/agents/${agentId()}/drain`, { key: ADMIN });
     expect(gone.status).toBe(404);
-    expect(gone.body).toMatchObject({ error: { code: "not_found" } });
+    expect(gone.body).toMatchObject({ error: { code: "agent_not_found" } });
     // A malformed id names nothing: 404 as for any path parameter.
     const bad = await call("POST", "/v1/admin/agents/nope/drain", { key: ADMIN });
     expect(bad.body).toMatchObject({ error: { code: "not_found" } });
