@@ -107,6 +107,11 @@ export function Agents(props: { frame: LiveFrame | undefined }) {
     const a = await call("POST", `/v1/admin/agents/${id}/drain`);
     setNote(a.status === 202 ? `${name} is draining` : errorMessage(a.body));
   };
+  const reclaim = async (id: string, name: string) => {
+    if (!confirm(`Reclaim ${name}? It is disconnected now and its jobs go back to their queues.`)) return;
+    const a = await call<{ released: number }>("POST", `/v1/admin/agents/${id}/reclaim`);
+    setNote(a.status === 200 ? `${name} reclaimed: ${a.body.released} jobs sent back` : errorMessage(a.body));
+  };
   if (!props.frame) return html`<p class="muted">Waiting for the first frame…</p>`;
   return html`
     <section aria-labelledby="h-agents">
@@ -154,7 +159,10 @@ export function Agents(props: { frame: LiveFrame | undefined }) {
                       </td>
                       <td><${When} at=${a.last_heartbeat} now=${props.frame?.at} /></td>
                       <td><${When} at=${a.connected_at} now=${props.frame?.at} /></td>
-                      <td><button onClick=${() => drain(a.agent_id, a.name)}>Drain</button></td>
+                      <td>
+                        <button onClick=${() => drain(a.agent_id, a.name)}>Drain</button>
+                        <button onClick=${() => reclaim(a.agent_id, a.name)}>Reclaim</button>
+                      </td>
                     </tr>`,
                 )}
               </tbody>
