@@ -15,6 +15,7 @@ import type { RunnerLike } from "../runner/like.ts";
 import type { RunnerPool } from "../pool.ts";
 import type { Swarm } from "./swarm.ts";
 import type { ByteBucket } from "./bucket.ts";
+import { clearPins, evictCache, type EvictionMarks, touchUse, writePins } from "./evict.ts";
 import { type EdgeAccess, fetchVersion, type FetchOptions, type FetchProgress, VersionCache } from "./fetch.ts";
 import { type DesiredModel, type KnownVersion, plan, type Plan, versionKey } from "./plan.ts";
 
@@ -51,6 +52,8 @@ export interface ServeOptions {
   download?: ByteBucket;
   /** Hears each version's transfer as it goes (the progress bar of `floodgate agent`). */
   onTransfer?: (model: string, version: string, p: FetchProgress) => void;
+  /** The cache's marks (./evict.ts): evicted at start and after each fetch. Absent: never evicted. */
+  eviction?: EvictionMarks;
 }
 
 interface Entry extends KnownVersion {
@@ -83,6 +86,9 @@ export class VersionManager extends EventEmitter<{ changed: [] }> {
   private closed = false;
   private planning = false;
   private again = false;
+  private lastPins = "";
+  private evicting: Promise<void> | undefined;
+  private evictAgain = false;
 
   constructor(pool: RunnerPool, edge: EdgeAccess, opts: ServeOptions, log: (line: string) => void) {
     super();
@@ -97,6 +103,7 @@ export class VersionManager extends EventEmitter<{ changed: [] }> {
         this.fail(replica.model, replica.version, `its runner could not be restarted: ${err.message}`);
       }
     });
+    this.evictSoon();
   }
 
   /** What `agent.desired` says now (the whole list: a model not in it has no rollout). */
@@ -127,6 +134,7 @@ export class VersionManager extends EventEmitter<{ changed: [] }> {
   /** Stops fetching and starting; the pool's runners are the agent's to close. */
   close(): void {
     this.closed = true;
+    clearPins(this.cache);
     this.abort.abort();
     for (const t of this.timers) clearTimeout(t);
     this.timers.clear();
@@ -157,7 +165,58 @@ export class VersionManager extends EventEmitter<{ changed: [] }> {
     }
   }
 
+  /**
+   * Pins what this agent serves or may serve soon, before it fetches or loads any of it, so no
+   * agent of the host evicts it (./evict.ts). True when it let go of a version.
+   */
+  private pin(): boolean {
+    const pinned = new Map<string, { model: string; version: string }>();
+    const add = (model: string, version: string): void =>
+      void pinned.set(versionKey(model, version), { model, version });
+    for (const d of this.desired) for (const w of [d.stable, d.canary]) if (w) add(d.model, w.version);
+    for (const [model, version] of this.lastStable) add(model, version);
+    for (const e of this.known.values()) add(e.model, e.version);
+    for (const r of this.pool.replicas) if (r.model !== undefined && r.version !== undefined) add(r.model, r.version);
+    const keys = [...pinned.keys()].sort();
+    const text = keys.join("\n");
+    if (text === this.lastPins) return false;
+    const dropped = this.lastPins !== "" && this.lastPins.split("\n").some((k) => !pinned.has(k));
+    try {
+      writePins(this.cache, pinned.values());
+      this.lastPins = text;
+    } catch (err) {
+      this.log(`could not write the cache's pins: ${(err as Error).message}`);
+    }
+    return dropped;
+  }
+
+  /**
+   * Evicts the cache past its high mark (at start, after a fetch, when a version is let go of);
+   * one run at a time, one more if asked while it runs.
+   */
+  private evictSoon(): void {
+    const marks = this.opts.eviction;
+    if (!marks || this.closed) return;
+    if (this.evicting) {
+      this.evictAgain = true;
+      return;
+    }
+    this.evicting = (async () => {
+      do {
+        this.evictAgain = false;
+        this.pin();
+        try {
+          await evictCache(this.cache, marks, { log: (l) => this.log(l) });
+        } catch (err) {
+          this.log(`evicting the cache failed: ${(err as Error).message}`);
+        }
+      } while (this.evictAgain && !this.closed);
+    })().finally(() => (this.evicting = undefined));
+  }
+
   private pass(): void {
+    // A version let go of may be evicted now, if the cache is past its mark.
+    if (this.pin()) this.evictSoon();
     const replicas = this.pool.replicas.flatMap((r) =>
       r.model !== undefined && r.version !== undefined && r.state !== "stopped"
         ? [{ id: r.id, model: r.model, version: r.version, gpus: r.gpus, state: r.state }]
@@ -285,6 +344,7 @@ export class VersionManager extends EventEmitter<{ changed: [] }> {
         entry.gpus = got.version.record.manifest.resources.gpus;
         entry.failures = 0;
         this.reconcile();
+        if (got.fetched.pieces > 0) this.evictSoon();
       },
       (err: unknown) => {
         if (this.known.get(key) === entry) this.fail(model, version, `fetch failed: ${String(err)}`, false);
@@ -297,6 +357,7 @@ export class VersionManager extends EventEmitter<{ changed: [] }> {
     const e = this.known.get(key);
     if (!e?.dir || !e.manifest) return;
     const { dir, manifest } = e;
+    void touchUse(this.cache, model, version);
     const added = this.pool.add({
       model,
       version,
