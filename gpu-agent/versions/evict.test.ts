@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { piecesOf } from "../../shared/repository.ts";
 import { FakeEdge, makeVersion, type StoredVersion } from "../testing/edge.ts";
-import { evictCache, pinPath, readPins, writePins } from "./evict.ts";
+import { evictCache, pinPath, purgeVersion, readPins, writePins } from "./evict.ts";
 import { fetchVersion, VersionCache } from "./fetch.ts";
 
 const cleanup: (() => Promise<void> | void)[] = [];
@@ -182,6 +182,29 @@ describe("evicting the host cache", () => {
     expect(existsSync(cache.piece(sharedPiece))).toBe(true);
     held.kill();
     lock3.kill();
+  });
+
+  it("a purged version goes with its files and the pieces only it used; one pinned by a live agent waits", async () => {
+    const shared = blob("shared", 20);
+    const { edge, stored } = await edgeWith({
+      "1": { "s.bin": shared, "a.bin": blob("one", 20) },
+      "2": { "s.bin": shared, "b.bin": blob("two", 20) },
+    });
+    const cache = new VersionCache(tempDir());
+    await stock(cache, edge, stored);
+    writePins(cache, [{ model: "m", version: "1" }]);
+    expect(await purgeVersion(cache, "m", "1")).toBe("busy");
+    expect(complete(cache, "1")).toBe(true);
+    writePins(cache, []);
+    expect(await purgeVersion(cache, "m", "1")).toBe("purged");
+    expect(complete(cache, "1")).toBe(false);
+    expect(existsSync(cache.usedPath("m", "1"))).toBe(false);
+    const piece = (version: string, path: string) =>
+      stored.get(version)!.record.files.find((f) => f.path === path)!.pieces[0]!;
+    expect(existsSync(cache.piece(piece("1", "a.bin")))).toBe(false);
+    expect(existsSync(cache.piece(piece("1", "s.bin")))).toBe(true);
+    expect(complete(cache, "2")).toBe(true);
+    expect(await purgeVersion(cache, "m", "1")).toBe("absent");
   });
 
   it("agents loading their versions while two others evict never see their versions deleted; the rest goes", async () => {

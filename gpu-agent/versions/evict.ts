@@ -20,6 +20,9 @@
  *
  * Last use is the mtime of `versions/<model>/<version>.used`, touched when a version is found or
  * fetched for loading and when a replica starts on it (the record's mtime before the first).
+ *
+ * A version an admin purged from the fleet (`agent.desired` `purged`) is deleted the same way,
+ * whatever the marks, once no agent of the host pins it ({@link purgeVersion}).
  */
 import { mkdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { mkdir, readdir, readFile, rm, stat, statfs, utimes, writeFile } from "node:fs/promises";
@@ -323,5 +326,41 @@ export async function evictCache(
     return result;
   } finally {
     await turn.release();
+  }
+}
+
+/** What became of a purge on this host. */
+export type PurgeOutcome = "purged" | "absent" | "busy";
+
+/**
+ * Deletes one version from the cache (an admin purged it from the fleet): its files, record and
+ * last-use marker, and the pieces no other version in the cache (kept, or being fetched) uses.
+ * `busy` when an agent of the host pins it or holds its lock: try again once that changes.
+ *
+ * @example
+ * if ((await purgeVersion(cache, "demo", "1")) === "busy") later();
+ */
+export async function purgeVersion(cache: VersionCache, model: string, version: string): Promise<PurgeOutcome> {
+  const there =
+    (await mtime(cache.recordPath(model, version))) !== undefined ||
+    (await mtime(cache.dir(model, version))) !== undefined;
+  if (!there) return "absent";
+  const lock = await tryLock(cache.lockPath(model, version));
+  if (!lock) return "busy";
+  try {
+    if ((await readPins(cache)).has(pinKey(model, version))) return "busy";
+    const record = await readRecord(cache.recordPath(model, version));
+    await rm(cache.recordPath(model, version), { force: true });
+    await rm(cache.dir(model, version), { recursive: true, force: true });
+    await rm(cache.usedPath(model, version), { force: true });
+    if (record) {
+      const s = await survey(cache);
+      const inUse = new Set(s.fetching);
+      for (const v of s.versions) for (const sha of piecesOf(v.record.files)) inUse.add(sha);
+      for (const sha of piecesOf(record.files)) if (!inUse.has(sha)) await rm(cache.piece(sha), { force: true });
+    }
+    return "purged";
+  } finally {
+    await lock.release();
   }
 }

@@ -15,7 +15,7 @@ import type { RunnerLike } from "../runner/like.ts";
 import type { RunnerPool } from "../pool.ts";
 import type { Swarm } from "./swarm.ts";
 import type { ByteBucket } from "./bucket.ts";
-import { clearPins, evictCache, type EvictionMarks, touchUse, writePins } from "./evict.ts";
+import { clearPins, evictCache, type EvictionMarks, purgeVersion, touchUse, writePins } from "./evict.ts";
 import { type EdgeAccess, fetchVersion, type FetchOptions, type FetchProgress, VersionCache } from "./fetch.ts";
 import { type DesiredModel, type KnownVersion, plan, type Plan, versionKey } from "./plan.ts";
 
@@ -89,6 +89,10 @@ export class VersionManager extends EventEmitter<{ changed: [] }> {
   private lastPins = "";
   private evicting: Promise<void> | undefined;
   private evictAgain = false;
+  /** Versions purged from the fleet still in this host's cache (pinned here or by another agent), by key. */
+  private readonly purges = new Map<string, { model: string; version: string }>();
+  private purging: Promise<void> | undefined;
+  private purgeAgain = false;
 
   constructor(pool: RunnerPool, edge: EdgeAccess, opts: ServeOptions, log: (line: string) => void) {
     super();
@@ -113,6 +117,38 @@ export class VersionManager extends EventEmitter<{ changed: [] }> {
       `desired: ${models.map((m) => `${m.model}@${m.stable.version}${m.canary ? ` (canary ${m.canary.version} at ${m.canary.percent}%)` : ""}`).join(", ") || "nothing"}`,
     );
     this.reconcile();
+  }
+
+  /**
+   * Versions an admin purged from the fleet (`agent.desired` `purged`): each is deleted from the
+   * cache once no agent of the host pins it, tried again whenever this agent lets a version go.
+   */
+  purge(versions: readonly { model: string; version: string }[]): void {
+    for (const v of versions) this.purges.set(versionKey(v.model, v.version), { model: v.model, version: v.version });
+    this.purgeSoon();
+  }
+
+  private purgeSoon(): void {
+    if (this.purges.size === 0 || this.closed) return;
+    if (this.purging) {
+      this.purgeAgain = true;
+      return;
+    }
+    this.purging = (async () => {
+      do {
+        this.purgeAgain = false;
+        this.pin();
+        for (const [key, v] of this.purges) {
+          try {
+            const out = await purgeVersion(this.cache, v.model, v.version);
+            if (out === "purged") this.log(`${key}: purged from the cache`);
+            if (out !== "busy") this.purges.delete(key);
+          } catch (err) {
+            this.log(`${key}: could not purge it from the cache: ${(err as Error).message}`);
+          }
+        }
+      } while (this.purgeAgain && !this.closed);
+    })().finally(() => (this.purging = undefined));
   }
 
   /** The versions to report in `agent.hello` and `agent.heartbeat`. */
@@ -215,8 +251,11 @@ export class VersionManager extends EventEmitter<{ changed: [] }> {
   }
 
   private pass(): void {
-    // A version let go of may be evicted now, if the cache is past its mark.
-    if (this.pin()) this.evictSoon();
+    // A version let go of may be purged or evicted now.
+    if (this.pin()) {
+      this.purgeSoon();
+      this.evictSoon();
+    }
     const replicas = this.pool.replicas.flatMap((r) =>
       r.model !== undefined && r.version !== undefined && r.state !== "stopped"
         ? [{ id: r.id, model: r.model, version: r.version, gpus: r.gpus, state: r.state }]

@@ -148,6 +148,9 @@ const desired = (stable: StoredVersion, canary?: StoredVersion) => [
   },
 ];
 
+/** The one piece of a version's file. */
+const pieceOf = (v: StoredVersion, path: string): string => v.record.files.find((f) => f.path === path)!.pieces[0]!;
+
 const results = (edge: FakeEdge) => edge.of("job.results").flatMap((m) => m.results);
 
 describe("an agent serving the rollout", () => {
@@ -234,6 +237,28 @@ describe("an agent serving the rollout", () => {
     expect(existsSync(cache.piece(v1.record.files[0]!.pieces[0]!))).toBe(false);
     expect(existsSync(join(cache.dir("demo", "2"), "w.bin"))).toBe(true);
     expect(JSON.parse(readFileSync(pinPath(cache), "utf8")).versions).toEqual(["demo/2"]);
+  });
+
+  it("a version purged from the fleet is deleted from the cache once its runner stops, with the pieces no other version uses", async () => {
+    const { edge, runners, cache: dir } = await world();
+    const cache = new VersionCache(dir);
+    const shared = "shared weights ".repeat(100);
+    const v1 = edge.add(await makeVersion(manifest("1"), { "w.bin": "one", "s.bin": shared }));
+    const v2 = edge.add(await makeVersion(manifest("2"), { "w.bin": "two", "s.bin": shared }));
+    edge.desire(desired(v1));
+    await edge.until("v1 serving", () => (stateOf(edge, "1") === "serving" ? true : undefined));
+    // Purged while it still serves here: it waits for its runner to stop.
+    edge.desire(desired(v2), [{ model: "demo", version: "1" }]);
+    await edge.until("v2 serving", () => (stateOf(edge, "2") === "serving" ? true : undefined));
+    const v1Replica = runners.started.find((l) => l.version === "1")?.replica;
+    await edge.until("v1's runner closed", () => (runners.closed.includes(v1Replica ?? -1) ? true : undefined));
+    await edge.until("v1 purged", () =>
+      !existsSync(cache.recordPath("demo", "1")) && !existsSync(cache.dir("demo", "1")) ? true : undefined,
+    );
+    expect(existsSync(cache.piece(pieceOf(v1, "w.bin")))).toBe(false);
+    // The piece v2 shares stays, and v2 whole.
+    expect(existsSync(cache.piece(pieceOf(v1, "s.bin")))).toBe(true);
+    expect(readFileSync(join(cache.dir("demo", "2"), "s.bin"), "utf8")).toBe(shared);
   });
 
   it("a version that fails to load is reported failed with why, and the old one keeps serving", async () => {
