@@ -19,7 +19,8 @@
  * - one agent evicts at a time (`evict.lock`); another finding it held skips its turn.
  *
  * Last use is the mtime of `versions/<model>/<version>.used`, touched when a version is found or
- * fetched for loading and when a replica starts on it (the record's mtime before the first).
+ * fetched for loading, when a replica starts on it and when an agent pins it (the record's mtime
+ * before the first).
  *
  * A version an admin purged from the fleet (`agent.desired` `purged`) is deleted the same way,
  * whatever the marks, once no agent of the host pins it ({@link purgeVersion}).
@@ -133,14 +134,14 @@ export async function readPins(cache: VersionCache): Promise<Set<string>> {
   return out;
 }
 
-/** Marks a version used now (its place in the least-recently-used order). */
+/** Marks a version in the cache used now (its place in the least-recently-used order); one not there is left alone. */
 export async function touchUse(cache: VersionCache, model: string, version: string): Promise<void> {
   const path = cache.usedPath(model, version);
   const now = new Date();
   try {
     await utimes(path, now, now);
   } catch {
-    await writeFile(path, "").catch(() => undefined);
+    if ((await mtime(cache.recordPath(model, version))) !== undefined) await writeFile(path, "").catch(() => undefined);
   }
 }
 

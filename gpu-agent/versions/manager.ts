@@ -89,6 +89,8 @@ export class VersionManager extends EventEmitter<{ changed: [] }> {
   private lastPins = "";
   private evicting: Promise<void> | undefined;
   private evictAgain = false;
+  /** Whether `agent.desired` came yet (the eviction at start waits for it). */
+  private toldOnce = false;
   /** Versions purged from the fleet still in this host's cache (pinned here or by another agent), by key. */
   private readonly purges = new Map<string, { model: string; version: string }>();
   private purging: Promise<void> | undefined;
@@ -107,7 +109,6 @@ export class VersionManager extends EventEmitter<{ changed: [] }> {
         this.fail(replica.model, replica.version, `its runner could not be restarted: ${err.message}`);
       }
     });
-    this.evictSoon();
   }
 
   /** What `agent.desired` says now (the whole list: a model not in it has no rollout). */
@@ -117,6 +118,11 @@ export class VersionManager extends EventEmitter<{ changed: [] }> {
       `desired: ${models.map((m) => `${m.model}@${m.stable.version}${m.canary ? ` (canary ${m.canary.version} at ${m.canary.percent}%)` : ""}`).join(", ") || "nothing"}`,
     );
     this.reconcile();
+    // At start, once the edge has said what to serve (and so what is pinned).
+    if (!this.toldOnce) {
+      this.toldOnce = true;
+      this.evictSoon();
+    }
   }
 
   /**
@@ -220,6 +226,8 @@ export class VersionManager extends EventEmitter<{ changed: [] }> {
     try {
       writePins(this.cache, pinned.values());
       this.lastPins = text;
+      // What is pinned is in use: the least recently used order sees it so after a restart too.
+      for (const v of pinned.values()) void touchUse(this.cache, v.model, v.version);
     } catch (err) {
       this.log(`could not write the cache's pins: ${(err as Error).message}`);
     }
@@ -227,7 +235,8 @@ export class VersionManager extends EventEmitter<{ changed: [] }> {
   }
 
   /**
-   * Evicts the cache past its high mark (at start, after a fetch, when a version is let go of);
+   * Evicts the cache past its high mark (at start once told what to serve, after a fetch, when a
+   * version is let go of);
    * one run at a time, one more if asked while it runs.
    */
   private evictSoon(): void {
