@@ -1,8 +1,9 @@
 /**
  * What an agent is told to serve (`agent.desired`): the desired versions of the models its token
- * allows, and a short signature of it kept in the socket's attachment, so the actor sends the
- * message again only when it changed (a rollout, an undo, a revert), however it learns of the
- * change — the registry's push, or the re-check on each heartbeat.
+ * allows and the versions of them purged from the fleet's caches, and a short signature of it
+ * kept in the socket's attachment, so the actor sends the message again only when it changed (a
+ * rollout, an undo, a revert, a purge), however it learns of the change — the registry's push,
+ * or the re-check on each heartbeat.
  *
  * Called by AgentFrames; tested in plain Node (frames.test.ts).
  */
