@@ -1,6 +1,11 @@
-import { describe, expect, it } from "vitest";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { json, startServer, type TestServer } from "../test/support/http-server.ts";
+import { runCommand, type Io } from "./client-commands.ts";
 import type { VersionSummary } from "../shared/repository.ts";
-import { uploadLine, uploadLogLine, versionTable } from "./models.ts";
+import { models, uploadLine, uploadLogLine, versionTable } from "./models.ts";
 import type { Upload } from "./push.ts";
 
 const upload = (over: Partial<Upload> = {}): Upload => ({
@@ -49,5 +54,85 @@ describe("models list", () => {
       "MODEL  VERSION       STATE  SIZE     PIECES  CREATED         BY              DIGEST\n" +
         "demo   2026-12-06.1  ready  16.8 MB  5       1 min 30 s ago  admin:0123abcd  abababababab…\n",
     );
+  });
+});
+
+function io(cwd: string): Io & { out: string[]; err: string[] } {
+  const out: string[] = [];
+  const err: string[] = [];
+  return {
+    out,
+    err,
+    stdout: (s) => void out.push(s),
+    stderr: (s) => void err.push(s),
+    tty: false,
+    columns: 80,
+    interactive: false,
+    readKey: () => Promise.resolve(""),
+    onInterrupt: () => () => undefined,
+    env: {},
+    cwd,
+    now: () => Date.parse("2026-12-06T10:10:00.000Z"),
+    fetch: (input, init) => globalThis.fetch(input, init),
+  };
+}
+
+describe("models purge", () => {
+  const cleanup: (() => Promise<void> | void)[] = [];
+  afterEach(async () => {
+    for (const c of cleanup.splice(0).toReversed()) await c();
+  });
+
+  async function edge(): Promise<{ server: TestServer; root: string }> {
+    const root = mkdtempSync(join(tmpdir(), "fg-purge-"));
+    cleanup.push(() => rmSync(root, { recursive: true, force: true }));
+    const server = await startServer((req, res) => {
+      if (req.method === "POST" && req.path === "/v1/admin/models/demo/versions/1/purge") {
+        return json(res, 200, {
+          model: "demo",
+          version: "1",
+          purged_at: "2026-12-06T10:09:00.000Z",
+          purged_by: "admin:0123abcd",
+        });
+      }
+      if (req.method === "POST" && req.path === "/v1/admin/models/demo/versions/2/purge") {
+        return json(res, 409, {
+          error: {
+            code: "conflict",
+            message: "demo@2 is the rollout's stable version: roll out another version before purging it",
+          },
+        });
+      }
+      return json(res, 404, { error: { code: "not_found", message: "no" } });
+    });
+    cleanup.push(() => server.close());
+    mkdirSync(join(root, ".floodgate"), { recursive: true });
+    writeFileSync(
+      join(root, ".floodgate", "local.json"),
+      JSON.stringify({ url: server.url, admin_key: "fga_admin", api_key: "fgk_user", agent_token: "jwt" }),
+    );
+    return { server, root };
+  }
+
+  it("purge asks the edge with the admin key and says what agents do; a refusal prints the edge's code, exit 1; bad arguments exit 2 unsent", async () => {
+    const { server, root } = await edge();
+    const a = io(root);
+    expect(await runCommand("models", models, ["purge", "demo", "1"], a)).toBe(0);
+    expect(server.requests[0]!.headers.authorization).toBe("Bearer fga_admin");
+    expect(a.out.join("")).toBe(
+      "purged demo@1: agents delete it from their caches once nothing on their host serves it\n",
+    );
+    const j = io(root);
+    expect(await runCommand("models", models, ["purge", "demo", "1", "--json"], j)).toBe(0);
+    expect(JSON.parse(j.out.join(""))).toMatchObject({ model: "demo", version: "1", purged_by: "admin:0123abcd" });
+    const refused = io(root);
+    expect(await runCommand("models", models, ["purge", "demo", "2"], refused)).toBe(1);
+    expect(refused.err.join("")).toContain("conflict: demo@2 is the rollout's stable version");
+    const sent = server.requests.length;
+    const bad = io(root);
+    expect(await runCommand("models", models, ["purge", "demo"], bad)).toBe(2);
+    expect(bad.err.join("")).toContain("missing the model and the version");
+    expect(await runCommand("models", models, ["purge", "Not A Model", "1"], bad)).toBe(2);
+    expect(server.requests.length).toBe(sent);
   });
 });

@@ -1,6 +1,6 @@
 /**
- * `floodgate models push DIR` and `floodgate models list [MODEL]` (admin): a model author's side
- * of the model repository. A push reads the version directory (cli/pieces.ts), sends its
+ * `floodgate models push DIR`, `floodgate models list [MODEL]` and `floodgate models purge MODEL
+ * VERSION` (admin): a model author's side of the model repository. A push reads the version directory (cli/pieces.ts), sends its
  * manifest and file list, uploads the pieces the store lacks a few at a time with a live
  * progress line, then commits the version. Every step is safe to repeat, so an interrupted push
  * resumes by running it again: only the pieces still missing are sent. Called by cli/main.ts.
@@ -8,7 +8,7 @@
 import { resolve } from "node:path";
 import { z } from "zod";
 import { ModelName } from "../shared/api.ts";
-import type { VersionSummary } from "../shared/repository.ts";
+import { VersionName, type VersionSummary } from "../shared/repository.ts";
 import {
   admin,
   ago,
@@ -38,6 +38,11 @@ Usage:
       model and version with other content is refused: versions are immutable.
   floodgate models list [MODEL] [--json]
       Versions (of MODEL, or of every model), newest first: state, size, pieces, when, by whom.
+  floodgate models purge MODEL VERSION [--json]
+      Delete VERSION from every agent's cache: each agent deletes its files and the pieces no
+      other cached version uses once nothing on its host serves it. Refused (conflict) while
+      the rollout desires it as stable or canary: roll out another version first. The version
+      stays in the repository; a later rollout may name it again.
 
 Options:
   --parallel N             pieces uploaded at once (default ${DEFAULT_PARALLEL})
@@ -205,11 +210,33 @@ const listVersions: Runner = async (argv, io) => {
   return 0;
 };
 
-/** `floodgate models …`: push or list. */
+const purgeVersion: Runner = async (argv, io) => {
+  const parsed = parseFlags(argv, { ...CONN_ADMIN, ...JSON_FLAG }, z.strictObject(Conn), {
+    min: 2,
+    max: 2,
+    names: "the model and the version, e.g. floodgate models purge demo 1",
+  });
+  if (!parsed) return help(io, MODELS_HELP);
+  const [model = "", version = ""] = parsed.args;
+  if (!ModelName.safeParse(model).success) {
+    throw new UsageError(`${JSON.stringify(model)} is not a model name (1–64 of a-z, 0-9, '.', '_', '-')`);
+  }
+  const v = VersionName.safeParse(version);
+  if (!v.success)
+    throw new UsageError(`${JSON.stringify(version)} is not a version name (${v.error.issues[0]?.message})`);
+  const purge = await admin(connection(parsed.flags, io), io).versions.purge(model, version);
+  if (parsed.flags.json) jsonOut(io, purge);
+  else
+    io.stdout(`purged ${model}@${version}: agents delete it from their caches once nothing on their host serves it\n`);
+  return 0;
+};
+
+/** `floodgate models …`: push, list or purge. */
 export const models: Runner = async (argv, io: Io) => {
   const [sub, ...rest] = argv;
   if (sub === undefined || sub === "-h" || sub === "--help" || sub === "help") return help(io, MODELS_HELP);
   if (sub === "push") return await pushVersion(rest, io);
   if (sub === "list") return await listVersions(rest, io);
-  throw new UsageError(`unknown models command ${JSON.stringify(sub)} (try: models push, models list)`);
+  if (sub === "purge") return await purgeVersion(rest, io);
+  throw new UsageError(`unknown models command ${JSON.stringify(sub)} (try: models push, models list, models purge)`);
 };

@@ -18,6 +18,7 @@ import { CapacityView } from "../shared/capacity.ts";
 import { PoolsStatus, type PoolsFile } from "../shared/pools.ts";
 import {
   PieceStored,
+  VersionPurge,
   VersionPushAnswer,
   VersionRecord,
   VersionSummary,
@@ -94,6 +95,11 @@ export interface FloodgateAdminClient {
     list(model?: string, opts?: Signal): Promise<VersionSummary[]>;
     /** One version with its file list. */
     get(model: string, version: string, opts?: Signal): Promise<VersionRecord>;
+    /**
+     * Purges a version from every agent's cache (refused with `conflict` while the rollout
+     * desires it); agents delete it once nothing on their host serves it.
+     */
+    purge(model: string, version: string, opts?: Signal): Promise<VersionPurge>;
   };
   rollouts: {
     /** Applies a rollout file (its text, when given, is kept in the history). */
@@ -235,6 +241,12 @@ export function createAdminClient(opts: AdminClientOptions): FloodgateAdminClien
           `/v1/admin/models/${encodeURIComponent(model)}/versions/${encodeURIComponent(version)}`,
           VersionRecord,
           { signal: o.signal, idempotent: true },
+        ),
+      purge: (model, version, o = {}) =>
+        http.request(
+          `/v1/admin/models/${encodeURIComponent(model)}/versions/${encodeURIComponent(version)}/purge`,
+          VersionPurge,
+          { method: "POST", signal: o.signal, idempotent: true },
         ),
     },
     rollouts: {

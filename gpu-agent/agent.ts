@@ -404,6 +404,7 @@ export class Agent extends EventEmitter {
       case "agent.desired":
         // What the rollout says to serve; an agent started with a fixed runner serves that.
         this.versionManager?.desire(msg.models);
+        if (msg.purged) this.versionManager?.purge(msg.purged);
         this.emit("desired", msg.models);
         return;
       default:

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { parseAgentConfig } from "./config.ts";
+import { evictionMarks, parseAgentConfig } from "./config.ts";
 
 const TOKEN = "eyJhbGciOiJFZERTQSJ9.e30.sig-sig-sig-sig";
 
@@ -35,6 +35,50 @@ describe("agent configuration", () => {
     expect(env).toMatchObject({ ok: true, config: { preemptible: true, preempt_grace_s: 5 } });
     const bad = parseAgentConfig({ url: "http://x.test", token: TOKEN }, { FLOODGATE_PREEMPTIBLE: "maybe" });
     expect(bad).toMatchObject({ ok: false, message: expect.stringMatching(/^--preemptible \/ FLOODGATE_PREEMPTIBLE/) });
+  });
+
+  it("the cache is evicted past 90% of its disk down to 80% by default; a size mark is optional, its low mark 80% of its high one", () => {
+    const dflt = parseAgentConfig({ url: "http://x.test", token: TOKEN }, {});
+    expect(dflt.ok && evictionMarks(dflt.config)).toEqual({ diskHighPct: 90, diskLowPct: 80 });
+    const sized = parseAgentConfig({ url: "http://x.test", token: TOKEN, "cache-high-gib": "100" }, {});
+    expect(sized.ok && evictionMarks(sized.config)).toEqual({
+      highBytes: 100 * 1024 ** 3,
+      lowBytes: 80 * 1024 ** 3,
+      diskHighPct: 90,
+      diskLowPct: 80,
+    });
+    const env = parseAgentConfig(
+      { url: "http://x.test", token: TOKEN },
+      {
+        FLOODGATE_CACHE_HIGH_GIB: "10",
+        FLOODGATE_CACHE_LOW_GIB: "4",
+        FLOODGATE_DISK_HIGH_PCT: "70",
+        FLOODGATE_DISK_LOW_PCT: "50",
+      },
+    );
+    expect(env.ok && evictionMarks(env.config)).toEqual({
+      highBytes: 10 * 1024 ** 3,
+      lowBytes: 4 * 1024 ** 3,
+      diskHighPct: 70,
+      diskLowPct: 50,
+    });
+  });
+
+  it("eviction marks out of order, or a low size mark without a high one, are refused", () => {
+    const base = { url: "http://x.test", token: TOKEN };
+    expect(parseAgentConfig({ ...base, "cache-low-gib": "4" }, {})).toEqual({
+      ok: false,
+      message: "--cache-low-gib needs --cache-high-gib (the size that starts eviction)",
+    });
+    expect(parseAgentConfig({ ...base, "cache-high-gib": "4", "cache-low-gib": "4" }, {})).toEqual({
+      ok: false,
+      message: "--cache-low-gib must be below --cache-high-gib",
+    });
+    expect(parseAgentConfig({ ...base, "disk-high-pct": "50" }, {})).toEqual({
+      ok: false,
+      message: "--disk-low-pct must be below --disk-high-pct",
+    });
+    expect(parseAgentConfig({ ...base, "disk-high-pct": "0" }, {}).ok).toBe(false);
   });
 
   it("a missing token names the flag and its variable", () => {

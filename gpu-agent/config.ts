@@ -59,6 +59,17 @@ export const AgentConfig = z.strictObject({
    * each takes an identity of its own (gpu-agent/identity.ts), and versions are fetched once.
    */
   cache_dir: z.string().min(1).default(".floodgate/agent"),
+  /**
+   * Evict the cache (least recently used versions the agents of the host do not serve) when it
+   * holds more than this many GiB (absent: no limit of its own; the disk marks still apply).
+   */
+  cache_high_gib: z.coerce.number().positive().max(1_000_000).optional(),
+  /** …down to this many GiB (default: 80% of --cache-high-gib); needs --cache-high-gib. */
+  cache_low_gib: z.coerce.number().min(0).max(1_000_000).optional(),
+  /** Evict the cache when the disk holding it is fuller than this percent… */
+  disk_high_pct: z.coerce.number().min(1).max(100).default(90),
+  /** …down to this percent. */
+  disk_low_pct: z.coerce.number().min(0).max(100).default(80),
   /** Above this share of any GPU's memory in use, the agent takes no new work. */
   max_vram_pct: z.coerce.number().min(1).max(100).default(95),
   /**
@@ -98,6 +109,23 @@ export type AgentConfig = z.infer<typeof AgentConfig>;
  * its socket; a supervisor's stop timeout is `drain_timeout_s` plus this.
  */
 export const DRAIN_EXIT_MARGIN_S = 30;
+
+/** The cache's eviction marks in bytes and percent (gpu-agent/versions/evict.ts), from the flags. */
+export function evictionMarks(
+  c: Pick<AgentConfig, "cache_high_gib" | "cache_low_gib" | "disk_high_pct" | "disk_low_pct">,
+): { highBytes?: number; lowBytes?: number; diskHighPct: number; diskLowPct: number } {
+  const GiB = 1024 ** 3;
+  return {
+    ...(c.cache_high_gib === undefined
+      ? {}
+      : {
+          highBytes: Math.round(c.cache_high_gib * GiB),
+          lowBytes: Math.round((c.cache_low_gib ?? c.cache_high_gib * 0.8) * GiB),
+        }),
+    diskHighPct: c.disk_high_pct,
+    diskLowPct: c.disk_low_pct,
+  };
+}
 
 /** How a flag is shown in `floodgate agent --help`, and the variable that stands in for it. */
 interface FlagDoc {
@@ -145,6 +173,26 @@ export const AGENT_FLAGS: Record<keyof AgentConfig, FlagDoc> = {
     env: "FLOODGATE_CACHE_DIR",
     arg: "DIR",
     help: "identities and model versions, shareable by the agents of one host (default .floodgate/agent)",
+  },
+  cache_high_gib: {
+    env: "FLOODGATE_CACHE_HIGH_GIB",
+    arg: "GIB",
+    help: "evict least recently used versions no agent of the host serves when the cache passes this size (default: no size limit)",
+  },
+  cache_low_gib: {
+    env: "FLOODGATE_CACHE_LOW_GIB",
+    arg: "GIB",
+    help: "…until the cache is down to this size (default: 80% of --cache-high-gib)",
+  },
+  disk_high_pct: {
+    env: "FLOODGATE_DISK_HIGH_PCT",
+    arg: "PCT",
+    help: "evict the same way when the cache's disk is fuller than this (default 90)",
+  },
+  disk_low_pct: {
+    env: "FLOODGATE_DISK_LOW_PCT",
+    arg: "PCT",
+    help: "…until it is down to this (default 80)",
   },
   max_vram_pct: {
     env: "FLOODGATE_MAX_VRAM_PCT",
@@ -228,8 +276,18 @@ export function parseAgentConfig(
   }
   const parsed = AgentConfig.safeParse(raw);
   if (parsed.success) {
-    if (parsed.data.peer_port !== undefined && parsed.data.peer_addr === undefined) {
+    const c = parsed.data;
+    if (c.peer_port !== undefined && c.peer_addr === undefined) {
       return { ok: false, message: "--peer-port needs --peer-addr (where peers reach that port)" };
+    }
+    if (c.cache_low_gib !== undefined && c.cache_high_gib === undefined) {
+      return { ok: false, message: "--cache-low-gib needs --cache-high-gib (the size that starts eviction)" };
+    }
+    if (c.cache_low_gib !== undefined && c.cache_high_gib !== undefined && c.cache_low_gib >= c.cache_high_gib) {
+      return { ok: false, message: "--cache-low-gib must be below --cache-high-gib" };
+    }
+    if (c.disk_low_pct >= c.disk_high_pct) {
+      return { ok: false, message: "--disk-low-pct must be below --disk-high-pct" };
     }
     return { ok: true, config: parsed.data };
   }

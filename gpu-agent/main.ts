@@ -8,7 +8,7 @@ import { dirname, extname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Agent, defaultName, FatalAgentError, type Encoder } from "./agent.ts";
 import type { RunnerLike } from "./runner/like.ts";
-import type { AgentConfig } from "./config.ts";
+import { type AgentConfig, evictionMarks } from "./config.ts";
 import { encodeOutputs, encodePng } from "./encode.ts";
 import { cudaVisibleDevices, gpuHealth } from "./gpu.ts";
 import { claimIdentity, identityGroup } from "./identity.ts";
@@ -200,6 +200,7 @@ export async function runAgent(
     serve = {
       gpus,
       cacheDir: config.cache_dir,
+      eviction: evictionMarks(config),
       startRunner: versionRunners(config, log),
       swarm,
       ...(download ? { download } : {}),

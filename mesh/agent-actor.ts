@@ -89,7 +89,10 @@ export class AgentActor extends DurableObject<Env> {
             .catch(() => undefined),
         );
       },
-      desired: async (att) => desiredFor((await this.snapshot()).desired, att.models),
+      desired: async (att) => {
+        const snap = await this.snapshot();
+        return desiredFor(snap.desired, att.models, snap.purged ?? []);
+      },
       versionsChanged: (att, versions) => this.versionsChanged(att.agent_id, versions),
       releaseAll: async (reason) => void (await this.releaseAll(reason)),
       waitUntil: (p) => this.ctx.waitUntil(p),

@@ -14,7 +14,7 @@ import { DurableObject } from "cloudflare:workers";
 import { shardSpan, type ModelConfig, type ModelConfigBody } from "../shared/api.ts";
 import { fail, type Failure } from "../shared/errors.ts";
 import { MAX_MODEL_NUMBER, schedulerName } from "../shared/ids.ts";
-import type { ModelRollout } from "../shared/repository.ts";
+import type { ModelRollout, VersionPurge } from "../shared/repository.ts";
 import type { RevertRecord, RolloutEntry, RolloutStatus } from "../shared/rollouts.ts";
 import { DEFAULT_TIERS, type TierConfig } from "../shared/slo.ts";
 import type { VersionState } from "../shared/wire.ts";
@@ -32,16 +32,23 @@ import {
   rolloutStatusOf,
   verdictOf,
 } from "./registry/ledger.ts";
-import { laneDesired, undoTarget, type ModelDesired } from "./registry/rollouts.ts";
+import { laneDesired, undoTarget, type ModelDesired, type WirePurged } from "./registry/rollouts.ts";
 import { MIGRATIONS, RegistryStore } from "./registry/store.ts";
-import { readRollout } from "./registry/versions.ts";
+import { readRollout, readyVersion } from "./registry/versions.ts";
 
-/** What the edge and agents' actors cache: every model, the tier table and the models' desired versions. */
+/**
+ * What the edge and agents' actors cache: every model, the tier table, the models' desired
+ * versions and the latest versions purged from the fleet's caches.
+ */
 export interface RegistrySnapshot {
   models: ModelConfig[];
   tiers: TierConfig[];
   desired: ModelDesired[];
+  purged: WirePurged[];
 }
+
+/** Purges told to agents (the latest; `agent.desired` `purged` holds at most this many). */
+export const PURGES_TOLD = 256;
 
 /** Agents' actors told at once of a change of desired versions. */
 const TELL_AGENTS_AT_ONCE = 16;
@@ -67,7 +74,12 @@ export class RegistryActor extends DurableObject<Env> {
   }
 
   async snapshot(): Promise<RegistrySnapshot> {
-    return { models: this.models(), tiers: this.tiers(), desired: this.store.allDesired() };
+    return {
+      models: this.models(),
+      tiers: this.tiers(),
+      desired: this.store.allDesired(),
+      purged: this.store.purges(PURGES_TOLD).map((p) => ({ model: p.model, version: p.version })),
+    };
   }
 
   /** Registers or updates a model; its number is kept for life so job ids stay routable. */
@@ -224,6 +236,28 @@ export class RegistryActor extends DurableObject<Env> {
     return out;
   }
 
+  /**
+   * Purges a version from the fleet's caches: refused (`conflict`) while the rollout desires it
+   * as the stable or the canary; recorded, and told to the model's agents (`agent.desired`
+   * `purged`), who delete it once nothing on their host serves it.
+   */
+  async purgeVersion(model: string, version: string, by: string): Promise<{ ok: true; purge: VersionPurge } | Failure> {
+    const d = this.store.desired(model);
+    const as = d?.stable.version === version ? "stable" : d?.canary?.version === version ? "canary" : undefined;
+    if (as) {
+      return fail(
+        "conflict",
+        `${model}@${version} is the rollout's ${as} version: roll out another version before purging it`,
+      );
+    }
+    const known = await readyVersion(this.env, model, version);
+    if (!known.ok) return known;
+    const at = Date.now();
+    this.store.purge({ model, version, at, by });
+    await this.tellAgents([model]);
+    return { ok: true, purge: { model, version, purged_at: new Date(at).toISOString(), purged_by: by } };
+  }
+
   /** Runs a model's canary analysis; a canary that fails it is reverted, and shards and agents told. */
   private async analyse(model: string): Promise<void> {
     const verdict = verdictOf(this.store, model);
@@ -244,6 +278,12 @@ export class RegistryActor extends DurableObject<Env> {
       const row = this.store.model(m);
       return row ? [JSON.parse(row.config) as ModelConfig] : [];
     });
+    await this.tellAgents(models);
+    await this.push(configs);
+  }
+
+  /** The actors of these models' agents are sent the snapshot, a few at a time, after the answer. */
+  private async tellAgents(models: readonly string[]): Promise<void> {
     const agents = [...new Set(models.flatMap((m) => this.store.agentsOfModel(m)))];
     const snapshot = await this.snapshot();
     this.ctx.waitUntil(
@@ -253,7 +293,6 @@ export class RegistryActor extends DurableObject<Env> {
           .catch(() => undefined),
       ),
     );
-    await this.push(configs);
   }
 
   /** A shard's figures since its last report: added to the desired versions' windows, then analysed. */

@@ -67,7 +67,7 @@ export const ERROR_WHEN: Readonly<Record<ErrorCode, string>> = {
     "an `Idempotency-Key` reused with another body within 24 h, or reused after the job it made was deleted",
   job_not_finished: "deleting a job that has not ended",
   conflict:
-    "a state conflict: an account that exists, a registry that holds the most models a job id can name, an output name uploaded twice in one attempt",
+    "a state conflict: an account that exists, a registry that holds the most models a job id can name, an output name uploaded twice in one attempt, a purge of a version the rollout desires",
   stale_lease: "an agent's upload names a lease (job id and epoch) the agent does not hold: abandon the job",
   version_conflict:
     "a push names a model and version that exists with other content (another digest): versions are immutable, push it as a new version",

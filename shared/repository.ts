@@ -122,6 +122,20 @@ export const VersionSummary = z.object({
 });
 export type VersionSummary = z.infer<typeof VersionSummary>;
 
+/**
+ * A version purged from the fleet's caches (`POST /v1/admin/models/{model}/versions/{version}/purge`):
+ * agents delete it from their caches once nothing on their host serves it. Its record stays in
+ * the repository; a later rollout may name it again, and agents fetch it anew.
+ */
+export const VersionPurge = z.object({
+  model: ModelName,
+  version: VersionName,
+  /** When it was purged (ISO 8601). */
+  purged_at: z.string(),
+  purged_by: z.string(),
+});
+export type VersionPurge = z.infer<typeof VersionPurge>;
+
 /** The answer to storing a piece: its name and size (bytes). */
 export const PieceStored = z.object({ sha256: Sha256, size: z.number().int().min(0).max(PIECE_BYTES) });
 export type PieceStored = z.infer<typeof PieceStored>;

@@ -582,6 +582,15 @@ export const AgentDesired = z
       .describe(
         "Every model of the agent's token that has a rollout; a model not listed has none (agents started with a fixed runner serve it).",
       ),
+    purged: z
+      .array(
+        z.strictObject({ model: ModelName, version: Version }).describe("A version an admin purged from the fleet."),
+      )
+      .max(256)
+      .optional()
+      .describe(
+        "Versions of the token's models an admin purged, none of them desired now (the latest 256): delete each from the agent's cache — its files, its record and the pieces no other cached version uses — once nothing on the host serves it. Absent: none.",
+      ),
   })
   .describe(
     "What the agent should serve, sent after `agent.welcome` and whenever a rollout or a revert changes it. Load the versions (stable first; the canary beside it where resources allow), keep serving what runs until a new version serves, then drop versions no longer desired once their jobs ended. Report each in `versions` of the next heartbeat.",

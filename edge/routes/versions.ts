@@ -19,6 +19,7 @@ import {
   Sha256,
   VersionName,
   VersionPush,
+  VersionPurge,
   VersionPushAnswer,
   VersionRecord,
   VersionSummary,
@@ -26,6 +27,7 @@ import {
 import { actor, pieceKey, VERSION_INDEX, type VersionsActor } from "../../mesh/index.ts";
 import { raise } from "../errors.ts";
 import { apiRoute, firstValues, json, jsonBody, refuse, routesApp } from "../openapi.ts";
+import { registryStub } from "../registry-cache.ts";
 import { readJson } from "../validate.ts";
 
 /** Paths whose body is one piece: edge/app.ts gives them a body limit of {@link PIECE_BYTES}. */
@@ -163,6 +165,19 @@ const readVersion = apiRoute("admin", {
   },
 });
 
+const purgeVersion = apiRoute("admin", {
+  method: "post",
+  path: "/v1/admin/models/{model}/versions/{version}/purge",
+  summary:
+    "Purge a version from every agent's cache: agents delete it, with the pieces no other cached version uses, once nothing on their host serves it",
+  request: { params: VersionParams },
+  responses: {
+    200: json("The purge, recorded and told to the model's agents", VersionPurge),
+    404: { description: "No such ready version (version_not_found)" },
+    409: { description: "The rollout desires the version, as its stable or its canary (conflict)" },
+  },
+});
+
 const agentVersion = apiRoute("agent", {
   method: "get",
   path: "/v1/agent/versions/{model}/{version}",
@@ -260,6 +275,16 @@ export const versionRoutes = routesApp()
       const record = await versions(c.env, model).version(version);
       if (!record) throw new FloodgateError("version_not_found", `no version ${version} of model ${model}`);
       return c.json(record, 200);
+    },
+    refuse("version_not_found"),
+  )
+  .openapi(
+    purgeVersion,
+    async (c) => {
+      const { model, version } = c.req.valid("param");
+      const out = await registryStub(c.env).purgeVersion(model, version, await adminFingerprint(c.env));
+      if (!out.ok) raise(out);
+      return c.json(out.purge, 200);
     },
     refuse("version_not_found"),
   )

@@ -119,8 +119,11 @@ export class FakeEdge {
   }
 
   /** Sends `agent.desired` now to every agent connected, and after each later welcome. */
-  desire(models: Extract<ToAgent, { type: "agent.desired" }>["models"]): void {
-    this.desired = { type: "agent.desired", models };
+  desire(
+    models: Extract<ToAgent, { type: "agent.desired" }>["models"],
+    purged?: Extract<ToAgent, { type: "agent.desired" }>["purged"],
+  ): void {
+    this.desired = { type: "agent.desired", models, ...(purged ? { purged } : {}) };
     for (const ws of this.sockets) this.say(ws, this.desired);
   }
 

@@ -69,7 +69,8 @@ describe("fetching a version", () => {
     expect(progress.at(-1)).toBe(9);
     // Nothing temporary is left behind.
     expect(readdirSync(join(cache.root, "pieces")).filter((n) => n.endsWith(".tmp"))).toEqual([]);
-    expect(readdirSync(join(cache.root, "versions", "demo")).sort()).toEqual(["2", "2.json"]);
+    // The version holds its record, its files and the marker of its last use: no lock or fetching record.
+    expect(readdirSync(join(cache.root, "versions", "demo")).sort()).toEqual(["2", "2.json", "2.used"]);
   });
 
   it("a file larger than a piece is assembled from its pieces in order", async () => {

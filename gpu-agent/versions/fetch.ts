@@ -18,6 +18,12 @@
  * - `versions/<model>/<version>.json`: the record, written before the directory is renamed into
  *   place: a version is complete when both exist and the record has the digest asked for. A
  *   complete version loads without a request to the edge.
+ * - `versions/<model>/<version>.fetching.json`: the record while its pieces are fetched, so
+ *   eviction keeps them (./evict.ts); `versions/<model>/<version>.used`: its mtime is when the
+ *   version was last used.
+ *
+ * A version found complete is checked and marked used under its lock, the one eviction deletes
+ * it under: an agent never takes a version being deleted.
  */
 import { createHash, randomBytes } from "node:crypto";
 import { createReadStream } from "node:fs";
@@ -27,6 +33,7 @@ import { type Backoff, backoffMs } from "../../shared/backoff.ts";
 import { PIECE_BYTES, piecesOf, VersionRecord, versionDigest } from "../../shared/repository.ts";
 import { AGENT_ID_HEADER } from "../../shared/wire.ts";
 import { type ByteBucket, paced } from "./bucket.ts";
+import { touchUse } from "./evict.ts";
 import { tryLock } from "./lock.ts";
 import type { Swarm, SwarmStats } from "./swarm.ts";
 
@@ -121,6 +128,16 @@ export class VersionCache {
   /** The lock the agent fetching the version holds (./lock.ts). */
   lockPath(model: string, version: string): string {
     return join(this.root, "versions", model, `${version}.lock`);
+  }
+
+  /** The record of the version while its pieces are fetched. */
+  fetchingPath(model: string, version: string): string {
+    return join(this.root, "versions", model, `${version}.fetching.json`);
+  }
+
+  /** Its mtime is when the version was last used (./evict.ts). */
+  usedPath(model: string, version: string): string {
+    return join(this.root, "versions", model, `${version}.used`);
   }
 
   /** The version, if it is complete here with this digest. */
@@ -312,22 +329,24 @@ export async function fetchVersion(
     // One agent of the host fetches; the others wait for the version to be complete.
     let waited = false;
     for (;;) {
-      const cached = await cache.complete(want.model, want.version, want.digest);
-      if (cached) {
-        opts.swarm?.session(edge, cached.record, log).seed();
-        return { ok: true, version: cached, fetched: { pieces: 0, bytes: 0 } };
-      }
       const lock = await tryLock(cache.lockPath(want.model, want.version));
       if (lock) {
         try {
-          // It may have been completed between the look and the lock.
-          if (await cache.complete(want.model, want.version, want.digest)) continue;
-          return await fetchLocked(edge, cache, want, opts);
+          const cached = await cache.complete(want.model, want.version, want.digest);
+          if (cached) {
+            await touchUse(cache, want.model, want.version);
+            opts.swarm?.session(edge, cached.record, log).seed();
+            return { ok: true, version: cached, fetched: { pieces: 0, bytes: 0 } };
+          }
+          const got = await fetchLocked(edge, cache, want, opts);
+          if (got.ok) await touchUse(cache, want.model, want.version);
+          return got;
         } finally {
+          await rm(cache.fetchingPath(want.model, want.version), { force: true });
           await lock.release();
         }
       }
-      if (!waited) log(`${name}: another agent of this host is fetching it; waiting for it`);
+      if (!waited) log(`${name}: another agent of this host holds it (fetching or evicting it); waiting`);
       waited = true;
       if (opts.signal?.aborted) throw new FetchFailure(`${name}: stopped`, false);
       await new Promise((res) => setTimeout(res, opts.lockPollMs ?? 250));
@@ -352,6 +371,8 @@ async function fetchLocked(
   const log = opts.log ?? (() => {});
   {
     const record = await fetchRecord(edge, want, opts);
+    // Its pieces are kept by eviction until it is assembled (removed by the caller's finally).
+    await writeAtomic(cache.fetchingPath(want.model, want.version), JSON.stringify(record));
     const all = piecesOf(record.files);
     const missing: string[] = [];
     for (const sha of all) if (!(await exists(cache.piece(sha)))) missing.push(sha);

@@ -13,7 +13,8 @@ export interface HeldLock {
   release: () => Promise<void>;
 }
 
-function alive(pid: number): boolean {
+/** Whether a process of this host with that pid lives. */
+export function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

@@ -15,6 +15,7 @@ import type { RunnerLike } from "../runner/like.ts";
 import type { RunnerPool } from "../pool.ts";
 import type { Swarm } from "./swarm.ts";
 import type { ByteBucket } from "./bucket.ts";
+import { clearPins, evictCache, type EvictionMarks, purgeVersion, touchUse, writePins } from "./evict.ts";
 import { type EdgeAccess, fetchVersion, type FetchOptions, type FetchProgress, VersionCache } from "./fetch.ts";
 import { type DesiredModel, type KnownVersion, plan, type Plan, versionKey } from "./plan.ts";
 
@@ -51,6 +52,8 @@ export interface ServeOptions {
   download?: ByteBucket;
   /** Hears each version's transfer as it goes (the progress bar of `floodgate agent`). */
   onTransfer?: (model: string, version: string, p: FetchProgress) => void;
+  /** The cache's marks (./evict.ts): evicted at start and after each fetch. Absent: never evicted. */
+  eviction?: EvictionMarks;
 }
 
 interface Entry extends KnownVersion {
@@ -83,6 +86,15 @@ export class VersionManager extends EventEmitter<{ changed: [] }> {
   private closed = false;
   private planning = false;
   private again = false;
+  private lastPins = "";
+  private evicting: Promise<void> | undefined;
+  private evictAgain = false;
+  /** Whether `agent.desired` came yet (the eviction at start waits for it). */
+  private toldOnce = false;
+  /** Versions purged from the fleet still in this host's cache (pinned here or by another agent), by key. */
+  private readonly purges = new Map<string, { model: string; version: string }>();
+  private purging: Promise<void> | undefined;
+  private purgeAgain = false;
 
   constructor(pool: RunnerPool, edge: EdgeAccess, opts: ServeOptions, log: (line: string) => void) {
     super();
@@ -106,6 +118,43 @@ export class VersionManager extends EventEmitter<{ changed: [] }> {
       `desired: ${models.map((m) => `${m.model}@${m.stable.version}${m.canary ? ` (canary ${m.canary.version} at ${m.canary.percent}%)` : ""}`).join(", ") || "nothing"}`,
     );
     this.reconcile();
+    // At start, once the edge has said what to serve (and so what is pinned).
+    if (!this.toldOnce) {
+      this.toldOnce = true;
+      this.evictSoon();
+    }
+  }
+
+  /**
+   * Versions an admin purged from the fleet (`agent.desired` `purged`): each is deleted from the
+   * cache once no agent of the host pins it, tried again whenever this agent lets a version go.
+   */
+  purge(versions: readonly { model: string; version: string }[]): void {
+    for (const v of versions) this.purges.set(versionKey(v.model, v.version), { model: v.model, version: v.version });
+    this.purgeSoon();
+  }
+
+  private purgeSoon(): void {
+    if (this.purges.size === 0 || this.closed) return;
+    if (this.purging) {
+      this.purgeAgain = true;
+      return;
+    }
+    this.purging = (async () => {
+      do {
+        this.purgeAgain = false;
+        this.pin();
+        for (const [key, v] of this.purges) {
+          try {
+            const out = await purgeVersion(this.cache, v.model, v.version);
+            if (out === "purged") this.log(`${key}: purged from the cache`);
+            if (out !== "busy") this.purges.delete(key);
+          } catch (err) {
+            this.log(`${key}: could not purge it from the cache: ${(err as Error).message}`);
+          }
+        }
+      } while (this.purgeAgain && !this.closed);
+    })().finally(() => (this.purging = undefined));
   }
 
   /** The versions to report in `agent.hello` and `agent.heartbeat`. */
@@ -127,6 +176,7 @@ export class VersionManager extends EventEmitter<{ changed: [] }> {
   /** Stops fetching and starting; the pool's runners are the agent's to close. */
   close(): void {
     this.closed = true;
+    clearPins(this.cache);
     this.abort.abort();
     for (const t of this.timers) clearTimeout(t);
     this.timers.clear();
@@ -157,7 +207,64 @@ export class VersionManager extends EventEmitter<{ changed: [] }> {
     }
   }
 
+  /**
+   * Pins what this agent serves or may serve soon, before it fetches or loads any of it, so no
+   * agent of the host evicts it (./evict.ts). True when it let go of a version.
+   */
+  private pin(): boolean {
+    const pinned = new Map<string, { model: string; version: string }>();
+    const add = (model: string, version: string): void =>
+      void pinned.set(versionKey(model, version), { model, version });
+    for (const d of this.desired) for (const w of [d.stable, d.canary]) if (w) add(d.model, w.version);
+    for (const [model, version] of this.lastStable) add(model, version);
+    for (const e of this.known.values()) add(e.model, e.version);
+    for (const r of this.pool.replicas) if (r.model !== undefined && r.version !== undefined) add(r.model, r.version);
+    const keys = [...pinned.keys()].sort();
+    const text = keys.join("\n");
+    if (text === this.lastPins) return false;
+    const dropped = this.lastPins !== "" && this.lastPins.split("\n").some((k) => !pinned.has(k));
+    try {
+      writePins(this.cache, pinned.values());
+      this.lastPins = text;
+      // What is pinned is in use: the least recently used order sees it so after a restart too.
+      for (const v of pinned.values()) void touchUse(this.cache, v.model, v.version);
+    } catch (err) {
+      this.log(`could not write the cache's pins: ${(err as Error).message}`);
+    }
+    return dropped;
+  }
+
+  /**
+   * Evicts the cache past its high mark (at start once told what to serve, after a fetch, when a
+   * version is let go of);
+   * one run at a time, one more if asked while it runs.
+   */
+  private evictSoon(): void {
+    const marks = this.opts.eviction;
+    if (!marks || this.closed) return;
+    if (this.evicting) {
+      this.evictAgain = true;
+      return;
+    }
+    this.evicting = (async () => {
+      do {
+        this.evictAgain = false;
+        this.pin();
+        try {
+          await evictCache(this.cache, marks, { log: (l) => this.log(l) });
+        } catch (err) {
+          this.log(`evicting the cache failed: ${(err as Error).message}`);
+        }
+      } while (this.evictAgain && !this.closed);
+    })().finally(() => (this.evicting = undefined));
+  }
+
   private pass(): void {
+    // A version let go of may be purged or evicted now.
+    if (this.pin()) {
+      this.purgeSoon();
+      this.evictSoon();
+    }
     const replicas = this.pool.replicas.flatMap((r) =>
       r.model !== undefined && r.version !== undefined && r.state !== "stopped"
         ? [{ id: r.id, model: r.model, version: r.version, gpus: r.gpus, state: r.state }]
@@ -285,6 +392,7 @@ export class VersionManager extends EventEmitter<{ changed: [] }> {
         entry.gpus = got.version.record.manifest.resources.gpus;
         entry.failures = 0;
         this.reconcile();
+        if (got.fetched.pieces > 0) this.evictSoon();
       },
       (err: unknown) => {
         if (this.known.get(key) === entry) this.fail(model, version, `fetch failed: ${String(err)}`, false);
@@ -297,6 +405,7 @@ export class VersionManager extends EventEmitter<{ changed: [] }> {
     const e = this.known.get(key);
     if (!e?.dir || !e.manifest) return;
     const { dir, manifest } = e;
+    void touchUse(this.cache, model, version);
     const added = this.pool.add({
       model,
       version,

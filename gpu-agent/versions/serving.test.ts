@@ -3,7 +3,7 @@
  * the fetcher and the pool, against the fake edge (./../testing/edge.ts), with runners that run
  * in this process so a test controls when each job ends.
  */
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
@@ -11,6 +11,8 @@ import type { LeaseGrant, VersionState } from "../../shared/wire.ts";
 import { Agent } from "../agent.ts";
 import type { RunnerLike } from "../runner/like.ts";
 import { FakeEdge, makeVersion, type StoredVersion } from "../testing/edge.ts";
+import { type EvictionMarks, pinPath } from "./evict.ts";
+import { VersionCache } from "./fetch.ts";
 import type { ReplicaLaunch } from "./manager.ts";
 
 const JOB = (n: number): string => `job_${String(n).padStart(30, "0")}`;
@@ -88,7 +90,8 @@ afterEach(async () => {
 async function world(
   gpus: number[] = [],
   heartbeatMs = 60_000,
-): Promise<{ edge: FakeEdge; agent: Agent; runners: Runners; logs: string[] }> {
+  eviction?: EvictionMarks,
+): Promise<{ edge: FakeEdge; agent: Agent; runners: Runners; logs: string[]; cache: string }> {
   const edge = await FakeEdge.start({ heartbeatMs });
   const cache = mkdtempSync(join(tmpdir(), "fg-serving-"));
   const runners = new Runners();
@@ -107,6 +110,7 @@ async function world(
       fetch: { backoff: { baseMs: 1, maxMs: 5 }, tries: 2 },
       // Long enough for a 100 ms heartbeat to tell it.
       retry: { baseMs: 800, maxMs: 800 },
+      ...(eviction ? { eviction } : {}),
     },
     encoder: {
       outputs: async () => [],
@@ -121,7 +125,7 @@ async function world(
     () => agent.close(),
   );
   await agent.start();
-  return { edge, agent, runners, logs };
+  return { edge, agent, runners, logs, cache };
 }
 
 /** The versions and slots of the last hello or heartbeat. */
@@ -143,6 +147,9 @@ const desired = (stable: StoredVersion, canary?: StoredVersion) => [
       : {}),
   },
 ];
+
+/** The one piece of a version's file. */
+const pieceOf = (v: StoredVersion, path: string): string => v.record.files.find((f) => f.path === path)!.pieces[0]!;
 
 const results = (edge: FakeEdge) => edge.of("job.results").flatMap((m) => m.results);
 
@@ -207,6 +214,51 @@ describe("an agent serving the rollout", () => {
     const v1Replica = runners.started.find((l) => l.version === "1")?.replica;
     await edge.until("v1's runner closed", () => (runners.closed.includes(v1Replica ?? -1) ? true : undefined));
     expect(edge.of("job.release")).toEqual([]);
+  });
+
+  it("with the cache past its mark, the version served stays and the one switched away from is evicted once its runner stops", async () => {
+    const marks = { highBytes: 1, lowBytes: 0, diskHighPct: 100, diskLowPct: 99 };
+    const { edge, runners, cache: dir } = await world([], 60_000, marks);
+    const cache = new VersionCache(dir);
+    const v1 = edge.add(await makeVersion(manifest("1"), { "w.bin": "one" }));
+    const v2 = edge.add(await makeVersion(manifest("2"), { "w.bin": "two" }));
+    edge.desire(desired(v1));
+    await edge.until("v1 serving", () => (stateOf(edge, "1") === "serving" ? true : undefined));
+    // Evicted after its fetch, had it not been pinned.
+    expect(existsSync(cache.recordPath("demo", "1"))).toBe(true);
+    expect(JSON.parse(readFileSync(pinPath(cache), "utf8")).versions).toEqual(["demo/1"]);
+    edge.desire(desired(v2));
+    await edge.until("v2 serving", () => (stateOf(edge, "2") === "serving" ? true : undefined));
+    const v1Replica = runners.started.find((l) => l.version === "1")?.replica;
+    await edge.until("v1's runner closed", () => (runners.closed.includes(v1Replica ?? -1) ? true : undefined));
+    await edge.until("v1 evicted", () =>
+      !existsSync(cache.recordPath("demo", "1")) && !existsSync(cache.dir("demo", "1")) ? true : undefined,
+    );
+    expect(existsSync(cache.piece(v1.record.files[0]!.pieces[0]!))).toBe(false);
+    expect(existsSync(join(cache.dir("demo", "2"), "w.bin"))).toBe(true);
+    expect(JSON.parse(readFileSync(pinPath(cache), "utf8")).versions).toEqual(["demo/2"]);
+  });
+
+  it("a version purged from the fleet is deleted from the cache once its runner stops, with the pieces no other version uses", async () => {
+    const { edge, runners, cache: dir } = await world();
+    const cache = new VersionCache(dir);
+    const shared = "shared weights ".repeat(100);
+    const v1 = edge.add(await makeVersion(manifest("1"), { "w.bin": "one", "s.bin": shared }));
+    const v2 = edge.add(await makeVersion(manifest("2"), { "w.bin": "two", "s.bin": shared }));
+    edge.desire(desired(v1));
+    await edge.until("v1 serving", () => (stateOf(edge, "1") === "serving" ? true : undefined));
+    // Purged while it still serves here: it waits for its runner to stop.
+    edge.desire(desired(v2), [{ model: "demo", version: "1" }]);
+    await edge.until("v2 serving", () => (stateOf(edge, "2") === "serving" ? true : undefined));
+    const v1Replica = runners.started.find((l) => l.version === "1")?.replica;
+    await edge.until("v1's runner closed", () => (runners.closed.includes(v1Replica ?? -1) ? true : undefined));
+    await edge.until("v1 purged", () =>
+      !existsSync(cache.recordPath("demo", "1")) && !existsSync(cache.dir("demo", "1")) ? true : undefined,
+    );
+    expect(existsSync(cache.piece(pieceOf(v1, "w.bin")))).toBe(false);
+    // The piece v2 shares stays, and v2 whole.
+    expect(existsSync(cache.piece(pieceOf(v1, "s.bin")))).toBe(true);
+    expect(readFileSync(join(cache.dir("demo", "2"), "s.bin"), "utf8")).toBe(shared);
   });
 
   it("a version that fails to load is reported failed with why, and the old one keeps serving", async () => {

@@ -35,7 +35,7 @@ import {
   type Lease,
   type Revocation,
 } from "../scheduler/core.ts";
-import type { WireDesired } from "../registry/rollouts.ts";
+import type { DesiredBody } from "../registry/rollouts.ts";
 import { desiredSignature } from "./desired.ts";
 import { Relay, type RelayKind } from "./relay.ts";
 import { HEARTBEAT_MS, TOKEN_CHECK_MS, type Attachment } from "./connection.ts";
@@ -84,8 +84,8 @@ export interface AgentPorts {
   tokenLive(tokenId: string): Promise<boolean>;
   /** The agent said hello: remember it durably, call off a pending "gone" alarm, tell the registry. */
   joined(att: Attachment): Promise<void>;
-  /** What the agent should serve now: the desired versions of its token's models. */
-  desired(att: Attachment): Promise<WireDesired[]>;
+  /** What the agent should serve now: the desired versions of its token's models, and what was purged. */
+  desired(att: Attachment): Promise<DesiredBody>;
   /** The agent's version states changed (or it said hello): the registry hears them. */
   versionsChanged(att: Attachment, versions: VersionState[]): void;
   /** The token died while connected: every lease goes back (not spending attempts). */
@@ -232,11 +232,11 @@ export class AgentFrames {
    * attachment as last saved.
    */
   private async tellDesired(conn: Connection, att: Attachment, always: boolean): Promise<void> {
-    const models = await this.ports.desired(att);
-    const sig = desiredSignature(models);
+    const body = await this.ports.desired(att);
+    const sig = desiredSignature(body);
     if (!always && att.desired_sig === sig) return;
     conn.save({ ...att, desired_sig: sig });
-    conn.send({ v: V, type: "agent.desired", trace: crypto.randomUUID(), models });
+    conn.send({ v: V, type: "agent.desired", trace: crypto.randomUUID(), ...body });
   }
 
   /** The registry says a model's desired versions changed: the agent hears it if it concerns it. */

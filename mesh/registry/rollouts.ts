@@ -34,6 +34,12 @@ export interface ModelDesired {
 /** One model's entry of what `agent.desired` carries. */
 export type WireDesired = z.infer<typeof AgentDesired>["models"][number];
 
+/** A purged version as `agent.desired` names it. */
+export type WirePurged = NonNullable<z.infer<typeof AgentDesired>["purged"]>[number];
+
+/** What `agent.desired` carries, less its envelope. */
+export type DesiredBody = Pick<z.infer<typeof AgentDesired>, "models" | "purged">;
+
 /** A version's figures over its window. */
 export interface Figures {
   jobs: number;

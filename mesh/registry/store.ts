@@ -50,7 +50,21 @@ export const MIGRATIONS: readonly string[] = [
    CREATE TABLE load_failures (
      model TEXT NOT NULL, version TEXT NOT NULL, agent_id TEXT NOT NULL, PRIMARY KEY (model, version, agent_id)
    ) WITHOUT ROWID`,
+  // Versions purged from the fleet's caches: the latest are told to agents in `agent.desired`.
+  `CREATE TABLE purges (
+     model TEXT NOT NULL, version TEXT NOT NULL, at INTEGER NOT NULL, by TEXT NOT NULL, PRIMARY KEY (model, version)
+   ) WITHOUT ROWID;
+   CREATE INDEX purges_at ON purges (at)`,
 ];
+
+/** A purge as stored. */
+export interface PurgeRow {
+  [k: string]: SqlValue;
+  model: string;
+  version: string;
+  at: number;
+  by: string;
+}
 
 /** A history entry as stored. */
 export interface RolloutRow {
@@ -256,6 +270,25 @@ export class RegistryStore {
   desired(model: string): ModelDesired | undefined {
     const row = one<{ state: string }>(this.sql, "SELECT state FROM desired WHERE model = ?", model);
     return row ? (JSON.parse(row.state) as ModelDesired) : undefined;
+  }
+
+  /** Records a purge (again: its time is now). */
+  purge(row: PurgeRow): void {
+    this.sql.run(
+      "INSERT INTO purges (model, version, at, by) VALUES (?, ?, ?, ?) ON CONFLICT (model, version) DO UPDATE SET at = excluded.at, by = excluded.by",
+      row.model,
+      row.version,
+      row.at,
+      row.by,
+    );
+  }
+
+  /** The latest purges, newest first. */
+  purges(limit: number): PurgeRow[] {
+    return this.sql.all<PurgeRow>(
+      "SELECT model, version, at, by FROM purges ORDER BY at DESC, model, version LIMIT ?",
+      limit,
+    );
   }
 
   allDesired(): ModelDesired[] {

@@ -480,6 +480,17 @@ function examples(): Example[] {
         ],
       },
     },
+    {
+      name: "agent.desired with a purged version",
+      direction: "to_agent",
+      message: {
+        v,
+        type: "agent.desired",
+        trace: EDGE_TRACE,
+        models: [{ model: "demo", stable: { version: "0.2.0", digest: "a".repeat(64) } }],
+        purged: [{ model: "demo", version: "0.1.0" }],
+      },
+    },
   ];
 }
 

@@ -5,7 +5,7 @@
  * makes one fail on purpose (gpu-agent/runners/demo.ts).
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -76,6 +76,11 @@ async function until<T>(what: string, ms: number, probe: () => Promise<T | undef
     await new Promise((r) => setTimeout(r, 200));
   }
 }
+
+const sha = (b: Buffer): string => createHash("sha256").update(b).digest("hex");
+
+/** The cache directory of the local agent numbered `i`. */
+const cacheOf = (i: number): string => join(stack.state, "agents", String(i));
 
 async function status(): Promise<RolloutStatus["models"][string] | undefined> {
   return (JSON.parse(await ok(["rollout", "status", "--json"])) as RolloutStatus).models[MODEL];
@@ -263,4 +268,36 @@ describe("rollouts with real agents", () => {
     const after = await settled([await submit()]);
     expect(after.map((j) => [j.status, j.attempts.at(-1)?.version])).toEqual([["succeeded", "a"]]);
   }, 240_000);
+
+  it("floodgate models purge refuses the version the rollout desires; a purged one leaves every agent's cache, with the pieces only it used, once no runner serves it", async () => {
+    const shared = randomBytes(200_000);
+    const own = { p1: randomBytes(150_000), p2: randomBytes(150_000) };
+    for (const v of ["p1", "p2"] as const) {
+      const dir = versionDir(v, {}, { "shared.bin": shared, "own.bin": own[v] });
+      expect(JSON.parse(await ok(["models", "push", dir, "--json"]))).toMatchObject({ state: "ready" });
+    }
+    await ok(["rollout", "apply", rolloutFile(`models:\n  ${MODEL}:\n    version: "p1"\n`)]);
+    await allServe("p1");
+    await ok(["rollout", "apply", rolloutFile(`models:\n  ${MODEL}:\n    version: "p2"\n`)]);
+    await allServe("p2");
+    const refused = await cli(["models", "purge", MODEL, "p2"]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain("conflict");
+    expect(await ok(["models", "purge", MODEL, "p1"])).toContain(`purged ${MODEL}@p1`);
+    await until("p1 gone from every agent's cache", 60_000, async () => {
+      for (let i = 0; i < AGENTS; i++) {
+        const versions = join(cacheOf(i), "versions", MODEL);
+        if (existsSync(join(versions, "p1")) || existsSync(join(versions, "p1.json"))) return undefined;
+        if (existsSync(join(cacheOf(i), "pieces", sha(own.p1)))) return undefined;
+      }
+      return true;
+    });
+    for (let i = 0; i < AGENTS; i++) {
+      // The piece p2 shares stays, and p2 whole.
+      expect(existsSync(join(cacheOf(i), "pieces", sha(shared)))).toBe(true);
+      expect(readFileSync(join(cacheOf(i), "versions", MODEL, "p2", "own.bin")).equals(own.p2)).toBe(true);
+    }
+    const after = await settled([await submit()]);
+    expect(after.map((j) => [j.status, j.attempts.at(-1)?.version])).toEqual([["succeeded", "p2"]]);
+  }, 300_000);
 });

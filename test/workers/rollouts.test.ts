@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { DEMO_MODEL_CONFIG } from "../../shared/models.ts";
-import { PIECE_BYTES, VersionManifest, type VersionRecord } from "../../shared/repository.ts";
+import { PIECE_BYTES, VersionManifest, type VersionPurge, type VersionRecord } from "../../shared/repository.ts";
 import type { ModelRolloutStatus, RolloutEntry, RolloutStatus } from "../../shared/rollouts.ts";
 import type { LeaseGrant, ToAgent, VersionState } from "../../shared/wire.ts";
 import { connect, failed, token, type Conn } from "./agent-helpers.ts";
@@ -220,6 +220,49 @@ describe("rollouts reach agents and queues", () => {
     heartbeat(conn, [{ model, version: "v1", state: "serving" }]);
     await conn.next("agent.heartbeat_ack");
     expect(conn.inbox.filter((m) => m.type === "agent.desired")).toEqual([]);
+    conn.ws.close(1000, "done");
+  });
+
+  it("a purge of a version the rollout desires is refused with conflict, of an unknown one with version_not_found; otherwise it is recorded and the model's agents are told, until a rollout names it again", async () => {
+    const model = unique("purge");
+    const d1 = await seedVersion(model, "v1");
+    await seedVersion(model, "v2");
+    await apply({ [model]: { version: "v1", canary: { version: "v2", percent: 10 } } });
+    const { conn, desired: first } = await agentServing(model, ["v1"]);
+    expect(first.purged).toBeUndefined();
+    const purge = (version: string) =>
+      call<VersionPurge & { error?: { code: string; message: string } }>(
+        "POST",
+        `/v1/admin/models/${model}/versions/${version}/purge`,
+        { key: ADMIN },
+      );
+    for (const [version, as] of [
+      ["v1", "stable"],
+      ["v2", "canary"],
+    ] as const) {
+      const r = await purge(version);
+      expect(r.status).toBe(409);
+      expect(r.body.error?.code).toBe("conflict");
+      expect(r.body.error?.message).toContain(`rollout's ${as} version`);
+    }
+    const unknown = await purge("v9");
+    expect(unknown.status).toBe(404);
+    expect(unknown.body.error?.code).toBe("version_not_found");
+    expect((await apply({ [model]: { version: "v1" } })).status).toBe(201);
+    await conn.next("agent.desired", 2_000);
+    const before = Date.now();
+    const r = await purge("v2");
+    expect(r.status).toBe(200);
+    expect(r.body).toMatchObject({ model, version: "v2", purged_by: expect.stringMatching(/^admin:[0-9a-f]{8}$/) });
+    const told = (await conn.next("agent.desired", 2_000)) as Desired;
+    expect(Date.now() - before).toBeLessThan(2_000);
+    expect(told.models).toEqual([{ model, stable: { version: "v1", digest: d1 } }]);
+    expect(told.purged).toEqual([{ model, version: "v2" }]);
+    // Named by a rollout again, it is desired and no longer purged.
+    expect((await apply({ [model]: { version: "v2" } })).status).toBe(201);
+    const again = (await conn.next("agent.desired", 2_000)) as Desired;
+    expect(again.models[0]?.stable.version).toBe("v2");
+    expect(again.purged).toBeUndefined();
     conn.ws.close(1000, "done");
   });
 
