@@ -38,6 +38,7 @@ import {
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { AgentId } from "../shared/wire.ts";
+import { alive } from "./versions/lock.ts";
 
 /** An owner file on another host untouched for this long is taken for dead (ms). */
 export const STALE_OWNER_MS = 60_000;
@@ -72,15 +73,6 @@ export function processStart(pid: number): number | undefined {
     return Number.isFinite(start) ? start : undefined;
   } catch {
     return undefined;
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
   }
 }
 
