@@ -264,7 +264,11 @@ describe("agents end to end", () => {
     expect(await exited).toBe(0);
     expect(Date.now() - stopped).toBeLessThan(15_000);
     expect(out).toContain("drain took over 2 s");
-    const view = (await api<JobView>(stack, "GET", `/v1/jobs/${job.body.id}`)).body;
+    // The release went out before the exit; the edge takes it in its own time.
+    const view = await until("the job to be queued again", 20_000, async () => {
+      const v = (await api<JobView>(stack, "GET", `/v1/jobs/${job.body.id}`)).body;
+      return v.status === "running" ? undefined : v;
+    });
     expect(view.status).toBe("queued");
     expect(view.attempts.map((a) => a.reason)).toEqual(["drained"]);
     await api(stack, "POST", `/v1/jobs/${job.body.id}/cancel`);

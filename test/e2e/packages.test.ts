@@ -112,6 +112,9 @@ describe("the packed packages, installed outside the repository", () => {
         stack.config.agent_token,
         "--name",
         "packed",
+        // The test's stack has no rollout applied: the agent serves the demo runner it is given.
+        "--runner",
+        "demo",
         "--cache-dir",
         join(scratch, "agent-cache"),
       ],
