@@ -357,7 +357,8 @@ export class AgentFrames {
     for (const r of routes) {
       const mine = refs.get(r.name) ?? [];
       refs.delete(r.name);
-      if (mine.length === 0 && left === 0) continue;
+      // A draining agent is told to every shard, so none keeps it parked for work.
+      if (mine.length === 0 && left === 0 && !msg.draining) continue;
       const out = await this.ports.shard(r.name).heartbeat(agentOn(next, r), mine, capacity(next), left);
       renewed.push(...out.renewed);
       stale.push(...out.stale);

@@ -612,6 +612,22 @@ describe("SchedulerCore: push dispatch to parked agents", () => {
     expect(core.store.job(id)).toMatchObject({ status: "running", agent_id: AGENT_B.id, spent: 1 });
   });
 
+  it("a job an agent gives back (drained) is not pushed to that agent again, and a heartbeat with no room unparks it", () => {
+    const { core, clock, submit } = harness();
+    const id = submit("acc_1", "api");
+    const lease = only(core.lease(AGENT_A, 2, clock.now, 2));
+    // A still has a credit: it waits parked for one more job.
+    core.releaseLeases(AGENT_A.id, [{ job_id: id, epoch: lease.epoch }], "drained", clock.now);
+    expect(core.takeDeliveries().size).toBe(0);
+    expect(core.store.job(id)?.status).toBe("queued");
+    // Parked again, then a draining heartbeat (no credits): the next job waits for someone else.
+    core.lease(AGENT_A, 2, clock.now, 1);
+    core.takeDeliveries();
+    core.heartbeat(AGENT_A, [], 2, 0, clock.now);
+    submit("acc_1", "api");
+    expect(core.takeDeliveries().size).toBe(0);
+  });
+
   it("undeliver returns a lease as if never granted: no attempt recorded or spent, its epoch kept", () => {
     const { core, clock, submit } = harness({ max_attempts: 1 });
     core.lease(AGENT_A, 1, clock.now, 1);
@@ -1168,9 +1184,10 @@ describe("pinned versions", () => {
     // Its agent gives it back: the v1 agent, still parked, must not get it.
     h.core.lease(V1, 2, h.clock.now, 2);
     expect(h.core.releaseLeases(V2.id, [{ job_id: a, epoch: lease.epoch }], "drained", h.clock.now)).toBe(1);
+    // Nor the v2 agent that gave it back (it is going away): the job waits for its version.
     const again = h.core.takeDeliveries();
-    expect(again.get(V1.id)).toBeUndefined();
-    expect(only(again.get(V2.id) ?? []).job_id).toBe(a);
+    expect(again.size).toBe(0);
+    expect(h.core.store.job(a)?.status).toBe("queued");
     // The v1 agent stayed parked through jobs it could not take: the next unpinned one is its.
     const b = h.submit("acc_1", "plus");
     expect(only(h.core.takeDeliveries().get(V1.id) ?? []).job_id).toBe(b);

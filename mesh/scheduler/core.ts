@@ -368,6 +368,8 @@ export class SchedulerCore {
    */
   heartbeat(agent: AgentRef, refs: readonly LeaseRef[], capacity: number, credits: number, now: number) {
     const out = this.renew(agent.id, refs, now);
+    // No room (a full or draining agent): nothing waits parked for it.
+    if (credits <= 0) this.unpark(agent.id);
     return { ...out, leases: credits > 0 ? this.lease(agent, capacity, now, credits) : [] };
   }
 
@@ -774,6 +776,8 @@ export class SchedulerCore {
 
   /** Gives back particular leases without spending their attempts. Stale refs are ignored. */
   releaseLeases(agentId: string, refs: readonly LeaseRef[], reason: "drained" | "preempted", now: number): number {
+    // An agent giving work back is going away: what it gives back is not pushed to it again.
+    this.unpark(agentId);
     return this.requeueAll(this.held(agentId, refs), now, reason);
   }
 

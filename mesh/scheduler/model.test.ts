@@ -826,6 +826,8 @@ function run(m: Model, r: Real, net: Net, cmd: Cmd): void {
       const agent = AGENTS[cmd.agent]!;
       const j = m.holds(agent, g);
       m.beliefs[cmd.agent]!.delete(g.job_id);
+      // An agent giving work back is going away: it waits parked no longer.
+      m.waiting.delete(cmd.agent);
       if (j) {
         m.requeue(j, false);
         m.dispatch();
