@@ -187,7 +187,7 @@ describe("weights peer to peer", () => {
 
     // Host A fetched once: one of its agents fetched, the other waited for it.
     const fetchedOn = running.map((r) => /demo@swarm-1: ready in .*\((\d+) piece\(s\) fetched/.exec(r.output()));
-    const waited = running.map((r) => r.output().includes("demo@swarm-1: another agent of this host is fetching it"));
+    const waited = running.map((r) => r.output().includes("demo@swarm-1: another agent of this host holds it"));
     expect(fetchedOn.slice(0, 2).filter((m) => m !== null)).toHaveLength(1);
     expect(waited.slice(0, 2).filter(Boolean)).toHaveLength(1);
     expect(fetchedOn.slice(2).every((m) => m !== null)).toBe(true);
