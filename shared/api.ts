@@ -54,7 +54,11 @@ export const SubmitBody = z.strictObject({
 });
 export type SubmitBody = z.infer<typeof SubmitBody>;
 
-export const BatchItem = SubmitBody.extend({ idempotency_key: IdempotencyKey.optional() });
+export const BatchItem = SubmitBody.extend({
+  idempotency_key: IdempotencyKey.optional().describe(
+    "As the Idempotency-Key header of a single submit: the same key and body within 24 h answer the same job; another body, or a key whose job was since deleted, answers this item 409 idempotency_conflict.",
+  ),
+});
 export const BatchBody = z.strictObject({ jobs: z.array(BatchItem).min(1).max(MAX_BATCH) });
 export type BatchBody = z.infer<typeof BatchBody>;
 

@@ -210,13 +210,18 @@ const submitJob = apiRoute("user", {
   request: {
     params: OfModel,
     headers: z.object({
-      "idempotency-key": z.string().optional().describe("The same key and body within 24 h return the same job"),
+      "idempotency-key": z
+        .string()
+        .optional()
+        .describe(
+          "The same key and body within 24 h return the same job. A key whose job was since deleted is refused with 409 idempotency_conflict for the rest of the 24 h: the job is not made again.",
+        ),
     }),
     body: jsonBody(SubmitBody),
   },
   responses: {
     202: json("Accepted and durable", SubmitAnswer),
-    409: { description: "Idempotency-Key reused with another body" },
+    409: { description: "Idempotency-Key reused with another body, or after the job it made was deleted" },
   },
 });
 

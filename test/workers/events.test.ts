@@ -1,6 +1,8 @@
-import { exports } from "cloudflare:workers";
+import { env, exports } from "cloudflare:workers";
+import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { decode, encode } from "../../shared/codec.ts";
+import { parseJobId, schedulerName } from "../../shared/ids.ts";
 import type { LeaseGrant } from "../../shared/wire.ts";
 import { leaseOne, succeeded, welcomed, type Conn, heartbeat } from "./agent-helpers.ts";
 import { ADMIN, call, makeAccount, makeModel, submit } from "./helpers.ts";
@@ -12,10 +14,11 @@ async function agentFor(model: string): Promise<{ conn: Conn; lease: () => Promi
 }
 
 /**
- * A lease ends without its holder's result (given back, or its attempt past run_timeout_s);
- * the old holder goes on talking about it. Subscribers see the job back in its queue and
- * nothing of that attempt after it; the holder hears lease.stale. A second agent then runs the
- * job to the end, so the stream's whole life is read.
+ * A lease ends without its holder's result (given back, its deadline passed, or its attempt
+ * past run_timeout_s); the old holder goes on talking about it. Subscribers see the job back in
+ * its queue and nothing of that attempt after it, neither progress nor previews nor logs; the
+ * holder hears lease.stale. A second agent then runs the job to the end, so the stream's whole
+ * life is read.
  */
 async function lostHolder(model: string, lose: (conn: Conn, ref: { job_id: string; epoch: number }) => Promise<void>) {
   const acct = await makeAccount();
@@ -27,11 +30,15 @@ async function lostHolder(model: string, lose: (conn: Conn, ref: { job_id: strin
   const ref = { job_id: job.id, epoch: l.epoch };
   const progress = (step: number) =>
     ({ v: 2, type: "job.progress", trace: "t", ...ref, phase: "sampling", step, total: 10 }) as const;
+  const preview = { v: 2, type: "job.preview", trace: "t", ...ref, content_type: "image/png" } as const;
   old.conn.send(progress(1));
+  old.conn.send({ ...preview, data: new Uint8Array([1]) });
   await lose(old.conn, ref);
   old.conn.send(progress(2));
   expect(await old.conn.next("lease.stale")).toMatchObject(ref);
   old.conn.send({ v: 2, type: "job.log", trace: "t", ...ref, level: "info", message: "late" });
+  expect(await old.conn.next("lease.stale")).toMatchObject(ref);
+  old.conn.send({ ...preview, data: new Uint8Array([2]) });
   expect(await old.conn.next("lease.stale")).toMatchObject(ref);
   const next = await agentFor(model);
   const l2 = await next.lease();
@@ -42,7 +49,11 @@ async function lostHolder(model: string, lose: (conn: Conn, ref: { job_id: strin
   const after = got.slice(requeued);
   old.conn.ws.close(1000, "done");
   next.conn.ws.close(1000, "done");
-  return { logs: after.filter((e) => e.event === "log"), progress: after.filter((e) => e.event === "progress") };
+  return {
+    logs: after.filter((e) => e.event === "log"),
+    progress: after.filter((e) => e.event === "progress"),
+    previews: after.filter((e) => e.event === "preview"),
+  };
 }
 
 describe("job events", () => {
@@ -338,20 +349,43 @@ describe("job events", () => {
     conn.ws.close(1000, "done");
   });
 
-  it("after its holder gives a lease back, the holder's late progress and logs are answered lease.stale and never shown", async () => {
+  it("after its holder gives a lease back, the holder's late progress, previews and logs are answered lease.stale and never shown", async () => {
     const shown = await lostHolder(await makeModel(), async (conn, ref) => {
       conn.send({ v: 2, type: "job.release", trace: "t", leases: [ref], reason: "preempted" });
     });
-    expect(shown).toEqual({ logs: [], progress: [] });
+    expect(shown).toEqual({ logs: [], progress: [], previews: [] });
   });
 
-  it("after an attempt passes run_timeout_s, its holder's late progress and logs are answered lease.stale and never shown", async () => {
+  it("when a lease's deadline passes (worker_lost), its holder is told lease.stale at once, and its late progress, previews and logs are answered lease.stale and never shown", async () => {
+    const shown = await lostHolder(await makeModel(), async (conn, ref) => {
+      const route = parseJobId(ref.job_id);
+      if (!route) throw new Error("bad job id");
+      const shard = env.SCHEDULER.get(env.SCHEDULER.idFromName(schedulerName(route)));
+      // As if the lease's 30 s had gone by without a renewal; the scheduler's own alarm sweeps.
+      await runInDurableObject(shard, (instance) => {
+        const core = (instance as unknown as { core: { leases: { get(id: string): { deadline: number } } } }).core;
+        core.leases.get(ref.job_id).deadline = Date.now() - 1;
+      });
+      expect(await runDurableObjectAlarm(shard)).toBe(true);
+      // Told when the scheduler took the lease back, not when the holder next spoke.
+      expect(await conn.next("lease.stale")).toMatchObject(ref);
+      const view = await call<{ status: string; attempts: { reason: string | null }[] }>(
+        "GET",
+        `/v1/admin/jobs/${ref.job_id}`,
+        { key: ADMIN },
+      );
+      expect(view.body).toMatchObject({ status: "queued", attempts: [{ reason: "worker_lost" }] });
+    });
+    expect(shown).toEqual({ logs: [], progress: [], previews: [] });
+  });
+
+  it("after an attempt passes run_timeout_s, its holder's late progress, previews and logs are answered lease.stale and never shown", async () => {
     const shown = await lostHolder(await makeModel({ run_timeout_s: 1 }), async (conn, ref) => {
       await new Promise((r) => setTimeout(r, 1_100));
       conn.send(heartbeat([ref]));
       const ack = (await conn.next("agent.heartbeat_ack")) as { stale: { job_id: string; epoch: number }[] };
       expect(ack.stale).toEqual([ref]);
     });
-    expect(shown).toEqual({ logs: [], progress: [] });
+    expect(shown).toEqual({ logs: [], progress: [], previews: [] });
   });
 });

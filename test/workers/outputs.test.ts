@@ -491,7 +491,7 @@ describe("signed URLs and deleted jobs", () => {
     h.conn.ws.close(1000, "done");
   });
 
-  it("a deleted job's Idempotency-Key is answered 409 idempotency_conflict, and the job stays deleted", async () => {
+  it("a deleted job's Idempotency-Key is answered 409 idempotency_conflict, the job stays deleted, and /openapi.json says so", async () => {
     const model = await makeModel();
     const acct = await makeAccount();
     const key = { "idempotency-key": `idem-${Date.now()}` };
@@ -517,5 +517,10 @@ describe("signed URLs and deleted jobs", () => {
     );
     expect(fresh.status).toBe(202);
     expect(fresh.body.id).not.toBe(first.body.id);
+    // The API's own description says so.
+    const doc = await call<{
+      paths: Record<string, { post?: { responses: Record<string, { description: string }> } }>;
+    }>("GET", "/openapi.json");
+    expect(doc.body.paths["/v1/models/{model}/jobs"]?.post?.responses["409"]?.description).toMatch(/deleted/);
   });
 });
