@@ -3,6 +3,8 @@ import { SignJWT, importJWK, type JWK } from "jose";
 import { describe, expect, it } from "vitest";
 import { buildApp } from "../../edge/app.ts";
 import { verifyAgentToken } from "../../edge/tokens.ts";
+import { MAX_BATCH } from "../../shared/api.ts";
+import { leaseOne, welcomed } from "./agent-helpers.ts";
 import { ADMIN, call, makeAccount, makeModel, submit } from "./helpers.ts";
 
 describe("admin authentication", () => {
@@ -119,6 +121,38 @@ describe("admission control", () => {
     } finally {
       await call("PUT", "/v1/admin/tiers", { key: ADMIN, body: { tiers: before.body.tiers } });
     }
+  });
+
+  it("three batches of 100 max-size demo jobs from one api account shed that account, while another api account is still admitted", async () => {
+    // The demo model's configuration (5 s a job); an agent has taken one api job, so the tier
+    // drains at a measured rate (one job per 5 s at least) and a queue projects a wait.
+    const model = await makeModel();
+    const flooder = await makeAccount("api");
+    const other = await makeAccount("api");
+    const { conn } = await welcomed(model);
+    expect((await submit(model, (await makeAccount("api")).key)).status).toBe(202);
+    await leaseOne(conn);
+    const input = { prompt: "x".repeat(2000), seed: 4294967295, steps: 100, frames: 64, size: 512 };
+    const answers: string[][] = [];
+    for (let b = 0; b < 3; b++) {
+      const r = await call<{ jobs: { ok: boolean; error?: { code: string; retry_after_s?: number } }[] }>(
+        "POST",
+        `/v1/models/${model}/jobs/batch`,
+        { key: flooder.key, body: { jobs: Array.from({ length: MAX_BATCH }, () => ({ input })) } },
+      );
+      expect(r.status).toBe(202);
+      answers.push([...new Set(r.body.jobs.map((j) => (j.ok ? "ok" : (j.error?.code ?? "?"))))]);
+    }
+    // 100 queued project 500 s of the tier's 960 (8 × its 120 s SLO): past half of it, an
+    // account with jobs queued is refused; one with none is not.
+    const admitted = await submit(model, other.key, input);
+    expect(admitted.status).toBe(202);
+    expect(answers).toEqual([["ok"], ["overloaded"], ["overloaded"]]);
+    const shed = await submit(model, flooder.key, input);
+    expect(shed.status).toBe(429);
+    expect(shed.body).toMatchObject({ error: { code: "overloaded" } });
+    expect(Number(shed.headers.get("retry-after"))).toBeGreaterThanOrEqual(1);
+    conn.ws.close(1000, "done");
   });
 });
 
