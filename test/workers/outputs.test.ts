@@ -10,9 +10,10 @@ import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "c
 import { describe, expect, it } from "vitest";
 import type { SchedulerActor } from "../../mesh/index.ts";
 import { parseJobId, schedulerName } from "../../shared/ids.ts";
+import { INLINE_PREVIEW_BYTES } from "../../shared/events.ts";
 import { DEMO_MODEL_CONFIG } from "../../shared/models.ts";
 import { uploadsPrefix, type UploadMarker } from "../../shared/outputs.ts";
-import type { LeaseGrant, OutputRecord, ToAgent } from "../../shared/wire.ts";
+import { CLOSE, type LeaseGrant, type OutputRecord, type ToAgent } from "../../shared/wire.ts";
 import {
   completeUpload,
   failed,
@@ -26,6 +27,7 @@ import {
   type Conn,
 } from "./agent-helpers.ts";
 import { call, makeAccount, makeModel, submit } from "./helpers.ts";
+import { events, readSse } from "./sse.ts";
 
 const MiB = 1024 * 1024;
 type JobRefused = Extract<ToAgent, { type: "job.refused" }>;
@@ -325,6 +327,34 @@ describe("outputs served safely", () => {
     expect(bad.headers.get("x-content-type-options")).toBe("nosniff");
     expect(bad.headers.get("content-security-policy")).toBe("default-src 'none'; sandbox");
     h.conn.ws.close(1000, "done");
+  });
+
+  it("a preview's signed URL is answered as an inline image with nosniff and the sandboxing CSP; a preview of any other type closes its agent's connection", async () => {
+    const h = await held();
+    const reading = readSse(await events(h.jobId, h.acct.key), (e) => e.event === "preview" && "url" in e.data);
+    const frame = { v: 2, type: "job.preview", trace: "t", ...h.ref, content_type: "image/png" } as const;
+    // Sent until the job actor's watch reaches the agent's actor (previews before it go nowhere).
+    let seen = false;
+    const sending = (async () => {
+      while (!seen) {
+        h.conn.send({ ...frame, data: new Uint8Array(INLINE_PREVIEW_BYTES + 1) });
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    })();
+    const shown = await reading.finally(() => (seen = true));
+    await sending;
+    const url = String(shown.at(-1)?.data.url);
+    const res = await exports.default.fetch(new Request(url));
+    expect(res.status).toBe(200);
+    expect((await res.arrayBuffer()).byteLength).toBe(INLINE_PREVIEW_BYTES + 1);
+    expect(Object.fromEntries(res.headers)).toMatchObject({
+      "content-type": "image/png",
+      "content-disposition": `inline; filename="${h.jobId}-preview"`,
+      "x-content-type-options": "nosniff",
+      "content-security-policy": "default-src 'none'; sandbox",
+    });
+    h.conn.send({ ...frame, content_type: "text/html" as "image/png", data: enc.encode("<script>alert(1)</script>") });
+    expect((await h.conn.closed).code).toBe(CLOSE.malformed);
   });
 
   it("without an allow-list of its own a model's outputs may not be html or svg: 415 at upload start, nothing stored", async () => {
