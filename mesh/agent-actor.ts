@@ -69,6 +69,7 @@ export class AgentActor extends DurableObject<Env> {
       shard: (name) => actor<SchedulerActor>(this.env.SCHEDULER, name),
       job: (jobId) => actor<JobActor>(this.env.JOB, jobId),
       routes: async (att) => shardsServed(await this.modelConfigs(), att.models, att.versions),
+      shards: async (att) => new Set(shardsServed(await this.modelConfigs(), att.models).map((r) => r.name)),
       checkOutputs: async (ref, records) => {
         const number = parseJobId(ref.job_id)?.modelNumber;
         let model = (await this.modelConfigs()).find((m) => m.number === number);

@@ -68,18 +68,24 @@ function world() {
   const forwarded: { what: string; by: HeldBy; detail: unknown }[] = [];
   const pending: Promise<unknown>[] = [];
   const released: string[] = [];
+  /** The shards the frames asked anything of. */
+  const asked: string[] = [];
   /** The registry's desired versions, as the agent's actor last read them. */
   const desired: ModelDesired[] = [];
   /** Version states the agent's actor passed on to the registry. */
   const reported: VersionState[][] = [];
   const ports: AgentPorts = {
-    shard: (name) => shards.get(name) as ShardPort,
+    shard: (name) => {
+      asked.push(name);
+      return shards.get(name) as ShardPort;
+    },
     job: () => ({
       progress: async (by, p) => forwarded.push({ what: "progress", by, detail: p }),
       preview: async (by, ct) => forwarded.push({ what: "preview", by, detail: ct }),
       log: async (by, level, message) => forwarded.push({ what: "log", by, detail: `${level}: ${message}` }),
     }),
     routes: async () => [{ name: schedulerName(SERVED), model: "m0", versions: [] }],
+    shards: async () => new Set([schedulerName(SERVED)]),
     checkOutputs: async (_ref, outputs) =>
       outputs.some((o) => o.name === "forged")
         ? { ok: false, message: "output forged: no valid receipt" }
@@ -139,6 +145,7 @@ function world() {
     forwarded,
     pending,
     released,
+    asked,
     desired,
     reported,
     say,
@@ -196,6 +203,22 @@ describe("an agent's frames", () => {
     });
     expect(w.of("job.leases")).toEqual([]);
     expect(w.other.adminView(foreign, Date.now())).toMatchObject({ ok: true, job: { status: "queued" } });
+  });
+
+  it("results and releases naming jobs on shards of no model its token has (made-up ids) are answered lease.stale and ask no shard", async () => {
+    const w = world();
+    await w.hello();
+    w.asked.length = 0;
+    const made = [newJobId({ modelNumber: 77, shard: 3 }), newJobId(OTHER)];
+    await w.say({
+      type: "job.results",
+      results: made.map((job_id) => ({ job_id, epoch: 1, status: "succeeded" as const, outputs: [] })),
+      credits: 0,
+    });
+    await w.say({ type: "job.release", leases: made.map((job_id) => ({ job_id, epoch: 1 })), reason: "preempted" });
+    await w.say({ type: "job.log", job_id: made[0] ?? "", epoch: 1, level: "info", message: "x" });
+    expect(w.asked).toEqual([]);
+    expect(w.of("lease.stale").map((m) => m.job_id)).toEqual([...made, made[0]]);
   });
 
   it("a success whose outputs fail the edge's check ends the attempt invalid_output and is answered job.refused", async () => {

@@ -78,6 +78,11 @@ export interface AgentPorts {
   job(jobId: string): JobPort;
   /** The shards this agent serves. */
   routes(att: Attachment): Promise<ShardRoute[]>;
+  /**
+   * Every shard of the agent's token's models that the registry has, whatever versions the agent
+   * serves now: the only shards its leases can be on. Nothing else is asked about its frames.
+   */
+  shards(att: Attachment): Promise<Set<string>>;
   /** A success's outputs checked against the edge's receipts and the model's policy. */
   checkOutputs(ref: LeaseRef, outputs: OutputRecord[]): Promise<OutputCheck>;
   /** Whether the registry says the token is live (a registry that cannot answer: yes). */
@@ -162,14 +167,16 @@ export class AgentFrames {
         return await this.onLease(conn, msg, (job, by) => job.log(by, msg.level, msg.message));
       case "job.results":
         return await this.results(conn, msg.trace, msg.results, msg.credits);
-      case "job.release":
+      case "job.release": {
         for (const r of msg.leases) this.session.drop(r);
+        const own = await this.ports.shards(att);
         await Promise.all(
-          [...byShard(msg.leases)].map(([name, refs]) =>
-            this.ports.shard(name).releaseLeases(att.agent_id, refs, msg.reason),
-          ),
+          [...byShard(msg.leases)]
+            .filter(([name]) => own.has(name))
+            .map(([name, refs]) => this.ports.shard(name).releaseLeases(att.agent_id, refs, msg.reason)),
         );
         return;
+      }
       default:
         assertExhaustive(msg);
     }
@@ -388,7 +395,8 @@ export class AgentFrames {
     let holding = this.session.holds(ref);
     if (holding === "unknown") {
       const shard = byShard([ref]).keys().next().value;
-      const lease = shard === undefined ? null : await this.ports.shard(shard).leaseOf(ref.job_id);
+      const own = shard !== undefined && (await this.ports.shards(conn.att)).has(shard);
+      const lease = own ? await this.ports.shard(shard).leaseOf(ref.job_id) : null;
       const mine = lease?.status === "running" && lease.epoch === ref.epoch && lease.agent_id === conn.att.agent_id;
       if (mine) this.session.add([ref]);
       holding = mine ? "held" : "stale";
@@ -426,8 +434,16 @@ export class AgentFrames {
    * first (only what the edge stored and hashed for the lease counts), then one call per shard
    * ends the attempts and grants the next leases in the same commit.
    */
-  private async results(conn: Connection, trace: string, results: JobResult[], credits: number): Promise<void> {
+  private async results(conn: Connection, trace: string, all: JobResult[], credits: number): Promise<void> {
     const att = conn.att;
+    // A result on a shard none of its leases can be on (a made-up job id) is stale at once.
+    const own = await this.ports.shards(att);
+    const results = all.filter((r) => {
+      const name = byShard([r]).keys().next().value;
+      if (name !== undefined && own.has(name)) return true;
+      conn.send({ v: V, type: "lease.stale", trace, job_id: r.job_id, epoch: r.epoch });
+      return false;
+    });
     const checked = await Promise.all(
       results.map(async (r): Promise<{ r: JobResult; result: Completion; refused?: string }> => {
         const run = { executing_ms: r.executing_ms, gpus: r.gpus };

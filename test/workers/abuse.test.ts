@@ -13,7 +13,7 @@ import { MAX_STREAMS_PER_ACCOUNT, MAX_STREAMS_PER_JOB } from "../../shared/event
 import { newId, newJobId, newSecret, parseJobId, schedulerName } from "../../shared/ids.ts";
 import { API_KEY_PREFIX } from "../../shared/keys.ts";
 import type { AccountActor, Remote, SchedulerActor } from "../../mesh/index.ts";
-import { agentId, token } from "./agent-helpers.ts";
+import { agentId, heartbeat, succeeded, token, welcomed } from "./agent-helpers.ts";
 import { allowed, REFUSAL_MEMORY_MS } from "../../edge/ratelimit.ts";
 import { ADMIN, call, makeAccount, makeModel, submit } from "./helpers.ts";
 
@@ -137,6 +137,27 @@ describe("nothing is written for an unknown account, model or shard", () => {
     expect((await listDurableObjectIds(env.SCHEDULER)).length).toBe(before);
     // The real job's shard is still reached.
     expect((await ask("GET", `/v1/jobs/${job.id}`, bearer(acct.key))).status).toBe(200);
+  });
+
+  it("an agent's results, releases and progress naming jobs of models or shards that do not exist are answered lease.stale and reach no scheduler", async () => {
+    const model = await makeModel();
+    const { conn } = await welcomed(model);
+    const before = (await listDurableObjectIds(env.SCHEDULER)).length;
+    const refs = Array.from({ length: 10 }, (_, i) => ({
+      job_id: newJobId({ modelNumber: 30_000 + i, shard: (i * 7) % 32 }),
+      epoch: 1,
+    }));
+    conn.send({ v: 2, type: "job.release", trace: "t", leases: refs, reason: "preempted" });
+    for (const r of refs) {
+      conn.send(succeeded(r));
+      conn.send({ v: 2, type: "job.progress", trace: "t", ...r, phase: "sampling", step: 1, total: 2 });
+    }
+    for (let i = 0; i < 2 * refs.length; i++) await conn.next("lease.stale");
+    // The agent's own shard still answers it: the connection is whole.
+    conn.send(heartbeat([], 0));
+    await conn.next("agent.heartbeat_ack");
+    expect((await listDurableObjectIds(env.SCHEDULER)).length).toBe(before);
+    conn.ws.close(1000, "done");
   });
 
   it("a scheduler or account actor that is only read (made-up jobs, leases, keys) makes no tables", async () => {
