@@ -453,11 +453,13 @@ describe("agent connections", () => {
       await runInDurableObject(stub, async (_i, state) => [
         await state.storage.get("agent"),
         await state.storage.getAlarm(),
+        // Not a table of any kind, workerd's own included.
+        state.storage.sql.exec("SELECT name FROM sqlite_master").toArray(),
       ]);
-    expect(await stored()).toEqual([undefined, null]);
+    expect(await stored()).toEqual([undefined, null, []]);
     const closed = await c.conn.closed;
     expect(closed.code).toBe(CLOSE.hello_timeout);
-    expect(await stored()).toEqual([undefined, null]);
+    expect(await stored()).toEqual([undefined, null, []]);
   }, 30_000);
 
   it("jobs pinned round-robin to the versions of three agents each run only on the agent serving their version", async () => {
