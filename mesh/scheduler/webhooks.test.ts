@@ -64,6 +64,7 @@ describe("webhook messages in the scheduler", () => {
     const payload = JSON.parse(done[0]!.payload) as WebhookPayload;
     expect(payload).toMatchObject({ type: "job.succeeded", data: { id, status: "succeeded" } });
     expect(JSON.stringify(payload.data)).not.toContain("agent_a");
+    expect(JSON.stringify(payload.data)).not.toContain("pool-1");
     expect(done[0]!.seq).toBeGreaterThan(running[0]!.seq);
     // Kept in the outbox until the WebhookActor took them.
     expect(core.outboxMessages(10)).toHaveLength(3);

@@ -4,13 +4,20 @@ import { describe, expect, it } from "vitest";
 import { decode, encode } from "../../shared/codec.ts";
 import { parseJobId, schedulerName } from "../../shared/ids.ts";
 import type { LeaseGrant } from "../../shared/wire.ts";
-import { leaseOne, succeeded, welcomed, type Conn, heartbeat } from "./agent-helpers.ts";
+import { connect, heartbeat, hello, leaseOne, succeeded, welcomed, type Conn } from "./agent-helpers.ts";
 import { ADMIN, call, makeAccount, makeModel, submit } from "./helpers.ts";
 import { events, readSse, seq } from "./sse.ts";
 
-async function agentFor(model: string): Promise<{ conn: Conn; lease: () => Promise<LeaseGrant> }> {
-  const { conn } = await welcomed(model);
-  return { conn, lease: () => leaseOne(conn) };
+interface TestAgent {
+  conn: Conn;
+  id: string;
+  token: string;
+  lease: () => Promise<LeaseGrant>;
+}
+
+async function agentFor(model: string): Promise<TestAgent> {
+  const { conn, id, t } = await welcomed(model);
+  return { conn, id, token: t.token, lease: () => leaseOne(conn) };
 }
 
 /**
@@ -18,9 +25,13 @@ async function agentFor(model: string): Promise<{ conn: Conn; lease: () => Promi
  * past run_timeout_s); the old holder goes on talking about it. Subscribers see the job back in
  * its queue and nothing of that attempt after it, neither progress nor previews nor logs; the
  * holder hears lease.stale. A second agent then runs the job to the end, so the stream's whole
- * life is read.
+ * life is read. `lose` answers the connection the old holder goes on talking over, when it is
+ * another than the one it held the lease on.
  */
-async function lostHolder(model: string, lose: (conn: Conn, ref: { job_id: string; epoch: number }) => Promise<void>) {
+async function lostHolder(
+  model: string,
+  lose: (conn: Conn, ref: { job_id: string; epoch: number }, agent: TestAgent) => Promise<Conn | void>,
+) {
   const acct = await makeAccount();
   const { body: job } = await submit(model, acct.key);
   const watching = await events(job.id, acct.key);
@@ -33,13 +44,13 @@ async function lostHolder(model: string, lose: (conn: Conn, ref: { job_id: strin
   const preview = { v: 2, type: "job.preview", trace: "t", ...ref, content_type: "image/png" } as const;
   old.conn.send(progress(1));
   old.conn.send({ ...preview, data: new Uint8Array([1]) });
-  await lose(old.conn, ref);
-  old.conn.send(progress(2));
-  expect(await old.conn.next("lease.stale")).toMatchObject(ref);
-  old.conn.send({ v: 2, type: "job.log", trace: "t", ...ref, level: "info", message: "late" });
-  expect(await old.conn.next("lease.stale")).toMatchObject(ref);
-  old.conn.send({ ...preview, data: new Uint8Array([2]) });
-  expect(await old.conn.next("lease.stale")).toMatchObject(ref);
+  const talking = (await lose(old.conn, ref, old)) ?? old.conn;
+  talking.send(progress(2));
+  expect(await talking.next("lease.stale")).toMatchObject(ref);
+  talking.send({ v: 2, type: "job.log", trace: "t", ...ref, level: "info", message: "late" });
+  expect(await talking.next("lease.stale")).toMatchObject(ref);
+  talking.send({ ...preview, data: new Uint8Array([2]) });
+  expect(await talking.next("lease.stale")).toMatchObject(ref);
   const next = await agentFor(model);
   const l2 = await next.lease();
   next.conn.send(succeeded({ job_id: job.id, epoch: l2.epoch }, []));
@@ -47,7 +58,7 @@ async function lostHolder(model: string, lose: (conn: Conn, ref: { job_id: strin
   const requeued = got.findIndex((e) => e.event === "status" && e.data.status === "queued" && seq(e) > 1);
   expect(requeued).toBeGreaterThan(0);
   const after = got.slice(requeued);
-  old.conn.ws.close(1000, "done");
+  talking.ws.close(1000, "done");
   next.conn.ws.close(1000, "done");
   return {
     logs: after.filter((e) => e.event === "log"),
@@ -375,6 +386,27 @@ describe("job events", () => {
         { key: ADMIN },
       );
       expect(view.body).toMatchObject({ status: "queued", attempts: [{ reason: "worker_lost" }] });
+    });
+    expect(shown).toEqual({ logs: [], progress: [], previews: [] });
+  });
+
+  it("when its agent's reconnect grace runs out (worker_lost), the agent coming back is told the lease is stale, and its late progress, previews and logs are never shown", async () => {
+    const shown = await lostHolder(await makeModel(), async (conn, ref, agent) => {
+      const stub = env.AGENT.get(env.AGENT.idFromName(agent.id));
+      conn.ws.close(1000, "gone");
+      const alarm = async (): Promise<number | null> =>
+        await runInDurableObject(stub, (_i, state) => state.storage.getAlarm());
+      for (const end = Date.now() + 5_000; (await alarm()) === null;) {
+        if (Date.now() > end) throw new Error("no reconnect grace alarm within 5 s");
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      // As if the grace had gone by: the agent actor's alarm gives the leases back.
+      expect(await runDurableObjectAlarm(stub)).toBe(true);
+      const back = await connect(agent.token, agent.id);
+      if (!back.conn) throw new Error("no connection");
+      back.conn.send(hello(agent.id, [ref]));
+      expect(await back.conn.next("agent.welcome")).toMatchObject({ resumed: [], stale: [ref] });
+      return back.conn;
     });
     expect(shown).toEqual({ logs: [], progress: [], previews: [] });
   });
