@@ -334,14 +334,14 @@ describe("outputs served safely", () => {
     const reading = readSse(await events(h.jobId, h.acct.key), (e) => e.event === "preview" && "url" in e.data);
     const frame = { v: 2, type: "job.preview", trace: "t", ...h.ref, content_type: "image/png" } as const;
     // Sent until the job actor's watch reaches the agent's actor (previews before it go nowhere).
-    let seen = false;
+    const seen = new AbortController();
     const sending = (async () => {
-      while (!seen) {
+      while (!seen.signal.aborted) {
         h.conn.send({ ...frame, data: new Uint8Array(INLINE_PREVIEW_BYTES + 1) });
         await new Promise((r) => setTimeout(r, 50));
       }
     })();
-    const shown = await reading.finally(() => (seen = true));
+    const shown = await reading.finally(() => seen.abort());
     await sending;
     const url = String(shown.at(-1)?.data.url);
     const res = await exports.default.fetch(new Request(url));
