@@ -84,17 +84,19 @@ describe("lease delivery", () => {
     await shard.enqueue({ model: config, tiers: [...DEFAULT_TIERS] }, [
       { id: big, account_id: acct.id, tier: "plus", body: { model, input: { pad: "x".repeat(200_000) } } },
     ]);
+    // Another account's four small jobs, as in the probe.
+    const other = await makeAccount();
     const small: string[] = [];
     for (let i = 0; i < 4; i++) {
       const r = await call<{ id: string }>("POST", `/v1/models/${model}/jobs`, {
-        key: acct.key,
+        key: other.key,
         body: { input: { n: i } },
       });
       small.push(r.body.id);
     }
     const { leases } = await leasesFor(model, 5, 4);
     expect(leases.map((l) => l.job_id).sort()).toEqual([...small].sort());
-    let view = await call<{ status: string; error: { code: string } | null; attempts: unknown[] }>(
+    let view = await call<{ status: string; error: { code: string; message: string } | null; attempts: unknown[] }>(
       "GET",
       `/v1/jobs/${big}`,
       { key: acct.key },
@@ -104,5 +106,8 @@ describe("lease delivery", () => {
       view = await call("GET", `/v1/jobs/${big}`, { key: acct.key });
     }
     expect(view.body).toMatchObject({ status: "failed", error: { code: "invalid_input" } });
+    // The edge's decision, said as such: not worker_lost, not retried on another agent.
+    expect(view.body.error?.message).toContain("larger than an agent frame");
+    expect(view.body.attempts).toHaveLength(1);
   });
 });
