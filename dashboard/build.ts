@@ -7,8 +7,8 @@
  * @example
  * node dashboard/build.ts            # writes dist/assets/dashboard/{index.html,app.js,app.css,chunk-*.js}
  */
-import { copyFileSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { basename, join, resolve } from "node:path";
 import { build } from "esbuild";
 
 const ROOT = resolve(import.meta.dirname, "..");
@@ -27,9 +27,22 @@ const RULES = `  Content-Security-Policy: default-src 'self'; style-src 'self' '
 `;
 const HEADERS = `/dashboard\n${RULES}\n/dashboard/*\n${RULES}`;
 
-/** Builds the dashboard; answers the JavaScript's size in bytes, before compression, all chunks together. */
+/**
+ * Writes a file whole or not at all: a reader (wrangler serving the assets, another stack
+ * building the same sources at the same time) never sees it half written or missing.
+ */
+function replace(path: string, contents: string | Uint8Array): void {
+  const tmp = `${path}.${process.pid}.tmp`;
+  writeFileSync(tmp, contents);
+  renameSync(tmp, path);
+}
+
+/**
+ * Builds the dashboard; answers the JavaScript's size in bytes, before compression, all chunks
+ * together. Several builds may run at once (each local stack's `wrangler dev` runs one): each
+ * file is replaced atomically, and only files the build no longer makes are removed.
+ */
 export async function buildDashboard(): Promise<{ jsBytes: number }> {
-  rmSync(OUT, { recursive: true, force: true });
   mkdirSync(OUT, { recursive: true });
   const result = await build({
     entryPoints: [
@@ -44,14 +57,22 @@ export async function buildDashboard(): Promise<{ jsBytes: number }> {
     chunkNames: "chunk-[hash]",
     target: "es2022",
     outdir: OUT,
-    metafile: true,
+    write: false,
     logLevel: "warning",
     legalComments: "none",
   });
-  copyFileSync(join(ROOT, "dashboard", "index.html"), join(OUT, "index.html"));
-  writeFileSync(join(ASSETS_DIR, "_headers"), HEADERS);
-  const js = Object.entries(result.metafile.outputs).filter(([path]) => path.endsWith(".js"));
-  return { jsBytes: js.reduce((n, [, o]) => n + o.bytes, 0) };
+  const made = new Set(["index.html"]);
+  for (const file of result.outputFiles) {
+    made.add(basename(file.path));
+    replace(file.path, file.contents);
+  }
+  replace(join(OUT, "index.html"), readFileSync(join(ROOT, "dashboard", "index.html")));
+  replace(join(ASSETS_DIR, "_headers"), HEADERS);
+  for (const name of readdirSync(OUT)) {
+    if (!made.has(name) && !name.endsWith(".tmp")) rmSync(join(OUT, name), { force: true });
+  }
+  const js = result.outputFiles.filter((f) => f.path.endsWith(".js"));
+  return { jsBytes: js.reduce((n, f) => n + f.contents.byteLength, 0) };
 }
 
 if (import.meta.main) {
