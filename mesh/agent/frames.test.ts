@@ -84,7 +84,11 @@ function world() {
       preview: async (by, ct) => forwarded.push({ what: "preview", by, detail: ct }),
       log: async (by, level, message) => forwarded.push({ what: "log", by, detail: `${level}: ${message}` }),
     }),
-    routes: async () => [{ name: schedulerName(SERVED), model: "m0", versions: [] }],
+    // As the actor's: an agent that names versions serves a model's shards only while one serves.
+    routes: async (a) =>
+      a.versions.length === 0 || a.versions.some((v) => v.model === "m0" && v.state === "serving")
+        ? [{ name: schedulerName(SERVED), model: "m0", versions: [] }]
+        : [],
     shards: async () => new Set([schedulerName(SERVED)]),
     checkOutputs: async (_ref, outputs) =>
       outputs.some((o) => o.name === "forged")
@@ -311,6 +315,48 @@ describe("an agent's frames", () => {
     await w.say({ ...beat, leases: held, credits: 2, slots: 3 });
     expect(w.of("job.leases").flatMap((m) => m.leases.map((l) => l.job_id))).toEqual(jobs);
     expect(w.conn.att.slots).toBe(3);
+  });
+
+  it("while no version of its model serves on the agent (a swap, a runner restarting), its leases are renewed, not stale, and nothing new is granted", async () => {
+    const w = world();
+    const jobs = [w.submit(w.served), w.submit(w.served)];
+    await w.hello();
+    const serving: VersionState[] = [{ model: "m0", version: "a", state: "serving" }];
+    const beat = { type: "agent.heartbeat" as const, gpus: [], draining: false };
+    await w.say({ ...beat, leases: [], credits: 1, versions: serving });
+    const [lease] = w.of("job.leases").flatMap((m) => m.leases);
+    expect(lease?.job_id).toBe(jobs[0]);
+    const held = [{ job_id: lease?.job_id ?? "", epoch: lease?.epoch ?? 0 }];
+    const swapping: VersionState[] = [{ model: "m0", version: "b", state: "loading" }];
+    await w.say({ ...beat, leases: held, credits: 1, versions: swapping });
+    expect(w.of("agent.heartbeat_ack").at(-1)?.stale).toEqual([]);
+    expect(w.of("lease.stale")).toEqual([]);
+    // The session keeps only what the shards renewed.
+    expect(w.session.holds(held[0] ?? { job_id: "", epoch: 0 })).toBe("held");
+    expect(w.of("job.leases").flatMap((m) => m.leases)).toHaveLength(1);
+  });
+
+  it("an agent coming back while no version of its model serves there resumes its leases, and the ones it did not name go back", async () => {
+    const w = world();
+    const jobs = [w.submit(w.served), w.submit(w.served)];
+    const agent = { id: "agt_1", pool: "p", versions: [] };
+    const leases = w.served.lease(agent, 2, Date.now(), 2);
+    expect(leases.map((l) => l.job_id)).toEqual(jobs);
+    const [kept, lost] = leases.map((l) => ({ job_id: l.job_id, epoch: l.epoch }));
+    // This connection began after both were granted (to the agent's previous connection).
+    w.conn.save({ ...w.conn.att, connected_at: Date.now() + 1 });
+    await w.say({
+      type: "agent.hello",
+      agent_id: "agt_1",
+      name: "a",
+      slots: 2,
+      prefetch: 0,
+      leases: [kept ?? { job_id: "", epoch: 0 }],
+      gpus: [],
+      versions: [{ model: "m0", version: "b", state: "loading" }],
+    });
+    expect(w.of("agent.welcome")[0]).toMatchObject({ resumed: [kept], stale: [] });
+    expect(w.served.leaseOf(lost?.job_id ?? "")).toMatchObject({ status: "queued" });
   });
 
   it("a heartbeat after the token expired closes with 4401 and gives every lease back", async () => {

@@ -202,20 +202,21 @@ export class AgentFrames {
     };
     conn.save(next);
     await this.ports.joined(next);
-    // Every shard hears which of its leases the agent still runs: those are renewed, the ones
-    // it held but did not name were lost with its previous process or connection and go back.
+    // Every shard of its token's models hears which of its leases the agent still runs, whether
+    // or not a version of the model serves there this moment: those are renewed, the ones it
+    // held but did not name were lost with its previous process or connection and go back.
     const listed = byShard(msg.leases);
     const renewed: LeaseRef[] = [];
     const stale: LeaseRef[] = [];
     await Promise.all(
-      (await this.ports.routes(next)).map(async (r) => {
-        const out = await this.ports.shard(r.name).rejoin(att.agent_id, listed.get(r.name) ?? [], att.connected_at);
+      [...(await this.ports.shards(next))].map(async (name) => {
+        const out = await this.ports.shard(name).rejoin(att.agent_id, listed.get(name) ?? [], att.connected_at);
         renewed.push(...out.renewed);
         stale.push(...out.stale);
-        listed.delete(r.name);
+        listed.delete(name);
       }),
     );
-    // Leases of shards the agent does not serve (a model no longer its token's) are not its.
+    // Leases of shards of no model of its token are not its.
     for (const refs of listed.values()) stale.push(...refs);
     this.session.sync(renewed);
     conn.send({
@@ -372,7 +373,19 @@ export class AgentFrames {
       granted.push(...out.leases);
       left = Math.max(0, left - out.leases.length);
     }
-    for (const other of refs.values()) stale.push(...other);
+    // Leases on a shard of the token's models whose version serves nowhere on the agent this
+    // moment (it is swapping versions, or its runner restarts) are still its own: they are
+    // renewed, and that shard grants nothing. Only shards outside the token's models are stale.
+    const own = refs.size > 0 ? await this.ports.shards(next) : new Set<string>();
+    for (const [name, mine] of refs) {
+      if (!own.has(name)) {
+        stale.push(...mine);
+        continue;
+      }
+      const out = await this.ports.shard(name).heartbeat(agentOn(next, undefined), mine, capacity(next), 0);
+      renewed.push(...out.renewed);
+      stale.push(...out.stale);
+    }
     this.session.sync(renewed);
     conn.send({ v: V, type: "agent.heartbeat_ack", trace: msg.trace, stale });
     this.granted(conn, granted);
