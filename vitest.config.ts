@@ -33,6 +33,13 @@ export function testSecrets(): Record<string, string> {
   };
 }
 
+/**
+ * Two files run side by side across all three projects (vitest's default on a 2-core machine
+ * is one): much of the suite waits on workerd, agents, runners and timers. Every project names
+ * the same count, so they share one group.
+ */
+const MAX_WORKERS = 2;
+
 export default defineConfig({
   test: {
     projects: [
@@ -44,6 +51,9 @@ export default defineConfig({
             "test/chaos/**/*.test.ts",
           ],
           environment: "node",
+          maxWorkers: MAX_WORKERS,
+          // Files share a worker's module cache: a fresh one per file cost more than the tests.
+          isolate: false,
           // Property tests run hundreds of cases: a deadline for a hang, not for a busy machine.
           testTimeout: 30_000,
         },
@@ -56,7 +66,7 @@ export default defineConfig({
           }),
         ],
         // A file's first test also starts its actors: seconds on a busy machine, past vitest's 5 s.
-        test: { name: "workers", include: ["test/workers/**/*.test.ts"], testTimeout: 30_000 },
+        test: { name: "workers", include: ["test/workers/**/*.test.ts"], testTimeout: 30_000, maxWorkers: MAX_WORKERS },
       },
       {
         test: {
@@ -65,7 +75,9 @@ export default defineConfig({
           environment: "node",
           testTimeout: 120_000,
           hookTimeout: 120_000,
-          fileParallelism: false,
+          // Each file runs its own stack (free ports, its own state directory).
+          maxWorkers: MAX_WORKERS,
+          isolate: false,
         },
       },
     ],
