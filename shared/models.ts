@@ -42,20 +42,28 @@ function videoInput(max: { steps: number; frames: number; size: number }): Model
 
 export const DEMO_MODEL = "demo";
 
+/** An input file field of a schema: a file id at submit, a local path for the runner. */
+function fileField(what: string) {
+  return {
+    type: "string",
+    [FILE_KEYWORD]: true,
+    description: `An input ${what} (a file id from POST /v1/files) for the prompt to transform.`,
+  };
+}
+
 /**
  * The demo's input: a text-to-video model's, and video to video: `video` or `image`, an input
  * file (its id at submit; the runner gets a local path) that the prompt transforms.
  */
 function demoInput(): ModelConfigBody["input_schema"] {
   const base = videoInput({ steps: 100, frames: 64, size: 512 });
-  const file = (what: string) => ({
-    type: "string",
-    [FILE_KEYWORD]: true,
-    description: `An input ${what} (a file id from POST /v1/files) for the prompt to transform.`,
-  });
   return {
     ...base,
-    properties: { ...(base.properties as Record<string, unknown>), video: file("video"), image: file("image") },
+    properties: {
+      ...(base.properties as Record<string, unknown>),
+      video: fileField("video"),
+      image: fileField("image"),
+    },
     not: { required: ["video", "image"] },
   };
 }

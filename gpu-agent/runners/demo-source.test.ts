@@ -27,10 +27,9 @@ function png(name: string, w: number, h: number, rgb: [number, number, number]):
 /** A solid-colour MP4 of `frames` frames, made by ffmpeg. */
 function mp4(name: string, frames: number, color: string): string {
   const path = join(dir, name);
-  execFileSync("ffmpeg", [
-    ...["-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", `color=c=${color}:s=48x32:r=8`],
-    ...["-frames:v", String(frames), "-pix_fmt", "yuv420p", "-y", path],
-  ]);
+  const source = ["-f", "lavfi", "-i", `color=c=${color}:s=48x32:r=8`];
+  const out = ["-frames:v", String(frames), "-pix_fmt", "yuv420p", "-y", path];
+  execFileSync("ffmpeg", ["-hide_banner", "-loglevel", "error", ...source, ...out]);
   return path;
 }
 
