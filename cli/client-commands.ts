@@ -11,7 +11,6 @@ import { createHash } from "node:crypto";
 import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { open } from "node:fs/promises";
 import { join, relative, resolve } from "node:path";
-import { Writable } from "node:stream";
 import type { ParseArgsOptionsConfig } from "node:util";
 import { createLogUpdate } from "log-update";
 import { z } from "zod";
@@ -30,7 +29,8 @@ import {
 import { AccountCreateBody, AgentTokenBody, IdempotencyKey, SubmitBody } from "../shared/api.ts";
 import { assertExhaustive } from "../shared/errors.ts";
 import { JobStatus } from "../shared/job.ts";
-import { uploadProgress, withLocalFiles } from "./files.ts";
+import { uploadProgress, withLocalFiles } from "./local-files.ts";
+import { stderrStream } from "./stderr.ts";
 import { parseFlags, UsageError } from "./flags.ts";
 import { describeEntry, historyText, parseRolloutFile, RolloutFileError, statusText } from "./rollout.ts";
 import { table } from "./table.ts";
@@ -306,19 +306,6 @@ export function extensionOf(contentType: string): string {
 /** A safe file name for an output: its own name when that is one plain file name. */
 export function outputFileName(name: string, index: number, contentType: string): string {
   return /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(name) ? name : `output-${index + 1}.${extensionOf(contentType)}`;
-}
-
-/** stderr as the stream log-update draws on: writes go through `io`, the width is the terminal's. */
-export function stderrStream(io: Io): Writable {
-  const stream = new Writable({
-    decodeStrings: false,
-    write(chunk: string, _encoding, done) {
-      io.stderr(chunk);
-      done();
-    },
-  });
-  // Read on every draw: the terminal may be resized.
-  return Object.defineProperties(stream, { columns: { get: () => io.columns }, isTTY: { value: io.tty } });
 }
 
 /**

@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { LocalFile } from "../client/index.ts";
-import { withLocalFiles } from "./files.ts";
+import { withLocalFiles } from "./local-files.ts";
 import { UsageError } from "./flags.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "fg-cli-files-"));

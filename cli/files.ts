@@ -1,16 +1,9 @@
 /**
- * Input files in the CLI: `floodgate files list|upload|rm`, and what `floodgate submit` does
- * with `--input '{"video":"@clip.mp4"}'`: a top-level input value `@PATH` names a local file,
- * uploaded first (with a progress bar on a terminal) and sent as its file id; `@@…` is a
- * literal `@…`. A thin shell over the SDK's files API (client/files.ts).
+ * `floodgate files list|upload|rm`: the account's input files. A thin shell over the SDK's
+ * files API (client/files.ts); local paths and upload bars are cli/local-files.ts's.
  */
-import { statSync } from "node:fs";
-import { resolve } from "node:path";
-import { createLogUpdate } from "log-update";
 import { z } from "zod";
-import { localFile, type FileView, type UploadProgress } from "../client/index.ts";
-import { contentTypeOf } from "../client/files.ts";
-import { INPUT_CONTENT_TYPES } from "../shared/files.ts";
+import { localFile, type FileView } from "../client/index.ts";
 import {
   Conn,
   CONN_USER,
@@ -19,12 +12,11 @@ import {
   help,
   JSON_FLAG,
   jsonOut,
-  stderrStream,
   user,
-  type Io,
   type Runner,
 } from "./client-commands.ts";
 import { parseFlags, UsageError } from "./flags.ts";
+import { checkLocalFile, uploadProgress } from "./local-files.ts";
 import { formatBytes } from "./progress.ts";
 import { table } from "./table.ts";
 
@@ -41,66 +33,6 @@ Options:
   --limit N                files per page (1–100, default 50)
   --json                   the answer as JSON
 ${connHelp("user")}`;
-
-/** Checks a local path names a readable file of a type inputs may have; answers its absolute path. */
-export function checkLocalFile(where: string, path: string, cwd: string): string {
-  const file = resolve(cwd, path);
-  let size: number;
-  try {
-    const st = statSync(file);
-    if (!st.isFile()) throw new UsageError(`${where}: ${file} is not a file`);
-    size = st.size;
-  } catch (err) {
-    if (err instanceof UsageError) throw err;
-    throw new UsageError(`${where}: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
-  }
-  if (size === 0) throw new UsageError(`${where}: ${file} is empty`);
-  const type = contentTypeOf(file);
-  if (type === undefined) {
-    throw new UsageError(
-      `${where}: ${file}: the extension says no media type an input may have (${INPUT_CONTENT_TYPES.join(", ")})`,
-    );
-  }
-  return file;
-}
-
-/**
- * The input with every top-level `"@PATH"` value replaced by the local file to upload (checked
- * to exist here, so a missing file is a usage error before anything is sent), and `"@@…"` by
- * the literal `"@…"`.
- */
-export function withLocalFiles(input: Record<string, unknown>, cwd: string): Record<string, unknown> {
-  const out: Record<string, unknown> = { ...input };
-  for (const [k, v] of Object.entries(input)) {
-    if (typeof v !== "string" || !v.startsWith("@")) continue;
-    if (v.startsWith("@@")) out[k] = v.slice(1);
-    else out[k] = localFile(checkLocalFile(`--input.${k} ${v}`, v.slice(1), cwd));
-  }
-  return out;
-}
-
-/**
- * What an upload's progress draws: a bar redrawn in place on a terminal, and one line per file
- * when it is done (on a terminal and elsewhere alike).
- */
-export function uploadProgress(io: Io): (p: UploadProgress) => void {
-  const draw = io.tty ? createLogUpdate(stderrStream(io), { showCursor: true }) : undefined;
-  const started = io.now();
-  return (p) => {
-    const share = p.total > 0 ? p.sent / p.total : 1;
-    const width = 24;
-    const filled = Math.round(share * width);
-    const label = p.field === undefined ? p.name : `${p.field} (${p.name})`;
-    if (p.sent < p.total) {
-      draw?.(
-        `uploading ${label} [${"#".repeat(filled)}${"-".repeat(width - filled)}] ${String(Math.floor(share * 100)).padStart(3)}% ${formatBytes(p.sent)}/${formatBytes(p.total)}`,
-      );
-      return;
-    }
-    draw?.clear();
-    io.stderr(`uploaded ${label}: ${formatBytes(p.total)} in ${((io.now() - started) / 1000).toFixed(1)} s\n`);
-  };
-}
 
 function fileTable(files: FileView[]): string {
   if (files.length === 0) return "no files\n";
