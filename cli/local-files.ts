@@ -7,8 +7,7 @@
 import { statSync } from "node:fs";
 import { resolve } from "node:path";
 import { createLogUpdate } from "log-update";
-import { localFile, type UploadProgress } from "../client/index.ts";
-import { contentTypeOf } from "../client/files.ts";
+import { contentTypeOf, localFile, type UploadProgress } from "../client/index.ts";
 import { INPUT_CONTENT_TYPES } from "../shared/files.ts";
 import { UsageError } from "./flags.ts";
 import { formatBytes } from "./progress.ts";

@@ -583,17 +583,15 @@ export class Agent extends EventEmitter {
     });
     let local: LocalInputs | undefined;
     try {
-      local = await fetchInputs(
-        target,
-        ref,
-        lease.input,
-        lease.files,
-        this.opts.inputsDir ?? join(tmpdir(), `floodgate-inputs-${this.agentId}`),
-      );
-      if (h.abandoned) return;
-      started = performance.now();
+      // Only a lease that names files pays for any of it.
+      if (lease.files !== undefined) {
+        const dir = this.opts.inputsDir ?? join(tmpdir(), `floodgate-inputs-${this.agentId}`);
+        local = await fetchInputs(target, ref, lease.input, lease.files, dir);
+        if (h.abandoned) return;
+        started = performance.now();
+      }
       const result = await runner.run(
-        { job_id: lease.job_id, model: lease.model, version, input: local.input },
+        { job_id: lease.job_id, model: lease.model, version, input: local?.input ?? lease.input },
         {
           progress: (p) => {
             if (!h.abandoned)
