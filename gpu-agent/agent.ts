@@ -94,6 +94,8 @@ interface Held {
   replica?: Replica;
   runner?: RunnerLike;
   abandoned: boolean;
+  /** Stops its input downloads when it is abandoned before its runner starts. */
+  downloads?: AbortController;
   /**
    * Run alone, after a runner crash took it down with others: a crash kills every job in the
    * batch, so each is retried once by itself to find the one that caused it. Only a job that
@@ -505,6 +507,7 @@ export class Agent extends EventEmitter {
     const h = this.held.get(jobId);
     if (!h || h.lease.epoch !== epoch) return;
     h.abandoned = true;
+    h.downloads?.abort();
     this.log(`abandoning ${jobId}: ${why}`);
     if (h.state === "running") {
       const { runner, replica } = h;
@@ -586,7 +589,8 @@ export class Agent extends EventEmitter {
       // Only a lease that names files pays for any of it.
       if (lease.files !== undefined) {
         const dir = this.opts.inputsDir ?? join(tmpdir(), `floodgate-inputs-${this.agentId}`);
-        local = await fetchInputs(target, ref, lease.input, lease.files, dir);
+        h.downloads = new AbortController();
+        local = await fetchInputs(target, ref, lease.input, lease.files, dir, h.downloads.signal);
         if (h.abandoned) return;
         started = performance.now();
       }

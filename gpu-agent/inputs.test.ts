@@ -26,6 +26,12 @@ beforeAll(async () => {
       agent: req.headers["x-floodgate-agent"] as string,
     });
     const field = (req.url ?? "").split("/").at(-1);
+    if (field === "slow") {
+      // Sends a little, then stalls: only an abort ends the download.
+      res.writeHead(200);
+      res.write(BYTES.subarray(0, 4));
+      return;
+    }
     if (field === "stale") {
       res.writeHead(409, { "content-type": "application/json" });
       res.end(JSON.stringify({ error: { code: "stale_lease", message: "not yours" } }));
@@ -34,7 +40,13 @@ beforeAll(async () => {
   await new Promise<void>((ok) => server.listen(0, "127.0.0.1", ok));
   baseUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 });
-afterAll(() => new Promise<void>((ok) => server.close(() => ok())));
+afterAll(
+  () =>
+    new Promise<void>((ok) => {
+      server.closeAllConnections();
+      server.close(() => ok());
+    }),
+);
 
 const target = () => ({ baseUrl, token: "tok", agentId: "agent-1" });
 const files = (field: string, over: Partial<InputFiles[string]> = {}): InputFiles => ({
@@ -91,5 +103,19 @@ describe("input files of a lease", () => {
     ).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(InputError);
     expect((err as InputError).stale).toBe(false);
+  });
+
+  it("a lease abandoned while its file downloads stops the download and leaves nothing on disk", async () => {
+    const root = mkdtempSync(join(tmpdir(), "fg-inputs-"));
+    const ctl = new AbortController();
+    const pending = fetchInputs(target(), ref, {}, files("slow"), root, ctl.signal).catch((e: unknown) => e);
+    // Aborted once the edge has started answering.
+    const deadline = Date.now() + 5000;
+    while (!seen.some((r) => r.url.endsWith("/slow")) && Date.now() < deadline) {
+      await new Promise((r) => setImmediate(r));
+    }
+    ctl.abort();
+    expect(await pending).toBeInstanceOf(InputError);
+    expect(existsSync(join(root, "job_x-3"))).toBe(false);
   });
 });

@@ -46,6 +46,7 @@ export async function fetchInputs(
   input: Record<string, unknown>,
   files: InputFiles | undefined,
   root: string,
+  signal?: AbortSignal,
 ): Promise<LocalInputs> {
   if (!files || Object.keys(files).length === 0) return { input, cleanup: async () => undefined };
   const dir = resolve(root, `${ref.job_id}-${ref.epoch}`);
@@ -59,7 +60,10 @@ export async function fetchInputs(
       const url = `${t.baseUrl}/v1/agent/inputs/${encodeURIComponent(ref.job_id)}/${ref.epoch}/${encodeURIComponent(field)}`;
       let res: Response;
       try {
-        res = await fetch(url, { headers: { authorization: `Bearer ${t.token}`, [AGENT_ID_HEADER]: t.agentId } });
+        res = await fetch(url, {
+          headers: { authorization: `Bearer ${t.token}`, [AGENT_ID_HEADER]: t.agentId },
+          ...(signal ? { signal } : {}),
+        });
       } catch (err) {
         throw new InputError(`input ${field}: the download failed: ${String(err)}`);
       }
@@ -88,6 +92,7 @@ export async function fetchInputs(
           Readable.fromWeb(res.body as import("node:stream/web").ReadableStream),
           count,
           createWriteStream(path),
+          signal ? { signal } : {},
         );
       } catch (err) {
         throw err instanceof InputError ? err : new InputError(`input ${field}: the download failed: ${String(err)}`);
