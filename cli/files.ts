@@ -22,7 +22,9 @@ import { table } from "./table.ts";
 
 export const FILES_HELP = `Usage:
   floodgate files list [--limit N] [--json]     your input files, newest first
-  floodgate files upload PATH [--json]          upload an image or video; prints its file id
+  floodgate files upload PATH [--resume FILE_ID] [--json]
+      upload an image or video; prints its file id. --resume goes on with an upload that was
+      cut off: only the parts the edge has not stored are sent
   floodgate files rm FILE_ID                    delete a file and its bytes
 
 Jobs name input files by id where their model's input schema marks a file field; \`floodgate
@@ -52,8 +54,17 @@ export const files: Runner = async (argv, io) => {
   }
   const parsed = parseFlags(
     rest,
-    { ...CONN_USER, ...JSON_FLAG, ...(sub === "list" ? { limit: { type: "string" } } : {}) },
-    z.strictObject({ ...Conn, limit: z.coerce.number().int().min(1).max(100).optional() }),
+    {
+      ...CONN_USER,
+      ...JSON_FLAG,
+      ...(sub === "list" ? { limit: { type: "string" } } : {}),
+      ...(sub === "upload" ? { resume: { type: "string" } } : {}),
+    },
+    z.strictObject({
+      ...Conn,
+      limit: z.coerce.number().int().min(1).max(100).optional(),
+      resume: FileIdArg.optional(),
+    }),
     sub === "list"
       ? { min: 0, max: 0, names: "" }
       : { min: 1, max: 1, names: sub === "rm" ? "the file id, file_…" : "the path of an image or video" },
@@ -72,7 +83,10 @@ export const files: Runner = async (argv, io) => {
       return 0;
     }
     case "upload": {
-      const file = await fg.files.upload(localFile(path as string), { onProgress: uploadProgress(io) });
+      const file = await fg.files.upload(localFile(path as string), {
+        onProgress: uploadProgress(io),
+        resume: flags.resume,
+      });
       if (flags.json) jsonOut(io, file);
       else io.stdout(`${file.id}\n`);
       return 0;

@@ -254,6 +254,13 @@ describe("input files of a job", () => {
     }
     const user = await call<Err>("GET", path, { key: a.key });
     expect(user.status).toBe(401);
+
+    // Deleted under the running job: the download says so, and the agent fails the attempt.
+    expect((await call("DELETE", `/v1/files/${file.id}`, { key: a.key })).status).toBe(204);
+    const gone = await exports.default.fetch(
+      new Request(`http://edge.test${path}`, { headers: agentHeaders({ token: holder.t.token, id: holder.id }) }),
+    );
+    expect([gone.status, ((await gone.json()) as Err).error.code]).toEqual([404, "file_not_found"]);
     holder.conn.ws.close();
     other.conn.ws.close();
   });
