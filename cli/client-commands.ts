@@ -11,7 +11,6 @@ import { createHash } from "node:crypto";
 import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { open } from "node:fs/promises";
 import { join, relative, resolve } from "node:path";
-import { Writable } from "node:stream";
 import type { ParseArgsOptionsConfig } from "node:util";
 import { createLogUpdate } from "log-update";
 import { z } from "zod";
@@ -30,6 +29,8 @@ import {
 import { AccountCreateBody, AgentTokenBody, IdempotencyKey, SubmitBody } from "../shared/api.ts";
 import { assertExhaustive } from "../shared/errors.ts";
 import { JobStatus } from "../shared/job.ts";
+import { uploadProgress, withLocalFiles } from "./local-files.ts";
+import { stderrStream } from "./stderr.ts";
 import { parseFlags, UsageError } from "./flags.ts";
 import { describeEntry, historyText, parseRolloutFile, RolloutFileError, statusText } from "./rollout.ts";
 import { table } from "./table.ts";
@@ -307,19 +308,6 @@ export function outputFileName(name: string, index: number, contentType: string)
   return /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(name) ? name : `output-${index + 1}.${extensionOf(contentType)}`;
 }
 
-/** stderr as the stream log-update draws on: writes go through `io`, the width is the terminal's. */
-function stderrStream(io: Io): Writable {
-  const stream = new Writable({
-    decodeStrings: false,
-    write(chunk: string, _encoding, done) {
-      io.stderr(chunk);
-      done();
-    },
-  });
-  // Read on every draw: the terminal may be resized.
-  return Object.defineProperties(stream, { columns: { get: () => io.columns }, isTTY: { value: io.tty } });
-}
-
 /**
  * The one live line on a terminal, redrawn in place by log-update, and plain lines printed
  * above it. Without a terminal nothing is drawn: plain lines are all there is.
@@ -582,7 +570,11 @@ Usage:
   floodgate submit <model> --input @input.json [options]
 
 Options:
-  --input JSON|@FILE       the job's input: a JSON object, or @ and a file holding one (required)
+  --input JSON|@FILE       the job's input: a JSON object, or @ and a file holding one (required).
+                           A top-level value "@PATH" is a local image or video, uploaded first
+                           (a progress bar on a terminal) and sent as its file id, for a model
+                           field that takes a file: --input '{"video":"@clip.mp4"}'. "@@…" is a
+                           literal "@…"
   --metadata JSON          an object of strings, numbers and booleans kept with the job
   --idempotency-key KEY    the same key and body within 24 h return the same job
   --webhook URL            a URL told of the job's status changes, signed with the account's
@@ -734,6 +726,7 @@ export const CLIENT_HELP = `  floodgate submit <model> --input '<json>'|@file.js
   floodgate status <job id> [--json]         a job's state, attempts and outputs
   floodgate cancel <job id>                  cancel a job
   floodgate jobs [--status S] [--limit N]    your jobs, newest first
+  floodgate files list|upload PATH|rm ID     your input files (images, video) for jobs
   floodgate accounts create --name N --tier T [--rate-limit R]     (admin)
   floodgate tokens create --pool P --models a,b [--ttl-s N]        (admin)
   floodgate tokens revoke <token id>                               (admin)
@@ -825,11 +818,13 @@ const submit: Runner = async (argv, io) => {
     const issue = body.error.issues[0];
     throw new UsageError(`--${issue?.path.join(".") ?? "input"}: ${issue?.message ?? "invalid"}`);
   }
+  const withFiles = withLocalFiles(input, io.cwd);
   const { fg, url } = user(connection(flags, io), io);
-  const answer = await fg.jobs.submit(model, input, {
+  const answer = await fg.jobs.submit(model, withFiles, {
     idempotencyKey: flags["idempotency-key"],
     metadata: body.data.metadata,
     webhook: body.data.webhook,
+    onUploadProgress: uploadProgress(io),
   });
   if (!flags.watch) {
     if (flags.json) jsonOut(io, answer);

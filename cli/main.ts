@@ -16,6 +16,7 @@ import { parseFlags, UsageError } from "./flags.ts";
 import { models } from "./models.ts";
 import { keysCommand } from "./keys.ts";
 import { usage } from "./usage.ts";
+import { files } from "./files.ts";
 import { webhooks } from "./webhooks.ts";
 import { pools } from "./pools.ts";
 import { ProvisionerConfig, startProvisioner } from "./provisioner.ts";
@@ -220,6 +221,8 @@ export async function main(argv: string[]): Promise<number> {
         return await runCommand(command, webhooks, rest);
       case "usage":
         return await runCommand(command, usage, rest);
+      case "files":
+        return await runCommand(command, files, rest);
       case "pools":
         return await runCommand(command, pools, rest);
       case "capacity":

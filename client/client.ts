@@ -8,6 +8,7 @@ import { BatchAnswer, BatchBody, JobList, JobView, SubmitAnswer, type SubmitBody
 import { StreamTokenAnswer, type JobEvent } from "../shared/events.ts";
 import type { JobStatus } from "../shared/job.ts";
 import { followEvents, type EventsOptions } from "./events.ts";
+import { filesApi, uploadInputFiles, type FilesApi, type UploadProgress } from "./files.ts";
 import { Http } from "./http.ts";
 import { waitForJob, type RunResult, type WaitOptions } from "./run.ts";
 import { usagePath, type UsageOptions } from "./usage.ts";
@@ -45,6 +46,8 @@ export interface SubmitOptions {
    * the account's job-webhook secret (`webhooks.jobSecret()`).
    */
   webhook?: JobWebhook | undefined;
+  /** How the uploads of the input's files go (a Blob, File or `localFile(path)` value is uploaded first). */
+  onUploadProgress?: ((p: UploadProgress) => void) | undefined;
   signal?: AbortSignal | undefined;
 }
 
@@ -67,7 +70,10 @@ export type BatchJob = z.input<typeof BatchBody>["jobs"][number];
 
 export interface FloodgateClient {
   jobs: {
-    /** Submits one job; answers at once with its id (202). */
+    /**
+     * Submits one job; answers at once with its id (202). Input values that are a `Blob` or
+     * `File`, or `localFile(path)`, are uploaded first (`files.upload`) and sent as their file ids.
+     */
     submit(model: string, input: Record<string, unknown>, opts?: SubmitOptions): Promise<SubmitAnswer>;
     /** Submits up to 100 jobs; each is answered on its own, in order. */
     submitBatch(model: string, jobs: BatchJob[], opts?: { signal?: AbortSignal }): Promise<BatchAnswer>;
@@ -93,6 +99,8 @@ export interface FloodgateClient {
   run(model: string, input: Record<string, unknown>, opts?: RunOptions): Promise<RunResult>;
   /** The account's webhook endpoints, its jobs' webhook secret, and jobs' deliveries. */
   webhooks: WebhooksApi;
+  /** The account's input files: upload (in parts, resumable), get, list, delete. */
+  files: FilesApi;
   /** The account's usage: GPU-seconds executing, attempts, jobs by outcome, output bytes, per model (or version, or day). */
   usage(opts?: UsageOptions): Promise<UsageAnswer>;
 }
@@ -127,7 +135,14 @@ export function createClient(opts: ClientOptions): FloodgateClient {
     retries: opts.retries,
   });
 
-  const submit = (model: string, input: Record<string, unknown>, o: SubmitOptions = {}): Promise<SubmitAnswer> => {
+  const files = filesApi(http);
+
+  const submit = async (
+    model: string,
+    given: Record<string, unknown>,
+    o: SubmitOptions = {},
+  ): Promise<SubmitAnswer> => {
+    const input = await uploadInputFiles(files, given, { onProgress: o.onUploadProgress, signal: o.signal });
     const body: SubmitBody = { input };
     if (o.metadata !== undefined) body.metadata = o.metadata;
     if (o.deadline !== undefined) body.deadline = o.deadline instanceof Date ? o.deadline.toISOString() : o.deadline;
@@ -135,7 +150,7 @@ export function createClient(opts: ClientOptions): FloodgateClient {
     if (o.webhook !== undefined) body.webhook = o.webhook;
     const headers: Record<string, string> = {};
     if (o.idempotencyKey !== undefined) headers["idempotency-key"] = o.idempotencyKey;
-    return http.request(`/v1/models/${encodeURIComponent(model)}/jobs`, SubmitAnswer, {
+    return await http.request(`/v1/models/${encodeURIComponent(model)}/jobs`, SubmitAnswer, {
       method: "POST",
       body,
       headers,
@@ -180,6 +195,7 @@ export function createClient(opts: ClientOptions): FloodgateClient {
 
   return {
     jobs,
+    files,
     webhooks: webhooksApi(http),
     usage: (o = {}) => http.request(usagePath("/v1/usage", o), UsageAnswer, { signal: o.signal, idempotent: true }),
     run: async (model, input, o = {}) => {

@@ -34,6 +34,15 @@ export {
   TimeoutError,
 } from "./errors.ts";
 export { isTerminalEvent, type EventsOptions } from "./events.ts";
+export {
+  contentTypeOf,
+  LocalFile,
+  localFile,
+  type FilesApi,
+  type UploadOptions,
+  type UploadProgress,
+} from "./files.ts";
+export type { FileList, FileView } from "../shared/files.ts";
 export { DEFAULT_WAIT_MS, type RunResult, type WaitOptions } from "./run.ts";
 export { SseParser, type SseMessage } from "./sse.ts";
 export { verifyWebhook, type WebhooksApi } from "./webhooks.ts";

@@ -11,7 +11,7 @@ import { FloodgateError } from "../shared/errors.ts";
 import { adminAuth, jobsAuth, userAuth } from "./auth/index.ts";
 import type { AppEnv } from "./env.ts";
 import { errorResponse } from "./errors.ts";
-import { fileRoutes } from "./files.ts";
+import { fileRoutes, OUTPUT_FILES_PREFIX } from "./files.ts";
 import { apiRoute, json, routesApp, SECURITY_SCHEMES } from "./openapi.ts";
 import { adminRoutes } from "./routes/admin.ts";
 import { MAX_PART_BYTES } from "../shared/outputs.ts";
@@ -22,6 +22,7 @@ import { liveRoutes } from "./routes/live.ts";
 import { protocolRoutes } from "./routes/protocol.ts";
 import { rolloutRoutes } from "./routes/rollouts.ts";
 import { uploadRoutes } from "./routes/uploads.ts";
+import { inputRoutes } from "./routes/inputs.ts";
 import { usageRoutes } from "./routes/usage.ts";
 import { webhookRoutes } from "./routes/webhooks.ts";
 import { swarmRoutes } from "./routes/swarm.ts";
@@ -52,7 +53,7 @@ const openapi = apiRoute("none", {
   responses: { 200: json("OpenAPI 3.1", z.record(z.string(), z.unknown())) },
 });
 
-const PART_PATH = /^\/v1\/agent\/uploads\/[^/]+\/parts\//;
+const PART_PATH = /^\/v1\/(agent\/uploads|files)\/[^/]+\/parts\/[^/]+$/;
 
 export function buildApp(): OpenAPIHono<AppEnv> {
   const app = routesApp();
@@ -103,6 +104,9 @@ export function buildApp(): OpenAPIHono<AppEnv> {
   app.use("/v1/webhooks", userAuth);
   app.use("/v1/webhooks/*", userAuth);
   app.use("/v1/usage", userAuth);
+  app.use("/v1/files", userAuth);
+  // Output files are opened by their signed URLs alone; every other file route is an account's.
+  app.use("/v1/files/*", (c, next) => (c.req.path.startsWith(OUTPUT_FILES_PREFIX) ? next() : userAuth(c, next)));
   app.use("/v1/agent/*", agentAuth);
   app.use("/v1/provisioner/*", provisionerAuth);
   app.route("/", jobRoutes);
@@ -112,6 +116,7 @@ export function buildApp(): OpenAPIHono<AppEnv> {
   app.route("/", poolRoutes);
   app.route("/", agentRoutes);
   app.route("/", uploadRoutes);
+  app.route("/", inputRoutes);
   app.route("/", versionRoutes);
   app.route("/", webhookRoutes);
   app.route("/", swarmRoutes);

@@ -25,6 +25,10 @@ type Secrets = Record<SecretName, string> & {
    * shorten the schedule with it; `floodgate dev` passes FLOODGATE_WEBHOOK_RETRY_SCALE).
    */
   WEBHOOK_RETRY_SCALE?: string;
+  /** The largest input file `POST /v1/files` takes (bytes); 2 GiB when unset. */
+  INPUT_FILE_MAX_BYTES?: string;
+  /** Seconds an input file is kept before it and its bytes are deleted; 7 days when unset. */
+  INPUT_FILE_RETENTION_S?: string;
 };
 
 declare global {

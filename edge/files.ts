@@ -17,6 +17,9 @@ import { actor, type JobActor } from "../mesh/index.ts";
 import type { AppEnv } from "./env.ts";
 import { apiRoute, routesApp } from "./openapi.ts";
 
+/** Where output files are served: every output key starts with `outputs/` (shared/outputs.ts). */
+export const OUTPUT_FILES_PREFIX = "/v1/files/outputs/";
+
 export function fileSecret(env: Env): string {
   if (!env.FILE_SIGNING_KEY) throw new FloodgateError("unavailable", "the edge has no FILE_SIGNING_KEY secret");
   return env.FILE_SIGNING_KEY;
@@ -63,9 +66,10 @@ const safe: MiddlewareHandler<AppEnv> = async (c, next) => {
 
 const readFile = apiRoute("none", {
   method: "get",
-  path: "/v1/files/{key}",
-  summary: "An output file, by the signed URL a job read returns (?exp=&sig=)",
-  request: { params: z.object({ key: z.string() }) },
+  path: "/v1/files/outputs/{path}",
+  summary:
+    "An output file, by the signed URL a job read returns (?exp=&sig=); `path` is the rest of its key, slashes included",
+  request: { params: z.object({ path: z.string() }) },
   responses: {
     200: { description: "The file", content: { "*/*": { schema: { type: "string", format: "binary" } } } },
     403: { description: "Bad or expired signature" },
@@ -84,12 +88,12 @@ const readPreview = apiRoute("none", {
 });
 
 export const fileRoutes = routesApp();
-fileRoutes.use("/v1/files/*", safe);
+fileRoutes.use(`${OUTPUT_FILES_PREFIX}*`, safe);
 fileRoutes.use("/v1/jobs/:id/preview", safe);
 // An output key is the rest of the path, slashes included: a wildcard, which an OpenAPI path
 // template cannot express, so this route is routed as one and declared to the document apart.
 fileRoutes.openAPIRegistry.registerPath(readFile);
-fileRoutes.get("/v1/files/*", async (c) => {
+fileRoutes.get(`${OUTPUT_FILES_PREFIX}*`, async (c) => {
   let key: string;
   try {
     key = decodeURIComponent(new URL(c.req.url).pathname.slice("/v1/files/".length));

@@ -13,7 +13,8 @@
  */
 import { randomBytes } from "node:crypto";
 import { EventEmitter } from "node:events";
-import { hostname } from "node:os";
+import { hostname, tmpdir } from "node:os";
+import { join } from "node:path";
 import { WebSocket } from "ws";
 import {
   AGENT_ID_HEADER,
@@ -40,6 +41,7 @@ import { backoffMs, type Backoff } from "../shared/backoff.ts";
 import { gpuHealth, vramAbove } from "./gpu.ts";
 import { type Replica, routeLease, RunnerPool } from "./pool.ts";
 import { agentFailure } from "./runner/host.ts";
+import { fetchInputs, InputError, type LocalInputs } from "./inputs.ts";
 import { uploadOutput, UploadError } from "./upload.ts";
 import { type ServeOptions, VersionManager } from "./versions/manager.ts";
 import type { Frame, RunnerLike } from "./runner/like.ts";
@@ -78,6 +80,8 @@ export interface AgentOptions {
   /** Without `startRunner`: serve what `agent.desired` says, as these options tell. */
   serve?: ServeOptions;
   encoder: Encoder;
+  /** Where the input files of leases are downloaded (each attempt's deleted when it ends); a temporary folder when absent. */
+  inputsDir?: string;
   /** Health of the GPUs this agent serves with (nvidia-smi by default, all it sees). */
   gpus?: () => Promise<GpuHealth[]>;
   log?: (line: string) => void;
@@ -90,6 +94,8 @@ interface Held {
   replica?: Replica;
   runner?: RunnerLike;
   abandoned: boolean;
+  /** Stops its input downloads when it is abandoned before its runner starts. */
+  downloads?: AbortController;
   /**
    * Run alone, after a runner crash took it down with others: a crash kills every job in the
    * batch, so each is retried once by itself to find the one that caused it. Only a job that
@@ -501,6 +507,7 @@ export class Agent extends EventEmitter {
     const h = this.held.get(jobId);
     if (!h || h.lease.epoch !== epoch) return;
     h.abandoned = true;
+    h.downloads?.abort();
     this.log(`abandoning ${jobId}: ${why}`);
     if (h.state === "running") {
       const { runner, replica } = h;
@@ -568,16 +575,27 @@ export class Agent extends EventEmitter {
     const ref = { job_id: lease.job_id, epoch: lease.epoch };
     const version =
       replica.version ?? lease.version ?? runner.models.find((m) => m.model === lease.model)?.version ?? "unknown";
-    // Usage: the runner's time on the job (not the uploads after), and the GPUs its replica holds.
-    const started = performance.now();
+    const target = { baseUrl: this.opts.url.replace(/\/$/, ""), token: this.opts.token, agentId: this.agentId };
+    // Usage: the runner's time on the job (not the downloads before or the uploads after), and
+    // the GPUs its replica holds.
+    let started = performance.now();
     let executingMs: number | undefined;
     const run = () => ({
       executing_ms: executingMs ?? Math.round(performance.now() - started),
       gpus: replica.gpus.length,
     });
+    let local: LocalInputs | undefined;
     try {
+      // Only a lease that names files pays for any of it.
+      if (lease.files !== undefined) {
+        const dir = this.opts.inputsDir ?? join(tmpdir(), `floodgate-inputs-${this.agentId}`);
+        h.downloads = new AbortController();
+        local = await fetchInputs(target, ref, lease.input, lease.files, dir, h.downloads.signal);
+        if (h.abandoned) return;
+        started = performance.now();
+      }
       const result = await runner.run(
-        { job_id: lease.job_id, model: lease.model, version, input: lease.input },
+        { job_id: lease.job_id, model: lease.model, version, input: local?.input ?? lease.input },
         {
           progress: (p) => {
             if (!h.abandoned)
@@ -624,7 +642,6 @@ export class Agent extends EventEmitter {
       });
       const encoded = [...(await this.opts.encoder.outputs(result.frames)), ...result.outputs];
       const records: OutputRecord[] = [];
-      const target = { baseUrl: this.opts.url.replace(/\/$/, ""), token: this.opts.token, agentId: this.agentId };
       for (const o of encoded) {
         if (h.abandoned) return;
         records.push(
@@ -640,6 +657,21 @@ export class Agent extends EventEmitter {
       this.completed++;
     } catch (err) {
       if (h.abandoned) return;
+      if (err instanceof InputError) {
+        if (err.stale) this.refusedStale(ref, "input download", "stale");
+        else {
+          this.log(`${lease.job_id}: ${err.message}`);
+          this.report({
+            ...ref,
+            status: "failed",
+            executing_ms: 0,
+            gpus: replica.gpus.length,
+            code: "input_unavailable",
+            message: err.message.slice(0, 4096),
+          });
+        }
+        return;
+      }
       if (err instanceof UploadError) {
         if (err.stale) this.refusedStale(ref, "upload", "stale");
         else
@@ -669,6 +701,7 @@ export class Agent extends EventEmitter {
         message: String(f.message ?? err).slice(0, 4096),
       });
     } finally {
+      void local?.cleanup();
       replica.running.delete(lease.job_id);
       if (h.state !== "staged") {
         this.held.delete(lease.job_id);

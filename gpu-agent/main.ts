@@ -221,6 +221,7 @@ export async function runAgent(
     preemptible: config.preemptible,
     ...(startRunner ? { startRunner } : { serve }),
     encoder,
+    inputsDir: join(config.cache_dir, "inputs"),
     gpus: () => gpuHealth(config.gpus),
     log: (l) => log(`[agent ${name}] ${l}`),
   });

@@ -268,6 +268,12 @@ export class SchedulerActor extends DurableObject<Env> {
     return this.core?.uploadStarting(ref, agentId) ?? false;
   }
 
+  /** The input file in `field` of a job whose lease `agentId` holds, for the agent's download. */
+  async inputFile(ref: LeaseRef, agentId: string, field: string) {
+    if (!this.core) return fail("stale_lease", `the lease of ${ref.job_id} at epoch ${ref.epoch} is not this agent's`);
+    return this.core.inputFile(ref, agentId, field);
+  }
+
   /** A job actor follows a job for its subscribers (see SchedulerCore.watch). */
   async watch(id: string, accountId: string) {
     if (!this.core) return fail("job_not_found", `no job ${id}`);

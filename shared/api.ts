@@ -212,7 +212,9 @@ export const InputSchema = z
 
 export const ModelConfigBody = z.strictObject({
   /** JSON Schema (draft 2020-12) of the job input; its `type` is "object". */
-  input_schema: InputSchema,
+  input_schema: InputSchema.describe(
+    'JSON Schema (draft 2020-12) of a job\'s input, whose `type` is "object". A top-level string property with `"x-floodgate-file": true` takes an input file\'s id (POST /v1/files); the runner gets a local path there.',
+  ),
   max_attempts: z.number().int().min(1).max(20).default(3),
   /** Seconds a single attempt may run. */
   run_timeout_s: z.number().int().min(1).max(86400).default(600),

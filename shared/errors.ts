@@ -17,6 +17,7 @@ export const ERROR_CODES = {
   agent_id_taken: 403,
   not_found: 404,
   upload_not_found: 404,
+  file_not_found: 404,
   model_not_found: 404,
   job_not_found: 404,
   account_not_found: 404,
@@ -25,6 +26,7 @@ export const ERROR_CODES = {
   idempotency_conflict: 409,
   job_not_finished: 409,
   conflict: 409,
+  file_not_ready: 409,
   stale_lease: 409,
   version_conflict: 409,
   pieces_missing: 409,
@@ -57,6 +59,8 @@ export const ERROR_WHEN: Readonly<Record<ErrorCode, string>> = {
   agent_id_taken: "an agent id bound to another live agent token (Connecting, below)",
   not_found: "no such route, output, preview, key or agent token",
   upload_not_found: "an upload id not started for that key, or already completed",
+  file_not_found:
+    "no such input file: never uploaded, another account's, deleted or past its retention (the file routes, and a submit whose input names it)",
   model_not_found: "no such model",
   job_not_found: "no such job — also another account's job",
   account_not_found: "no such account",
@@ -68,6 +72,7 @@ export const ERROR_WHEN: Readonly<Record<ErrorCode, string>> = {
   job_not_finished: "deleting a job that has not ended",
   conflict:
     "a state conflict: an account that exists, a registry that holds the most models a job id can name, an output name uploaded twice in one attempt, a purge of a version the rollout desires",
+  file_not_ready: "a submit names an input file whose upload has not completed (`POST /v1/files/{id}/complete` first)",
   stale_lease: "an agent's upload names a lease (job id and epoch) the agent does not hold: abandon the job",
   version_conflict:
     "a push names a model and version that exists with other content (another digest): versions are immutable, push it as a new version",

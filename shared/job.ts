@@ -58,10 +58,20 @@ export type AttemptOutcome = z.infer<typeof AttemptOutcome>;
  * Why an agent says an attempt failed (`job.results`): `oom` out of GPU memory,
  * `runner_crashed` the runner died, `model_error` the model failed, `invalid_input` the input
  * cannot run, `run_timeout` the runner gave up on it, `upload_failed` an output could not be
- * uploaded, `cancelled` after a `job.cancel`.
+ * uploaded, `input_unavailable` an input file could not be downloaded or verified,
+ * `cancelled` after a `job.cancel`.
  */
 export const AgentFailure = z
-  .enum(["oom", "runner_crashed", "model_error", "invalid_input", "run_timeout", "upload_failed", "cancelled"])
+  .enum([
+    "oom",
+    "runner_crashed",
+    "model_error",
+    "invalid_input",
+    "run_timeout",
+    "upload_failed",
+    "input_unavailable",
+    "cancelled",
+  ])
   .describe("Why the attempt failed (the failure reasons table says what each means and which are retried).");
 export type AgentFailure = z.infer<typeof AgentFailure>;
 
@@ -87,6 +97,8 @@ export const FAILURE_WHEN: Readonly<Record<FailureReason, string>> = {
   invalid_input: "the input cannot run (the runner or the agent refused it)",
   run_timeout: "the attempt ran past the model's `run_timeout_s` (the runner gave up, or the edge stopped renewing)",
   upload_failed: "an output could not be uploaded",
+  input_unavailable:
+    "an input file the lease names could not be downloaded, or its bytes were not the size and SHA-256 the lease names",
   cancelled: "the job's owner cancelled it (an agent reports it after a `job.cancel`)",
   worker_lost: "the agent went away or stopped renewing its lease",
   invalid_output: "the outputs were not what the edge stored, or not what the model requires",
@@ -106,6 +118,7 @@ export const RETRY: Readonly<Record<FailureReason, "spend" | "free" | "final">> 
   runner_crashed: "spend",
   run_timeout: "spend",
   upload_failed: "spend",
+  input_unavailable: "spend",
   worker_lost: "spend",
   invalid_output: "spend",
   model_error: "final",

@@ -3,6 +3,7 @@
  * job cannot ask a runner for unbounded work.
  */
 import type { ModelConfigBody } from "./api.ts";
+import { FILE_KEYWORD } from "./files.ts";
 
 const MiB = 1024 * 1024;
 
@@ -41,8 +42,34 @@ function videoInput(max: { steps: number; frames: number; size: number }): Model
 
 export const DEMO_MODEL = "demo";
 
+/** An input file field of a schema: a file id at submit, a local path for the runner. */
+function fileField(what: string) {
+  return {
+    type: "string",
+    [FILE_KEYWORD]: true,
+    description: `An input ${what} (a file id from POST /v1/files) for the prompt to transform.`,
+  };
+}
+
+/**
+ * The demo's input: a text-to-video model's, and video to video: `video` or `image`, an input
+ * file (its id at submit; the runner gets a local path) that the prompt transforms.
+ */
+function demoInput(): ModelConfigBody["input_schema"] {
+  const base = videoInput({ steps: 100, frames: 64, size: 512 });
+  return {
+    ...base,
+    properties: {
+      ...(base.properties as Record<string, unknown>),
+      video: fileField("video"),
+      image: fileField("image"),
+    },
+    not: { required: ["video", "image"] },
+  };
+}
+
 export const DEMO_MODEL_CONFIG: Partial<ModelConfigBody> & Pick<ModelConfigBody, "input_schema"> = {
-  input_schema: videoInput({ steps: 100, frames: 64, size: 512 }),
+  input_schema: demoInput(),
   max_attempts: 3,
   run_timeout_s: 300,
   expected_runtime_s: 5,

@@ -25,6 +25,19 @@ export const MIN_PART_BYTES = 5 * MiB;
 export const MAX_PART_BYTES = 64 * MiB;
 /** The part size an upload uses when its start names none (bytes). */
 export const DEFAULT_PART_BYTES = 8 * MiB;
+/** Most parts one upload has (R2's multipart limit). */
+export const MAX_UPLOAD_PARTS = 10_000;
+
+/** Parts an upload of `size` bytes has when cut in parts of `partBytes` (an empty one has one). */
+export function partCount(size: number, partBytes: number): number {
+  return Math.max(1, Math.ceil(size / partBytes));
+}
+
+/** The exact length of part `n` (1-based) of an upload of `size` bytes in parts of `partBytes`. */
+export function partLength(size: number, partBytes: number, n: number): number {
+  const parts = partCount(size, partBytes);
+  return n < parts ? partBytes : size - (parts - 1) * partBytes;
+}
 /**
  * Largest output the edge takes (bytes): it reads every output back once to hash it, and a
  * Worker's CPU time bounds how much it can read in one request.

@@ -104,7 +104,9 @@ export const JobRun = z
     version: z.string().min(1).max(128).describe("Model version."),
     input: z
       .record(z.string(), z.unknown())
-      .describe("The job's input, already checked by the edge against the model's JSON Schema."),
+      .describe(
+        "The job's input, already checked by the edge against the model's JSON Schema. A field the schema marks as a file (`\"x-floodgate-file\": true`) holds the absolute path of a local copy of that input file (its extension from its media type), which the agent downloaded and verified; the file is deleted once the job ends.",
+      ),
   })
   .describe("Run a job. Answered by progress, frames, logs and outputs, then exactly one `job.done` or `job.error`.");
 

@@ -11,6 +11,7 @@
 import { z } from "zod";
 import { CodecError, decode, decodeItems, encode, type Decoded } from "./codec.ts";
 import { MAX_OUTPUTS, OutputName } from "./outputs.ts";
+import { InputFiles } from "./files.ts";
 import { AgentFailure, ProgressPhase } from "./job.ts";
 
 export const AGENT_PROTOCOL_VERSION = 2;
@@ -469,6 +470,9 @@ export const LeaseGrant = z
       .describe(
         "The job's input, checked by the edge against the model's JSON Schema: a map nested at most 16 levels, without `__proto__`, `constructor` or `prototype` keys.",
       ),
+    files: InputFiles.optional().describe(
+      "Present only when the input names input files: by input field, each file's id, media type, size and SHA-256. Before running, download each from `GET /v1/agent/inputs/{job_id}/{epoch}/{field}`, check its size and SHA-256, and hand the runner a local path in that field in place of the file id (Input files, below); a download that fails or does not match fails the attempt `input_unavailable`.",
+    ),
   })
   .describe("A job handed to the agent.");
 export type LeaseGrant = z.infer<typeof LeaseGrant>;

@@ -44,6 +44,7 @@ import { raise } from "../errors.ts";
 import { apiRoute, firstValues, json, jsonBody, refuse, routesApp } from "../openapi.ts";
 import { jobRoute, modelByName, registry, validateInput } from "../registry-cache.ts";
 import { jsonProblem, readJson } from "../validate.ts";
+import { inputFilesOf } from "./inputs.ts";
 import { hooksOf } from "./webhooks.ts";
 
 export function scheduler(env: Env, route: JobRoute): Remote<SchedulerActor> {
@@ -55,7 +56,7 @@ function pickShard(model: ModelConfig): JobRoute {
   return { modelNumber: model.number, shard: Math.floor(Math.random() * model.shards) };
 }
 
-type Prepared = { item: EnqueueItem; idemKey: string | undefined; bodyHash: string } | Failure;
+type Prepared = { item: EnqueueItem; idemKey: string | undefined; bodyHash: string; at: string } | Failure;
 
 async function prepare(
   env: Env,
@@ -99,14 +100,40 @@ async function prepare(
     },
     idemKey,
     bodyHash,
+    at,
   };
+}
+
+/**
+ * Records in each prepared job the input files its input names (checked in one account call for
+ * all); a job naming a file that is not a live, complete file of the account is refused. Jobs of
+ * a model without file fields pass through untouched, with no call.
+ */
+async function withInputFiles(env: Env, accountId: string, model: ModelConfig, prepared: Prepared[]) {
+  const items = prepared.flatMap((p) => ("item" in p ? [p] : []));
+  const files = await inputFilesOf(
+    env,
+    accountId,
+    model,
+    items.map((p) => p.item.body.input),
+    (i) => items[i]?.at ?? "",
+  );
+  const refused = new Map<Prepared, Failure>();
+  items.forEach((p, i) => {
+    const f = files[i];
+    if (f === undefined) return;
+    if ("files" in f) p.item.body.files = f.files;
+    else refused.set(p, f);
+  });
+  return refused.size === 0 ? prepared : prepared.map((p) => refused.get(p) ?? p);
 }
 
 /**
  * Submits prepared jobs: claims their idempotency keys (one account call for all), then
  * enqueues them grouped by shard (one scheduler call, one commit, per shard).
  */
-async function submit(env: Env, accountId: string, model: ModelConfig, prepared: Prepared[]) {
+async function submit(env: Env, accountId: string, model: ModelConfig, given: Prepared[]) {
+  const prepared = await withInputFiles(env, accountId, model, given);
   const { tiers, lanes } = await registry(env);
   const desired = lanes.get(model.name);
   const claims = prepared.flatMap((p, i) =>

@@ -20,8 +20,10 @@ import { parseJobId, schedulerName } from "../../shared/ids.ts";
 import {
   DEFAULT_PART_BYTES,
   MAX_PART_BYTES,
+  MAX_UPLOAD_PARTS as MAX_PARTS,
   MIN_PART_BYTES,
   mediaType,
+  partCount,
   outputKey,
   outputPolicy,
   uploadMarkerKey,
@@ -33,12 +35,10 @@ import { outputReceipt, sign, verify } from "../../shared/signing.ts";
 import { MAX_OUTPUTS, OutputRecord } from "../../shared/wire.ts";
 import { actor, type SchedulerActor } from "../../mesh/index.ts";
 import { fileSecret } from "../files.ts";
+import { partNumber, readPart, storage, storedSha256 } from "../multipart.ts";
 import { apiRoute, json, jsonBody, routesApp } from "../openapi.ts";
 import { invalidateRegistry, jobRoute, registry } from "../registry-cache.ts";
 import { readJson } from "../validate.ts";
-
-/** Most parts one R2 multipart upload has. */
-const MAX_PARTS = 10_000;
 
 /**
  * Checks that `agentId` holds the lease of `jobId` at `epoch`. `starting`: an upload starts
@@ -106,45 +106,12 @@ async function readUploadId(env: Env, key: string, given: string): Promise<Uploa
   return f;
 }
 
-/** Parts an upload of `size` bytes has when cut in parts of `partBytes` (an empty one has one). */
-function partCount(size: number, partBytes: number): number {
-  return Math.max(1, Math.ceil(size / partBytes));
-}
-
-/**
- * Runs a multipart call on R2, answering what the agent got wrong as a 4xx: an upload that is
- * no longer there (completed or aborted) is 404, parts that do not match what was uploaded 400.
- */
-async function storage<T>(call: () => Promise<T>): Promise<T> {
-  try {
-    return await call();
-  } catch (err) {
-    const code = /\((\d{5})\)\s*$/.exec(String((err as Error)?.message))?.[1];
-    // R2's codes: 10024 no such upload; 10025 a part not found, 10011 a part too small, 10048
-    // parts that do not form an upload (unequal sizes).
-    if (code === "10024") throw uploadNotFound();
-    if (code === "10025" || code === "10011" || code === "10048") {
-      throw new FloodgateError("invalid_upload", `storage refused the parts: ${(err as Error).message}`);
-    }
-    throw err;
-  }
-}
-
 const KEY_RE = /^outputs\/(job_[0-9a-z]{30})\/(\d{1,9})\/([a-z0-9][a-z0-9._-]{0,63})$/;
 
 function parseKey(key: string): { jobId: string; epoch: number; name: string } {
   const m = KEY_RE.exec(key);
   if (!m) throw new FloodgateError("bad_request", "not an output key");
   return { jobId: m[1] as string, epoch: Number(m[2]), name: m[3] as string };
-}
-
-/** Hex SHA-256 of an object's bytes as stored, read back through workerd's DigestStream. */
-async function storedSha256(bucket: R2Bucket, key: string): Promise<string | undefined> {
-  const object = await bucket.get(key);
-  if (!object) return undefined;
-  const digest = new crypto.DigestStream("SHA-256");
-  await object.body.pipeTo(digest);
-  return [...new Uint8Array(await digest.digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 /** Undoes a started upload: its marker and the multipart upload (whatever is left of it). */
@@ -317,31 +284,12 @@ export const uploadRoutes = routesApp()
     const key = c.req.query("key") ?? "";
     const { jobId, epoch } = parseKey(key);
     await requireLease(c.env, c.get("agent").agentId, jobId, epoch);
-    const { upload_id: uploadId, n: partNumber } = c.req.valid("param");
-    const n = Number(partNumber);
-    if (!Number.isInteger(n) || n < 1 || n > MAX_PARTS)
-      throw new FloodgateError("bad_request", `part numbers are 1–${MAX_PARTS}`);
+    const { upload_id: uploadId, n: partText } = c.req.valid("param");
+    const n = partNumber(partText);
     const id = await readUploadId(c.env, key, uploadId);
-    // Every part's length follows from the size announced at the start: nothing past it is
-    // stored, and a part of another length is refused before storage.
-    const parts = partCount(id.size, id.partBytes);
-    const expected = n < parts ? id.partBytes : id.size - (parts - 1) * id.partBytes;
-    const over = (): FloodgateError =>
-      new FloodgateError(
-        "payload_too_large",
-        `part ${n} goes past the ${id.size} bytes announced at the start (${parts} parts of ${id.partBytes} bytes, the last ${id.size - (parts - 1) * id.partBytes})`,
-      );
-    if (n > parts || Number(c.req.header("content-length") ?? 0) > expected) throw over();
-    const bytes = await c.req.arrayBuffer();
-    if (bytes.byteLength > expected) throw over();
-    if (bytes.byteLength < expected) {
-      throw new FloodgateError(
-        "invalid_upload",
-        `part ${n} is ${bytes.byteLength} bytes; an upload of ${id.size} bytes in parts of ${id.partBytes} needs ${expected}`,
-      );
-    }
+    const bytes = await readPart(c, id.size, id.partBytes, n);
     const upload = c.env.OUTPUTS.resumeMultipartUpload(key, id.r2Id);
-    const part = await storage(() => upload.uploadPart(n, bytes));
+    const part = await storage(() => upload.uploadPart(n, bytes), uploadNotFound);
     return c.json({ part_number: part.partNumber, etag: part.etag }, 200);
   })
   .openapi(completeUpload, async (c) => {
@@ -360,8 +308,9 @@ export const uploadRoutes = routesApp()
     if (body.size !== id.size)
       await refuse(`the upload was started as ${id.size} bytes, not the ${body.size} announced`);
     const upload = bucket.resumeMultipartUpload(body.key, id.r2Id);
-    const object = await storage(() =>
-      upload.complete(body.parts.map((p) => ({ partNumber: p.part_number, etag: p.etag }))),
+    const object = await storage(
+      () => upload.complete(body.parts.map((p) => ({ partNumber: p.part_number, etag: p.etag }))),
+      uploadNotFound,
     );
     if (object.size !== id.size) await refuse(`the upload is ${object.size} bytes, not the ${id.size} announced`);
     const sha256 = await storedSha256(bucket, body.key);

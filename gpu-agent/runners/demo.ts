@@ -10,7 +10,10 @@
  * gives byte-identical frames.
  *
  * Input: `prompt` (string), `seed` (uint32), `steps` (default 20), `frames` (default 16),
- * `size` (pixels, square, default 128).
+ * `size` (pixels, square, default 128). Video to video: `video` or `image`, the local path of an
+ * input file (the agent puts it there in place of the file id), gives the frames the prompt
+ * transforms: each frame of the source (at most `frames`; an image is every frame) is blended
+ * with the prompt's scene, and sampling lands on that blend.
  *
  * `--version-dir DIR` serves the model version in DIR as the agent assembled it: the model,
  * version and `max_batch` of its manifest.json, and its `config` ({@link DemoVersionConfig}),
@@ -24,9 +27,14 @@ import { z } from "zod";
 import { VersionManifest } from "../../shared/repository.ts";
 import { rng } from "../../shared/rng.ts";
 import { type JobContext, JobFailure, type RunnerModel, main } from "../runner/runtime.ts";
+import { sourceFrames, type SourceFrames } from "./demo-source.ts";
 
 export const DemoInput = z.object({
   prompt: z.string().min(1).max(2000),
+  /** A local path: the source video, as the agent downloaded it. */
+  video: z.string().min(1).optional(),
+  /** A local path: the source image, as the agent downloaded it. */
+  image: z.string().min(1).optional(),
   seed: z
     .number()
     .int()
@@ -43,6 +51,8 @@ export type DemoInput = z.infer<typeof DemoInput>;
 const PREVIEW_EVERY = 5;
 /** Previews are at most this wide and high (pixels): they travel to the client while sampling. */
 const PREVIEW_MAX = 64;
+/** How much of a video-to-video target is the source (the rest is the prompt's scene). */
+const SOURCE_WEIGHT = 0.6;
 /** Amplitude of the noise re-injected at the first step (8-bit levels), falling to 0. */
 const NOISE = 96;
 /** Values in the noise table (a power of two: indices wrap with a mask). */
@@ -188,26 +198,67 @@ function toRgba(x: Float32Array, frame: number, size: number, scale = 1): Uint8A
   return out;
 }
 
+/** A demo job's input with its defaults; `source` the local path of its video or image, if any. */
+export type DemoJob = Omit<Required<DemoInput>, "video" | "image"> & {
+  source?: { kind: "video" | "image"; path: string };
+};
+
 /** Parses a job's input; a bad input is the job's `invalid_input` error. */
-export function parseDemoInput(input: Record<string, unknown>): Required<DemoInput> {
+export function parseDemoInput(input: Record<string, unknown>): DemoJob {
   const parsed = DemoInput.safeParse(input);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
     throw new JobFailure("invalid_input", `input.${issue?.path.join(".") ?? ""}: ${issue?.message ?? "invalid"}`);
   }
-  return { ...parsed.data, seed: parsed.data.seed ?? hash32(parsed.data.prompt) };
+  const { video, image, ...rest } = parsed.data;
+  if (video !== undefined && image !== undefined) {
+    throw new JobFailure("invalid_input", "input: give a video or an image, not both");
+  }
+  const source =
+    video !== undefined
+      ? { kind: "video" as const, path: video }
+      : image !== undefined
+        ? { kind: "image" as const, path: image }
+        : undefined;
+  return { ...rest, seed: rest.seed ?? hash32(rest.prompt), ...(source ? { source } : {}) };
+}
+
+/**
+ * The video-to-video target: each frame of the source blended with the scene's frame (an image
+ * source is every frame), {@link SOURCE_WEIGHT} of it the source's.
+ */
+function blend(src: SourceFrames, sceneFrames: Float32Array, frames: number): Float32Array {
+  const per = src.size * src.size * 3;
+  const out = new Float32Array(frames * per);
+  for (let f = 0; f < frames; f++) {
+    const s = Math.min(f, src.count - 1) * per;
+    for (let i = 0; i < per; i++) {
+      out[f * per + i] = SOURCE_WEIGHT * src.rgb[s + i]! + (1 - SOURCE_WEIGHT) * sceneFrames[f * per + i]!;
+    }
+  }
+  return out;
 }
 
 /** Runs one demo job: sampling with progress every step and previews every few, then the frames. */
 export async function renderJob(job: JobContext): Promise<void> {
-  const { prompt, seed, steps, frames, size } = parseDemoInput(job.input);
-  await job.log("info", `demo: ${frames} frames of ${size}×${size}, ${steps} steps, seed ${seed}`);
+  const { prompt, seed, steps, size, source, frames: asked } = parseDemoInput(job.input);
+  let frames = asked;
+  // A video source sets the frame count (at most `frames`); an image is every frame.
+  const src = source ? await sourceFrames(source.path, source.kind === "video" ? frames : 1, size) : undefined;
+  if (src && source?.kind === "video") frames = src.count;
+  await job.log(
+    "info",
+    `demo: ${frames} frames of ${size}×${size}, ${steps} steps, seed ${seed}${source ? `, from the input ${source.kind}` : ""}`,
+  );
   await job.output(
     "params.json",
     "application/json",
-    new TextEncoder().encode(JSON.stringify({ prompt, seed, steps, frames, size })),
+    new TextEncoder().encode(
+      JSON.stringify({ prompt, seed, steps, frames, size, ...(source ? { source: source.kind } : {}) }),
+    ),
   );
-  const target = renderTarget(scene(prompt, seed), frames, size);
+  const sceneFrames = renderTarget(scene(prompt, seed), frames, size);
+  const target = src ? blend(src, sceneFrames, frames) : sceneFrames;
   const noise = rng(seed ^ 0x9e3779b9);
   const x = new Float32Array(target.length);
   for (let i = 0; i < x.length; i++) x[i] = 255 * noise();

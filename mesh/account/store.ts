@@ -1,6 +1,6 @@
 /**
- * All SQL of the account actor: the account, its keys (SHA-256 hashes only) and the
- * idempotency records of its submits (24 h).
+ * All SQL of the account actor: the account, its keys (SHA-256 hashes only), the
+ * idempotency records of its submits (24 h), its webhooks and its input files.
  */
 import { one, type Sql, type SqlValue } from "../sql/sql.ts";
 
@@ -21,7 +21,42 @@ export const MIGRATIONS: readonly string[] = [
      id TEXT PRIMARY KEY, kind TEXT NOT NULL, url TEXT, events TEXT NOT NULL, secret TEXT NOT NULL,
      old_secret TEXT, old_until INTEGER, created_at INTEGER NOT NULL, disabled_at INTEGER, disabled_reason TEXT
    )`,
+  // Input files: one row per file (sha256 NULL while its upload runs, r2_upload R2's multipart
+  // upload id until then), and the parts stored so far, which the R2 binding cannot list.
+  `CREATE TABLE files (
+     id TEXT PRIMARY KEY, name TEXT NOT NULL, content_type TEXT NOT NULL, size INTEGER NOT NULL,
+     part_bytes INTEGER NOT NULL, r2_upload TEXT, sha256 TEXT, created_at INTEGER NOT NULL,
+     expires_at INTEGER NOT NULL
+   );
+   CREATE INDEX files_expires ON files (expires_at);
+   CREATE TABLE file_parts (
+     file_id TEXT NOT NULL, n INTEGER NOT NULL, etag TEXT NOT NULL, size INTEGER NOT NULL,
+     PRIMARY KEY (file_id, n)
+   )`,
 ];
+
+export interface FileRow {
+  [k: string]: SqlValue;
+  id: string;
+  name: string;
+  content_type: string;
+  size: number;
+  part_bytes: number;
+  /** R2's multipart upload id while the upload runs; null once complete. */
+  r2_upload: string | null;
+  /** Hex SHA-256 of the stored bytes once complete; null while uploading. */
+  sha256: string | null;
+  created_at: number;
+  expires_at: number;
+}
+
+export interface FilePartRow {
+  [k: string]: SqlValue;
+  file_id: string;
+  n: number;
+  etag: string;
+  size: number;
+}
 
 export interface AccountRow {
   [k: string]: SqlValue;
@@ -158,5 +193,74 @@ export class AccountStore {
 
   deleteWebhook(id: string): number {
     return this.sql.run("DELETE FROM webhooks WHERE id = ? AND kind = 'endpoint'", id);
+  }
+
+  file(id: string): FileRow | undefined {
+    return one<FileRow>(this.sql, "SELECT * FROM files WHERE id = ?", id);
+  }
+
+  /** A page of files, newest first (ids are random: created_at orders, id breaks ties). */
+  files(limit: number, after?: FileRow): FileRow[] {
+    return after
+      ? this.sql.all<FileRow>(
+          `SELECT * FROM files WHERE (created_at, id) < (?, ?) ORDER BY created_at DESC, id DESC LIMIT ?`,
+          after.created_at,
+          after.id,
+          limit,
+        )
+      : this.sql.all<FileRow>("SELECT * FROM files ORDER BY created_at DESC, id DESC LIMIT ?", limit);
+  }
+
+  putFile(f: FileRow): void {
+    this.sql.run(
+      `INSERT INTO files (id, name, content_type, size, part_bytes, r2_upload, sha256, created_at, expires_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      f.id,
+      f.name,
+      f.content_type,
+      f.size,
+      f.part_bytes,
+      f.r2_upload,
+      f.sha256,
+      f.created_at,
+      f.expires_at,
+    );
+  }
+
+  completeFile(id: string, sha256: string): number {
+    return this.sql.run("UPDATE files SET sha256 = ?, r2_upload = NULL WHERE id = ? AND sha256 IS NULL", sha256, id);
+  }
+
+  deleteFile(id: string): number {
+    this.sql.run("DELETE FROM file_parts WHERE file_id = ?", id);
+    return this.sql.run("DELETE FROM files WHERE id = ?", id);
+  }
+
+  /** Files whose retention ended at or before `now`, oldest first. */
+  expiredFiles(now: number, limit: number): FileRow[] {
+    return this.sql.all<FileRow>("SELECT * FROM files WHERE expires_at <= ? ORDER BY expires_at LIMIT ?", now, limit);
+  }
+
+  nextFileExpiry(): number | undefined {
+    return one<{ t: number | null }>(this.sql, "SELECT min(expires_at) AS t FROM files")?.t ?? undefined;
+  }
+
+  parts(fileId: string): FilePartRow[] {
+    return this.sql.all<FilePartRow>("SELECT * FROM file_parts WHERE file_id = ? ORDER BY n", fileId);
+  }
+
+  putPart(p: FilePartRow): void {
+    this.sql.run(
+      `INSERT INTO file_parts (file_id, n, etag, size) VALUES (?, ?, ?, ?)
+       ON CONFLICT (file_id, n) DO UPDATE SET etag = excluded.etag, size = excluded.size`,
+      p.file_id,
+      p.n,
+      p.etag,
+      p.size,
+    );
+  }
+
+  deleteParts(fileId: string): void {
+    this.sql.run("DELETE FROM file_parts WHERE file_id = ?", fileId);
   }
 }

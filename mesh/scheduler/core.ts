@@ -14,6 +14,7 @@
  */
 import { customerView, type AdminJobView, type ModelConfig, type QueueStats } from "../../shared/api.ts";
 import type { ShardLoad } from "../../shared/capacity.ts";
+import type { InputFileRef } from "../../shared/files.ts";
 import { fail, type Failure } from "../../shared/errors.ts";
 import { canTransition, isTerminal, RETRY, type FailureReason, type JobStatus } from "../../shared/job.ts";
 import type { TierConfig } from "../../shared/slo.ts";
@@ -491,6 +492,7 @@ export class SchedulerCore {
       model: body.model,
       version,
       input: body.input,
+      ...(body.files === undefined ? {} : { files: body.files }),
       ...(this.watched.has(job.id) ? { watched: true as const } : {}),
     };
   }
@@ -839,6 +841,28 @@ export class SchedulerCore {
     const held = this.leases.current(ref, agentId);
     if (held) held.files = true;
     return held !== undefined;
+  }
+
+  /**
+   * The input file in `field` of a job whose lease `ref` `agentId` holds, and the job's account
+   * (whose file it is): read only for an agent's download, so no job without files pays for it.
+   */
+  inputFile(
+    ref: LeaseRef,
+    agentId: string,
+    field: string,
+  ): { ok: true; account_id: string; file: InputFileRef } | Failure {
+    const job = this.leases.current(ref, agentId) ? this.store.job(ref.job_id) : undefined;
+    if (!job) {
+      return fail(
+        "stale_lease",
+        `the lease of ${ref.job_id} at epoch ${ref.epoch} is not this agent's; abandon the job`,
+      );
+    }
+    const files = bodyOf(job).files ?? {};
+    const file = Object.hasOwn(files, field) ? files[field] : undefined;
+    if (!file) return fail("file_not_found", `the job's input names no file in ${JSON.stringify(field)}`);
+    return { ok: true, account_id: job.account_id, file };
   }
 
   /** How many leases an agent holds here. */

@@ -6,6 +6,7 @@
  *
  * Called by the scheduler's core and its view.
  */
+import type { InputFiles } from "../../shared/files.ts";
 import type { AttemptOutcome } from "../../shared/job.ts";
 import type { JobWebhook } from "../../shared/webhooks.ts";
 import type { JobRow } from "./store.ts";
@@ -18,6 +19,8 @@ export interface JobBody {
   deadline?: string | undefined;
   version?: string | undefined;
   webhook?: JobWebhook | undefined;
+  /** The input files its input names, by field, as the edge checked them at submit. */
+  files?: InputFiles | undefined;
 }
 
 /** An attempt as stored inside its job row (times in ms since the Unix epoch). */

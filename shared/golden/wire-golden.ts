@@ -384,6 +384,34 @@ function examples(): Example[] {
       },
     },
     {
+      name: "job.leases whose input names an input file",
+      direction: "to_agent",
+      message: {
+        v,
+        type: "job.leases",
+        trace: EDGE_TRACE,
+        leases: [
+          {
+            job_id: JOB_B,
+            epoch: 1,
+            deadline: 1_763_820_217_512,
+            attempt: 1,
+            model: "demo",
+            version: "1",
+            input: { prompt: "make it snow", video: "file_0123456789abcdef" },
+            files: {
+              video: {
+                id: "file_0123456789abcdef",
+                content_type: "video/mp4",
+                size: 1_048_576,
+                sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+              },
+            },
+          },
+        ],
+      },
+    },
+    {
       name: "job.leases with every kind of input value",
       direction: "to_agent",
       message: {

@@ -249,7 +249,8 @@ function schemeOf(path: string): string | undefined {
   if (path.startsWith("/v1/admin/")) return "admin";
   if (path.startsWith("/v1/agent/")) return "agent";
   if (path.startsWith("/v1/provisioner/")) return "provisioner";
-  if (/^\/v1\/(models|jobs|webhooks|usage)(\/|$)/.test(path) && !path.endsWith("/preview")) return "user";
+  if (path.startsWith("/v1/files/outputs/")) return undefined;
+  if (/^\/v1\/(models|jobs|webhooks|usage|files)(\/|$)/.test(path) && !path.endsWith("/preview")) return "user";
   return undefined;
 }
 
@@ -344,7 +345,7 @@ describe("system routes", () => {
     expect(Object.keys(paths["/v1/agent/uploads/{upload_id}/parts/{n}"]?.put?.requestBody?.content ?? {})).toEqual([
       "application/octet-stream",
     ]);
-    expect(Object.keys(paths["/v1/files/{key}"]?.get?.responses["200"]?.content ?? {})).toEqual(["*/*"]);
+    expect(Object.keys(paths["/v1/files/outputs/{path}"]?.get?.responses["200"]?.content ?? {})).toEqual(["*/*"]);
     expect(Object.keys(paths["/v1/jobs/{id}/preview"]?.get?.responses["200"]?.content ?? {})).toEqual(["image/*"]);
   });
 
