@@ -14,9 +14,9 @@ async function* chunks(total: number, size: number): AsyncGenerator<Uint8Array> 
 async function onFakeClock(transfer: (now: () => number) => Promise<void>): Promise<number> {
   vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "performance"] });
   const started = performance.now();
-  let done = false;
-  const run = transfer(() => performance.now() - started).finally(() => (done = true));
-  while (!done) {
+  const state = { done: false };
+  const run = transfer(() => performance.now() - started).finally(() => (state.done = true));
+  while (!state.done) {
     if (vi.getTimerCount() > 0) await vi.advanceTimersToNextTimerAsync();
     else await new Promise<void>((r) => queueMicrotask(r));
   }

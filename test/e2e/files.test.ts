@@ -43,8 +43,16 @@ function cli(args: string[]): Promise<{ code: number | null; stdout: string; std
 /** Frames in a video, counted by ffprobe decoding it. */
 function frameCount(path: string): number {
   const out = execFileSync("ffprobe", [
-    ...["-v", "error", "-count_frames", "-select_streams", "v:0"],
-    ...["-show_entries", "stream=nb_read_frames", "-of", "csv=p=0", path],
+    "-v",
+    "error",
+    "-count_frames",
+    "-select_streams",
+    "v:0",
+    "-show_entries",
+    "stream=nb_read_frames",
+    "-of",
+    "csv=p=0",
+    path,
   ]);
   return Number(out.toString().trim());
 }
@@ -60,14 +68,25 @@ describe("input files end to end", () => {
     // Six red frames: the demo's output keeps the source's frame count and its red.
     const clip = join(dir, "clip.mp4");
     execFileSync("ffmpeg", [
-      ...["-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "color=c=red:s=48x32:r=8"],
-      ...["-frames:v", "6", "-pix_fmt", "yuv420p", "-y", clip],
+      "-hide_banner",
+      "-loglevel",
+      "error",
+      "-f",
+      "lavfi",
+      "-i",
+      "color=c=red:s=48x32:r=8",
+      "-frames:v",
+      "6",
+      "-pix_fmt",
+      "yuv420p",
+      "-y",
+      clip,
     ]);
     const out = join(dir, "out");
     const input = { prompt: "make it snow", video: "@clip.mp4", frames: 16, size: 32, steps: 4 };
     const run = await cli(["submit", "demo", "--input", JSON.stringify(input), "--watch", "--out", out]);
     expect(run.stderr).toMatch(/uploaded video \(clip\.mp4\): /);
-    expect(run.code, run.stderr).toBe(0);
+    expect(run).toMatchObject({ code: 0 });
 
     const listed = await cli(["files", "list", "--json"]);
     const file = (JSON.parse(listed.stdout) as FileList).files.find((f) => f.name === "clip.mp4") as FileView;
