@@ -1,4 +1,3 @@
-import { spawn } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -6,7 +5,7 @@ import { decode as decodePng } from "fast-png";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createClient, JobCancelledError } from "../../client/index.ts";
 import type { JobEvent } from "../../shared/events.ts";
-import { BIN, ROOT, startStack, type Stack } from "./stack.ts";
+import { cli, startStack, type Stack } from "./stack.ts";
 
 let stack: Stack;
 
@@ -17,21 +16,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await stack?.stop("SIGTERM");
 });
-
-/** Runs the CLI as a child process and answers its exit code and output. */
-function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [BIN, ...args], {
-      cwd: ROOT,
-      env: { ...process.env, FLOODGATE_URL: "", FLOODGATE_API_KEY: "" },
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-    child.on("exit", (code) => resolve({ code, stdout, stderr }));
-  });
-}
 
 describe("the client SDK and the CLI against the real stack", () => {
   it("the SDK's run submits, reports the id before waiting, streams events and resolves with the outputs", async () => {

@@ -4,14 +4,14 @@
  * that downloads it through the edge, and an output video made from it; another account cannot
  * use the file id; deleting the file removes it.
  */
-import { execFileSync, spawn } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { decode as decodePng } from "fast-png";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { FileList, FileView } from "../../shared/files.ts";
-import { api, BIN, startStack, type Stack } from "./stack.ts";
+import { api, cli as runCli, startStack, type Stack } from "./stack.ts";
 
 let stack: Stack;
 const dir = mkdtempSync(join(tmpdir(), "floodgate-e2e-files-"));
@@ -24,20 +24,9 @@ afterAll(async () => {
   await stack?.stop("SIGTERM");
 });
 
-/** Runs the CLI as a child process against the stack and answers its exit code and output. */
-function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(
-      process.execPath,
-      [BIN, ...args, "--url", stack.config.url, "--api-key", stack.config.api_key],
-      { cwd: dir, env: { ...process.env, FLOODGATE_URL: "", FLOODGATE_API_KEY: "" } },
-    );
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-    child.on("exit", (code) => resolve({ code, stdout, stderr }));
-  });
+/** The CLI against the stack, run from the test's folder (where its local files are). */
+function cli(args: string[]): ReturnType<typeof runCli> {
+  return runCli([...args, "--url", stack.config.url, "--api-key", stack.config.api_key], dir);
 }
 
 /** Frames in a video, counted by ffprobe decoding it. */

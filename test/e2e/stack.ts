@@ -86,3 +86,21 @@ export async function api<T = Record<string, unknown>>(
   const text = await r.text();
   return { status: r.status, body: (text ? JSON.parse(text) : null) as T };
 }
+
+/**
+ * Runs the CLI as a child process, from `cwd`, and answers its exit code and output. The
+ * caller's FLOODGATE_URL and FLOODGATE_API_KEY are cleared: what it connects to is in `args`.
+ */
+export function cli(args: string[], cwd = ROOT): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((done) => {
+    const child = spawn(process.execPath, [BIN, ...args], {
+      cwd,
+      env: { ...process.env, FLOODGATE_URL: "", FLOODGATE_API_KEY: "" },
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    child.on("exit", (code) => done({ code, stdout, stderr }));
+  });
+}

@@ -16,6 +16,7 @@ import { Packr } from "msgpackr";
 import * as fc from "fast-check";
 import { beforeAll, describe, expect, it } from "vitest";
 import { encode, MAX_DEPTH } from "../../shared/codec.ts";
+import { AgentFailure } from "../../shared/job.ts";
 import { plain } from "../support/plain.ts";
 import {
   CLOSE,
@@ -79,15 +80,7 @@ const aboutJobs: fc.Arbitrary<Msg> = fc.oneof(
     .record({
       job_id: jobId,
       epoch,
-      code: fc.constantFrom(
-        "oom",
-        "runner_crashed",
-        "model_error",
-        "invalid_input",
-        "run_timeout",
-        "upload_failed",
-        "cancelled",
-      ),
+      code: fc.constantFrom(...AgentFailure.options),
       message: fc.string({ maxLength: 100 }),
     })
     .map((r): Msg => ({ v: 2, type: "job.results", trace: "t", results: [{ ...r, status: "failed" }], credits: 0 })),
