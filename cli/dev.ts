@@ -8,7 +8,7 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, realpathSync, writeFileSync } from "node:fs";
-import { dirname, join, resolve } from "node:path";
+import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { stringify } from "yaml";
 import { z } from "zod";
@@ -180,6 +180,8 @@ export interface Installed {
   skipped: string[];
   /** The rollout entry applied now, or undefined when every model in the file had one already. */
   applied: number | undefined;
+  /** Models whose stable version is not the one the rollout file names (a state from before). */
+  behind: { model: string; stable: string; file: string }[];
 }
 
 /**
@@ -205,15 +207,18 @@ export async function installBuiltInVersions(url: string, adminKey: string): Pro
   const file = parseRolloutFile(readFileSync(BUILT_IN_ROLLOUT, "utf8"), BUILT_IN_ROLLOUT);
   const status = await client.rollouts.status();
   const models: RolloutFile["models"] = {};
+  const behind: Installed["behind"] = [];
   for (const [model, entry] of Object.entries(file.models)) {
-    if (status.models[model] !== undefined) continue;
+    const stable = status.models[model]?.stable.version;
+    if (stable !== undefined && stable !== entry.version) behind.push({ model, stable, file: entry.version });
+    if (stable !== undefined) continue;
     if (!pushed.some((p) => p.model === model && p.version === entry.version)) continue;
     models[model] = entry;
   }
-  if (Object.keys(models).length === 0) return { pushed, skipped, applied: undefined };
+  if (Object.keys(models).length === 0) return { pushed, skipped, applied: undefined, behind };
   const rollout = { models };
   const entry = await client.rollouts.apply(rollout, stringify(rollout));
-  return { pushed, skipped, applied: entry.id };
+  return { pushed, skipped, applied: entry.id, behind };
 }
 
 /**
@@ -442,6 +447,11 @@ async function run(opts: DevOptions, state: string, instance: Instance, log: (li
   log(
     `  rollout     ${installed.applied === undefined ? "as applied before" : `${BUILT_IN_ROLLOUT} applied (entry ${installed.applied})`}; npx floodgate rollout status`,
   );
+  for (const b of installed.behind) {
+    log(
+      `  note        ${b.model} serves ${b.stable}, the rollout file says ${b.file}: npx floodgate rollout apply ${relative(process.cwd(), BUILT_IN_ROLLOUT)} moves it`,
+    );
+  }
   log(
     `  agents      ${opts.agents} serving what the rollout says${opts.autoscale ? ", and the local pool (0 to 4, as jobs queue)" : ""}`,
   );

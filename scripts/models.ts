@@ -28,7 +28,7 @@ export const MODELS_DIR = join(ROOT, "models");
 const PYTHON_DIR = join(ROOT, "gpu-agent", "python");
 
 /** The demo model's version in the repository. */
-export const DEMO_VERSION = "1";
+export const DEMO_VERSION = "2";
 /** The reference model's size packaged in the repository: fast on a CPU. */
 export const REFERENCE_SIZE = "tiny";
 

@@ -44,7 +44,7 @@ interface Timing {
 
 function versionDir(root: string, version: string): string {
   const demo = JSON.parse(
-    readFileSync(join(import.meta.dirname, "..", "..", "models", "demo", "1", "manifest.json"), "utf8"),
+    readFileSync(join(import.meta.dirname, "..", "..", "models", "demo", "2", "manifest.json"), "utf8"),
   ) as object;
   const made = mkdtempSync(join(root, `version-${version}-`));
   writeFileSync(join(made, "manifest.json"), JSON.stringify({ ...demo, model: MODEL, version, config: {} }));

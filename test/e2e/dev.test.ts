@@ -74,7 +74,7 @@ describe("floodgate dev installs the built-in versions", () => {
     await stack?.stop("SIGKILL");
   });
 
-  it("pushes the built-in versions and applies models/rollout.yaml, its agent with no runner flags runs a demo job on version 1, and a second start uploads nothing and applies nothing", async () => {
+  it("pushes the built-in versions and applies models/rollout.yaml, its agent with no runner flags runs a demo job on version 2, and a second start uploads nothing and applies nothing", async () => {
     const port = await freePort();
     stack = await startStack({ port, agents: 1 });
     const admin = stack.config.admin_key;
@@ -93,12 +93,12 @@ describe("floodgate dev installs the built-in versions", () => {
       await new Promise((r) => setTimeout(r, 250));
       job = (await api<typeof job>(stack, "GET", `/v1/jobs/${sub.body.id}`)).body;
     }
-    expect(job.attempts.at(-1)?.version).toBe("1");
+    expect(job.attempts.at(-1)?.version).toBe("2");
     const status = await api<{
       models: Record<string, { stable: { version: string }; agents: Record<string, { serving: number }> }>;
     }>(stack, "GET", "/v1/admin/rollouts/status", undefined, admin);
-    expect(status.body.models.demo?.stable.version).toBe("1");
-    expect(status.body.models.demo?.agents["1"]?.serving).toBe(1);
+    expect(status.body.models.demo?.stable.version).toBe("2");
+    expect(status.body.models.demo?.agents["2"]?.serving).toBe(1);
     expect(await stack.stop("SIGTERM")).toBe(0);
 
     stack = await startStack({ port, state: stack.state, agents: 0 });

@@ -51,7 +51,7 @@ async function ok(args: string[]): Promise<string> {
 
 /** A demo version of {@link MODEL}: the built-in demo manifest under another name, with `config` and files. */
 function versionDir(name: string, config: Record<string, unknown> = {}, files: Record<string, Buffer> = {}): string {
-  const demo = JSON.parse(readFileSync(join(ROOT, "models", "demo", "1", "manifest.json"), "utf8")) as object;
+  const demo = JSON.parse(readFileSync(join(ROOT, "models", "demo", "2", "manifest.json"), "utf8")) as object;
   const dir = mkdtempSync(join(tmpdir(), "floodgate-e2e-version-"));
   dirs.push(dir);
   writeFileSync(join(dir, "manifest.json"), JSON.stringify({ ...demo, model: MODEL, version: name, config }));
