@@ -184,6 +184,27 @@ export interface Installed {
   behind: { model: string; stable: string; file: string }[];
 }
 
+/** The built-in version directories made ready here, and the ones that could not be, with why. */
+interface BuiltIns {
+  dirs: string[];
+  skipped: string[];
+}
+
+/**
+ * Makes the built-in versions ready on this machine (Python is asked about the reference model):
+ * nothing here needs the edge, so `floodgate dev` does it while the edge starts.
+ */
+async function builtInVersions(): Promise<BuiltIns> {
+  try {
+    return { dirs: await ensureBuiltInVersions(), skipped: [] };
+  } catch (err) {
+    return {
+      dirs: [versionDir(DEMO_MODEL, DEMO_VERSION)],
+      skipped: [`reference: ${err instanceof Error ? err.message.split("\n")[0] : String(err)}`],
+    };
+  }
+}
+
 /**
  * Pushes the built-in versions (scripts/models.ts) to the edge the way `floodgate models push`
  * does, and applies {@link BUILT_IN_ROLLOUT} for the models that have no rollout yet, so the
@@ -192,16 +213,13 @@ export interface Installed {
  * kept). The reference model needs Python with torch to generate its weights; without it only
  * the demo model is installed, and `skipped` says why.
  */
-export async function installBuiltInVersions(url: string, adminKey: string): Promise<Installed> {
+export async function installBuiltInVersions(
+  url: string,
+  adminKey: string,
+  local: Promise<BuiltIns> = builtInVersions(),
+): Promise<Installed> {
   const client = createAdminClient({ url, adminKey });
-  const skipped: string[] = [];
-  let dirs: string[];
-  try {
-    dirs = await ensureBuiltInVersions();
-  } catch (err) {
-    skipped.push(`reference: ${err instanceof Error ? err.message.split("\n")[0] : String(err)}`);
-    dirs = [versionDir(DEMO_MODEL, DEMO_VERSION)];
-  }
+  const { dirs, skipped } = await local;
   const pushed: PushSummary[] = [];
   for (const dir of dirs) pushed.push(await pushVersionDir(client, dir));
   const file = parseRolloutFile(readFileSync(BUILT_IN_ROLLOUT, "utf8"), BUILT_IN_ROLLOUT);
@@ -381,6 +399,7 @@ export async function dev(opts: DevOptions): Promise<number> {
 async function run(opts: DevOptions, state: string, instance: Instance, log: (line: string) => void): Promise<number> {
   const { file: envFile, secrets } = ensureSecrets(state);
   const env = { ...process.env, ...instance.env };
+  const local = builtInVersions();
   const { url, child } = await startEdge({
     port: opts.port,
     state,
@@ -393,7 +412,7 @@ async function run(opts: DevOptions, state: string, instance: Instance, log: (li
   let installed: Installed;
   try {
     config = await bootstrap(url, secrets.ADMIN_KEY, state);
-    installed = await installBuiltInVersions(url, secrets.ADMIN_KEY);
+    installed = await installBuiltInVersions(url, secrets.ADMIN_KEY, local);
   } catch (err) {
     stopProcess(child);
     await waitExit(child, 10_000);

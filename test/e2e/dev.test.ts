@@ -79,7 +79,7 @@ describe("floodgate dev installs the built-in versions", () => {
     stack = await startStack({ port, agents: 1 });
     const admin = stack.config.admin_key;
     expect(stack.output()).toMatch(
-      /versions {4}demo 1 \(ready, 0 of 0 pieces uploaded\), reference tiny-1 \(ready, (\d+) of \1 pieces uploaded\)/,
+      /versions {4}demo 2 \(ready, 0 of 0 pieces uploaded\), reference tiny-1 \(ready, (\d+) of \1 pieces uploaded\)/,
     );
     expect(stack.output()).toMatch(/rollout {5}\S*models\/rollout\.yaml applied \(entry 1\)/);
     const sub = await api<{ id: string }>(stack, "POST", "/v1/models/demo/jobs", { input: { prompt: "a red fox" } });
@@ -103,7 +103,7 @@ describe("floodgate dev installs the built-in versions", () => {
 
     stack = await startStack({ port, state: stack.state, agents: 0 });
     expect(stack.output()).toMatch(
-      /versions {4}demo 1 \(ready, 0 of 0 pieces uploaded\), reference tiny-1 \(ready, 0 of \d+ pieces uploaded\)/,
+      /versions {4}demo 2 \(ready, 0 of 0 pieces uploaded\), reference tiny-1 \(ready, 0 of \d+ pieces uploaded\)/,
     );
     expect(stack.output()).toContain("rollout     as applied before");
     const history = await api<{ rollouts: unknown[] }>(stack, "GET", "/v1/admin/rollouts", undefined, admin);
