@@ -34,11 +34,11 @@ export function testSecrets(): Record<string, string> {
 }
 
 /**
- * Three files run side by side across all three projects (vitest's default on a 2-core machine
+ * Two files run side by side across all three projects (vitest's default on a 2-core machine
  * is one): much of the suite waits on workerd, agents, runners and timers. Every project names
  * the same count, so they share one group.
  */
-const MAX_WORKERS = 3;
+const MAX_WORKERS = 2;
 
 export default defineConfig({
   test: {

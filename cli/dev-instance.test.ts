@@ -23,7 +23,7 @@ const dirs: string[] = [];
 afterAll(() => {
   for (const c of started) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
   for (const r of strays) if (isRunning(r)) process.kill(r.pid, "SIGKILL");
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  for (const d of dirs) rmSync(d, { recursive: true, force: true, maxRetries: 5 });
 });
 
 function tempState(): string {
