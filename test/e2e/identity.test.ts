@@ -119,7 +119,9 @@ describe("agent identity end to end", () => {
     });
     three[0]?.child.kill("SIGKILL");
     const views = await terminal(jobs, 120_000);
-    expect(views.map((v) => v.status)).toEqual(jobs.map(() => "succeeded"));
+    // Any job that did not succeed is shown whole, with its attempts and error.
+    expect(views.filter((v) => v.status !== "succeeded")).toEqual([]);
+    expect(views).toHaveLength(30);
     for (const v of views) expect(v.attempts.filter((a) => a.outcome === "succeeded")).toHaveLength(1);
     // The killed agent's restart takes its own identity back.
     const again = agent(cwd, t);
