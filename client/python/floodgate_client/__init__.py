@@ -12,6 +12,13 @@ Example::
         print("still running; come back for", err.job_id)
     except JobFailedError as err:
         print(err.job_id, err.code)
+
+An input file is a ``LocalFile`` value, uploaded before the submit::
+
+    from floodgate_client import LocalFile
+
+    result = fg.run("demo", {"prompt": "make it snow", "video": LocalFile("clip.mp4")})
+    file = fg.files.upload("cat.png")  # or upload first; the job names file["id"]
 """
 
 from .client import DEFAULT_WAIT_S, TERMINAL_EVENTS, Client, Event, RunResult
@@ -25,6 +32,7 @@ from .errors import (
     JobFailedError,
     MalformedAnswerError,
 )
+from .files import Files, LocalFile, UploadProgress
 from .sse import SseMessage, SseParser
 
 __all__ = [
@@ -36,11 +44,14 @@ __all__ = [
     "FloodgateError",
     "FloodgateNetworkError",
     "FloodgateTimeoutError",
+    "Files",
     "JobCancelledError",
     "JobExpiredError",
     "JobFailedError",
+    "LocalFile",
     "MalformedAnswerError",
     "RunResult",
     "SseMessage",
     "SseParser",
+    "UploadProgress",
 ]

@@ -6,6 +6,8 @@ retried on 429, 502, 503, 504 and network errors, with jittered backoff and ``Re
 honoured; ``run`` gives its submit an idempotency key of its own so a retry never makes a twin.
 The event stream resumes by itself after a dropped or stalled connection, sending
 ``Last-Event-ID``, and never yields an event twice (ids are ``<generation>.<sequence>``).
+Input files (``client.files``, files.py) are uploaded in parts; a submit uploads a
+``LocalFile`` input value first and sends its file id.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from .errors import (
     JobFailedError,
     MalformedAnswerError,
 )
+from .files import Files, ProgressCallback, upload_input_files
 from .sse import SseParser
 
 #: Events that end a job's stream.
@@ -105,6 +108,8 @@ class Client:
         self.timeout_s = timeout_s
         self.retries = retries
         self.user_agent = user_agent
+        #: The account's input files: upload (in parts, resumable), get, list, delete.
+        self.files = Files(self)
 
     # ---- HTTP ----
 
@@ -114,16 +119,19 @@ class Client:
         path: str,
         *,
         body: Any = None,
+        data: bytes | None = None,
         headers: dict[str, str] | None = None,
         timeout_s: float | None = None,
         job_id: str | None = None,
     ) -> Any:
-        """Opens one request; an error answer becomes FloodgateApiError, a transport failure
-        FloodgateNetworkError."""
-        data = None if body is None else json.dumps(body).encode("utf-8")
+        """Opens one request with a JSON ``body`` or raw ``data``; an error answer becomes
+        FloodgateApiError, a transport failure FloodgateNetworkError."""
         h = {"authorization": f"Bearer {self.api_key}", "user-agent": self.user_agent, "accept": "application/json"}
-        if data is not None:
+        if body is not None:
+            data = json.dumps(body).encode("utf-8")
             h["content-type"] = "application/json"
+        elif data is not None:
+            h["content-type"] = "application/octet-stream"
         h.update(headers or {})
         req = urllib.request.Request(self.url + path, data=data, method=method, headers=h)
         try:
@@ -157,6 +165,7 @@ class Client:
         path: str,
         *,
         body: Any = None,
+        data: bytes | None = None,
         headers: dict[str, str] | None = None,
         idempotent: bool,
         job_id: str | None = None,
@@ -165,7 +174,7 @@ class Client:
         attempts = 1 + (self.retries if idempotent else 0)
         for attempt in range(attempts):
             try:
-                with self._open(method, path, body=body, headers=headers, job_id=job_id) as res:
+                with self._open(method, path, body=body, data=data, headers=headers, job_id=job_id) as res:
                     raw = res.read()
                 if not raw:
                     return None
@@ -199,10 +208,15 @@ class Client:
         version: str | None = None,
         webhook: str | None = None,
         idempotency_key: str | None = None,
+        on_upload_progress: ProgressCallback | None = None,
     ) -> dict[str, Any]:
         """Submits a job; answers at once (202) with ``{id, status, model, tier, created_at}``.
-        With an idempotency key, the same key and body within 24 h answer the same job."""
-        body: dict[str, Any] = {"input": input}
+        With an idempotency key, the same key and body within 24 h answer the same job.
+
+        A top-level input value that is a ``LocalFile(path)`` is uploaded first (files.upload,
+        progress to ``on_upload_progress``) and sent as its file id; every local file is checked
+        before anything is sent."""
+        body: dict[str, Any] = {"input": upload_input_files(self.files, input, on_upload_progress)}
         for key, value in (("metadata", metadata), ("deadline", deadline), ("version", version), ("webhook", webhook)):
             if value is not None:
                 body[key] = value
@@ -366,7 +380,8 @@ class Client:
     ) -> RunResult:
         """Submits a job and waits for its end (see wait()). The submit carries an idempotency
         key (``idempotency_key`` or a fresh one), so retrying it never makes a second job;
-        ``on_submitted`` gets the id before any waiting."""
+        ``on_submitted`` gets the id before any waiting. ``LocalFile`` input values are uploaded
+        first, as submit() does (``on_upload_progress`` among ``submit_options``)."""
         answer = self.submit(model, input, idempotency_key=idempotency_key or str(uuid.uuid4()), **submit_options)
         job_id = answer["id"]
         if on_submitted is not None:

@@ -4,7 +4,11 @@ The real edge is tested by e2e_stack.py, run from test/e2e/python-client.test.ts
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shutil
+import tempfile
 import threading
 import time
 import unittest
@@ -14,10 +18,13 @@ from typing import Callable
 from floodgate_client import (
     Client,
     FloodgateApiError,
+    FloodgateError,
     FloodgateTimeoutError,
     JobCancelledError,
     JobFailedError,
+    LocalFile,
     SseParser,
+    UploadProgress,
 )
 
 Handler = Callable[[BaseHTTPRequestHandler], None]
@@ -40,6 +47,7 @@ class Stub:
             def handle_one(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length) if length else b""
+                self.body = body
                 stub.requests.append(
                     {
                         "method": self.command,
@@ -56,6 +64,8 @@ class Stub:
 
             do_GET = handle_one
             do_POST = handle_one
+            do_PUT = handle_one
+            do_DELETE = handle_one
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
         self.server.daemon_threads = True
@@ -229,6 +239,196 @@ class ClientTest(unittest.TestCase):
         self.assertEqual(result.id, "job_r")
         self.assertEqual(order, ["submitted job_r", "events"])
         self.assertTrue(s.requests[0]["headers"].get("idempotency-key"))
+
+
+FILE_ID = "file_0000000000000001"
+
+
+class FileEdge:
+    """The edge's file routes for one upload, in parts of ``part_bytes`` (the stand-in picks it,
+    as the edge does): records the parts it stores and checks the sha256 given at complete."""
+
+    def __init__(self, size: int, part_bytes: int, *, stored: dict[int, bytes] | None = None) -> None:
+        self.size, self.part_bytes = size, part_bytes
+        self.parts: dict[int, bytes] = dict(stored or {})
+        self.status = "uploading"
+        self.sha256: str | None = None
+
+    def view(self) -> dict:
+        return {
+            "id": FILE_ID,
+            "name": "in.png",
+            "content_type": "image/png",
+            "size": self.size,
+            "status": self.status,
+            "sha256": self.sha256,
+            "part_bytes": self.part_bytes,
+            "parts": -(-self.size // self.part_bytes),
+            "created_at": "2026-01-01T00:00:00.000Z",
+            "expires_at": "2026-01-08T00:00:00.000Z",
+        }
+
+    def routes(self) -> dict[str, Handler]:
+        base = f"/v1/files/{FILE_ID}"
+
+        def put(n: int) -> Handler:
+            def handler(h: BaseHTTPRequestHandler) -> None:
+                self.parts[n] = h.body  # type: ignore[attr-defined]
+                send_json(h, 200, {"part_number": n, "size": len(self.parts[n])})
+
+            return handler
+
+        def complete(h: BaseHTTPRequestHandler) -> None:
+            given = json.loads(h.body)["sha256"]  # type: ignore[attr-defined]
+            whole = b"".join(self.parts[n] for n in sorted(self.parts))
+            if hashlib.sha256(whole).hexdigest() != given:
+                send_json(h, 400, {"error": {"code": "invalid_upload", "message": "the stored bytes hash otherwise"}})
+                return
+            self.status, self.sha256 = "ready", given
+            send_json(h, 200, self.view())
+
+        routes: dict[str, Handler] = {
+            "POST /v1/files": lambda h: send_json(h, 201, self.view()),
+            f"GET {base}": lambda h: send_json(h, 200, self.view()),
+            f"GET {base}/parts": lambda h: send_json(
+                h,
+                200,
+                {
+                    "id": FILE_ID,
+                    "status": self.status,
+                    "part_bytes": self.part_bytes,
+                    "parts": -(-self.size // self.part_bytes),
+                    "stored": [{"part_number": n, "size": len(b)} for n, b in sorted(self.parts.items())],
+                },
+            ),
+            f"POST {base}/complete": complete,
+        }
+        for n in range(1, -(-self.size // self.part_bytes) + 1):
+            routes[f"PUT {base}/parts/{n}"] = put(n)
+        return routes
+
+
+class FilesTest(unittest.TestCase):
+    def stub(self, routes: dict[str, Handler]) -> Stub:
+        s = Stub(routes)
+        self.addCleanup(s.close)
+        return s
+
+    def local(self, name: str, content: bytes) -> str:
+        folder = tempfile.mkdtemp(prefix="floodgate-py-")
+        path = os.path.join(folder, name)
+        with open(path, "wb") as f:
+            f.write(content)
+        self.addCleanup(shutil.rmtree, folder, True)
+        return path
+
+    def test_an_upload_sends_the_parts_the_edge_sized_and_completes_with_the_sha256_of_the_bytes_read(self) -> None:
+        content = b"0123456789"
+        edge = FileEdge(len(content), 4)
+        s = self.stub(edge.routes())
+        progress: list[UploadProgress] = []
+        file = Client(s.url, "k").files.upload(self.local("in.png", content), on_progress=progress.append)
+        self.assertEqual((file["id"], file["status"]), (FILE_ID, "ready"))
+        self.assertEqual(edge.parts, {1: b"0123", 2: b"4567", 3: b"89"})
+        create = s.requests[0]
+        self.assertEqual(json.loads(create["body"]), {"name": "in.png", "content_type": "image/png", "size": 10})
+        put = s.requests[1]
+        self.assertEqual((put["method"], put["headers"]["content-type"]), ("PUT", "application/octet-stream"))
+        self.assertEqual(json.loads(s.requests[-1]["body"]), {"sha256": hashlib.sha256(content).hexdigest()})
+        self.assertEqual([(p.name, p.sent, p.total) for p in progress], [("in.png", 4, 10), ("in.png", 8, 10), ("in.png", 10, 10)])
+
+    def test_a_resumed_upload_sends_only_the_parts_the_edge_has_not_stored_at_their_full_length(self) -> None:
+        content = b"0123456789"
+        # Part 1 stored whole, part 2 cut short: part 2 and 3 are sent again.
+        edge = FileEdge(len(content), 4, stored={1: b"0123", 2: b"45"})
+        s = self.stub(edge.routes())
+        file = Client(s.url, "k").files.upload(self.local("in.png", content), resume=FILE_ID)
+        self.assertEqual(file["status"], "ready")
+        sent = [r["path"] for r in s.requests if r["method"] == "PUT"]
+        self.assertEqual(sent, [f"/v1/files/{FILE_ID}/parts/2", f"/v1/files/{FILE_ID}/parts/3"])
+        self.assertFalse(any(r["path"] == "/v1/files" for r in s.requests))
+
+    def test_resuming_with_a_file_of_another_size_or_other_bytes_fails_without_sending_a_part(self) -> None:
+        edge = FileEdge(12, 4)
+        s = self.stub(edge.routes())
+        with self.assertRaises(FloodgateError) as caught:
+            Client(s.url, "k").files.upload(self.local("in.png", b"0123456789"), resume=FILE_ID)
+        self.assertIn("10 bytes", str(caught.exception))
+        done = FileEdge(10, 4)
+        done.status, done.sha256 = "ready", hashlib.sha256(b"0123456789").hexdigest()
+        s2 = self.stub(done.routes())
+        fg = Client(s2.url, "k")
+        self.assertEqual(fg.files.upload(self.local("in.png", b"0123456789"), resume=FILE_ID)["id"], FILE_ID)
+        with self.assertRaises(FloodgateError):
+            fg.files.upload(self.local("in.png", b"9876543210"), resume=FILE_ID)
+        self.assertFalse(any(r["method"] == "PUT" for r in s.requests + s2.requests))
+
+    def test_bytes_that_do_not_hash_to_the_local_sha256_are_refused_by_the_edge_with_its_code(self) -> None:
+        edge = FileEdge(10, 4)
+        routes = edge.routes()
+        # The stand-in stores part 2 corrupted, as a broken proxy might.
+        routes[f"PUT /v1/files/{FILE_ID}/parts/2"] = lambda h: (
+            edge.parts.__setitem__(2, b"xxxx"),
+            send_json(h, 200, {"part_number": 2, "size": 4}),
+        )
+        s = self.stub(routes)
+        with self.assertRaises(FloodgateApiError) as caught:
+            Client(s.url, "k").files.upload(self.local("in.png", b"0123456789"))
+        self.assertEqual((caught.exception.status, caught.exception.code), (400, "invalid_upload"))
+
+    def test_a_missing_empty_or_untyped_local_file_is_an_error_before_anything_is_sent(self) -> None:
+        s = self.stub({})
+        fg = Client(s.url, "k")
+        cases = [
+            (os.path.join(tempfile.gettempdir(), "floodgate-no-such-file.png"), "cannot read"),
+            (self.local("empty.png", b""), "is empty"),
+            (self.local("notes.txt", b"text"), "no media type"),
+        ]
+        for path, says in cases:
+            with self.assertRaises(FloodgateError) as caught:
+                fg.files.upload(path)
+            self.assertIn(says, str(caught.exception))
+            with self.assertRaises(FloodgateError):
+                fg.submit("demo", {"prompt": "x", "image": LocalFile(path)})
+        # A submit whose second file is missing uploads neither.
+        with self.assertRaises(FloodgateError):
+            fg.submit("demo", {"image": LocalFile(self.local("a.png", b"png")), "video": LocalFile(cases[0][0])})
+        self.assertEqual(s.requests, [])
+
+    def test_a_submit_uploads_a_local_file_value_first_and_sends_its_file_id_in_its_place(self) -> None:
+        edge = FileEdge(5, 4)
+        routes = edge.routes()
+        routes["POST /v1/models/demo/jobs"] = lambda h: send_json(h, 202, {"id": "job_1", "status": "queued"})
+        s = self.stub(routes)
+        progress: list[UploadProgress] = []
+        path = self.local("clip.mp4", b"movie")
+        answer = Client(s.url, "k").submit(
+            "demo", {"prompt": "snow", "video": LocalFile(path), "steps": 3}, on_upload_progress=progress.append
+        )
+        self.assertEqual(answer["id"], "job_1")
+        self.assertEqual(json.loads(s.requests[0]["body"])["content_type"], "video/mp4")
+        self.assertEqual(json.loads(s.requests[-1]["body"]), {"input": {"prompt": "snow", "video": FILE_ID, "steps": 3}})
+        self.assertEqual([(p.field, p.name, p.sent) for p in progress], [("video", "clip.mp4", 4), ("video", "clip.mp4", 5)])
+
+    def test_get_list_and_delete_use_the_file_routes_and_an_unknown_file_is_file_not_found(self) -> None:
+        s = self.stub(
+            {
+                f"GET /v1/files/{FILE_ID}": lambda h: send_json(
+                    h, 404, {"error": {"code": "file_not_found", "message": "no such input file"}}
+                ),
+                "GET /v1/files?limit=2&cursor=file_000000000000000a": lambda h: send_json(
+                    h, 200, {"files": [], "next_cursor": None}
+                ),
+                f"DELETE /v1/files/{FILE_ID}": lambda h: (h.send_response(204), h.end_headers()),
+            }
+        )
+        fg = Client(s.url, "k")
+        with self.assertRaises(FloodgateApiError) as caught:
+            fg.files.get(FILE_ID)
+        self.assertEqual((caught.exception.status, caught.exception.code), (404, "file_not_found"))
+        self.assertEqual(fg.files.list(limit=2, cursor="file_000000000000000a"), {"files": [], "next_cursor": None})
+        self.assertIsNone(fg.files.delete(FILE_ID))
+        self.assertEqual(s.requests[-1]["method"], "DELETE")
 
 
 if __name__ == "__main__":
