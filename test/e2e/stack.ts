@@ -31,6 +31,16 @@ export interface Stack {
   stop: (signal?: NodeJS.Signals) => Promise<number | null>;
 }
 
+/**
+ * Stacks still running when this test process exits: a test that timed out is abandoned, not
+ * unwound, so its `finally` may never stop the stack it started. Each is told to stop (it then
+ * stops everything it started) as the process goes.
+ */
+const running = new Set<ChildProcess>();
+process.once("exit", () => {
+  for (const child of running) if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
+});
+
 /** Starts `floodgate dev` and waits until it has written local.json and printed its keys. */
 export async function startStack(opts: { state?: string; port?: number; agents?: number } = {}): Promise<Stack> {
   const state = opts.state ?? mkdtempSync(join(tmpdir(), "floodgate-e2e-"));
@@ -46,7 +56,13 @@ export async function startStack(opts: { state?: string; port?: number; agents?:
   let out = "";
   child.stdout?.on("data", (d: Buffer) => (out += d.toString()));
   child.stderr?.on("data", (d: Buffer) => (out += d.toString()));
-  const exited = new Promise<number | null>((res) => child.once("exit", (code) => res(code)));
+  running.add(child);
+  const exited = new Promise<number | null>((res) =>
+    child.once("exit", (code) => {
+      running.delete(child);
+      res(code);
+    }),
+  );
   const deadline = Date.now() + 90_000;
   while (!out.includes("Ctrl-C stops everything")) {
     if (child.exitCode !== null) throw new Error(`floodgate dev exited ${child.exitCode}:\n${out}`);
