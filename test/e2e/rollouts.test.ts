@@ -182,7 +182,12 @@ describe("rollouts with real agents", () => {
     await feeder;
     const jobs = await settled(ids);
     const failed = jobs.filter((j) => j.status !== "succeeded");
-    expect(failed, "0 failed and 0 lost").toEqual([]);
+    // What the agents said of a job that did not succeed, to read when this fails.
+    const said = logs
+      .join("")
+      .split("\n")
+      .filter((l) => failed.some((j) => l.includes(j.id)));
+    expect({ failed, said }, "0 failed and 0 lost").toEqual({ failed: [], said: [] });
     const ran = new Set(jobs.map((j) => j.attempts.at(-1)?.version));
     expect(ran).toEqual(new Set(["a", "b"]));
 
