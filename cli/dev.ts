@@ -7,7 +7,7 @@
  * next start, and a start on a state a live launcher owns is refused (cli/dev-instance.ts).
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, realpathSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, realpathSync, writeFileSync } from "node:fs";
 import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { stringify } from "yaml";
@@ -330,12 +330,15 @@ export function startAgent(opts: {
   name?: string;
   cacheDir?: string;
   quiet?: boolean;
+  /** A file its output is appended to (instead of `stdio`/`quiet`). */
+  logFile?: string;
   runner?: string;
   extraArgs?: string[];
   env?: NodeJS.ProcessEnv;
   stdio?: "pipe" | "inherit" | "ignore";
 }): ChildProcess {
-  return spawn(
+  const out = opts.logFile !== undefined ? openLog(opts.logFile) : (opts.stdio ?? (opts.quiet ? "ignore" : "inherit"));
+  const child = spawn(
     process.execPath,
     [
       join(ROOT, "cli", "bin.js"),
@@ -354,13 +357,17 @@ export function startAgent(opts: {
     {
       cwd: ROOT,
       env: opts.env ?? process.env,
-      stdio: [
-        "ignore",
-        opts.stdio ?? (opts.quiet ? "ignore" : "inherit"),
-        opts.stdio ?? (opts.quiet ? "ignore" : "inherit"),
-      ],
+      stdio: ["ignore", out, out],
     },
   );
+  // The child holds its own copy of the log's descriptor.
+  if (typeof out === "number") closeSync(out);
+  return child;
+}
+
+function openLog(path: string): number {
+  mkdirSync(dirname(path), { recursive: true });
+  return openSync(path, "a");
 }
 
 /** Waits for a process to exit, killing it after `ms`. */

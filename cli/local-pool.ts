@@ -2,8 +2,9 @@
  * The pool that ships with the project (`command: floodgate:local-agents`): the provisioner
  * starts and stops local `floodgate agent` processes, each with a cache directory of its own
  * under `<dir>/pool/<n>`, so the agent id it took can be read back and an agent named for
- * removal found. Used by `floodgate dev --autoscale` and the end-to-end suites. Removing an
- * agent sends it SIGTERM: an idle agent (the only kind the edge names) exits at once.
+ * removal found; its output goes to `agent.log` there. Used by `floodgate dev --autoscale` and
+ * the end-to-end suites. Removing an agent sends it SIGTERM: an idle agent (the only kind the
+ * edge names) exits at once.
  */
 import type { ChildProcess } from "node:child_process";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
@@ -91,7 +92,7 @@ export class LocalPool {
       name: `pool-${index}`,
       cacheDir,
       runner: this.opts.runner ?? "demo",
-      quiet: true,
+      logFile: join(cacheDir, "agent.log"),
       extraArgs: this.opts.agentArgs ?? [],
     });
     this.agents.push({ child, cacheDir, index, stopping: false });

@@ -157,7 +157,10 @@ export class AgentActor extends DurableObject<Env> {
 
   private connection(ws: WebSocket): Connection {
     return {
-      att: ws.deserializeAttachment() as Attachment,
+      // Read each time: a frame handled alongside this one may have saved it since.
+      get att() {
+        return ws.deserializeAttachment() as Attachment;
+      },
       save: (att) => ws.serializeAttachment(att),
       send: (msg) => this.send(ws, msg),
       sendRaw: (frames) => {

@@ -141,6 +141,7 @@ function world() {
   return {
     served,
     other,
+    shards,
     frames,
     session,
     conn,
@@ -263,6 +264,55 @@ describe("an agent's frames", () => {
       ["progress", { phase: "sampling", step: 2, total: 10 }],
       ["log", "info: hi"],
     ]);
+  });
+
+  it("a lease pushed while a heartbeat that could not name it is with its shard stays the agent's: its progress is taken, not answered lease.stale", async () => {
+    const w = world();
+    await w.hello();
+    // Parked for one job, with none queued.
+    await w.say({ type: "work.request", credits: 1 });
+    const port = w.shards.get(schedulerName(SERVED))!;
+    const heartbeat = port.heartbeat;
+    const gate = Promise.withResolvers<void>();
+    port.heartbeat = async (...args) => {
+      await gate.promise;
+      return await heartbeat(...args);
+    };
+    // The agent's heartbeat, sent before the job came, is held at its shard...
+    const beating = w.say({ type: "agent.heartbeat", leases: [], gpus: [], credits: 1, draining: false, versions: [] });
+    // ...while a job comes and is pushed to the parked agent.
+    const job = w.submit(w.served);
+    const pushed = w.served.takeDeliveries().get("agt_1") ?? [];
+    expect(pushed.map((l) => l.job_id)).toEqual([job]);
+    expect(w.frames.deliver(w.conn, pushed)).toEqual([]);
+    gate.resolve();
+    await beating;
+    await w.say({ type: "job.progress", job_id: job, epoch: 1, phase: "sampling", step: 1, total: 10 });
+    expect(w.of("lease.stale")).toEqual([]);
+    expect(w.session.holds({ job_id: job, epoch: 1 })).toBe("held");
+  });
+
+  it("a lease pushed to a new connection while its hello is with the shards stays the agent's; leases of the old one it did not name go", async () => {
+    const w = world();
+    const jobs = [w.submit(w.served), w.submit(w.served)];
+    const old = w.served.lease({ id: "agt_1", pool: "p", versions: [] }, 2, Date.now(), 1);
+    w.session.add(old);
+    const port = w.shards.get(schedulerName(SERVED))!;
+    const rejoin = port.rejoin;
+    const gate = Promise.withResolvers<void>();
+    port.rejoin = async (...args) => {
+      await gate.promise;
+      return await rejoin(...args);
+    };
+    w.conn.save({ ...w.conn.att, connected_at: Date.now() + 1 });
+    const saying = w.hello();
+    const pushed = w.served.lease({ id: "agt_1", pool: "p", versions: [] }, 2, Date.now() + 2, 1);
+    expect(pushed.map((l) => l.job_id)).toEqual([jobs[1]]);
+    expect(w.frames.deliver(w.conn, pushed)).toEqual([]);
+    gate.resolve();
+    await saying;
+    expect(w.session.holds({ job_id: jobs[0]!, epoch: 1 })).toBe("stale");
+    expect(w.session.holds({ job_id: jobs[1]!, epoch: 1 })).toBe("held");
   });
 
   it("a message about a lease the actor never saw is checked once with its shard: another agent's lease is stale", async () => {

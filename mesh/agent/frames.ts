@@ -101,7 +101,8 @@ export interface AgentPorts {
 
 /** One connection, as the frame handler sees it. */
 export interface Connection {
-  att: Attachment;
+  /** Its attachment as saved now (frames are handled concurrently: read it after an await). */
+  readonly att: Attachment;
   save(att: Attachment): void;
   send(msg: ToAgent): void;
   /** Sends encoded frames as they are. */
@@ -189,6 +190,9 @@ export class AgentFrames {
     if (msg.agent_id !== att.agent_id) {
       return conn.close(CLOSE.protocol, "agent.hello names another agent id than the connection");
     }
+    // Leases held before now were granted to an earlier connection; the ones pushed to this one
+    // while the shards answer below are kept whatever the answer says.
+    const since = this.session.mark();
     const next: Attachment = {
       ...att,
       hello: true,
@@ -218,7 +222,7 @@ export class AgentFrames {
     );
     // Leases of shards of no model of its token are not its.
     for (const refs of listed.values()) stale.push(...refs);
-    this.session.sync(renewed);
+    this.session.sync(renewed, stale, since);
     conn.send({
       v: V,
       type: "agent.welcome",
@@ -231,25 +235,24 @@ export class AgentFrames {
       stale,
     });
     this.ports.versionsChanged(next, ownVersions(next, next.versions));
-    await this.tellDesired(conn, next, true);
+    await this.tellDesired(conn, true);
   }
 
   /**
    * Sends `agent.desired` (what the agent should serve) when it differs from what the agent was
-   * last told on this connection, or `always` (after the welcome). `att` is the connection's
-   * attachment as last saved.
+   * last told on this connection, or `always` (after the welcome).
    */
-  private async tellDesired(conn: Connection, att: Attachment, always: boolean): Promise<void> {
-    const body = await this.ports.desired(att);
+  private async tellDesired(conn: Connection, always: boolean): Promise<void> {
+    const body = await this.ports.desired(conn.att);
     const sig = desiredSignature(body);
-    if (!always && att.desired_sig === sig) return;
-    conn.save({ ...att, desired_sig: sig });
+    if (!always && conn.att.desired_sig === sig) return;
+    conn.save({ ...conn.att, desired_sig: sig });
     conn.send({ v: V, type: "agent.desired", trace: crypto.randomUUID(), ...body });
   }
 
   /** The registry says a model's desired versions changed: the agent hears it if it concerns it. */
   async desiredChanged(conn: Connection | undefined): Promise<void> {
-    if (conn?.att.hello && !conn.att.refused) await this.tellDesired(conn, conn.att, false);
+    if (conn?.att.hello && !conn.att.refused) await this.tellDesired(conn, false);
   }
 
   /**
@@ -344,7 +347,8 @@ export class AgentFrames {
     // when a version starts serving, so that its jobs come without waiting a period.
     const versions = msg.versions.slice(0, 16);
     const next: Attachment = {
-      ...att,
+      // As saved now: another frame may have saved it while the token was checked.
+      ...conn.att,
       gpus: msg.gpus.slice(0, 8),
       versions,
       slots: msg.slots ?? att.slots,
@@ -386,11 +390,11 @@ export class AgentFrames {
       renewed.push(...out.renewed);
       stale.push(...out.stale);
     }
-    this.session.sync(renewed);
+    this.session.sync(renewed, stale);
     conn.send({ v: V, type: "agent.heartbeat_ack", trace: msg.trace, stale });
     this.granted(conn, granted);
     // A change the registry's push did not bring (an actor that was asleep, a lost call).
-    await this.tellDesired(conn, conn.att, false);
+    await this.tellDesired(conn, false);
   }
 
   /**

@@ -11,7 +11,7 @@ describe("agent session", () => {
     s.add([ref("job_a", 1)]);
     expect(s.holds(ref("job_a", 1))).toBe("held");
     expect(s.holds(ref("job_b", 1))).toBe("unknown");
-    s.sync([ref("job_a", 1)]);
+    s.sync([ref("job_a", 1)], []);
     expect(s.holds(ref("job_b", 1))).toBe("stale");
   });
 
@@ -21,14 +21,27 @@ describe("agent session", () => {
     expect(s.holds(ref("job_a", 2))).toBe("stale");
   });
 
-  it("a sync forgets the leases the shards did not renew, with their progress", () => {
+  it("a heartbeat's sync forgets the leases the shards answered stale, with their progress, and keeps one it did not name", () => {
     const s = new Session();
-    s.add([ref("job_a", 1), ref("job_b", 1)]);
+    s.add([ref("job_a", 1), ref("job_b", 1), ref("job_c", 1)]);
     s.progress(ref("job_b", 1), p);
-    s.sync([ref("job_a", 1)]);
+    // job_c was pushed after the agent sent its heartbeat: not named, so neither renewed nor stale.
+    s.sync([ref("job_a", 1)], [ref("job_b", 1)]);
     expect(s.holds(ref("job_b", 1))).toBe("stale");
     expect(s.latest("job_b", 1)).toBeUndefined();
-    expect(s.leases()).toEqual([ref("job_a", 1)]);
+    expect(s.holds(ref("job_c", 1))).toBe("held");
+    expect(s.leases()).toEqual([ref("job_a", 1), ref("job_c", 1)]);
+  });
+
+  it("a hello's sync forgets the leases held before the hello came that were not renewed, and keeps those added since", () => {
+    const s = new Session();
+    s.add([ref("job_a", 1), ref("job_b", 1)]);
+    const since = s.mark();
+    // Pushed to the new connection while its hello was with the shards.
+    s.add([ref("job_c", 1)]);
+    s.sync([ref("job_a", 1)], [], since);
+    expect(s.holds(ref("job_b", 1))).toBe("stale");
+    expect(s.leases()).toEqual([ref("job_a", 1), ref("job_c", 1)]);
   });
 
   it("progress is kept for the lease held, newest first, and only for its epoch", () => {
@@ -51,7 +64,7 @@ describe("agent session", () => {
     s.drop(ref("job_a", 1));
     expect(s.holds(ref("job_a", 2))).toBe("held");
     s.drop(ref("job_a", 2));
-    s.sync([]);
+    s.sync([], []);
     expect(s.holds(ref("job_a", 2))).toBe("stale");
   });
 

@@ -8,7 +8,12 @@
  *
  * An actor that wakes up (after hibernation) has an empty session that is not yet `complete`:
  * until its agent's next heartbeat lists every lease it holds, a lease the session does not
- * know is checked with its shard once (see {@link Session.knows}).
+ * know is checked with its shard once (see {@link Session.holds}).
+ *
+ * Frames are handled concurrently: a lease may be pushed to the agent while a heartbeat that
+ * could not name it (the agent sent it before the lease arrived) is still with the shards. So
+ * a heartbeat's answer forgets only the leases the shards said are stale, and a hello's only
+ * those held before the hello came (see {@link Session.sync}).
  *
  * Called by AgentActor; tested in plain Node (session.test.ts).
  */
@@ -32,8 +37,9 @@ export type Holding = "held" | "stale" | "unknown";
 const MAX_HELD = 1024;
 
 export class Session {
-  /** Epoch held per job. */
-  private readonly held = new Map<string, number>();
+  /** Epoch held per job, and when it was added (see {@link Session.mark}). */
+  private readonly held = new Map<string, { epoch: number; added: number }>();
+  private added = 0;
   private readonly progressOf = new Map<string, Progress>();
   private readonly watched = new Set<string>();
   /** Whether every lease the agent holds is in `held` (set by a hello or heartbeat). */
@@ -48,7 +54,7 @@ export class Session {
 
   /** Whether `ref` names a lease the agent holds. */
   holds(ref: LeaseRef): Holding {
-    const epoch = this.held.get(ref.job_id);
+    const epoch = this.held.get(ref.job_id)?.epoch;
     if (epoch === ref.epoch) return "held";
     if (epoch !== undefined && epoch > ref.epoch) return "stale";
     const ended = this.ended.get(ref.job_id);
@@ -63,25 +69,39 @@ export class Session {
       if (r.watched) this.watched.add(r.job_id);
       if (this.held.size >= MAX_HELD && !this.held.has(r.job_id)) continue;
       const before = this.held.get(r.job_id);
-      if (before !== undefined && before !== r.epoch) this.progressOf.delete(r.job_id);
-      this.held.set(r.job_id, r.epoch);
+      if (before?.epoch === r.epoch) continue;
+      if (before !== undefined) this.progressOf.delete(r.job_id);
+      this.held.set(r.job_id, { epoch: r.epoch, added: ++this.added });
     }
   }
 
+  /** Where the session stands now: leases added after this are newer than a frame handled from here. */
+  mark(): number {
+    return this.added;
+  }
+
   /**
-   * The shards' answer to a hello or heartbeat that listed every lease the agent holds: those
-   * renewed are its own, and nothing else is; the session is complete from now on.
+   * The shards' answer to a hello or heartbeat that listed every lease the agent held when it
+   * sent it: those renewed are its own; those `stale` are not, nor (`since`, for a hello) any
+   * lease held before the frame came that was not renewed. A lease added since (pushed while
+   * the frame was with the shards) or not named by the frame (on its way to the agent) stays.
+   * The session is complete from now on.
    */
-  sync(renewed: readonly LeaseRef[]): void {
-    const keep = new Map(renewed.map((r) => [r.job_id, r.epoch]));
-    for (const [job, epoch] of this.held) if (keep.get(job) !== epoch) this.forget(job);
+  sync(renewed: readonly LeaseRef[], stale: readonly LeaseRef[], since?: number): void {
+    for (const r of stale) this.drop(r);
+    if (since !== undefined) {
+      const keep = new Map(renewed.map((r) => [r.job_id, r.epoch]));
+      for (const [job, h] of this.held) {
+        if (h.added <= since && keep.get(job) !== h.epoch) this.drop({ job_id: job, epoch: h.epoch });
+      }
+    }
     this.add(renewed);
     this.complete = true;
   }
 
   /** A lease that ended (its result sent, given back, taken back): forget it; it stays stale. */
   drop(ref: LeaseRef): void {
-    if (this.held.get(ref.job_id) === ref.epoch) this.forget(ref.job_id);
+    if (this.held.get(ref.job_id)?.epoch === ref.epoch) this.forget(ref.job_id);
     if ((this.ended.get(ref.job_id) ?? 0) < ref.epoch) {
       this.ended.delete(ref.job_id);
       this.ended.set(ref.job_id, ref.epoch);
@@ -97,7 +117,7 @@ export class Session {
 
   /** Records a held lease's progress (the newest wins). */
   progress(ref: LeaseRef, p: Omit<Progress, "epoch">): void {
-    if (this.held.get(ref.job_id) === ref.epoch) this.progressOf.set(ref.job_id, { epoch: ref.epoch, ...p });
+    if (this.held.get(ref.job_id)?.epoch === ref.epoch) this.progressOf.set(ref.job_id, { epoch: ref.epoch, ...p });
   }
 
   /** A held lease's latest progress, if any (at `epoch` only). */
@@ -121,6 +141,6 @@ export class Session {
 
   /** The leases the agent holds, as this session knows them. */
   leases(): LeaseRef[] {
-    return [...this.held].map(([job_id, epoch]) => ({ job_id, epoch }));
+    return [...this.held].map(([job_id, h]) => ({ job_id, epoch: h.epoch }));
   }
 }

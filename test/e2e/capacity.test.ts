@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startAgent, waitExit } from "../../cli/dev.ts";
@@ -77,6 +78,20 @@ async function ended(ids: string[], ms: number): Promise<JobView[]> {
   return await until(`${ids.length} jobs to end`, ms, async () => {
     const views = await Promise.all(ids.map(job));
     return views.every((v) => ["succeeded", "failed", "cancelled", "expired"].includes(v.status)) ? views : undefined;
+  });
+}
+
+/** What the pool's agents wrote about these jobs (from each agent's `agent.log`), to read when a test fails. */
+function agentLines(jobs: readonly JobView[]): string[] {
+  const root = join(stack.state, "provisioner", "pool");
+  if (jobs.length === 0 || !existsSync(root)) return [];
+  return readdirSync(root).flatMap((n) => {
+    const file = join(root, n, "agent.log");
+    if (!existsSync(file)) return [];
+    return readFileSync(file, "utf8")
+      .split("\n")
+      .filter((l) => jobs.some((j) => l.includes(j.id)))
+      .map((l) => `pool-${n}: ${l}`);
   });
 }
 
@@ -164,14 +179,16 @@ describe("capacity end to end, with the local provisioner", () => {
       (await poolNow()).connected >= 2 ? true : undefined,
     );
     const views = await ended(burst, 120_000);
-    for (const v of views) {
-      expect(v.status).toBe("succeeded");
-      expect(v.timings.queued_s).toBeLessThanOrEqual(SLO_S);
-    }
+    const failed = views.filter((v) => v.status !== "succeeded");
+    expect({ failed, said: agentLines(failed) }, "every burst job succeeds").toEqual({ failed: [], said: [] });
+    for (const v of views) expect(v.timings.queued_s).toBeLessThanOrEqual(SLO_S);
     // The pool shrank while the long job ran, and the agent running it was not stopped: the job
     // ran once, to the end.
     const [longView] = await ended([long], 150_000);
-    expect(longView?.status).toBe("succeeded");
+    expect({ long: longView, said: agentLines(longView?.status === "succeeded" ? [] : [longView!]) }).toMatchObject({
+      long: { status: "succeeded" },
+      said: [],
+    });
     expect(longView?.attempts).toHaveLength(1);
     const ran = longView?.attempts[0];
     const during = await until("a shrink while the long job ran", 60_000, async () => {
