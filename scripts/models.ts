@@ -14,7 +14,7 @@
  * push of the built-in versions calls first.
  */
 import { execFile } from "node:child_process";
-import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
@@ -130,26 +130,27 @@ export async function writeManifests(interpreter?: string): Promise<string[]> {
 }
 
 /**
+ * The reference model's version directory: the one committed under models/reference/
+ * (scripts/models.test.ts keeps it one, and the Python tests keep its manifest the generator's).
+ */
+function referenceDir(): string {
+  const [version, ...more] = readdirSync(join(MODELS_DIR, REFERENCE_MODEL));
+  if (version === undefined || more.length > 0) {
+    throw new Error(`models/${REFERENCE_MODEL}/ must hold one version; run npx node scripts/models.ts`);
+  }
+  return versionDir(REFERENCE_MODEL, version);
+}
+
+/**
  * Makes the built-in versions whole: generates the reference model's weights beside its
- * manifest unless they are there (the generator checks the manifest describes them). Answers the
- * version directories, ready to push.
+ * committed manifest unless they are there (the generator checks the manifest describes them),
+ * so a start that finds them needs no Python. Answers the version directories, ready to push.
  */
 export async function ensureBuiltInVersions(interpreter?: string): Promise<string[]> {
   const demo = versionDir(DEMO_MODEL, DEMO_VERSION);
-  const described = Described.parse(
-    JSON.parse(
-      await run(interpreter ?? (await python()), [
-        "-B",
-        "-m",
-        "floodgate_runner.reference.generate",
-        "--size",
-        REFERENCE_SIZE,
-        "--describe",
-      ]),
-    ),
-  );
-  const reference = versionDir(REFERENCE_MODEL, described.version);
-  if (!existsSync(join(reference, described.weights))) {
+  const reference = referenceDir();
+  const manifest = VersionManifest.parse(JSON.parse(readFileSync(join(reference, "manifest.json"), "utf8")));
+  if (manifest.weights === undefined || !existsSync(join(reference, manifest.weights))) {
     await run(interpreter ?? (await python()), [
       "-B",
       "-m",

@@ -127,8 +127,8 @@ beforeAll(async () => {
           step_up: 3,
           step_down: 1,
           burst_window_s: 2,
-          window_s: 40,
-          cooldown_s: 20,
+          window_s: 16,
+          cooldown_s: 8,
           startup_s: 10,
         },
       },
@@ -173,7 +173,7 @@ describe("capacity end to end, with the local provisioner", () => {
   it("a burst grows the pool and every job starts within its SLO; idleness shrinks it to zero without stopping a busy agent", async () => {
     expect((await poolNow()).desired).toBe(0);
     // A long job, picked first: it still runs when the pool shrinks after the burst.
-    const long = await submit(90_000);
+    const long = await submit(60_000);
     const burst = await Promise.all(Array.from({ length: 24 }, () => submit(1000)));
     await until("the pool to grow past one agent", 60_000, async () =>
       (await poolNow()).connected >= 2 ? true : undefined,
