@@ -126,6 +126,17 @@ function world() {
     core.enqueue([{ id, account_id: "acc", tier: "api", body: { model: "m", input: {} } }], Date.now());
     return id;
   };
+  /** Holds the served shard's next `call`s until the answered function is called. */
+  const hold = (call: "heartbeat" | "rejoin"): (() => void) => {
+    const port = shards.get(schedulerName(SERVED)) as ShardPort;
+    const gate = Promise.withResolvers<void>();
+    const real = port[call].bind(port) as (...args: unknown[]) => Promise<never>;
+    port[call] = (async (...args: unknown[]) => {
+      await gate.promise;
+      return await real(...args);
+    }) as never;
+    return () => gate.resolve();
+  };
   const of = <T extends Out["type"]>(type: T) => sent.filter((m): m is Extract<Out, { type: T }> => m.type === type);
   const hello = () =>
     say({
@@ -141,7 +152,6 @@ function world() {
   return {
     served,
     other,
-    shards,
     frames,
     session,
     conn,
@@ -155,6 +165,7 @@ function world() {
     reported,
     say,
     submit,
+    hold,
     of,
     hello,
   };
@@ -271,13 +282,7 @@ describe("an agent's frames", () => {
     await w.hello();
     // Parked for one job, with none queued.
     await w.say({ type: "work.request", credits: 1 });
-    const port = w.shards.get(schedulerName(SERVED))!;
-    const heartbeat = port.heartbeat;
-    const gate = Promise.withResolvers<void>();
-    port.heartbeat = async (...args) => {
-      await gate.promise;
-      return await heartbeat(...args);
-    };
+    const gate = w.hold("heartbeat");
     // The agent's heartbeat, sent before the job came, is held at its shard...
     const beating = w.say({ type: "agent.heartbeat", leases: [], gpus: [], credits: 1, draining: false, versions: [] });
     // ...while a job comes and is pushed to the parked agent.
@@ -285,7 +290,7 @@ describe("an agent's frames", () => {
     const pushed = w.served.takeDeliveries().get("agt_1") ?? [];
     expect(pushed.map((l) => l.job_id)).toEqual([job]);
     expect(w.frames.deliver(w.conn, pushed)).toEqual([]);
-    gate.resolve();
+    gate();
     await beating;
     await w.say({ type: "job.progress", job_id: job, epoch: 1, phase: "sampling", step: 1, total: 10 });
     expect(w.of("lease.stale")).toEqual([]);
@@ -297,19 +302,13 @@ describe("an agent's frames", () => {
     const jobs = [w.submit(w.served), w.submit(w.served)];
     const old = w.served.lease({ id: "agt_1", pool: "p", versions: [] }, 2, Date.now(), 1);
     w.session.add(old);
-    const port = w.shards.get(schedulerName(SERVED))!;
-    const rejoin = port.rejoin;
-    const gate = Promise.withResolvers<void>();
-    port.rejoin = async (...args) => {
-      await gate.promise;
-      return await rejoin(...args);
-    };
+    const gate = w.hold("rejoin");
     w.conn.save({ ...w.conn.att, connected_at: Date.now() + 1 });
     const saying = w.hello();
     const pushed = w.served.lease({ id: "agt_1", pool: "p", versions: [] }, 2, Date.now() + 2, 1);
     expect(pushed.map((l) => l.job_id)).toEqual([jobs[1]]);
     expect(w.frames.deliver(w.conn, pushed)).toEqual([]);
-    gate.resolve();
+    gate();
     await saying;
     expect(w.session.holds({ job_id: jobs[0]!, epoch: 1 })).toBe("stale");
     expect(w.session.holds({ job_id: jobs[1]!, epoch: 1 })).toBe("held");
