@@ -42,6 +42,9 @@ describe("agent session", () => {
     s.sync([ref("job_a", 1)], [], since);
     expect(s.holds(ref("job_b", 1))).toBe("stale");
     expect(s.leases()).toEqual([ref("job_a", 1), ref("job_c", 1)]);
+    // The agent may still have got it on its old connection: once a heartbeat's shard renews it, it is held again.
+    s.sync([ref("job_b", 1)], []);
+    expect(s.holds(ref("job_b", 1))).toBe("held");
   });
 
   it("progress is kept for the lease held, newest first, and only for its epoch", () => {

@@ -92,7 +92,8 @@ export class Session {
     if (since !== undefined) {
       const keep = new Map(renewed.map((r) => [r.job_id, r.epoch]));
       for (const [job, h] of this.held) {
-        if (h.added <= since && keep.get(job) !== h.epoch) this.drop({ job_id: job, epoch: h.epoch });
+        // Forgotten, not ended: a later heartbeat that the shard renews it for brings it back.
+        if (h.added <= since && keep.get(job) !== h.epoch) this.forget(job);
       }
     }
     this.add(renewed);
