@@ -8,6 +8,7 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, realpathSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { stringify } from "yaml";
@@ -241,9 +242,14 @@ export async function installBuiltInVersions(
 
 /**
  * Environment for local workerd: no metrics, and no fetch of the `Request.cf` sample, which
- * needs the internet (the placeholder is used instead).
+ * needs the internet (the placeholder is used instead). Wrangler and the dashboard build it
+ * runs reuse Node's compiled code between starts (where the `floodgate` command keeps its own).
  */
-export const LOCAL_ENV = { WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false" };
+export const LOCAL_ENV = {
+  WRANGLER_SEND_METRICS: "false",
+  CLOUDFLARE_CF_FETCH_ENABLED: "false",
+  NODE_COMPILE_CACHE: process.env.NODE_COMPILE_CACHE ?? join(tmpdir(), "node-compile-cache"),
+};
 
 /** Starts the edge under wrangler dev and answers once it is healthy. */
 export async function startEdge(opts: {
