@@ -5,10 +5,15 @@
  */
 import { generateKeyPairSync } from "node:crypto";
 import { existsSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { cloudflareTest } from "@cloudflare/vitest-plugin";
 import { defineConfig } from "vitest/config";
 import { ASSETS_DIR, buildDashboard } from "./dashboard/build.ts";
+
+// Every Node process the suite starts (npm, npx, the packed CLI, wrangler) reuses the code the
+// last one compiled: hundreds of processes start in two thirds of the time.
+process.env.NODE_COMPILE_CACHE ??= join(tmpdir(), "node-compile-cache");
 
 // wrangler.toml's [assets] directory must exist for the workers project: a clean clone builds
 // it once here (`wrangler dev`, and so the e2e stack, rebuild it on every start).
